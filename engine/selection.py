@@ -1,0 +1,65 @@
+"""Which models and dataset the dashboard opens with (plain logic, testable without a UI)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+OFFLINE_DEFAULT = "shapes"
+PREFERRED_DATASETS = ("mnist", OFFLINE_DEFAULT)
+
+
+def training_method(card: dict[str, Any]) -> str:
+    """The card's training method ("standard", "pgd", "trades", "fast", "advprop", ...)."""
+    training = card.get("training") or {}
+    return str(training.get("method") or "standard")
+
+
+def is_robust(card: dict[str, Any]) -> bool:
+    """True when the card records adversarial training (any method but "standard")."""
+    return training_method(card) != "standard"
+
+
+@dataclass(frozen=True)
+class DefaultChoice:
+    """The opening state: dataset, model A (standard) and B (robust) paths, and why."""
+
+    dataset: str
+    a: str | None
+    b: str | None
+    reason: str
+
+
+def _pair_for(dataset: str, infos: Sequence[Any]) -> tuple[str | None, str | None]:
+    """Paths of the first standard and the first robust checkpoint trained on ``dataset``."""
+    on_set = [i for i in infos if (i.card or {}).get("dataset") == dataset]
+    standard = next((str(i.path) for i in on_set if not is_robust(i.card)), None)
+    robust = next((str(i.path) for i in on_set if is_robust(i.card)), None)
+    return standard, robust
+
+
+def choose_default(infos: Sequence[Any], available: dict[str, bool]) -> DefaultChoice:
+    """Pick MNIST's standard/robust pair when its data is present, else the offline ``shapes``.
+
+    Args:
+        infos: checkpoint listings with ``.path`` and ``.card`` (see ``list_checkpoints``).
+        available: dataset name -> whether its files are present (or downloadable).
+    """
+    usable = [i for i in infos if getattr(i, "card", None)]
+    for name in PREFERRED_DATASETS:
+        a, b = _pair_for(name, usable)
+        if available.get(name, name == OFFLINE_DEFAULT) and (a or b):
+            reason = "" if name != OFFLINE_DEFAULT else _offline_reason(available)
+            return DefaultChoice(name, a, b, reason)
+    a, b = _pair_for(OFFLINE_DEFAULT, usable)
+    first = str(usable[0].path) if usable else None
+    return DefaultChoice(OFFLINE_DEFAULT, a or first, b, _offline_reason(available))
+
+
+def _offline_reason(available: dict[str, bool]) -> str:
+    """Explain why the dashboard fell back to the synthetic dataset."""
+    if available.get("mnist"):
+        return "No MNIST checkpoint pair found, so the synthetic `shapes` dataset is shown."
+    return (
+        "MNIST files were not found (set ROBUSTSCOPE_DATA to a folder holding MNIST/raw, or go "
+        "online to download it), so the dashboard opens on the synthetic, offline `shapes` dataset."
+    )

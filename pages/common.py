@@ -1,0 +1,167 @@
+"""Thin UI helpers shared by every page: the sidebar selection, cached engine calls, messages.
+
+Pages call ``current_selection()`` first, then the engine through the cached helpers here. No
+model math lives here; it only caches and renders.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+import engine
+from engine import checkpoints as ckpt
+from engine import data as edata
+from engine import device as edevice
+from engine.errors import RobustScopeError
+from engine.selection import choose_default, training_method
+
+SELECTION_KEY = "robustscope_selection"
+
+
+@dataclass
+class Selection:
+    """What the sidebar chose: models A and B (``LoadedCheckpoint`` or None), dataset, device."""
+
+    a: Any
+    b: Any
+    a_path: str | None
+    b_path: str | None
+    dataset: str
+    device: str
+    notice: str = ""
+
+
+@st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
+def _cached_checkpoint(path: str, mtime: float, device: str):
+    """Load a checkpoint once per (path, file version, device)."""
+    return engine.load(path, device=device)
+
+
+def load_checkpoint(path: str, device: str = "cpu"):
+    """Load (and cache) the checkpoint at ``path`` on ``device``; errors are RobustScopeErrors."""
+    card = Path(path).with_suffix(".json")
+    mtime = card.stat().st_mtime if card.exists() else 0.0
+    return _cached_checkpoint(str(path), mtime, device)
+
+
+@st.cache_data(show_spinner="Loading images…", max_entries=16)
+def dataset_sample(name: str, n: int, seed: int | None = None, split: str = "test", **options):
+    """``(images (n,C,H,W) in [0,1], labels (n,))`` from dataset ``name`` (first n, or seeded)."""
+    dataset = edata.load_dataset(name, split=split, **options)
+    return edata.take(dataset, n, seed=seed)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def checkpoint_listing() -> list:
+    """All checkpoints with their cards (refreshed every few seconds so new ones appear)."""
+    return ckpt.list_checkpoints()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def dataset_availability() -> dict[str, bool]:
+    """Dataset name -> whether its files are present locally."""
+    return {name: edata.dataset_available(name) for name in edata.DATASETS}
+
+
+def show_error(exc: BaseException) -> None:
+    """Show a user error plainly and anything unexpected with its traceback."""
+    if isinstance(exc, RobustScopeError):
+        st.error(str(exc), icon="⚠️")
+    else:
+        st.exception(exc)
+
+
+def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A ``progress(done, total)`` callback drawing a progress bar, and a ``finish()`` to clear it."""
+    bar = st.progress(0.0, text=label)
+
+    def update(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{label} {done}/{total}")
+
+    return update, bar.empty
+
+
+def _label(info) -> str:
+    """A select-box label for a checkpoint listing: name, dataset and training recipe."""
+    card = info.card or {}
+    training = card.get("training") or {}
+    eps = training.get("eps")
+    recipe = training_method(card) + (f" ε={eps:g}" if isinstance(eps, (int, float)) else "")
+    return f"{info.name} · {card.get('dataset', '?')} · {recipe}"
+
+
+def _pick_model(slot: str, infos: list, default: str | None) -> str | None:
+    """A sidebar select box for model ``slot`` ("A" or "B"); returns the chosen path."""
+    paths = [str(i.path) for i in infos]
+    labels = {str(i.path): _label(i) for i in infos}
+    if not paths:
+        return None
+    index = paths.index(default) if default in paths else 0
+    return st.sidebar.selectbox(
+        f"Model {slot}", paths, index=index, format_func=labels.get, key=f"model_{slot.lower()}"
+    )
+
+
+def _load_or_report(path: str | None, device: str):
+    """Load the chosen checkpoint, showing (not raising) a user error in the sidebar."""
+    if path is None:
+        return None
+    try:
+        return load_checkpoint(path, device)
+    except RobustScopeError as exc:
+        st.sidebar.error(f"{Path(path).name}: {exc}")
+        return None
+
+
+def sidebar() -> Selection:
+    """Render the shared sidebar (models A/B, dataset, device) and remember the selection."""
+    infos = [i for i in checkpoint_listing() if not getattr(i, "error", None)]
+    available = dataset_availability()
+    default = choose_default(infos, available)
+    st.sidebar.header("Models")
+    a_path = _pick_model("A", infos, default.a)
+    b_path = _pick_model("B", infos, default.b)
+    names = list(edata.DATASETS)
+    a_card = next((i.card for i in infos if str(i.path) == a_path), {}) or {}
+    wanted = a_card.get("dataset", default.dataset)
+    dataset = st.sidebar.selectbox(
+        "Dataset", names, index=names.index(wanted) if wanted in names else 0, key="dataset"
+    )
+    notice = default.reason if dataset == default.dataset else ""
+    if not available.get(dataset, False) and dataset != "shapes":
+        notice = (
+            f"`{dataset}` files were not found under {edata.data_root()} (set ROBUSTSCOPE_DATA); "
+            "pages will try to download it and say so if that fails."
+        )
+    devices = ["auto", "cpu"] + (["cuda"] if edevice.resolve_device("auto").type == "cuda" else [])
+    device_name = st.sidebar.selectbox("Device", devices, key="device")
+    device = str(edevice.resolve_device(device_name))
+    if notice:
+        st.sidebar.info(notice)
+    return Selection(
+        _load_or_report(a_path, device), _load_or_report(b_path, device), a_path, b_path,
+        dataset, device, notice,
+    )
+
+
+def current_selection() -> Selection:
+    """The selection the app's sidebar made in this run (``app.py`` stores it under
+    ``SELECTION_KEY`` and clears it after the page ran); a page run on its own renders the sidebar
+    itself. Call it at the top of a page, not inside an ``st.fragment``."""
+    sel = st.session_state.get(SELECTION_KEY)
+    return sel if sel is not None else sidebar()
+
+
+def require_models(sel: Selection, both: bool = True) -> None:
+    """Stop the page with an empty-state message when model A (and B, if ``both``) is missing."""
+    missing = [slot for slot, m in (("A", sel.a), ("B", sel.b)) if m is None and (both or slot == "A")]
+    if missing:
+        st.info(
+            f"Choose model {' and '.join(missing)} in the sidebar. No checkpoint yet? Add one on "
+            "the **Models** page (upload), train one on the **Training** page, or see the README "
+            "(`python -m engine models`)."
+        )
+        st.stop()
