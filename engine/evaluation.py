@@ -51,7 +51,10 @@ def iter_batches(
         if labels is None or len(labels) != len(data):
             raise InvalidParameterError("images and labels must be given together, of equal length")
         total = len(data) if n is None else min(n, len(data))
-        chunks = ((data[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, total, batch_size))
+        chunks = (
+            (data[i : min(i + batch_size, total)], labels[i : min(i + batch_size, total)])
+            for i in range(0, total, batch_size)
+        )
         return chunks, total
     total = len(data) if n is None else min(n, len(data))
     loader = DataLoader(Subset(data, range(total)), batch_size=batch_size, shuffle=False)

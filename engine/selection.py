@@ -63,3 +63,17 @@ def _offline_reason(available: dict[str, bool]) -> str:
         "MNIST files were not found (set ROBUSTSCOPE_DATA to a folder holding MNIST/raw, or go "
         "online to download it), so the dashboard opens on the synthetic, offline `shapes` dataset."
     )
+
+
+def incompatibility(card: dict[str, Any], spec: Any) -> str | None:
+    """Why a model (by its card) cannot run on a dataset (by its spec), or None when it can."""
+    shape = tuple(card.get("input_shape") or ())
+    if shape and tuple(spec.input_shape) != shape:
+        return (f"{card.get('name', 'the model')} takes inputs of shape {shape}, but `{spec.name}` "
+                f"images are {tuple(spec.input_shape)}; pick the dataset it was trained on "
+                f"(`{card.get('dataset', '?')}`).")
+    classes = card.get("num_classes")
+    if classes and classes != spec.num_classes:
+        return (f"{card.get('name', 'the model')} has {classes} classes but `{spec.name}` has "
+                f"{spec.num_classes}; pick `{card.get('dataset', '?')}`.")
+    return None

@@ -1,0 +1,145 @@
+"""Models page: the checkpoints available, their model cards, uploads and clean accuracy."""
+import json
+
+import pandas as pd
+import streamlit as st
+
+from engine import data as edata
+from engine import models as emodels
+from engine.evaluation import accuracy
+from engine.selection import incompatibility
+from engine.uploads import install_upload
+from pages import common
+
+st.title("Models")
+st.caption("Standard and robust checkpoints side by side: their model cards, and clean accuracy.")
+sel = common.current_selection()
+infos = common.checkpoint_listing()
+
+
+def show_empty_state() -> None:
+    """Tell a new user how to get a first checkpoint."""
+    st.info(
+        "**No checkpoint yet.** Get one in any of these ways:\n"
+        "- train one on the **Training** page, or `python -m engine train --config cfg.json`;\n"
+        "- upload one below (our `.safetensors` + `.json` card, or a PyTorch state dict with its "
+        "architecture);\n"
+        "- import one: `python -m engine import model.pt --arch small_cnn --dataset mnist`."
+    )
+
+
+def show_table() -> None:
+    """A table of every checkpoint found, with its card's headline fields."""
+    rows = []
+    for info in infos:
+        card = info.card or {}
+        training, metrics = card.get("training") or {}, card.get("metrics") or {}
+        rows.append({
+            "name": info.name, "dataset": card.get("dataset"), "arch": card.get("arch"),
+            "method": training.get("method"), "norm": training.get("norm"), "ε": training.get("eps"),
+            "clean acc": metrics.get("clean_acc"), "robust acc": metrics.get("robust_acc"),
+            "problem": getattr(info, "error", None), "path": str(info.path),
+        })
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+def show_card(slot: str, loaded) -> None:
+    """Model card of model ``slot`` with its key facts first."""
+    st.subheader(f"Model {slot}")
+    if loaded is None:
+        st.write("— none selected —")
+        return
+    card = loaded.card
+    training, metrics = card.get("training") or {}, card.get("metrics") or {}
+    st.markdown(f"**{card.get('name', loaded.path.stem)}** · `{card.get('arch')}` on `{card.get('dataset')}`")
+    cols = st.columns(3)
+    cols[0].metric("method", str(training.get("method", "?")))
+    clean = metrics.get("clean_acc")
+    cols[1].metric("clean acc (card)", f"{clean:.2%}" if isinstance(clean, float) else "—")
+    robust = metrics.get("robust_acc")
+    cols[2].metric("robust acc (card)", f"{robust:.2%}" if isinstance(robust, float) else "—")
+    with st.expander("Full model card"):
+        st.json(card)
+
+
+def upload_form() -> None:
+    """Upload a checkpoint (with a card, or a state dict with its architecture)."""
+    with st.expander("Upload a checkpoint"):
+        weights = st.file_uploader("Weights", type=["safetensors", "pt", "pth", "ckpt", "bin"], key="up_w")
+        card = st.file_uploader("Model card (.json, optional for .safetensors from RobustScope)", type=["json"], key="up_c")
+        c1, c2, c3 = st.columns(3)
+        arch = c1.selectbox("Architecture (without a card)", list(emodels.ARCHITECTURES), key="up_arch")
+        dataset = c2.selectbox("Dataset (without a card)", list(edata.DATASETS), key="up_ds")
+        fmt = c3.selectbox("Format", ["auto", "plain", "torchvision", "robustness", "robustbench"], key="up_fmt")
+        name = st.text_input("Name (default: the file name)", key="up_name")
+        allow_pickle = st.checkbox(
+            "Allow arbitrary unpickling (DANGEROUS: only for files you trust)", key="up_pickle",
+            help="Some old checkpoints need full pickle loading, which can run any code inside the file.",
+        )
+        if allow_pickle:
+            st.warning("Loading with pickle runs code from the file. Only do this for checkpoints you trust.")
+        if st.button("Add checkpoint", disabled=weights is None, key="up_go"):
+            try:
+                path = install_upload(
+                    weights.name, weights.getvalue(), card.getvalue() if card else None,
+                    name=name or None, arch=arch, dataset=dataset, fmt=fmt, allow_pickle=allow_pickle,
+                )
+            except Exception as exc:  # shown to the user; nothing was saved
+                common.show_error(exc)
+            else:
+                common.checkpoint_listing.clear()
+                st.success(f"Saved {path.name}; pick it in the sidebar.")
+
+
+def evaluate_pair() -> None:
+    """Clean accuracy of A and B on N test images of the chosen dataset, with progress."""
+    st.subheader(f"Clean accuracy on `{sel.dataset}`")
+    n = st.number_input("Test images", min_value=10, max_value=100_000, value=1000, step=100, key="eval_n")
+    if not st.button("Evaluate A and B", key="eval_go"):
+        shown = st.session_state.get("models_eval")
+        if shown:
+            st.dataframe(pd.DataFrame(shown), hide_index=True)
+        return
+    results = []
+    try:
+        spec = edata.get_spec(sel.dataset)
+        dataset = edata.load_dataset(sel.dataset, split="test")
+        for slot, loaded in (("A", sel.a), ("B", sel.b)):
+            if loaded is None:
+                continue
+            problem = incompatibility(loaded.card, spec)
+            if problem:
+                st.warning(f"Model {slot}: {problem}")
+                continue
+            update, finish = common.progress_callback(f"Model {slot}")
+            res = accuracy(loaded.model, dataset, n=int(n), device=sel.device, progress=update)
+            finish()
+            results.append({"model": slot, "name": loaded.card.get("name"), "clean acc": res.accuracy,
+                            "images": res.total, "seconds": round(res.seconds, 2)})
+    except Exception as exc:
+        common.show_error(exc)
+    st.session_state["models_eval"] = results
+    if results:
+        st.dataframe(pd.DataFrame(results), hide_index=True)
+        st.download_button("Download CSV", pd.DataFrame(results).to_csv(index=False), "clean_accuracy.csv", "text/csv")
+
+
+if sel.notice:
+    st.info(sel.notice)
+if not infos:
+    show_empty_state()
+else:
+    show_table()
+    left, right = st.columns(2)
+    with left:
+        show_card("A", sel.a)
+    with right:
+        show_card("B", sel.b)
+    if sel.a is not None or sel.b is not None:
+        evaluate_pair()
+upload_form()
+st.download_button(
+    "Download the listing (JSON)",
+    json.dumps([{"path": str(i.path), "card": i.card} for i in infos], indent=2, default=str),
+    "checkpoints.json", "application/json",
+)

@@ -1,0 +1,38 @@
+"""engine.selection: which pair the dashboard opens with, and model/dataset compatibility."""
+from types import SimpleNamespace
+
+from engine.selection import choose_default, incompatibility
+
+
+def _info(path, dataset, method="standard", eps=None):
+    return SimpleNamespace(path=path, card={"dataset": dataset, "training": {"method": method, "eps": eps}})
+
+
+INFOS = [
+    _info("s_std", "shapes"), _info("s_rob", "shapes", "pgd", 0.03),
+    _info("m_std", "mnist"), _info("m_rob", "mnist", "pgd", 0.3),
+]
+
+
+def test_mnist_pair_when_mnist_data_present():
+    choice = choose_default(INFOS, {"mnist": True, "shapes": True})
+    assert (choice.dataset, choice.a, choice.b, choice.reason) == ("mnist", "m_std", "m_rob", "")
+
+
+def test_shapes_with_reason_when_mnist_missing():
+    choice = choose_default(INFOS, {"mnist": False, "shapes": True})
+    assert (choice.dataset, choice.a, choice.b) == ("shapes", "s_std", "s_rob")
+    assert "ROBUSTSCOPE_DATA" in choice.reason and "shapes" in choice.reason
+
+
+def test_no_checkpoints_still_opens_on_shapes():
+    choice = choose_default([], {"mnist": False})
+    assert (choice.dataset, choice.a, choice.b) == ("shapes", None, None)
+
+
+def test_incompatibility_names_the_shapes():
+    spec = SimpleNamespace(name="mnist", input_shape=(1, 28, 28), num_classes=10)
+    assert incompatibility({"input_shape": [1, 28, 28], "num_classes": 10}, spec) is None
+    msg = incompatibility({"name": "m", "input_shape": [3, 32, 32], "dataset": "shapes"}, spec)
+    assert "(3, 32, 32)" in msg and "(1, 28, 28)" in msg and "shapes" in msg
+    assert "classes" in incompatibility({"input_shape": [1, 28, 28], "num_classes": 5}, spec)
