@@ -1,2 +1,19 @@
-"""Model architectures, the [0, 1] normalising wrapper, dual BatchNorm, layer listing and hooks."""
-from engine.models.hooks import ActivationRecorder, record_activations  # noqa: F401
+"""Model architectures, the [0, 1] normalising wrapper, dual BatchNorm, layer listing and hooks.
+
+Public API (docs/ENGINE_API.md):
+- :data:`ARCHITECTURES` (name -> :class:`ArchSpec`), :func:`build_model` -> :class:`Classifier`;
+- :class:`DualBatchNorm2d`, :func:`bn_branch` (AdvProp's main/aux BatchNorm);
+- :func:`list_layers` -> list of :class:`LayerInfo`, :func:`default_layers`;
+- :func:`record_activations` (``engine.models.hooks``).
+"""
+from engine.models.architectures import ARCHITECTURES, ArchSpec, build_model, get_arch  # noqa: F401
+from engine.models.dual_bn import (  # noqa: F401
+    BN_BRANCHES,
+    DualBatchNorm2d,
+    bn_branch,
+    convert_to_dual_bn,
+    dual_bn_layers,
+)
+from engine.models.hooks import ActivationRecorder, record_activations, resolve_layer  # noqa: F401
+from engine.models.layers import LayerInfo, default_layers, list_layers  # noqa: F401
+from engine.models.wrapper import Classifier, Normalize  # noqa: F401
