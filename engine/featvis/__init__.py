@@ -1,0 +1,25 @@
+"""Feature visualisation: units (the natural basis) vs random directions (Szegedy et al. 2013).
+
+- Dataset examples: :func:`top_k`, :func:`top_k_many`, :func:`unit_scores`, :func:`layer_features`.
+- Targets: :func:`unit_target`, :func:`direction_target`, :func:`random_direction`.
+- Optimisation (lucent, hooks always removed, device follows the model): :func:`visualise`,
+  :class:`VisConfig`, :class:`VisResult`; cached by checkpoint hash: :func:`cached_visualise`.
+"""
+from engine.featvis.cache import cache_dir, cache_key, cached_visualise, load_cached, save_cached  # noqa: F401
+from engine.featvis.examples import (  # noqa: F401
+    TopK,
+    layer_features,
+    rank,
+    target_scores,
+    top_k,
+    top_k_many,
+    unit_scores,
+)
+from engine.featvis.render import VisConfig, VisResult, image_param, objective_for, projection, visualise  # noqa: F401
+from engine.featvis.targets import (  # noqa: F401
+    TARGET_KINDS,
+    FeatureTarget,
+    direction_target,
+    random_direction,
+    unit_target,
+)
