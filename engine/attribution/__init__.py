@@ -1,0 +1,50 @@
+"""Gradient attribution (captum adapters) and its quantitative checks.
+
+- :func:`attribute` with the :data:`METHODS` registry: vanilla gradient, input x gradient,
+  SmoothGrad, Integrated Gradients, guided backprop -> :class:`Attribution` (maps like the input).
+- :func:`to_heatmap`, :func:`overlay`, :func:`colorize`, :func:`to_png_bytes`: pictures.
+- :func:`keep_remove_curves`: accuracy vs fraction of top-attributed pixels kept/removed
+  (retraining, i.e. KAR/ROAR, plugs in through ``retrain``).
+- :func:`alignment_score`, :func:`epsilon_tradeoff`: attribution mass inside the object mask on
+  ``shapes``, and its trade-off with clean accuracy across training ε (Kim & Seo 2019).
+"""
+from engine.attribution.alignment import (  # noqa: F401
+    ALIGNMENT_DATASET,
+    MaskedImages,
+    TradeoffPoint,
+    alignment_score,
+    epsilon_tradeoff,
+    mask_area,
+    shapes_evaluation_set,
+    training_epsilon,
+    with_training_epsilon,
+)
+from engine.attribution.curves import (  # noqa: F401
+    DEFAULT_FRACTIONS,
+    MODES,
+    REPLACEMENTS,
+    CurveResult,
+    RetrainRequest,
+    keep_remove_curve,
+    keep_remove_curves,
+)
+from engine.attribution.methods import (  # noqa: F401
+    COMMON_PARAMS,
+    METHODS,
+    Attribution,
+    MethodSpec,
+    ParamSpec,
+    attribute,
+    check_module_relus,
+    method_params,
+    resolve_params,
+)
+from engine.attribution.render import (  # noqa: F401
+    COLORMAPS,
+    REDUCTIONS,
+    colorize,
+    image_to_rgb,
+    overlay,
+    to_heatmap,
+    to_png_bytes,
+)

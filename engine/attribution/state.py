@@ -1,0 +1,97 @@
+"""Leaving shared models as they were found: eval mode and frozen parameters, restored on exit."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.errors import InvalidParameterError
+
+
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with ``requires_grad=False`` on every parameter, then restore.
+
+    The training flag of every submodule and each parameter's ``requires_grad`` are put back on
+    exit, also when the body raises (torchattacks' ``_recover_model_mode``).
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in grads:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (CPU for a parameter-free model)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def as_images(images, name: str = "images") -> torch.Tensor:
+    """Check and convert a batch of images to a float32 tensor (B, C, H, W) in [0, 1].
+
+    Raises:
+        InvalidParameterError: not 4-D, empty, not finite, or values outside [0, 1].
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise InvalidParameterError(f"{name} must be a tensor or array (B, C, H, W), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise InvalidParameterError(
+            f"{name} must have shape (B, C, H, W) with B >= 1, got {tuple(images.shape)}"
+        )
+    images = images.detach().float()
+    if not torch.isfinite(images).all():
+        raise InvalidParameterError(f"{name} contain NaN or infinite values")
+    low, high = float(images.min()), float(images.max())
+    if low < -1e-4 or high > 1 + 1e-4:
+        raise InvalidParameterError(
+            f"{name} must be in [0, 1] (models normalise internally), got values in [{low:.3g}, {high:.3g}]"
+        )
+    return images.clamp(0, 1)
+
+
+def as_labels(labels, batch: int, num_classes: int, name: str = "labels") -> torch.Tensor:
+    """Check class indices: an int (broadcast) or a sequence/tensor of ``batch`` ints in range.
+
+    Returns:
+        A long tensor (B,) on the CPU.
+
+    Raises:
+        InvalidParameterError: wrong length or a class index outside ``[0, num_classes)``.
+    """
+    if isinstance(labels, (int, np.integer)):
+        labels = [int(labels)] * batch
+    tensor = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels))
+    if tensor.ndim != 1 or tensor.shape[0] != batch:
+        raise InvalidParameterError(f"{name} must be one int or {batch} ints, got shape {tuple(tensor.shape)}")
+    if tensor.dtype.is_floating_point or tensor.dtype == torch.bool:
+        raise InvalidParameterError(f"{name} must be integer class indices, got dtype {tensor.dtype}")
+    tensor = tensor.long()
+    if int(tensor.min()) < 0 or int(tensor.max()) >= num_classes:
+        raise InvalidParameterError(
+            f"{name} must be class indices in [0, {num_classes - 1}], got {tensor.tolist()[:8]}"
+        )
+    return tensor
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits of ``model`` on ``images`` (B, C, H, W) in batches, in eval mode; returns (B, K) on CPU."""
+    device = model_device(model)
+    with frozen_eval(model):
+        chunks = [model(batch.to(device)).float().cpu() for batch in images.split(batch_size)]
+    return torch.cat(chunks)
