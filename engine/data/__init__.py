@@ -1,0 +1,30 @@
+"""Datasets: a registry of specs and loaders, the synthetic ``shapes`` set and real image sets.
+
+Everything yields images as float32 tensors in [0, 1], shape (C, H, W), with integer labels.
+Real data lives under :func:`data_root` (``$ROBUSTSCOPE_DATA``, else ``./data``); ``shapes`` is
+generated offline from a seed and is the default when nothing else is available.
+"""
+from engine.data.base import DATA_ENV, DatasetSpec, TensorImageDataset, data_root
+from engine.data.imagefolder import imagefolder_spec
+from engine.data.registry import (
+    DATASETS,
+    LOADERS,
+    dataset_available,
+    get_spec,
+    load_dataset,
+    take,
+)
+
+__all__ = [
+    "DATA_ENV",
+    "DATASETS",
+    "LOADERS",
+    "DatasetSpec",
+    "TensorImageDataset",
+    "data_root",
+    "dataset_available",
+    "get_spec",
+    "imagefolder_spec",
+    "load_dataset",
+    "take",
+]

@@ -1,0 +1,133 @@
+"""The dataset registry: name -> spec, loader and availability check, plus ``take``.
+
+Three plain dicts keyed by the same names fill the dashboard's select boxes and parametrise the
+tests, so a new dataset is one entry in each.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from engine.data import imagefolder, shapes, vision
+from engine.data.base import DatasetSpec, TensorImageDataset, check_no_options
+from engine.errors import InvalidParameterError
+
+DATASETS: dict[str, DatasetSpec] = {
+    "shapes": shapes.SPEC,
+    "mnist": vision.MNIST_SPEC,
+    "fashion-mnist": vision.FASHION_MNIST_SPEC,
+    "cifar10": vision.CIFAR10_SPEC,
+}
+
+LOADERS: dict[str, Callable[..., Dataset]] = {
+    "shapes": lambda split, root, download, **options: shapes.load_shapes(split, **options),
+    "mnist": vision.load_mnist,
+    "fashion-mnist": vision.load_fashion_mnist,
+    "cifar10": vision.load_cifar10,
+    "imagefolder": imagefolder.load_imagefolder,
+}
+
+AVAILABLE: dict[str, Callable[[str | Path | None], bool]] = {
+    "shapes": lambda root: True,
+    "mnist": vision.mnist_available,
+    "fashion-mnist": vision.fashion_mnist_available,
+    "cifar10": vision.cifar10_available,
+    "imagefolder": imagefolder.imagefolder_available,
+}
+
+# Keyword options each loader takes (anything else is a user error, reported by name).
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "shapes": ("n", "variant", "texture_rate", "seed", "image_size"),
+    "mnist": (),
+    "fashion-mnist": (),
+    "cifar10": (),
+    "imagefolder": ("image_size",),
+}
+
+
+def _check_name(name: str) -> str:
+    if name not in LOADERS:
+        raise InvalidParameterError(
+            f"unknown dataset {name!r}; choose one of {', '.join(LOADERS)}"
+        )
+    return name
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """Return the :class:`DatasetSpec` registered as ``name``.
+
+    ``"imagefolder"`` has no fixed spec (it depends on the folder): use
+    :func:`engine.data.imagefolder_spec`. Unknown names raise InvalidParameterError listing them.
+    """
+    if name == "imagefolder":
+        raise InvalidParameterError(
+            "the 'imagefolder' spec depends on the folder; use imagefolder_spec(root, image_size)"
+        )
+    if name not in DATASETS:
+        raise InvalidParameterError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def dataset_available(name: str, root: str | Path | None = None) -> bool:
+    """True when ``name`` can be loaded without a download (files on disk; ``shapes`` always).
+
+    Cheap: it only checks that files exist. ``root`` defaults to ``data_root()`` (for
+    ``imagefolder``: the folder itself, default ``<data root>/imagefolder``).
+    """
+    return AVAILABLE[_check_name(name)](root)
+
+
+def load_dataset(name: str, split: str = "test", root: str | Path | None = None,
+                 download: bool = True, **options) -> Dataset:
+    """Load a dataset split yielding ``(image (C, H, W) float32 in [0, 1], int label)``.
+
+    Args:
+        name: a key of ``DATASETS`` or ``"imagefolder"``.
+        split: ``"train"`` or ``"test"``.
+        root: data root (default ``$ROBUSTSCOPE_DATA``, else ``./data``); for ``imagefolder`` the
+            image folder itself.
+        download: download missing files when possible (torchvision sets; shows progress).
+        **options: per dataset, see ``OPTIONS``: ``shapes`` takes ``n``, ``variant``,
+            ``texture_rate``, ``seed``, ``image_size`` (see :func:`engine.data.shapes.load_shapes`);
+            ``imagefolder`` takes ``image_size``.
+
+    Returns:
+        A ``torch.utils.data.Dataset`` with a ``spec`` attribute.
+
+    Raises:
+        InvalidParameterError: unknown name, split or option.
+        DatasetUnavailableError: files missing and the download failed (names the files and
+            ``ROBUSTSCOPE_DATA``).
+    """
+    _check_name(name)
+    check_no_options(name, options, OPTIONS[name])
+    return LOADERS[name](split=split, root=root, download=download, **options)
+
+
+def take(dataset: Dataset, n: int, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``n`` examples as tensors: the first ``n``, or a seeded random subset.
+
+    Args:
+        dataset: any dataset yielding ``(image, label)``.
+        n: how many, 1 <= n <= len(dataset).
+        seed: None for the first ``n`` in order; an integer for ``n`` distinct random indices
+            (the same seed gives the same subset).
+
+    Returns:
+        ``(images (n, C, H, W) float32 in [0, 1], labels (n,) long)``.
+    """
+    size = len(dataset)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= size:
+        raise InvalidParameterError(f"n must be an integer in [1, {size}] (the dataset's size), got {n!r}")
+    if seed is None:
+        indices = torch.arange(n)
+    else:
+        indices = torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))[:n]
+    if isinstance(dataset, TensorImageDataset):
+        return dataset.batch(indices)
+    items = [dataset[int(i)] for i in indices]
+    images = torch.stack([torch.as_tensor(image, dtype=torch.float32) for image, _ in items])
+    return images, torch.tensor([int(label) for _, label in items], dtype=torch.long)
