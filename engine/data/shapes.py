@@ -297,7 +297,7 @@ def _render(p: _Params, variant: str, size: int) -> tuple[torch.Tensor, torch.Te
     """Images (M, 3, H, W) in [0, 1] (8-bit quantised) and masks (M, 1, H, W) for params ``p``."""
     m = len(p.labels)
     coords = torch.arange(size, dtype=torch.float32) + 0.5
-    ys, xs = (c.expand(m, size, size) for c in torch.meshgrid(coords, coords, indexing="ij"))
+    xs, ys = coords.view(1, 1, size), coords.view(1, size, 1)  # broadcast to (M, H, W) lazily
     if variant == "texture":
         masks = torch.ones(m, size, size, dtype=torch.bool)
     else:
