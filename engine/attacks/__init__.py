@@ -1,0 +1,21 @@
+"""Adversarial attacks and robustness evaluation: one attack loop over threat models (ℓ∞, ℓ₂).
+
+Attacks are small dataclasses with one verb: ``PGD(eps=8/255, steps=20)(model, x, y) ->
+AttackResult``. ``ATTACKS`` maps names to classes; ``make_attack(name, dataset, **params)`` builds
+one with per-dataset defaults. Evaluation: :func:`robust_accuracy`, :func:`eps_sweep`,
+:func:`transfer_matrix`, :func:`minimal_perturbation`.
+"""
+from engine.attacks.base import (  # noqa: F401
+    Attack, AttackCancelled, AttackResult, frozen_eval,
+)
+from engine.attacks.deepfool import DeepFool  # noqa: F401
+from engine.attacks.evaluate import (  # noqa: F401
+    MinimalPerturbation, RobustAccuracy, SweepResult, TransferResult, eps_sweep, minimal_perturbation,
+    robust_accuracy, run_attack, transfer_matrix,
+)
+from engine.attacks.penalty import CW, LBFGS  # noqa: F401
+from engine.attacks.pgd import FGSM, PGD, default_alpha, pgd_loop  # noqa: F401
+from engine.attacks.registry import (  # noqa: F401
+    ATTACKS, DEFAULT_EPS, EXPOSED, default_eps, default_params, get_attack_class, make_attack,
+)
+from engine.attacks.steps import STEPS, L2Step, LinfStep, ThreatStep  # noqa: F401

@@ -1,0 +1,74 @@
+"""Attack results as files: an NPZ of tensors (written atomically) and CSV-ready rows."""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from engine.attacks.base import AttackResult
+
+
+def result_arrays(result: AttackResult, x=None) -> dict[str, np.ndarray]:
+    """NumPy arrays of a result: ``x`` (clean), ``x_adv``, ``labels``, ``preds`` (adversarial),
+    ``preds_clean``, ``success``, ``linf``, ``l2`` and ``targets`` (targeted attacks only)."""
+    clean = (result.adv - result.perturbation) if x is None else x
+    arrays = {
+        "x": clean.detach().cpu().numpy().astype(np.float32),
+        "x_adv": result.adv.detach().cpu().numpy().astype(np.float32),
+        "labels": result.labels.cpu().numpy(),
+        "preds": result.preds_adv.cpu().numpy(),
+        "preds_clean": result.preds_clean.cpu().numpy(),
+        "success": result.success.cpu().numpy(),
+        "linf": result.linf_norm.cpu().numpy(),
+        "l2": result.l2_norm.cpu().numpy(),
+    }
+    if result.targets is not None:
+        arrays["targets"] = result.targets.cpu().numpy()
+    return arrays
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """The bytes of a compressed ``.npz`` holding ``arrays``."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to ``path`` (.npz) atomically: temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(npz_bytes(arrays))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def result_rows(result: AttackResult, class_names=None) -> list[dict]:
+    """One dict per example: label, clean/adversarial prediction (names if given), success, norms."""
+    def name(i):
+        return class_names[i] if class_names is not None and 0 <= i < len(class_names) else i
+
+    rows = []
+    for i in range(len(result)):
+        row = {
+            "index": i,
+            "label": name(int(result.labels[i])),
+            "pred_clean": name(int(result.preds_clean[i])),
+            "pred_adv": name(int(result.preds_adv[i])),
+            "success": bool(result.success[i]),
+            "linf": float(result.linf_norm[i]),
+            "l2": float(result.l2_norm[i]),
+        }
+        if result.targets is not None:
+            row["target"] = name(int(result.targets[i]))
+        rows.append(row)
+    return rows

@@ -1,0 +1,81 @@
+"""The attack registry (name -> class) and per-dataset default parameters.
+
+``ATTACKS`` fills the dashboard's select box, the CLI's ``--attack`` choices and parametrises the
+tests, so a new attack appears everywhere by adding one entry.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from engine.attacks.base import Attack
+from engine.attacks.deepfool import DeepFool
+from engine.attacks.penalty import CW, LBFGS
+from engine.attacks.pgd import FGSM, PGD
+from engine.errors import InvalidParameterError
+
+ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "lbfgs": LBFGS, "cw": CW, "deepfool": DeepFool}
+
+#: the usual ε per dataset and norm (Madry et al.: 0.3 ℓ∞ on MNIST, 8/255 ℓ∞ on CIFAR-10)
+DEFAULT_EPS: dict[str, dict[str, float]] = {
+    "mnist": {"linf": 0.3, "l2": 2.0},
+    "fashion-mnist": {"linf": 0.1, "l2": 1.5},
+    "cifar10": {"linf": 8 / 255, "l2": 0.5},
+    "shapes": {"linf": 8 / 255, "l2": 0.5},
+    "imagefolder": {"linf": 4 / 255, "l2": 3.0},
+}
+FALLBACK_EPS = {"linf": 8 / 255, "l2": 0.5}
+
+#: the parameters the dashboard and CLI expose per attack (others keep their class defaults)
+EXPOSED: dict[str, tuple[str, ...]] = {
+    "fgsm": ("eps", "targeted"),
+    "pgd": ("eps", "norm", "steps", "alpha", "restarts", "random_start", "targeted", "early_stop"),
+    "lbfgs": ("search_steps", "initial_const", "max_iter"),
+    "cw": ("steps", "lr", "kappa", "search_steps", "initial_const", "targeted"),
+    "deepfool": ("steps", "overshoot", "norm"),
+}
+
+
+def get_attack_class(name: str) -> type[Attack]:
+    """The attack class registered under ``name`` (InvalidParameterError listing the names)."""
+    try:
+        return ATTACKS[name]
+    except KeyError:
+        raise InvalidParameterError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}") from None
+
+
+def default_eps(dataset: str | None, norm: str = "linf") -> float:
+    """The customary ε for ``dataset`` under ``norm`` (8/255 ℓ∞ / 0.5 ℓ₂ for unknown datasets)."""
+    return DEFAULT_EPS.get(dataset or "", FALLBACK_EPS).get(norm, FALLBACK_EPS.get(norm, 0.5))
+
+
+def default_params(name: str, dataset: str | None = None, norm: str | None = None) -> dict:
+    """The exposed parameters of attack ``name`` with their defaults for ``dataset``.
+
+    ``eps`` follows :data:`DEFAULT_EPS`; ``alpha`` is None (meaning 2.5·ε/steps).
+    """
+    cls = get_attack_class(name)
+    fields = {f.name: f.default for f in dataclasses.fields(cls)}
+    params = {key: fields[key] for key in EXPOSED[name]}
+    if norm is not None and "norm" in params:
+        params["norm"] = norm
+    if "eps" in params:
+        params["eps"] = default_eps(dataset, params.get("norm", "linf"))
+    return params
+
+
+def make_attack(name: str, dataset: str | None = None, **params) -> Attack:
+    """Build attack ``name`` from its per-dataset defaults overridden by ``params`` (None = default).
+
+    Raises InvalidParameterError for an unknown attack or parameter, or an out-of-range value.
+    """
+    cls = get_attack_class(name)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InvalidParameterError(
+            f"attack {name!r} does not take {', '.join(unknown)}; it takes {', '.join(sorted(known))}"
+        )
+    given = {k: v for k, v in params.items() if v is not None}
+    kwargs = default_params(name, dataset, given.get("norm"))
+    kwargs.update(given)
+    return cls(**kwargs)
