@@ -2,6 +2,8 @@
 
 - :func:`attribute` with the :data:`METHODS` registry: vanilla gradient, input x gradient,
   SmoothGrad, Integrated Gradients, guided backprop -> :class:`Attribution` (maps like the input).
+- :func:`attribution_grid`: methods x models on one image (the page's and CLI's call).
+- :func:`attribution_grid`: methods x models on one image (the page's and CLI's call).
 - :func:`to_heatmap`, :func:`overlay`, :func:`colorize`, :func:`to_png_bytes`: pictures.
 - :func:`keep_remove_curves`: accuracy vs fraction of top-attributed pixels kept/removed
   (retraining, i.e. KAR/ROAR, plugs in through ``retrain``).
@@ -28,12 +30,16 @@ from engine.attribution.curves import (  # noqa: F401
     keep_remove_curve,
     keep_remove_curves,
 )
+from engine.attribution.grid import GridCell, attribution_grid  # noqa: F401
+from engine.attribution.grid import GridCell, attribution_grid  # noqa: F401
 from engine.attribution.methods import (  # noqa: F401
     COMMON_PARAMS,
     METHODS,
     Attribution,
     MethodSpec,
     ParamSpec,
+    UnsupportedModelError,
+    UnsupportedModelError,
     attribute,
     check_module_relus,
     method_params,

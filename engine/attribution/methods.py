@@ -25,6 +25,14 @@ from engine.attribution.state import as_images, as_labels, frozen_eval, model_de
 from engine.errors import InvalidParameterError
 
 
+class UnsupportedModelError(InvalidParameterError):
+    """A method cannot be applied to this model (e.g. guided backprop on functional ReLUs)."""
+
+
+class UnsupportedModelError(InvalidParameterError):
+    """A method cannot be applied to this model (e.g. guided backprop on functional ReLUs)."""
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """One method parameter: its default (whose type is the parameter's type), range or choices."""
@@ -341,18 +349,18 @@ def check_module_relus(model: nn.Module, images: torch.Tensor) -> None:
     """Refuse models on which guided backprop would silently equal a plain gradient.
 
     Raises:
-        InvalidParameterError: the model calls ReLU functionally (``F.relu`` in a forward) or has
+        UnsupportedModelError: (an ``InvalidParameterError``) the model calls ReLU functionally (``F.relu`` in a forward) or has
             no ``nn.ReLU`` module at all.
     """
     module_calls, functional_calls = count_relus(model, images)
     if functional_calls:
-        raise InvalidParameterError(
+        raise UnsupportedModelError(
             f"guided backprop needs ReLUs as nn.ReLU modules, but this model makes {functional_calls} functional "
             "relu call(s) (F.relu / torch.relu / Tensor.relu) that captum cannot hook; guided backprop would be "
             "silently wrong. Use another method, or rewrite the model with nn.ReLU modules."
         )
     if module_calls == 0:
-        raise InvalidParameterError(
+        raise UnsupportedModelError(
             "guided backprop needs nn.ReLU modules, and this model runs none; it would equal the plain gradient. "
             "Use 'saliency' instead."
         )

@@ -404,3 +404,93 @@ def test_epsilon_tradeoff_sorts_by_epsilon_and_measures_each_checkpoint():
     assert 0 <= points[0].alignment < 1
     with pytest.raises(InvalidParameterError, match="training ε"):
         epsilon_tradeoff([SimpleNamespace(model=tiny_cnn(), path="p", card={"training": {"method": "pgd"}})], x, y, masks)
+
+
+# --- grid and CLI --------------------------------------------------------------------------
+
+def test_grid_orders_cells_and_reports_refusals_per_cell():
+    from engine.attribution import attribution_grid
+
+    models = {"A": tiny_cnn(), "B": FunctionalReluNet()}
+    cells = attribution_grid(models, images(1)[0], {"saliency": {}, "guided_backprop": {}}, target=2)
+    assert [(c.method, c.model) for c in cells] == [
+        ("saliency", "A"), ("saliency", "B"), ("guided_backprop", "A"), ("guided_backprop", "B")
+    ]
+    assert cells[3].attribution is None and "functional" in cells[3].error
+    for cell in cells[:3]:
+        assert cell.error is None and cell.target == 2
+        assert cell.heatmap.shape == (H, W) and 0 <= cell.heatmap.min() and cell.heatmap.max() <= 1
+        assert cell.attribution.maps.shape == (1, C, H, W)
+
+
+def test_cli_writes_pngs_npz_json_and_a_curve(tiny_checkpoints, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from engine.cli import main
+
+    out = tmp_path / "out"
+    argv = ["saliency", "--checkpoint", str(tiny_checkpoints["standard"]), "--checkpoint",
+            str(tiny_checkpoints["robust"]), "--index", "2", "--methods", "saliency", "smoothgrad",
+            "--param", "smoothgrad.n_samples=2", "--curve", "keep", "--n", "8", "--fractions", "0,1",
+            "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    summary = json.loads((out / "saliency.json").read_text())
+    assert len(summary["maps"]) == 4 and summary["index"] == 2
+    smooth = next(m for m in summary["maps"] if m["method"] == "smoothgrad")
+    assert smooth["params"]["n_samples"] == 2
+    for entry in summary["maps"]:
+        assert Image.open(entry["overlay"]).size == (32 * 4, 32 * 4)
+    assert len(np.load(out / "maps_2.npz").files) == 4
+    curves = json.loads((out / "curve_keep.json").read_text())
+    assert set(curves) == {"tiny_standard", "tiny_robust"}
+    for curve in curves.values():
+        assert curve["accuracy"][-1] == pytest.approx(curve["clean_accuracy"])  # keep 100 % = clean
+    assert not list(out.glob(".*"))  # no temporary files left behind
+    assert main(argv[:3] + ["--param", "smoothgrad.n_samples=lots", "--out", str(out)]) == 2
+
+
+# --- grid and CLI --------------------------------------------------------------------------
+
+def test_grid_orders_cells_and_reports_refusals_per_cell():
+    from engine.attribution import attribution_grid
+
+    models = {"A": tiny_cnn(), "B": FunctionalReluNet()}
+    cells = attribution_grid(models, images(1)[0], {"saliency": {}, "guided_backprop": {}}, target=2)
+    assert [(c.method, c.model) for c in cells] == [
+        ("saliency", "A"), ("saliency", "B"), ("guided_backprop", "A"), ("guided_backprop", "B")
+    ]
+    assert cells[3].attribution is None and "functional" in cells[3].error
+    for cell in cells[:3]:
+        assert cell.error is None and cell.target == 2
+        assert cell.heatmap.shape == (H, W) and 0 <= cell.heatmap.min() and cell.heatmap.max() <= 1
+        assert cell.attribution.maps.shape == (1, C, H, W)
+
+
+def test_cli_writes_pngs_npz_json_and_a_curve(tiny_checkpoints, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from engine.cli import main
+
+    out = tmp_path / "out"
+    argv = ["saliency", "--checkpoint", str(tiny_checkpoints["standard"]), "--checkpoint",
+            str(tiny_checkpoints["robust"]), "--index", "2", "--methods", "saliency", "smoothgrad",
+            "--param", "smoothgrad.n_samples=2", "--curve", "keep", "--n", "8", "--fractions", "0,1",
+            "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    summary = json.loads((out / "saliency.json").read_text())
+    assert len(summary["maps"]) == 4 and summary["index"] == 2
+    smooth = next(m for m in summary["maps"] if m["method"] == "smoothgrad")
+    assert smooth["params"]["n_samples"] == 2
+    for entry in summary["maps"]:
+        assert Image.open(entry["overlay"]).size == (32 * 4, 32 * 4)
+    assert len(np.load(out / "maps_2.npz").files) == 4
+    curves = json.loads((out / "curve_keep.json").read_text())
+    assert set(curves) == {"tiny_standard", "tiny_robust"}
+    for curve in curves.values():
+        assert curve["accuracy"][-1] == pytest.approx(curve["clean_accuracy"])  # keep 100 % = clean
+    assert not list(out.glob(".*"))  # no temporary files left behind
+    assert main(argv[:3] + ["--param", "smoothgrad.n_samples=lots", "--out", str(out)]) == 2

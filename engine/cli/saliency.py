@@ -1,0 +1,217 @@
+"""``saliency``: attribution maps of one dataset image (PNG heatmaps/overlays + JSON), and
+keep/remove curves (JSON) for one or several checkpoints.
+
+    python -m engine saliency --checkpoint ckpt/a --checkpoint ckpt/b --index 3 --out out/
+    python -m engine saliency --checkpoint ckpt/a --methods saliency smoothgrad \\
+        --param smoothgrad.n_samples=32 --curve remove --n 128 --out out/
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import engine
+from engine import data as edata
+from engine.attribution import (
+    DEFAULT_FRACTIONS,
+    METHODS,
+    MODES,
+    REDUCTIONS,
+    REPLACEMENTS,
+    attribution_grid,
+    image_to_rgb,
+    keep_remove_curves,
+    method_params,
+    overlay,
+    colorize,
+    to_png_bytes,
+)
+from engine.cli import print_json
+from engine.device import resolve_device
+from engine.errors import InvalidParameterError
+
+
+def register(sub) -> None:
+    """Add the ``saliency`` command."""
+    p = sub.add_parser("saliency", help="attribution maps (PNG + JSON) and keep/remove curves")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="checkpoint path (stem, .safetensors or .json); repeat to compare models")
+    p.add_argument("--dataset", help="dataset name (default: the first checkpoint's dataset)")
+    p.add_argument("--index", type=int, default=0, help="test-split image index (default 0)")
+    p.add_argument("--target", type=int, help="class to attribute (default: each model's prediction)")
+    p.add_argument("--methods", nargs="+", default=["saliency"], choices=list(METHODS), metavar="METHOD",
+                   help=f"attribution methods: {', '.join(METHODS)} (default: saliency)")
+    p.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                   help="a method parameter, e.g. smoothgrad.n_samples=32 or integrated_gradients.baseline=mean")
+    p.add_argument("--reduce", default="abs_sum", choices=list(REDUCTIONS), help="channel reduction")
+    p.add_argument("--percentile", type=float, default=99.0, help="heatmap clipping percentile")
+    p.add_argument("--alpha", type=float, default=0.6, help="overlay opacity in [0, 1]")
+    p.add_argument("--scale", type=int, default=4, help="PNG upscaling factor (nearest neighbour)")
+    p.add_argument("--curve", choices=list(MODES), help="also compute a keep or remove curve (JSON)")
+    p.add_argument("--curve-method", choices=list(METHODS), help="method ranking the pixels (default: first of --methods)")
+    p.add_argument("--n", type=int, default=64, help="images for the curve")
+    p.add_argument("--seed", type=int, help="random image subset for the curve (default: the first n)")
+    p.add_argument("--fractions", help="comma-separated fractions in [0, 1] for the curve")
+    p.add_argument("--replacement", default="mean", choices=list(REPLACEMENTS), help="fill for dropped pixels")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
+    p.set_defaults(func=run_saliency)
+
+
+def parse_params(items: list[str], methods: list[str]) -> dict[str, dict]:
+    """``["smoothgrad.n_samples=32", ...]`` -> ``{method: {name: typed value}}`` for ``methods``.
+
+    Raises:
+        InvalidParameterError: malformed item, unknown method/parameter, or an unparsable value.
+    """
+    params: dict[str, dict] = {m: {} for m in methods}
+    for item in items:
+        key, sep, text = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise InvalidParameterError(f"--param must look like METHOD.NAME=VALUE, got {item!r}")
+        specs = {s.name: s for s in method_params(method)} if method in METHODS else None
+        if specs is None or name not in specs:
+            raise InvalidParameterError(f"--param {item!r}: unknown method or parameter")
+        params.setdefault(method, {})[name] = _parse_value(specs[name].default, text, item)
+    return params
+
+
+def _parse_value(default, text: str, item: str):
+    """Parse ``text`` as the type of ``default`` (bool: true/false/1/0)."""
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise InvalidParameterError(f"--param {item!r}: expected true or false")
+        return lowered in ("true", "1", "yes")
+    if isinstance(default, str):
+        return text
+    try:
+        return float(text) if isinstance(default, float) else int(text)
+    except ValueError:
+        raise InvalidParameterError(f"--param {item!r}: expected a {type(default).__name__}") from None
+
+
+def write_atomic(path: Path, payload: bytes) -> Path:
+    """Write ``payload`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _stderr_progress(label: str):
+    def update(done: int, total: int) -> None:
+        print(f"\r{label}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    return update
+
+
+def _model_names(loaded: list) -> dict[str, object]:
+    """Unique display names (file stems) for the loaded checkpoints."""
+    names: dict[str, object] = {}
+    for ckpt in loaded:
+        stem, k = Path(ckpt.path).stem, 2
+        name = stem
+        while name in names:
+            name, k = f"{stem}-{k}", k + 1
+        names[name] = ckpt
+    return names
+
+
+def _parse_fractions(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return DEFAULT_FRACTIONS
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidParameterError(f"--fractions must be comma-separated numbers, got {text!r}") from None
+
+
+def run_saliency(args: argparse.Namespace) -> int:
+    """Load the checkpoints, attribute the chosen image, write PNGs/NPZ/JSON, optionally a curve."""
+    if not 0 <= args.alpha <= 1 or args.scale < 1:
+        raise InvalidParameterError("--alpha must be in [0, 1] and --scale >= 1")
+    params = parse_params(args.param, args.methods)
+    device = resolve_device(args.device)
+    models = _model_names([engine.load(p, device=str(device)) for p in args.checkpoint])
+    dataset_name = args.dataset or next(iter(models.values())).card.get("dataset")
+    dataset = edata.load_dataset(dataset_name, split="test")
+    if not 0 <= args.index < len(dataset):
+        raise InvalidParameterError(f"--index must be in [0, {len(dataset) - 1}] for {dataset_name}, got {args.index}")
+    image, label = dataset[args.index]
+    out = Path(args.out)
+    cells = attribution_grid(
+        {n: c.model for n, c in models.items()}, image, {m: params[m] for m in args.methods},
+        target=args.target, reduce=args.reduce, percentile=args.percentile, progress=_stderr_progress("maps"),
+    )
+    summary = {
+        "dataset": dataset_name, "index": args.index, "label": int(label), "device": str(device),
+        "checkpoints": {n: str(c.path) for n, c in models.items()},
+        "input": str(write_atomic(out / f"input_{args.index}.png", to_png_bytes(image_to_rgb(image), args.scale))),
+        "maps": [_write_cell(cell, image, out, args) for cell in cells],
+    }
+    arrays = {f"{c.model}__{c.method}": c.attribution.maps[0] for c in cells if c.attribution is not None}
+    summary["npz"] = str(_write_npz(out / f"maps_{args.index}.npz", arrays))
+    if args.curve:
+        summary["curve"] = _run_curve(args, models, dataset, params, out)
+    write_atomic(out / "saliency.json", json.dumps(summary, indent=2, default=str).encode())
+    if args.json:
+        print_json(summary)
+    else:
+        for cell in summary["maps"]:
+            print(f"{cell['model']} {cell['method']}: " + (cell["error"] or cell["overlay"]))
+        print(f"summary: {out / 'saliency.json'}")
+    return 0
+
+
+def _write_cell(cell, image, out: Path, args) -> dict:
+    """Write one cell's heatmap and overlay PNGs; return its JSON entry."""
+    entry = {"model": cell.model, "method": cell.method, "target": cell.target, "predicted": cell.predicted,
+             "probability": round(cell.probability, 6), "error": cell.error}
+    if cell.attribution is None:
+        return entry
+    stem = f"{cell.model}_{cell.method}_{args.index}"
+    heat_png = to_png_bytes(colorize(cell.heatmap), args.scale)
+    over_png = to_png_bytes(overlay(image, cell.heatmap, args.alpha), args.scale)
+    entry.update(
+        params=cell.attribution.params,
+        delta=None if cell.attribution.delta is None else float(cell.attribution.delta[0]),
+        heatmap=str(write_atomic(out / f"{stem}_heatmap.png", heat_png)),
+        overlay=str(write_atomic(out / f"{stem}_overlay.png", over_png)),
+    )
+    return entry
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return write_atomic(path, buffer.getvalue())
+
+
+def _run_curve(args, models: dict, dataset, params: dict, out: Path) -> dict:
+    """Compute the keep/remove curve of every model and write ``curve_<mode>.json``."""
+    method = args.curve_method or args.methods[0]
+    images, labels = edata.take(dataset, args.n, seed=args.seed)
+    curves = keep_remove_curves(
+        {n: c.model for n, c in models.items()}, images, labels, args.curve, method=method,
+        method_params=params.get(method, {}), fractions=_parse_fractions(args.fractions),
+        replacement=args.replacement, progress=_stderr_progress(f"{args.curve} curve"),
+    )
+    payload = {name: curve.to_dict() for name, curve in curves.items()}
+    path = write_atomic(out / f"curve_{args.curve}.json", json.dumps(payload, indent=2).encode())
+    return {"path": str(path), "curves": payload}
