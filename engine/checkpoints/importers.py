@@ -9,6 +9,7 @@ Files are read with ``torch.load(weights_only=True)`` only; see ``engine.checkpo
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -16,7 +17,7 @@ import torch
 
 from engine.checkpoints.card import make_card
 from engine.checkpoints.safe_io import read_weights
-from engine.checkpoints.store import LoadedCheckpoint, check_state_dict, save_checkpoint
+from engine.checkpoints.store import LoadedCheckpoint, checkpoint_stem, check_state_dict, read_card, save_checkpoint
 from engine.errors import CheckpointError, InvalidParameterError
 
 #: Keys under which training scripts nest the state dict, tried in order.
@@ -30,14 +31,18 @@ ROBUSTNESS_DROPPED = ("attacker.", "normalizer.")
 ROBUSTNESS_NORMALIZER = ("normalizer.new_mean", "normalizer.new_std")
 
 
+@dataclass
 class ImportedState:
-    """A state dict ready for a Classifier, with the normalisation found in the file (or None)."""
+    """A state dict ready for a Classifier, with the normalisation found in the file (or None).
 
-    def __init__(self, tensors: dict[str, torch.Tensor], mean=None, std=None, full: bool = False):
-        self.tensors = tensors
-        self.mean = mean
-        self.std = std
-        self.full = full  # True: keys already include "normalize.*" and "net.*"
+    ``full``: the keys already include ``normalize.*`` and ``net.*`` (our own Classifier state
+    dict); otherwise they are the net's keys and get the ``net.`` prefix.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    full: bool = False
 
 
 def _tensors_only(mapping: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -201,11 +206,13 @@ def _build_for(arch: str, spec, state: ImportedState, arch_kwargs: dict):
 
 
 def save_imported(loaded: LoadedCheckpoint, dest: str | os.PathLike) -> LoadedCheckpoint:
-    """Save an imported checkpoint in our format at ``dest``; returns it with the new path/sha256."""
-    from engine.checkpoints.safe_io import sha256_bytes
+    """Save an imported checkpoint in our format at ``dest`` (stem or ``.safetensors``).
 
-    stem = Path(dest)
-    card = dict(loaded.card, name=stem.with_suffix("").name if stem.suffix == ".safetensors" else stem.name)
-    path = save_checkpoint(loaded.model, card, stem)
-    new_card = dict(card, weights_sha256=sha256_bytes(path.read_bytes()))
-    return LoadedCheckpoint(model=loaded.model, card=new_card, path=path, sha256=new_card["weights_sha256"])
+    Returns:
+        The checkpoint as saved: same model, the card with ``name`` (the new stem) and
+        ``weights_sha256``, ``path`` = the new ``.safetensors`` file, its sha256.
+    """
+    name = checkpoint_stem(Path(dest)).name
+    path = save_checkpoint(loaded.model, dict(loaded.card, name=name), dest)
+    card = read_card(path.with_suffix(".json"))
+    return LoadedCheckpoint(model=loaded.model, card=card, path=path, sha256=card["weights_sha256"])

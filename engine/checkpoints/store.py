@@ -87,8 +87,8 @@ def checkpoints_root() -> Path:
     return Path(env) if env else Path("checkpoints")
 
 
-def _stem_of(path: Path) -> Path:
-    """The checkpoint stem (folder + name without the weights/card suffix)."""
+def checkpoint_stem(path: Path) -> Path:
+    """The checkpoint stem: ``a/b/name`` for ``a/b/name.safetensors``, ``.json``, ``.pt`` or ``a/b/name``."""
     if path.suffix.lower() in (CARD_SUFFIX, *WEIGHT_SUFFIXES):
         return path.with_suffix("")
     return path
@@ -109,7 +109,7 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
         CheckpointError: the card or the weights file does not exist.
     """
     given = Path(path)
-    stem = _stem_of(given)
+    stem = checkpoint_stem(given)
     card = _with_suffix(stem, CARD_SUFFIX)
     weights = given if given.suffix.lower() in WEIGHT_SUFFIXES else _find_weights(stem)
     if not card.is_file():
@@ -173,7 +173,7 @@ def save_checkpoint(model: nn.Module, card: Mapping[str, Any], path: str | os.Pa
     Raises:
         InvalidParameterError: the card disagrees with the model or is not JSON-serialisable.
     """
-    stem = _stem_of(Path(path))
+    stem = checkpoint_stem(Path(path))
     weights_path, card_path = _with_suffix(stem, SAFETENSORS_SUFFIX), _with_suffix(stem, CARD_SUFFIX)
     full_card = merge_structure(dict(card), model)
     full_card["name"] = full_card.get("name") or stem.name
@@ -320,7 +320,7 @@ def default_roots() -> list[Path]:
 
 
 def _info_for_card(card_path: Path) -> CheckpointInfo:
-    stem = _stem_of(card_path)
+    stem = checkpoint_stem(card_path)
     weights = _find_weights(stem)
     try:
         card = read_card(card_path)
@@ -335,7 +335,7 @@ def _info_for_card(card_path: Path) -> CheckpointInfo:
 def _orphan_weights(root: Path) -> list[CheckpointInfo]:
     infos = []
     for weights in sorted(root.iterdir()):
-        if weights.suffix.lower() in WEIGHT_SUFFIXES and not _with_suffix(_stem_of(weights), CARD_SUFFIX).exists():
+        if weights.suffix.lower() in WEIGHT_SUFFIXES and not _with_suffix(checkpoint_stem(weights), CARD_SUFFIX).exists():
             infos.append(CheckpointInfo(
                 weights, weights.stem, None,
                 "no model card beside it; import it with `python -m engine import FILE --arch A --dataset D`",

@@ -384,3 +384,14 @@ def test_allow_pickle_is_an_explicit_opt_in(tmp_path):
     assert marker.exists()  # the payload is real: with the opt-in, the file's code does run
     assert torch.equal(logits(loaded.model), logits(model))
     assert os.path.getsize(marker) == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_load_onto_cuda(tmp_path):
+    model, path = saved(tmp_path)
+    loaded = ckpt.load(path, device="cuda")
+    assert next(loaded.model.parameters()).is_cuda
+    torch.manual_seed(5)
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x.cuda()).cpu(), model(x), atol=1e-5)
