@@ -1,0 +1,332 @@
+"""Saliency page: gradient attribution maps of models A and B side by side (Kim & Seo 2019),
+keep/remove curves, and the ε-vs-interpretability trade-off across checkpoints."""
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from engine import attribution as attr
+from engine import data as edata
+from engine.errors import RobustScopeError
+from engine.selection import incompatibility
+from pages import common
+
+POOL = 256  # images the picker chooses from (first POOL of the test split)
+DEFAULT_METHODS = ["saliency", "smoothgrad", "integrated_gradients"]
+TILE_PX = 176  # rendered tile size
+
+st.title("Saliency")
+st.caption(
+    "Where does each model look? Robust models' input gradients tend to look like the object, "
+    "standard models' like noise (Kim & Seo 2019, *Bridging Adversarial Robustness and Gradient "
+    "Interpretability*). Maps are computed with captum on the same image for A and B."
+)
+sel = common.current_selection()
+common.require_models(sel, both=False)
+MODELS = {slot: m for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None}
+PATHS = {"A": sel.a_path, "B": sel.b_path}
+
+
+def model_title(slot: str) -> str:
+    card = MODELS[slot].card or {}
+    training = card.get("training") or {}
+    eps = attr.training_epsilon(card)
+    recipe = str(training.get("method", "standard")) + (f" ε={eps:.3g}" if eps else "")
+    return f"{slot}: {card.get('name', '?')} ({recipe})"
+
+
+def check_compatible() -> None:
+    """Stop with a message when a model cannot run on the chosen dataset."""
+    try:
+        spec = edata.get_spec(sel.dataset)
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        st.stop()
+    for slot, loaded in MODELS.items():
+        problem = incompatibility(loaded.card or {}, spec)
+        if problem:
+            st.warning(f"Model {slot}: {problem}")
+            st.stop()
+
+
+@st.cache_data(show_spinner="Loading images…", max_entries=8)
+def image_pool(dataset: str):
+    """The first images of the test split (at most POOL) as numpy arrays."""
+    size = len(edata.load_dataset(dataset, split="test"))
+    images, labels = common.dataset_sample(dataset, min(POOL, size))
+    return np.asarray(images), np.asarray(labels)
+
+
+@st.cache_data(show_spinner="Computing attribution maps…", max_entries=32)
+def grid_cells(paths: tuple, device: str, image: np.ndarray, methods_json: str, target, reduce, percentile):
+    """Cells of ``attribution_grid`` as plain dicts (cached by checkpoint, image and settings)."""
+    models = {slot: common.load_checkpoint(path, device).model for slot, path in paths}
+    cells = attr.attribution_grid(models, image, json.loads(methods_json), target=target,
+                                  reduce=reduce, percentile=percentile)
+    return [
+        {"model": c.model, "method": c.method, "heatmap": c.heatmap, "error": c.error,
+         "maps": None if c.attribution is None else c.attribution.maps[0], "predicted": c.predicted,
+         "probability": c.probability, "target": c.target,
+         "delta": None if c.attribution is None or c.attribution.delta is None else float(c.attribution.delta[0])}
+        for c in cells
+    ]
+
+
+def param_widgets(method: str) -> dict:
+    """Widgets for one method's own parameters (from the registry's ParamSpecs)."""
+    values = {}
+    for spec in attr.METHODS[method].params:
+        key = f"sal_{method}_{spec.name}"
+        if isinstance(spec.default, bool):
+            values[spec.name] = st.checkbox(spec.name, spec.default, help=spec.help, key=key)
+        elif isinstance(spec.default, str):
+            values[spec.name] = st.selectbox(spec.name, spec.choices, help=spec.help, key=key)
+        elif isinstance(spec.default, int):
+            high = int(min(spec.high, 256)) if spec.high is not None else None
+            values[spec.name] = int(st.number_input(spec.name, int(spec.low), high, spec.default, help=spec.help, key=key))
+        else:
+            values[spec.name] = float(st.slider(spec.name, float(spec.low), float(spec.high), spec.default,
+                                                help=spec.help, key=key))
+    return values
+
+
+def pick_image():
+    """Index / random picker -> (image (C,H,W), label, index)."""
+    images, labels = image_pool(sel.dataset)
+    cols = st.columns([2, 1, 3])
+    if cols[1].button("Random image", key="sal_random"):
+        st.session_state["sal_index"] = int(np.random.default_rng().integers(len(images)))
+    index = cols[0].number_input("Image index (test split)", 0, len(images) - 1, key="sal_index")
+    class_names = edata.get_spec(sel.dataset).class_names
+    label = int(labels[index])
+    cols[2].markdown(f"True label: **{class_names[label] if label < len(class_names) else label}**")
+    return images[index], label, int(index)
+
+
+def choose_methods() -> tuple[dict, dict]:
+    """Method multiselect, their parameters and the display options."""
+    names = st.multiselect("Methods", list(attr.METHODS), default=DEFAULT_METHODS,
+                           format_func=lambda m: attr.METHODS[m].label, key="sal_methods")
+    with st.expander("Method parameters"):
+        output = st.radio("Differentiate", ["logit", "log_prob"], horizontal=True, key="sal_output",
+                          format_func={"logit": "class logit", "log_prob": "log-probability (−loss, Kim & Seo)"}.get)
+        params = {}
+        for method in names:
+            if attr.METHODS[method].params:
+                st.markdown(f"**{attr.METHODS[method].label}**")
+            params[method] = {**param_widgets(method), "output": output}
+    with st.expander("Display"):
+        cols = st.columns(3)
+        target_mode = cols[0].radio("Attribute", ["prediction", "true label"], key="sal_target",
+                                    help="each model's own predicted class, or the true class")
+        reduce = cols[1].selectbox("Channel reduction", list(attr.REDUCTIONS), key="sal_reduce")
+        percentile = cols[2].slider("Clip at percentile", 90.0, 100.0, 99.0, 0.5, key="sal_pct")
+        alpha = cols[1].slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="sal_alpha")
+    return params, {"target_mode": target_mode, "reduce": reduce, "percentile": percentile, "alpha": alpha}
+
+
+def tile(image: np.ndarray, heatmap: np.ndarray, as_overlay: bool, alpha: float) -> np.ndarray:
+    """An RGB tile: the overlay on the image, or the coloured heatmap."""
+    return attr.overlay(image, heatmap, alpha) if as_overlay else attr.colorize(heatmap)
+
+
+def show_grid(image, cells, as_overlay: bool, alpha: float, scale: int) -> list:
+    """Rows: methods; columns: the input, then A and B. Returns the tiles (for the PNG download)."""
+    slots = list(MODELS)
+    names = edata.get_spec(sel.dataset).class_names
+    header = st.columns(1 + len(slots))
+    header[0].markdown("**input**")
+    first = {c["model"]: c for c in cells[: len(slots)]}
+    for col, slot in zip(header[1:], slots):
+        c = first[slot]
+        pred = names[c["predicted"]] if c["predicted"] < len(names) else c["predicted"]
+        col.markdown(f"**{model_title(slot)}**  \npredicts *{pred}* ({c['probability']:.0%})")
+    rows, by_method = [], {}
+    for c in cells:
+        by_method.setdefault(c["method"], []).append(c)
+    input_tile = attr.image_to_rgb(image)
+    for method, row in by_method.items():
+        cols = st.columns(1 + len(slots))
+        cols[0].image(attr.to_png_bytes(input_tile, scale), caption=attr.METHODS[method].label)
+        tiles = [input_tile]
+        for col, c in zip(cols[1:], row):
+            if c["error"]:
+                col.warning(c["error"])
+                tiles.append(np.zeros_like(input_tile))
+                continue
+            picture = tile(image, c["heatmap"], as_overlay, alpha)
+            delta = f" · IG δ={c['delta']:.2g}" if c["delta"] is not None else ""
+            col.image(attr.to_png_bytes(picture, scale), caption=f"{c['model']} · {attr.METHODS[method].label}{delta}")
+            tiles.append(picture)
+        rows.append(tiles)
+    return rows
+
+
+def grid_png(rows: list, scale: int) -> bytes:
+    """All tiles in one PNG (rows = methods), with a 2-pixel white gap."""
+    gap = 2
+    lines = []
+    for tiles in rows:
+        padded = [np.pad(t, ((gap, gap), (gap, gap), (0, 0)), constant_values=1.0) for t in tiles]
+        lines.append(np.concatenate(padded, axis=1))
+    return attr.to_png_bytes(np.concatenate(lines, axis=0), scale)
+
+
+def maps_npz(image, label, cells) -> bytes:
+    buffer = io.BytesIO()
+    arrays = {"image": image, "label": np.asarray(label)}
+    for c in cells:
+        if c["maps"] is not None:
+            arrays[f"{c['model']}__{c['method']}__maps"] = c["maps"]
+            arrays[f"{c['model']}__{c['method']}__heatmap"] = c["heatmap"]
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def maps_section() -> None:
+    image, label, index = pick_image()
+    params, display = choose_methods()
+    if not params:
+        st.info("Choose at least one method.")
+        return
+    as_overlay = st.toggle("Overlay on the image", value=True, key="sal_overlay")
+    target = None if display["target_mode"] == "prediction" else label
+    try:
+        cells = grid_cells(tuple((s, PATHS[s]) for s in MODELS), sel.device, image, json.dumps(params),
+                           target, display["reduce"], display["percentile"])
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        return
+    scale = max(1, TILE_PX // image.shape[-1])
+    rows = show_grid(image, cells, as_overlay, display["alpha"], scale)
+    cols = st.columns(2)
+    cols[0].download_button("Download grid (PNG)", grid_png(rows, max(1, scale // 2)),
+                            file_name=f"saliency_{sel.dataset}_{index}.png", mime="image/png", key="sal_dl_png")
+    cols[1].download_button("Download maps (NPZ)", maps_npz(image, label, cells),
+                            file_name=f"saliency_{sel.dataset}_{index}.npz", key="sal_dl_npz")
+
+
+def curves_figure(frame: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for (model, mode), part in frame.groupby(["model", "mode"], sort=False):
+        fig.add_trace(go.Scatter(x=part["fraction"], y=part["accuracy"], mode="lines+markers",
+                                 name=f"{model} · {mode}", line={"dash": "solid" if mode == "keep" else "dot"}))
+    fig.update_layout(xaxis_title="fraction of top-attributed pixels kept / removed", yaxis_title="accuracy",
+                      yaxis_range=[0, 1.02], height=380, margin={"t": 30})
+    return fig
+
+
+def curves_section() -> None:
+    st.subheader("Keep / remove curves")
+    st.caption(
+        "Accuracy when only the top-attributed pixels are kept (the rest replaced), or when they are "
+        "removed. Each model ranks pixels by its own map for the true label. A fast drop when removing "
+        "means the map found the evidence the model uses. No retraining (KAR/ROAR retraining needs "
+        "the training engine; the engine accepts a `retrain` hook for it)."
+    )
+    cols = st.columns(4)
+    modes = cols[0].multiselect("Curves", list(attr.MODES), default=list(attr.MODES), key="curve_modes")
+    method = cols[1].selectbox("Ranking method", list(attr.METHODS), format_func=lambda m: attr.METHODS[m].label,
+                               key="curve_method")
+    replacement = cols[2].selectbox("Replace pixels by", list(attr.REPLACEMENTS), key="curve_fill",
+                                    help="mean: each image's mean colour; blur: a Gaussian-blurred copy")
+    n = cols[3].select_slider("Images", [16, 32, 64, 128, 256], value=32, key="curve_n")
+    run_cols = st.columns([1, 1, 4])
+    if run_cols[0].button("Compute curves", type="primary", key="curve_run") and modes:
+        run_cols[1].button("Stop", key="curve_stop", help="interrupts the computation")
+        try:
+            images, labels = common.dataset_sample(sel.dataset, n)
+            models = {s: m.model for s, m in MODELS.items()}
+            rows = []
+            for mode in modes:
+                update, finish = common.progress_callback(f"{mode} curve")
+                curves = attr.keep_remove_curves(models, images, labels, mode, method=method,
+                                                 replacement=replacement, progress=update)
+                finish()
+                for slot, curve in curves.items():
+                    rows += [{"model": model_title(slot), "mode": mode, "fraction": f, "accuracy": a,
+                              "clean_accuracy": curve.clean_accuracy, "method": method, "replacement": replacement,
+                              "n": curve.n} for f, a in zip(curve.fractions, curve.accuracy)]
+            st.session_state["curve_frame"] = pd.DataFrame(rows)
+        except RobustScopeError as exc:
+            common.show_error(exc)
+    frame = st.session_state.get("curve_frame")
+    if frame is not None and len(frame):
+        st.plotly_chart(curves_figure(frame), key="curve_chart")
+        st.download_button("Download curves (CSV)", frame.to_csv(index=False), file_name="keep_remove_curves.csv",
+                           mime="text/csv", key="curve_csv")
+
+
+def epsilon_candidates() -> list:
+    """Listed checkpoints on ``shapes`` whose card records a training ε."""
+    return [i for i in common.checkpoint_listing()
+            if not getattr(i, "error", None) and (i.card or {}).get("dataset") == attr.ALIGNMENT_DATASET
+            and attr.training_epsilon(i.card) is not None]
+
+
+def tradeoff_figure(frame: pd.DataFrame) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("gradient alignment with the object", "clean accuracy"))
+    text = frame["name"]
+    fig.add_trace(go.Scatter(x=frame["epsilon"], y=frame["alignment"], mode="markers+lines", text=text,
+                             error_y={"array": frame["alignment_std"]}, name="alignment"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=frame["epsilon"], y=frame["chance"], mode="lines", name="chance (mask area)",
+                             line={"dash": "dot"}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=frame["epsilon"], y=frame["clean_accuracy"], mode="markers+lines", text=text,
+                             name="clean accuracy"), row=1, col=2)
+    fig.update_xaxes(title_text="training ε")
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_layout(height=380, margin={"t": 40})
+    return fig
+
+
+def tradeoff_section() -> None:
+    st.subheader("ε vs interpretability")
+    st.caption(
+        "Across checkpoints trained at several ε on `shapes` (where the object mask is exact): the "
+        "share of attribution mass inside the object (alignment) and clean accuracy. Kim & Seo 2019 "
+        "find alignment rising and accuracy falling with ε."
+    )
+    infos = epsilon_candidates()
+    if not infos:
+        st.info("No `shapes` checkpoints with a training ε in their model cards yet. Train a few at "
+                "different ε on the **Training** page (or `python -m engine train`) to fill this view.")
+        return
+    labels = {str(i.path): f"{i.name} (ε={attr.training_epsilon(i.card):.3g})" for i in infos}
+    chosen = st.multiselect("Checkpoints", list(labels), default=list(labels)[:8], format_func=labels.get,
+                            key="eps_ckpts")
+    cols = st.columns(3)
+    method = cols[0].selectbox("Method", list(attr.METHODS), format_func=lambda m: attr.METHODS[m].label,
+                               key="eps_method")
+    n = cols[1].select_slider("Images", [16, 32, 64, 128, 256], value=32, key="eps_n")
+    if cols[2].button("Measure", type="primary", key="eps_run") and chosen:
+        try:
+            loaded = [common.load_checkpoint(p, sel.device) for p in chosen]
+            size = tuple(loaded[0].card.get("input_shape") or (3, 32, 32))
+            same = [c for c in loaded if tuple(c.card.get("input_shape") or ()) == size]
+            if len(same) < len(loaded):
+                st.warning(f"Skipped {len(loaded) - len(same)} checkpoint(s) whose input shape differs from {size}.")
+            data = attr.shapes_evaluation_set(n, image_size=size[-1])
+            update, finish = common.progress_callback("checkpoints")
+            points = attr.epsilon_tradeoff(same, data.images, data.labels, data.masks, method=method, progress=update)
+            finish()
+            st.session_state["eps_frame"] = pd.DataFrame([p.to_dict() for p in points])
+        except RobustScopeError as exc:
+            common.show_error(exc)
+    frame = st.session_state.get("eps_frame")
+    if frame is not None and len(frame):
+        st.plotly_chart(tradeoff_figure(frame), key="eps_chart")
+        st.dataframe(frame.drop(columns=["path"]), hide_index=True)
+        st.download_button("Download (CSV)", frame.to_csv(index=False), file_name="epsilon_interpretability.csv",
+                           mime="text/csv", key="eps_csv")
+
+
+check_compatible()
+maps_section()
+st.divider()
+curves_section()
+st.divider()
+tradeoff_section()

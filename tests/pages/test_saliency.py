@@ -1,0 +1,79 @@
+"""Saliency page, run headlessly with Streamlit's AppTest on two tiny checkpoints."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[2]
+PAGE = str(REPO / "pages" / "saliency.py")
+
+
+def _run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _images(at: AppTest) -> list:
+    found = []
+
+    def walk(node):
+        if getattr(node, "type", None) == "image":
+            found.append(node)
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at.main)
+    return found
+
+
+def test_without_checkpoints_the_page_explains_what_to_do():
+    at = _run(AppTest.from_file(PAGE, default_timeout=60))
+    assert any("No checkpoint yet" in i.value for i in at.info)
+    assert not _images(at)
+
+
+def test_grid_curves_and_epsilon_view(tiny_checkpoints):
+    at = _run(AppTest.from_file(PAGE, default_timeout=90))
+    text = " ".join(m.value for m in at.markdown)
+    assert "A: tiny_standard" in text and "B: tiny_robust" in text
+    # 3 default methods x (input + A + B) tiles
+    assert len(_images(at)) == 9
+    assert {b.label for b in at.get("download_button")} >= {"Download grid (PNG)", "Download maps (NPZ)"}
+
+    # add guided backprop (small_cnn uses nn.ReLU modules: no refusal), show heatmaps only
+    at.multiselect(key="sal_methods").select("guided_backprop")
+    at.toggle(key="sal_overlay").set_value(False)
+    _run(at)
+    assert len(_images(at)) == 12 and not at.warning
+
+    # keep/remove curves on 16 images
+    at.select_slider(key="curve_n").set_value(16)
+    at.button(key="curve_run").click()
+    _run(at)
+    frame = at.session_state["curve_frame"]
+    assert set(frame["mode"]) == {"keep", "remove"} and frame["model"].nunique() == 2
+    for (_, mode), part in frame.groupby(["model", "mode"]):
+        end = part.loc[part["fraction"] == (1.0 if mode == "keep" else 0.0), "accuracy"].item()
+        assert end == pytest.approx(part["clean_accuracy"].iloc[0])  # keep 100 % / remove 0 % = clean
+    assert any(b.label == "Download curves (CSV)" for b in at.get("download_button"))
+
+    # ε vs interpretability across both checkpoints (standard ε = 0, robust ε = 8/255)
+    assert len(at.multiselect(key="eps_ckpts").value) == 2
+    at.select_slider(key="eps_n").set_value(16)
+    at.button(key="eps_run").click()
+    _run(at)
+    eps = at.session_state["eps_frame"]
+    assert list(eps["epsilon"]) == pytest.approx([0.0, 8 / 255])
+    assert eps["alignment"].between(0, 1).all() and (eps["n"] == 16).all()
+    assert any(b.label == "Download (CSV)" for b in at.get("download_button"))
+
+
+def test_random_image_button_changes_the_index(tiny_checkpoints):
+    at = _run(AppTest.from_file(PAGE, default_timeout=90))
+    at.number_input(key="sal_index").set_value(5)
+    _run(at)
+    assert at.number_input(key="sal_index").value == 5
+    at.button(key="sal_random").click()
+    _run(at)
+    assert 0 <= at.number_input(key="sal_index").value < 256
