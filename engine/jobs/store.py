@@ -1,0 +1,375 @@
+"""The persistent job store: one SQLite file (WAL mode) in the runs folder.
+
+Every write is one short ``BEGIN IMMEDIATE`` transaction, so concurrent submits from several
+dashboard sessions or processes are serialised by SQLite (none lost, none duplicated), and claiming
+the next job is atomic (two workers never run the same job).
+
+Statuses: ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled``; a running job whose
+worker died becomes ``interrupted`` and is claimed again (it resumes from its last checkpoint).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from engine.errors import InvalidParameterError
+from engine.training.config import TrainConfig
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+CLAIMABLE = ("queued", "interrupted")
+FINISHED = ("done", "failed", "cancelled")
+#: a running job whose heartbeat is older than this (seconds) is considered orphaned.
+STALE_AFTER_S = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    heartbeat REAL,
+    worker_pid INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    checkpoint TEXT,
+    best_checkpoint TEXT,
+    submitter TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    epoch INTEGER,
+    epochs INTEGER,
+    batch INTEGER,
+    batches INTEGER,
+    eta_s REAL,
+    metrics TEXT
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, id);
+"""
+
+
+@dataclass
+class Job:
+    """One row of the job table (times are UNIX seconds)."""
+
+    id: int
+    name: str
+    config: TrainConfig
+    status: str
+    created: float
+    started: float | None
+    finished: float | None
+    heartbeat: float | None
+    worker_pid: int | None
+    attempts: int
+    cancel_requested: bool
+    error: str | None
+    checkpoint: str | None
+    best_checkpoint: str | None
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (config as a dict)."""
+        out = dict(self.__dict__)
+        out["config"] = self.config.to_dict()
+        return out
+
+
+@dataclass
+class Event:
+    """A progress event: ``kind`` "batch"/"epoch"/"status", position, ETA and metrics."""
+
+    id: int
+    job_id: int
+    time: float
+    kind: str
+    epoch: int | None
+    epochs: int | None
+    batch: int | None
+    batches: int | None
+    eta_s: float | None
+    metrics: dict
+
+
+def runs_dir() -> Path:
+    """The runs folder: ``$ROBUSTSCOPE_RUNS``, else ``./runs``."""
+    return Path(os.environ.get("ROBUSTSCOPE_RUNS") or "runs")
+
+
+class JobStore:
+    """The SQLite job store at ``<root>/jobs.sqlite`` (``root`` default: :func:`runs_dir`).
+
+    Connections are opened per operation, so one store object is safe to share between threads.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else runs_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / "jobs.sqlite"
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------------ plumbing
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA busy_timeout=30000")
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    def job_dir(self, job_id: int) -> Path:
+        """The job's folder (run state, log file)."""
+        return self.root / "jobs" / str(int(job_id))
+
+    def log_path(self, job_id: int) -> Path:
+        """The job's log file."""
+        return self.job_dir(job_id) / "log.txt"
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, config: TrainConfig, submitter: str | None = None) -> Job:
+        """Validate ``config`` and queue it; returns the new :class:`Job`.
+
+        A config without ``name`` gets ``<recipe name>-j<id>`` so every job publishes its own files.
+        """
+        config.validate()
+        now = time.time()
+        with self._transaction() as con:
+            cur = con.execute(
+                "INSERT INTO jobs (name, config, status, created, submitter) VALUES (?, ?, 'queued', ?, ?)",
+                (config.output_name, config.to_json(), now, submitter),
+            )
+            job_id = cur.lastrowid
+            if not config.name:
+                named = TrainConfig.from_dict({**config.to_dict(), "name": f"{config.output_name}-j{job_id}"})
+                con.execute("UPDATE jobs SET name = ?, config = ? WHERE id = ?",
+                            (named.output_name, named.to_json(), job_id))
+            self._event(con, job_id, "status", {"status": "queued"})
+        return self.get(job_id)
+
+    def get(self, job_id: int) -> Job:
+        """The job with ``job_id`` (``InvalidParameterError`` when there is none)."""
+        con = self._connect()
+        try:
+            row = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+        finally:
+            con.close()
+        if row is None:
+            raise InvalidParameterError(f"no job with id {job_id}")
+        return _job(row)
+
+    def list(self, statuses: tuple[str, ...] | None = None, limit: int = 200) -> list[Job]:
+        """Jobs, newest first, optionally only those with one of ``statuses``."""
+        sql, args = "SELECT * FROM jobs", []
+        if statuses:
+            sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args += list(statuses)
+        sql += " ORDER BY id DESC LIMIT ?"
+        con = self._connect()
+        try:
+            return [_job(r) for r in con.execute(sql, args + [int(limit)]).fetchall()]
+        finally:
+            con.close()
+
+    def claim(self, worker_pid: int | None = None) -> Job | None:
+        """Atomically take the oldest queued/interrupted job and mark it running (or ``None``)."""
+        now = time.time()
+        with self._transaction() as con:
+            row = con.execute(
+                f"SELECT id FROM jobs WHERE status IN ({','.join('?' * len(CLAIMABLE))}) "
+                "AND cancel_requested = 0 ORDER BY id LIMIT 1", CLAIMABLE,
+            ).fetchone()
+            if row is None:
+                return None
+            con.execute(
+                "UPDATE jobs SET status = 'running', started = COALESCE(started, ?), heartbeat = ?, "
+                "worker_pid = ?, attempts = attempts + 1, error = NULL WHERE id = ?",
+                (now, now, worker_pid or os.getpid(), row["id"]),
+            )
+            self._event(con, row["id"], "status", {"status": "running"})
+        return self.get(row["id"])
+
+    def heartbeat(self, job_id: int) -> bool:
+        """Refresh the running job's heartbeat; returns whether a cancel was requested."""
+        with self._transaction() as con:
+            con.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (time.time(), int(job_id)))
+            row = con.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def finish(self, job_id: int, status: str, error: str | None = None,
+               checkpoint: str | None = None, best_checkpoint: str | None = None) -> None:
+        """Record the end of a run: ``done``, ``failed`` (with ``error``) or ``cancelled``."""
+        if status not in FINISHED:
+            raise InvalidParameterError(f"finish status must be one of {FINISHED}, got {status!r}")
+        with self._transaction() as con:
+            con.execute(
+                "UPDATE jobs SET status = ?, finished = ?, error = ?, "
+                "checkpoint = COALESCE(?, checkpoint), best_checkpoint = COALESCE(?, best_checkpoint), "
+                "cancel_requested = 0 WHERE id = ?",
+                (status, time.time(), error, checkpoint, best_checkpoint, int(job_id)),
+            )
+            self._event(con, job_id, "status", {"status": status, "error": error})
+
+    def cancel(self, job_id: int) -> Job:
+        """Cancel: a queued/interrupted job at once; a running one at its next batch boundary."""
+        with self._transaction() as con:
+            row = con.execute("SELECT status FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+            if row is None:
+                raise InvalidParameterError(f"no job with id {job_id}")
+            if row["status"] in CLAIMABLE:
+                con.execute("UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ?",
+                            (time.time(), int(job_id)))
+                self._event(con, job_id, "status", {"status": "cancelled"})
+            elif row["status"] == "running":
+                con.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (int(job_id),))
+        return self.get(job_id)
+
+    def resume(self, job_id: int) -> Job:
+        """Queue a cancelled/failed/interrupted job again; it continues from its last checkpoint."""
+        with self._transaction() as con:
+            row = con.execute("SELECT status FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+            if row is None:
+                raise InvalidParameterError(f"no job with id {job_id}")
+            if row["status"] not in ("cancelled", "failed", "interrupted"):
+                raise InvalidParameterError(
+                    f"job {job_id} is {row['status']}; only cancelled, failed or interrupted jobs can be resumed"
+                )
+            con.execute("UPDATE jobs SET status = 'queued', finished = NULL, cancel_requested = 0 "
+                        "WHERE id = ?", (int(job_id),))
+            self._event(con, job_id, "status", {"status": "queued", "resumed": True})
+        return self.get(job_id)
+
+    def recover(self, stale_after_s: float = STALE_AFTER_S, alive=None) -> list[int]:
+        """Mark running jobs whose worker is gone (pid dead or heartbeat stale) ``interrupted``.
+
+        Args:
+            alive: ``alive(pid) -> bool`` (default: the pid exists on this machine).
+
+        Returns:
+            The ids of the jobs marked interrupted.
+        """
+        alive = alive or pid_alive
+        now = time.time()
+        out = []
+        with self._transaction() as con:
+            for row in con.execute("SELECT id, worker_pid, heartbeat FROM jobs WHERE status = 'running'").fetchall():
+                stale = row["heartbeat"] is None or now - row["heartbeat"] > stale_after_s
+                if stale or not alive(row["worker_pid"]):
+                    con.execute("UPDATE jobs SET status = 'interrupted' WHERE id = ?", (row["id"],))
+                    self._event(con, row["id"], "status", {"status": "interrupted"})
+                    out.append(row["id"])
+        return out
+
+    # ------------------------------------------------------------------ events
+    @staticmethod
+    def _event(con, job_id, kind, metrics, epoch=None, epochs=None, batch=None, batches=None, eta_s=None):
+        con.execute(
+            "INSERT INTO events (job_id, time, kind, epoch, epochs, batch, batches, eta_s, metrics) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (int(job_id), time.time(), kind, epoch, epochs, batch, batches, eta_s, json.dumps(metrics, default=str)),
+        )
+
+    def add_event(self, job_id: int, kind: str, metrics: dict, epoch: int | None = None,
+                  epochs: int | None = None, batch: int | None = None, batches: int | None = None,
+                  eta_s: float | None = None) -> None:
+        """Append a progress event (also refreshes the job's heartbeat)."""
+        with self._transaction() as con:
+            self._event(con, job_id, kind, metrics, epoch, epochs, batch, batches, eta_s)
+            con.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (time.time(), int(job_id)))
+
+    def events(self, job_id: int, kind: str | None = None, after_id: int = 0) -> list[Event]:
+        """The job's events in order (optionally one ``kind``, only ids > ``after_id``)."""
+        sql = "SELECT * FROM events WHERE job_id = ? AND id > ?"
+        args: list = [int(job_id), int(after_id)]
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        con = self._connect()
+        try:
+            rows = con.execute(sql + " ORDER BY id", args).fetchall()
+        finally:
+            con.close()
+        return [Event(r["id"], r["job_id"], r["time"], r["kind"], r["epoch"], r["epochs"], r["batch"],
+                      r["batches"], r["eta_s"], json.loads(r["metrics"] or "{}")) for r in rows]
+
+    def history(self, job_id: int) -> list[dict]:
+        """Per-epoch metric records of the job (the last record per epoch; survives resumes)."""
+        by_epoch = {e.epoch: e.metrics for e in self.events(job_id, "epoch")}
+        return [by_epoch[k] for k in sorted(by_epoch)]
+
+    def latest_progress(self, job_id: int) -> Event | None:
+        """The most recent batch or epoch event, or ``None``."""
+        con = self._connect()
+        try:
+            row = con.execute("SELECT id FROM events WHERE job_id = ? AND kind IN ('batch', 'epoch') "
+                              "ORDER BY id DESC LIMIT 1", (int(job_id),)).fetchone()
+        finally:
+            con.close()
+        return None if row is None else self.events(job_id, after_id=row["id"] - 1)[0]
+
+    def read_log(self, job_id: int, tail_chars: int | None = None) -> str:
+        """The job's log text (the last ``tail_chars`` characters when given)."""
+        path = self.log_path(job_id)
+        if not path.exists():
+            return ""
+        text = path.read_text(encoding="utf-8", errors="replace")
+        return text[-tail_chars:] if tail_chars else text
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with ``pid`` exists on this machine."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _not_zombie(int(pid))
+
+
+def _not_zombie(pid: int) -> bool:
+    """False for a zombie (exited, not yet reaped) process on Linux; True elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"], name=row["name"], config=TrainConfig.from_json(row["config"]), status=row["status"],
+        created=row["created"], started=row["started"], finished=row["finished"], heartbeat=row["heartbeat"],
+        worker_pid=row["worker_pid"], attempts=row["attempts"], cancel_requested=bool(row["cancel_requested"]),
+        error=row["error"], checkpoint=row["checkpoint"], best_checkpoint=row["best_checkpoint"],
+    )

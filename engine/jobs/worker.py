@@ -1,0 +1,205 @@
+"""The worker: claim a job -> train it -> record the outcome, one job at a time.
+
+Liveness: a running worker holds an exclusive ``fcntl`` lock on ``<runs>/worker.lock`` (released by
+the OS even on ``kill -9``) and writes its pid to ``<runs>/worker.pid``; a background thread
+refreshes the running job's heartbeat and picks up cancel requests. On start the worker marks
+running jobs left by a dead worker ``interrupted``; they are claimed again and resume from their
+last completed epoch.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.jobs.store import Job, JobStore
+
+HEARTBEAT_S = 2.0
+BATCH_EVENT_EVERY_S = 1.0
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class WorkerLock:
+    """An exclusive, non-blocking ``fcntl`` lock file; ``acquire()`` -> bool, ``release()``."""
+
+    path: Path
+    _fh: object = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        self._fh = fh
+        return True
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+def lock_path(store: JobStore) -> Path:
+    return store.root / "worker.lock"
+
+
+def pid_path(store: JobStore) -> Path:
+    return store.root / "worker.pid"
+
+
+def worker_alive(store: JobStore | None = None) -> bool:
+    """Whether a worker currently holds the store's lock (i.e. is alive)."""
+    store = store or JobStore()
+    probe = WorkerLock(lock_path(store))
+    if probe.acquire():
+        probe.release()
+        return False
+    return True
+
+
+def ensure_worker(store: JobStore | None = None, idle_exit_s: float | None = 1800.0) -> int | None:
+    """Start a detached worker process (new session) unless one is alive.
+
+    Args:
+        store: the job store (default: ``$ROBUSTSCOPE_RUNS``).
+        idle_exit_s: the started worker exits after this many idle seconds (``None`` = never);
+            the dashboard calls this on every run, so a new one starts when needed.
+
+    Returns:
+        The pid of the started process, or ``None`` when a worker was already alive.
+    """
+    store = store or JobStore()
+    if worker_alive(store):
+        return None
+    cmd = [sys.executable, "-m", "engine.jobs", "--runs", str(store.root.resolve())]
+    if idle_exit_s is not None:
+        cmd += ["--idle-exit", str(idle_exit_s)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["ROBUSTSCOPE_RUNS"] = str(store.root.resolve())
+    with open(store.root / "worker.log", "ab") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                                cwd=os.getcwd(), start_new_session=True)
+    return proc.pid
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes the job's heartbeat every ``HEARTBEAT_S`` and sets ``cancel`` when requested."""
+
+    def __init__(self, store: JobStore, job_id: int):
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.store, self.job_id = store, job_id
+        self.cancel = threading.Event()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_S):
+            try:
+                if self.store.heartbeat(self.job_id):
+                    self.cancel.set()
+            except Exception:  # noqa: BLE001 - a busy database must not kill the heartbeat
+                logging.getLogger("engine.jobs").warning("heartbeat failed", exc_info=True)
+
+
+class _Reporter:
+    """Progress callback: epoch events always, batch events at most once per second."""
+
+    def __init__(self, store: JobStore, job_id: int):
+        self.store, self.job_id, self.last = store, job_id, 0.0
+
+    def __call__(self, ev) -> None:
+        now = time.monotonic()
+        if ev.kind == "batch" and now - self.last < BATCH_EVENT_EVERY_S and ev.batch < ev.batches:
+            return
+        self.last = now
+        self.store.add_event(self.job_id, ev.kind, ev.metrics, epoch=ev.epoch, epochs=ev.epochs,
+                             batch=ev.batch, batches=ev.batches, eta_s=ev.eta_s)
+
+
+def _job_logger(path: Path) -> tuple[logging.Logger, logging.Handler]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("engine")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return logger, handler
+
+
+def run_job(store: JobStore, job: Job) -> str:
+    """Train ``job`` (already claimed), recording events, log, heartbeat and the outcome.
+
+    Returns:
+        The final status: ``"done"``, ``"cancelled"`` or ``"failed"`` (with the traceback stored).
+    """
+    from engine.training import train
+
+    logger, handler = _job_logger(store.log_path(job.id))
+    beat = _Heartbeat(store, job.id)
+    beat.start()
+    try:
+        logger.info("job %d (%s) attempt %d started by worker pid %d", job.id, job.name, job.attempts, os.getpid())
+        result = train(job.config, run_dir=store.job_dir(job.id) / "run", progress=_Reporter(store, job.id),
+                       should_stop=beat.cancel.is_set)
+        store.finish(job.id, result.status,
+                     checkpoint=str(result.checkpoint) if result.checkpoint else None,
+                     best_checkpoint=str(result.best_checkpoint) if result.best_checkpoint else None)
+        logger.info("job %d %s after %d epoch(s)", job.id, result.status, result.epochs_completed)
+        return result.status
+    except Exception:  # noqa: BLE001 - any crash is recorded as a failed job with its traceback
+        text = traceback.format_exc()
+        logger.error("job %d failed:\n%s", job.id, text)
+        store.finish(job.id, "failed", error=text)
+        return "failed"
+    finally:
+        beat.stopped.set()
+        beat.join(timeout=5)
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float = 1.0,
+               idle_exit_s: float | None = None) -> int:
+    """The worker loop: recover orphaned jobs, then claim -> run -> record until stopped.
+
+    Args:
+        once: run jobs until the queue is empty, then return.
+        poll_s: seconds between looks at an empty queue.
+        idle_exit_s: return after this many seconds without work (``None`` = never).
+
+    Returns:
+        The number of jobs run; ``-1`` when another worker already holds the lock.
+    """
+    store = store or JobStore()
+    lock = WorkerLock(lock_path(store))
+    if not lock.acquire():
+        return -1
+    pid_path(store).write_text(str(os.getpid()))
+    ran, idle_since = 0, time.monotonic()
+    try:
+        while True:
+            store.recover()
+            job = store.claim(os.getpid())
+            if job is not None:
+                run_job(store, job)
+                ran, idle_since = ran + 1, time.monotonic()
+                continue
+            if once or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
+                return ran
+            time.sleep(poll_s)
+    finally:
+        pid_path(store).unlink(missing_ok=True)
+        lock.release()
