@@ -61,7 +61,7 @@ class Distortion:
 
     def level(self, severity: int) -> float:
         """The parameter value used at ``severity`` (1..5)."""
-        return self.levels[_check_severity(severity) - 1]
+        return self.levels[check_severity(severity) - 1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +228,8 @@ DISTORTIONS: dict[str, Distortion] = {
 }
 
 
-def _check_severity(severity) -> int:
+def check_severity(severity) -> int:
+    """Return ``severity`` if it is an integer in 1..5, else raise ``InvalidParameterError``."""
     if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
         raise InvalidParameterError(
             f"severity must be an integer from {SEVERITIES[0]} to {SEVERITIES[-1]}, got {severity!r}"
