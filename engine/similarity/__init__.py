@@ -33,3 +33,4 @@ from engine.similarity.hsic import (  # noqa: F401
     hsic_unbiased_matrix,
 )
 from engine.similarity.kernels import DEFAULT_SIGMA_FRACTION, KERNELS, gram_linear, gram_rbf  # noqa: F401
+from engine.similarity.inputs import attack_transform, distortion_transform  # noqa: F401

@@ -113,6 +113,8 @@ def slice_batch(data, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         labels = data[1]
         return data[0][start:stop], (None if labels is None else torch.as_tensor(labels)[start:stop])
+    if callable(getattr(data, "batch", None)):          # engine.data.TensorImageDataset
+        return data.batch(torch.arange(start, stop))
     items = [data[i] for i in range(start, stop)]
     images = torch.stack([torch.as_tensor(item[0]) for item in items])
     labels = torch.as_tensor([int(item[1]) for item in items])

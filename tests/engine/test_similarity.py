@@ -318,3 +318,29 @@ def test_corresponding_depths_pairs_relative_depth():
     assert pairs == [("a0", "b0"), ("a1", "b1"), ("a2", "b1")]
     np.testing.assert_allclose(depth, [0, 0.5, 1])
     np.testing.assert_allclose(values, across.matrix[[0, 1, 2], [0, 1, 1]])
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_json_and_atomic_csv(tiny_checkpoints, tmp_path, capsys):
+    import csv
+    import json
+
+    from engine.cli import main
+
+    a, b = str(tiny_checkpoints["standard"]), str(tiny_checkpoints["robust"])
+    args = ["cka", "--a", a, "--b", b, "--dataset", "shapes", "--n", "12", "--batch-size", "6"]
+    assert main(args + ["--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    across = np.array(report["across"]["matrix"])
+    assert across.shape == (len(report["across"]["rows"]), len(report["across"]["cols"]))
+    np.testing.assert_allclose(np.diag(report["within_a"]["matrix"]), 1.0, atol=1e-6)
+    assert report["n"] == 12 and report["inputs"] == "clean"
+
+    out = tmp_path / "maps" / "cka.csv"
+    assert main(args + ["--out", str(out), "--layers", "net.block1", "net.fc"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["map"] for r in rows] == ["AxA"] * 4 + ["BxB"] * 4 + ["AxB"] * 4
+    assert {r["row"] for r in rows} == {"net.block1", "net.fc"}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cka.csv"]      # no temp file left
+    assert main(args + ["--json", "--batch-size", "2"]) == 2              # user error: exit 2
+    assert "batch size" in capsys.readouterr().err

@@ -1,0 +1,135 @@
+"""``cka``: layer-by-layer CKA maps (A×A, B×B, A×B) between two checkpoints, clean or adversarial."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import engine
+from engine import data as edata
+from engine.cli import print_json
+from engine.device import resolve_device
+from engine.errors import InvalidParameterError
+from engine.similarity import (
+    KERNELS,
+    POOLINGS,
+    attack_transform,
+    compare_models,
+    corresponding_depths,
+)
+
+
+def register(sub) -> None:
+    """Add the ``cka`` command."""
+    p = sub.add_parser("cka", help="layer-by-layer CKA within and across two checkpoints")
+    p.add_argument("--a", required=True, help="checkpoint A (stem, .safetensors or .json)")
+    p.add_argument("--b", required=True, help="checkpoint B")
+    p.add_argument("--dataset", help="dataset name (default: A's card dataset)")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
+    p.add_argument("--batch-size", type=int, default=200, help="images per minibatch (>= 4)")
+    p.add_argument("--layers", nargs="+", help="layers of A (and of B unless --layers-b); default: main blocks")
+    p.add_argument("--layers-b", nargs="+", help="layers of B (default: --layers, else B's main blocks)")
+    p.add_argument("--kernel", default="linear", choices=list(KERNELS))
+    p.add_argument("--sigma-fraction", type=float, help="RBF bandwidth as a fraction of the median distance")
+    p.add_argument("--pooling", default="flatten", choices=list(POOLINGS))
+    p.add_argument("--inputs", default="clean", choices=["clean", "adv"])
+    p.add_argument("--attack", default="pgd", help="attack for --inputs adv (engine.attacks name)")
+    p.add_argument("--eps", type=float, help="attack ε (default: the dataset's usual one)")
+    p.add_argument("--steps", type=int, help="attack steps (PGD)")
+    p.add_argument("--craft-on", default="a", choices=["a", "b"], help="model the attack is crafted on")
+    p.add_argument("--device", default="auto")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--json", action="store_true", help="print the three maps as JSON")
+    out.add_argument("--out", help="write the maps to this CSV file (long format, atomic)")
+    p.set_defaults(func=run_cka)
+
+
+def _progress(done: int, total: int) -> None:
+    """Redraw one progress line on stderr."""
+    print(f"\rcka: {done}/{total} images", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+def _transform(args, loaded_a, loaded_b, dataset: str):
+    """None for clean inputs, else an attack transform crafted on the chosen model."""
+    if args.inputs == "clean":
+        return None, "clean"
+    from engine.attacks import make_attack
+
+    params = {"eps": args.eps}
+    if args.steps is not None:
+        params["steps"] = args.steps
+    attack = make_attack(args.attack, dataset, **params)
+    target = loaded_a if args.craft_on == "a" else loaded_b
+    return attack_transform(attack, target.model), f"adversarial ({args.attack} on {args.craft_on.upper()})"
+
+
+def comparison_rows(comparison) -> list[dict]:
+    """Long-format rows ``{map, row, col, cka}`` of every map in a :class:`CKAComparison`."""
+    maps = {"AxA": comparison.within_a, "BxB": comparison.within_b, "AxB": comparison.across}
+    return [
+        {"map": key, "row": r, "col": c, "cka": float(result.matrix[i, j])}
+        for key, result in maps.items() if result is not None
+        for i, r in enumerate(result.rows) for j, c in enumerate(result.cols)
+    ]
+
+
+def write_csv_atomic(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Write ``rows`` as CSV to ``path`` through a temp file in the same folder + rename."""
+    import csv
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["map", "row", "col", "cka"])
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def run_cka(args: argparse.Namespace) -> int:
+    """Load both checkpoints and the data, compute the CKA maps, print JSON or write a CSV."""
+    if args.n is None or args.n < 4:
+        raise InvalidParameterError(f"--n must be at least 4, got {args.n}")
+    device = resolve_device(args.device)
+    loaded_a = engine.load(args.a, device=str(device))
+    loaded_b = engine.load(args.b, device=str(device))
+    name = args.dataset or loaded_a.card.get("dataset")
+    dataset = edata.load_dataset(name, split=args.split)
+    transform, inputs = _transform(args, loaded_a, loaded_b, name)
+    comparison = compare_models(
+        loaded_a.model, loaded_b.model, dataset,
+        layers_a=args.layers, layers_b=args.layers_b or args.layers,
+        n=args.n, batch_size=args.batch_size, kernel=args.kernel,
+        sigma_fraction=args.sigma_fraction, pooling=args.pooling,
+        transform=transform, inputs=inputs, progress=_progress,
+    )
+    for warning in comparison.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.out:
+        path = write_csv_atomic(comparison_rows(comparison), args.out)
+        print(f"wrote {path} ({comparison.within_a.n} images, {comparison.seconds:.1f} s)", file=sys.stderr)
+        return 0
+    depth, values, pairs = corresponding_depths(comparison.across)
+    print_json({
+        "a": str(loaded_a.path), "b": str(loaded_b.path), "dataset": name, "inputs": inputs,
+        "n": comparison.within_a.n, "batch_size": comparison.batch_size, "kernel": args.kernel,
+        "estimator": "minibatch", "seconds": round(comparison.seconds, 3),
+        "within_a": comparison.within_a.to_dict(), "within_b": comparison.within_b.to_dict(),
+        "across": comparison.across.to_dict(),
+        "corresponding_depths": [
+            {"depth": float(d), "a": pa, "b": pb, "cka": float(v)}
+            for d, v, (pa, pb) in zip(depth, values, pairs)
+        ],
+        "warnings": list(comparison.warnings),
+        "device": str(device),
+    })
+    return 0
