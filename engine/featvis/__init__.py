@@ -2,6 +2,7 @@
 
 - Dataset examples: :func:`top_k`, :func:`top_k_many`, :func:`unit_scores`, :func:`layer_features`.
 - Targets: :func:`unit_target`, :func:`direction_target`, :func:`random_direction`.
+- Images: :func:`grid`, :func:`png_bytes`, :func:`to_hwc`.
 - Optimisation (lucent, hooks always removed, device follows the model): :func:`visualise`,
   :class:`VisConfig`, :class:`VisResult`; cached by checkpoint hash: :func:`cached_visualise`.
 """
@@ -15,6 +16,7 @@ from engine.featvis.examples import (  # noqa: F401
     top_k_many,
     unit_scores,
 )
+from engine.featvis.images import grid, png_bytes, to_hwc  # noqa: F401
 from engine.featvis.render import VisConfig, VisResult, image_param, objective_for, projection, visualise  # noqa: F401
 from engine.featvis.targets import (  # noqa: F401
     TARGET_KINDS,
