@@ -1,0 +1,145 @@
+"""Generalisation page: OOD accuracy, shape bias and unit simplicity, robust vs standard
+(Agarwal & Chen 2020, SCIENCE.md §4)."""
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from engine import generalisation as gen
+from engine import models as emodels
+from engine.data import distortions as dist
+from engine.errors import RobustScopeError
+from pages import common
+
+st.title("Generalisation")
+st.caption(
+    "Agarwal & Chen 2020: robust models do better on texture-less images (silhouettes, edges, "
+    "cue-conflict), no better where texture survives, and their units are smoother and simpler."
+)
+sel = common.current_selection()
+common.require_models(sel, both=True)
+
+cards = {"A": sel.a.card or {}, "B": sel.b.card or {}}
+robust, standard, note = gen.robust_and_standard(cards)
+names = {"A": f"A: {cards['A'].get('name', 'model A')}", "B": f"B: {cards['B'].get('name', 'model B')}"}
+if note:
+    st.info(note)
+st.markdown(f"Robust model: **{names[robust]}** · standard model: **{names[standard]}**")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def ood_table(keys, dataset, n, distortions, severities, seed, _models, _progress):
+    """Accuracy table (cached per checkpoint hashes and settings)."""
+    images, labels = common.dataset_sample(dataset, n)
+    size = int(images.shape[-1])
+    sets = gen.shapes_image_sets(n, seed=seed, image_size=size) if dataset == "shapes" else None
+    result = gen.evaluate_ood(_models, images, labels, list(distortions), list(severities),
+                              image_sets=sets, seed=seed, progress=_progress)
+    conflict = gen.cue_conflict_set(dataset, n, seed=seed, image_size=size)
+    bias = {} if conflict is None else {k: gen.shape_bias(m, *conflict) for k, m in _models.items()}
+    return result.table, bias
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def unit_table(keys, dataset, n, layers, top_k, _models, _progress):
+    """Per-unit statistics table (cached per checkpoint hashes and settings)."""
+    images, labels = common.dataset_sample(dataset, n)
+    reports = gen.compare_units(_models, images, labels, list(layers), top_k=top_k, progress=_progress)
+    return gen.units_frame(reports)
+
+
+def run_cached(label, fn, *args):
+    """Call a cached computation with a progress bar; show user errors instead of crashing."""
+    update, finish = common.progress_callback(label)
+    try:
+        return fn(*args, update)
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        st.stop()
+    finally:
+        finish()
+
+
+models = {names["A"]: sel.a.model, names["B"]: sel.b.model}
+keys = (sel.a.sha256, sel.b.sha256, sel.device)
+robust_name, standard_name = names[robust], names[standard]
+
+with st.sidebar.expander("Generalisation settings", expanded=True):
+    n = st.number_input("Test images", 16, 5000, 200, step=16, key="gen_n")
+    chosen = st.multiselect("Distortions", list(dist.DISTORTIONS), list(dist.DISTORTIONS), key="gen_dist")
+    severities = st.multiselect("Severities", list(dist.SEVERITIES), [1, 3, 5], key="gen_sev")
+    seed = st.number_input("Seed", 0, 10_000, 0, key="gen_seed")
+
+# ----------------------------------------------------------------------------- OOD accuracy
+st.header("Accuracy under distortions")
+table, bias = run_cached("Evaluating distortions", ood_table, keys, sel.dataset, int(n), tuple(chosen),
+                         tuple(sorted(severities)), int(seed), models)
+st.caption("`keeps` says which cue survives: shape (texture removed), texture (shape destroyed) "
+           "or both (common corruptions). Severity 0 = clean images or a fixed image set.")
+per_distortion = table.groupby(["distortion", "model", "keeps"], sort=False)["accuracy"].mean().reset_index()
+st.plotly_chart(px.bar(per_distortion, x="distortion", y="accuracy", color="model", barmode="group",
+                       hover_data=["keeps"], title="Mean accuracy per distortion (over severities)",
+                       range_y=[0, 1]), use_container_width=True)
+curves = table[table["severity"] > 0]
+if len(curves):
+    st.plotly_chart(px.line(curves, x="severity", y="accuracy", color="model", facet_col="distortion",
+                            facet_col_wrap=4, markers=True, range_y=[0, 1], title="Severity curves"),
+                    use_container_width=True)
+st.dataframe(table.pivot_table(index=["distortion", "severity", "keeps"], columns="model",
+                               values="accuracy", sort=False), use_container_width=True)
+st.download_button("Download accuracy table (CSV)", table.to_csv(index=False), "ood_accuracy.csv", "text/csv")
+
+st.subheader("Example images")
+example_severity = st.select_slider("Severity of the examples", list(dist.SEVERITIES), 3, key="gen_ex_sev")
+images, _labels = common.dataset_sample(sel.dataset, int(n))
+columns = st.columns(4)
+for i, name in enumerate(["clean", *chosen]):
+    shown = images[:1] if name == "clean" else dist.apply(name, images[:1], example_severity, int(seed))
+    columns[i % 4].image(np.ascontiguousarray(shown[0].permute(1, 2, 0).numpy()), caption=name,
+                         clamp=True, use_container_width=True)
+
+# ----------------------------------------------------------------------------- shape bias
+st.header("Shape bias on cue-conflict images")
+if bias:
+    bias_rows = pd.DataFrame([{"model": k, **r._asdict()} for k, r in bias.items()])
+    st.plotly_chart(px.bar(bias_rows, x="model", y=["shape_fraction", "texture_fraction", "other_fraction"],
+                           title="Decisions on cue-conflict images (shape bias = shape / (shape + texture))"),
+                    use_container_width=True)
+    st.dataframe(bias_rows, use_container_width=True)
+else:
+    st.info(gen.CUE_CONFLICT_UNAVAILABLE.format(dataset=sel.dataset))
+
+# ----------------------------------------------------------------------------- unit statistics
+st.header("Unit statistics")
+st.caption("Roughness: total variation of a unit's activation maps per unit of activation; "
+           "high-frequency share: spectral energy above 0.25 cycles/pixel; complexity: distinct "
+           "labels and label entropy among the unit's top-k images. Lower = smoother / simpler.")
+layers_a, layers_b = emodels.default_layers(sel.a.model), emodels.default_layers(sel.b.model)
+common_layers = [layer for layer in layers_a if layer in layers_b]
+layers = st.multiselect("Layers", common_layers, common_layers[:3], key="gen_layers")
+top_k = st.number_input("Top-k images per unit", 2, 100, 10, key="gen_topk")
+units = None
+if layers:
+    units = run_cached("Unit statistics", unit_table, keys, sel.dataset, int(n), tuple(layers),
+                       int(min(top_k, n)), models)
+    statistic = st.selectbox("Statistic", list(gen.units.STATISTICS), key="gen_stat")
+    active = units[units["active"]]
+    st.plotly_chart(px.histogram(active, x=statistic, color="model", barmode="overlay", facet_col="layer",
+                                 facet_col_wrap=3, title=f"{statistic} per unit, A vs B"),
+                    use_container_width=True)
+    st.download_button("Download unit statistics (CSV)", units.to_csv(index=False), "unit_statistics.csv",
+                       "text/csv")
+else:
+    st.info("Choose at least one layer to compute unit statistics.")
+
+# ----------------------------------------------------------------------------- verdict
+st.header("Does this pair reproduce the paper?")
+findings = gen.paper_findings(robust_name, standard_name, table, bias, units)
+st.markdown(f"**{gen.findings_line(findings)}**")
+for f in findings:
+    mark = {True: "✅", False: "❌", None: "➖"}[f.holds]
+    st.markdown(f"{mark} {f.claim} — {f.detail}")
+st.download_button("Download findings (JSON)", json.dumps([f._asdict() for f in findings], indent=2),
+                   "generalisation_findings.json", "application/json")
