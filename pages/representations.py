@@ -1,0 +1,137 @@
+"""Representations: layer-by-layer CKA within and across models (Cianfarani et al. 2022).
+
+Heatmaps A×A, B×B and A×B on one colour scale, clean or adversarial inputs, minibatch unbiased
+CKA (Nguyen, Raghu & Kornblith 2021) computed by ``engine.similarity.compare_models``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from engine.errors import RobustScopeError
+from engine.models import default_layers, list_layers
+from engine.similarity import KERNELS, attack_transform, compare_models, corresponding_depths
+from pages import common
+
+st.header("Representations: CKA within and across models")
+st.caption(
+    "Standard networks show a block structure (groups of layers with near-identical "
+    "representations); robust ones lose it (Cianfarani et al. 2022). Minibatch unbiased CKA "
+    "(Nguyen, Raghu & Kornblith 2021): memory does not grow with the number of images."
+)
+sel = common.current_selection()
+common.require_models(sel, both=True)
+
+
+def _layer_names(model) -> list[str]:
+    return [info.name for info in list_layers(model)]
+
+
+with st.form("cka_form"):
+    c1, c2, c3, c4 = st.columns(4)
+    n = c1.number_input("Images", min_value=8, max_value=10000, value=500, step=100)
+    batch_size = c2.number_input("Batch size", min_value=4, max_value=1000, value=100, step=50)
+    kernel = c3.selectbox("Kernel", list(KERNELS))
+    inputs = c4.radio("Inputs", ["clean", "adversarial"], horizontal=True)
+    craft_on = st.radio("Adversarial examples crafted on", ["A", "B"], horizontal=True)
+    layers_a = st.multiselect("Layers of A", _layer_names(sel.a.model), default=default_layers(sel.a.model))
+    layers_b = st.multiselect("Layers of B", _layer_names(sel.b.model), default=default_layers(sel.b.model))
+    submitted = st.form_submit_button("Compute CKA", type="primary")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _compare(a_key, b_key, dataset, n, batch_size, kernel, inputs, craft_on, layers_a, layers_b):
+    """Cached engine call (keys: checkpoint paths + hashes; models come from the selection)."""
+    images, labels = common.dataset_sample(dataset, n)
+    transform = None
+    label = "clean"
+    if inputs == "adversarial":
+        from engine.attacks import make_attack
+
+        target = sel.a.model if craft_on == "A" else sel.b.model
+        transform = attack_transform(make_attack("pgd", dataset), target)
+        label = f"adversarial (PGD on {craft_on})"
+    progress, finish = common.progress_callback("Computing CKA…")
+    try:
+        return compare_models(sel.a.model, sel.b.model, (images, labels), list(layers_a), list(layers_b),
+                              batch_size=batch_size, kernel=kernel, transform=transform, inputs=label,
+                              progress=progress)
+    finally:
+        finish()
+
+
+def heatmaps(comp) -> go.Figure:
+    """Three heatmaps side by side on one colour scale, hover naming both layers and the value."""
+    maps = [("A × A", comp.within_a), ("B × B", comp.within_b), ("A × B", comp.across)]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for t, _ in maps], horizontal_spacing=0.12)
+    for i, (title, res) in enumerate(maps, start=1):
+        fig.add_trace(go.Heatmap(
+            z=res.matrix, x=list(res.cols), y=list(res.rows), zmin=0, zmax=1, coloraxis="coloraxis",
+            hovertemplate=f"{title}<br>row: %{{y}}<br>col: %{{x}}<br>CKA: %{{z:.3f}}<extra></extra>",
+        ), row=1, col=i)
+        fig.update_yaxes(autorange="reversed", row=1, col=i)
+    fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=0, cmax=1), height=460)
+    return fig
+
+
+def depth_plot(comp) -> go.Figure:
+    depth, values, pairs = corresponding_depths(comp.across)
+    fig = go.Figure(go.Scatter(x=depth, y=values, mode="lines+markers",
+                               text=[f"{a} ↔ {b}" for a, b in pairs],
+                               hovertemplate="%{text}<br>CKA: %{y:.3f}<extra></extra>"))
+    fig.update_layout(xaxis_title="relative depth", yaxis_title="CKA(A, B)", yaxis_range=[0, 1.05], height=320)
+    return fig
+
+
+def matrices_png(comp) -> bytes:
+    """The three maps rendered with matplotlib (plotly's PNG export needs kaleido)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    for ax, (title, res) in zip(axes, [("A × A", comp.within_a), ("B × B", comp.within_b), ("A × B", comp.across)]):
+        im = ax.imshow(res.matrix, vmin=0, vmax=1, cmap="viridis")
+        ax.set_title(title)
+        ax.set_xticks(range(len(res.cols)), res.cols, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(res.rows)), res.rows, fontsize=6)
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+if submitted or "cka_result" in st.session_state:
+    if submitted:
+        if not layers_a or not layers_b:
+            st.warning("Choose at least one layer for each model.")
+            st.stop()
+        try:
+            st.session_state["cka_result"] = _compare(
+                (sel.a_path, sel.a.sha256), (sel.b_path, sel.b.sha256), sel.dataset, int(n),
+                int(batch_size), kernel, inputs, craft_on, tuple(layers_a), tuple(layers_b))
+        except RobustScopeError as exc:
+            common.show_error(exc)
+            st.stop()
+    comp = st.session_state["cka_result"]
+    st.subheader(f"{comp.inputs} inputs · {comp.within_a.n} images · {comp.seconds:.1f} s")
+    for warning in comp.warnings:
+        st.warning(warning)
+    fig = heatmaps(comp)
+    st.plotly_chart(fig, use_container_width=True)
+    st.markdown("**CKA between corresponding depths of A and B**")
+    st.plotly_chart(depth_plot(comp), use_container_width=True)
+    csv = "".join(f"# {t}\n{r.to_csv()}" for t, r in
+                  [("AxA", comp.within_a), ("BxB", comp.within_b), ("AxB", comp.across)])
+    d1, d2, d3 = st.columns(3)
+    d1.download_button("CSV", csv, "cka.csv", "text/csv")
+    d2.download_button("PNG (matplotlib)", matrices_png(comp), "cka.png", "image/png")
+    d3.download_button("Interactive HTML", fig.to_html(include_plotlyjs="cdn"), "cka.html", "text/html")
+else:
+    st.info("Choose the layers and press **Compute CKA**.")
