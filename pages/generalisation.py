@@ -29,9 +29,8 @@ if note:
 st.markdown(f"Robust model: **{names[robust]}** · standard model: **{names[standard]}**")
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
 def ood_table(keys, dataset, n, distortions, severities, seed, _models, _progress):
-    """Accuracy table (cached per checkpoint hashes and settings)."""
+    """Accuracy table and shape bias per model (cached by ``run_cached`` per hashes and settings)."""
     images, labels = common.dataset_sample(dataset, n)
     size = int(images.shape[-1])
     sets = gen.shapes_image_sets(n, seed=seed, image_size=size) if dataset == "shapes" else None
@@ -42,19 +41,29 @@ def ood_table(keys, dataset, n, distortions, severities, seed, _models, _progres
     return result.table, bias
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
 def unit_table(keys, dataset, n, layers, top_k, _models, _progress):
-    """Per-unit statistics table (cached per checkpoint hashes and settings)."""
+    """Per-unit statistics table (cached by ``run_cached`` per hashes and settings)."""
     images, labels = common.dataset_sample(dataset, n)
     reports = gen.compare_units(_models, images, labels, list(layers), top_k=top_k, progress=_progress)
     return gen.units_frame(reports)
 
 
+CACHE_KEY, CACHE_SIZE = "generalisation_results", 8
+
+
 def run_cached(label, fn, *args):
-    """Call a cached computation with a progress bar; show user errors instead of crashing."""
+    """Call ``fn(*args, progress)`` once per settings (kept in the session: ``st.cache_data`` cannot
+    replay a progress bar drawn from inside), with a progress bar; user errors are shown."""
+    cache = st.session_state.setdefault(CACHE_KEY, {})
+    key = (fn.__name__, *args[:-1])  # the last argument is the (unhashable) models dict
+    if key in cache:
+        return cache[key]
     update, finish = common.progress_callback(label)
     try:
-        return fn(*args, update)
+        cache[key] = fn(*args, update)
+        while len(cache) > CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        return cache[key]
     except RobustScopeError as exc:
         common.show_error(exc)
         st.stop()
@@ -81,14 +90,14 @@ st.caption("`keeps` says which cue survives: shape (texture removed), texture (s
 per_distortion = table.groupby(["distortion", "model", "keeps"], sort=False)["accuracy"].mean().reset_index()
 st.plotly_chart(px.bar(per_distortion, x="distortion", y="accuracy", color="model", barmode="group",
                        hover_data=["keeps"], title="Mean accuracy per distortion (over severities)",
-                       range_y=[0, 1]), use_container_width=True)
+                       range_y=[0, 1]), width="stretch")
 curves = table[table["severity"] > 0]
 if len(curves):
     st.plotly_chart(px.line(curves, x="severity", y="accuracy", color="model", facet_col="distortion",
                             facet_col_wrap=4, markers=True, range_y=[0, 1], title="Severity curves"),
-                    use_container_width=True)
+                    width="stretch")
 st.dataframe(table.pivot_table(index=["distortion", "severity", "keeps"], columns="model",
-                               values="accuracy", sort=False), use_container_width=True)
+                               values="accuracy", sort=False), width="stretch")
 st.download_button("Download accuracy table (CSV)", table.to_csv(index=False), "ood_accuracy.csv", "text/csv")
 
 st.subheader("Example images")
@@ -98,7 +107,7 @@ columns = st.columns(4)
 for i, name in enumerate(["clean", *chosen]):
     shown = images[:1] if name == "clean" else dist.apply(name, images[:1], example_severity, int(seed))
     columns[i % 4].image(np.ascontiguousarray(shown[0].permute(1, 2, 0).numpy()), caption=name,
-                         clamp=True, use_container_width=True)
+                         clamp=True, width="stretch")
 
 # ----------------------------------------------------------------------------- shape bias
 st.header("Shape bias on cue-conflict images")
@@ -106,8 +115,8 @@ if bias:
     bias_rows = pd.DataFrame([{"model": k, **r._asdict()} for k, r in bias.items()])
     st.plotly_chart(px.bar(bias_rows, x="model", y=["shape_fraction", "texture_fraction", "other_fraction"],
                            title="Decisions on cue-conflict images (shape bias = shape / (shape + texture))"),
-                    use_container_width=True)
-    st.dataframe(bias_rows, use_container_width=True)
+                    width="stretch")
+    st.dataframe(bias_rows, width="stretch")
 else:
     st.info(gen.CUE_CONFLICT_UNAVAILABLE.format(dataset=sel.dataset))
 
@@ -128,7 +137,7 @@ if layers:
     active = units[units["active"]]
     st.plotly_chart(px.histogram(active, x=statistic, color="model", barmode="overlay", facet_col="layer",
                                  facet_col_wrap=3, title=f"{statistic} per unit, A vs B"),
-                    use_container_width=True)
+                    width="stretch")
     st.download_button("Download unit statistics (CSV)", units.to_csv(index=False), "unit_statistics.csv",
                        "text/csv")
 else:

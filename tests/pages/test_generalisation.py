@@ -21,3 +21,6 @@ def test_generalisation_page_on_tiny_shapes_pair(tiny_checkpoints):
     assert any("edges" in str(f.index.tolist()) for f in frames)
     assert any("shape_bias" in f.columns for f in frames)
     assert len(at.get("download_button")) == 3
+    at.run()  # a rerun reuses the cached results
+    assert not at.exception, at.exception
+    assert any("measured claims" in m.value for m in at.markdown)
