@@ -1,0 +1,126 @@
+"""Features page: units (natural basis) vs random directions, Szegedy et al. 2013.
+
+Pick a layer; each row is a unit eᵢ or a seeded random unit-norm direction v; the columns show the
+top-k held-out images maximising ⟨φ(x), w⟩ and lucent's optimised image, for models A and B.
+Teaching mode hides which rows are units: guess, then reveal.
+"""
+import json
+
+import numpy as np
+import streamlit as st
+
+from engine import featvis
+from engine import models as emodels
+from engine.errors import RobustScopeError
+from pages import common
+
+st.title("Features: units vs random directions")
+st.caption(
+    "Szegedy et al. 2013: the images that maximise a single unit look no more coherent than those "
+    "maximising a random direction of the same layer — meaning lives in the space, not the units."
+)
+sel = common.current_selection()
+common.require_models(sel, both=False)
+
+
+def layer_dims(model) -> dict[str, int]:
+    """Layer name -> channel count, for the main layers of ``model``."""
+    shapes = {info.name: info.output_shape for info in emodels.list_layers(model)}
+    return {name: int(shapes[name][0]) for name in emodels.default_layers(model) if shapes.get(name)}
+
+
+def make_targets(dim: int, n_units: int, n_dirs: int, seed: int) -> list:
+    """Seeded random units and random directions of a ``dim``-channel layer."""
+    rng = np.random.default_rng(seed)
+    units = sorted(rng.choice(dim, size=min(n_units, dim), replace=False).tolist())
+    return [featvis.unit_target(u) for u in units] + [
+        featvis.direction_target(dim, seed=seed + j) for j in range(n_dirs)]
+
+
+def show_image(where, images, caption: str) -> None:
+    """A row of (N, H, W, C) images as one grid."""
+    tiled = featvis.grid(images, scale=3)
+    where.image(tiled[:, :, 0] if tiled.shape[2] == 1 else tiled, caption=caption, clamp=True)
+
+
+dims = layer_dims(sel.a.model)
+if not dims:
+    st.info("Model A has no layer with a channel output to inspect.")
+    st.stop()
+with st.form("featvis"):
+    c1, c2, c3, c4 = st.columns(4)
+    layer = c1.selectbox("Layer", list(dims), index=min(1, len(dims) - 1))
+    n_units = c2.number_input("Units", 1, 8, 2)
+    n_dirs = c3.number_input("Random directions", 1, 8, 2)
+    seed = c4.number_input("Seed", 0, 10_000, 0)
+    c5, c6, c7, c8 = st.columns(4)
+    k = c5.number_input("Top-k images", 1, 16, 5)
+    n_images = c6.number_input("Held-out images searched", 20, 5000, 200, step=20)
+    steps = c7.number_input("Lucent steps (0: off)", 0, 1024, 32, step=16)
+    teaching = c8.checkbox("Teaching mode", help="Shuffle rows; guess which are real units.")
+    st.form_submit_button("Show")
+
+images, labels = common.dataset_sample(sel.dataset, int(n_images), 0)
+models = [(slot, m) for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None]
+results = {}
+for slot, loaded in models:
+    try:
+        dim = layer_dims(loaded.model).get(layer)
+        if dim is None:
+            results[slot] = f"model {slot} has no layer {layer!r}"
+            continue
+        targets = make_targets(dim, int(n_units), int(n_dirs), int(seed))
+        update, finish = common.progress_callback(f"Model {slot}: top-{k} images")
+        best = featvis.top_k_many(loaded.model, layer, images, targets, min(int(k), len(images)), progress=update)
+        finish()
+        vis = None
+        if steps:
+            update, finish = common.progress_callback(f"Model {slot}: lucent visualisation")
+            vis = featvis.cached_visualise(loaded, layer, targets, featvis.VisConfig(steps=int(steps), seed=int(seed)),
+                                           progress=update)
+            finish()
+        results[slot] = (targets, best, vis)
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        st.stop()
+
+n_rows = int(n_units) + int(n_dirs)
+order = np.random.default_rng(int(seed) + 1).permutation(n_rows) if teaching else np.arange(n_rows)
+guesses = {}
+for row, index in enumerate(order):
+    st.markdown(f"**Row {row + 1}**" if teaching else "")
+    columns = st.columns(len(models))
+    for column, (slot, _) in zip(columns, models):
+        result = results[slot]
+        if isinstance(result, str):
+            column.warning(result)
+            continue
+        targets, best, vis = result
+        if index >= len(targets):
+            continue
+        target = targets[index]
+        title = f"Model {slot}" + ("" if teaching else f" · {target.label}")
+        column.markdown(title)
+        show_image(column, featvis.to_hwc(images[best[index].indices]),
+                   "top-k: " + ", ".join(f"{s:.2f}" for s in best[index].scores))
+        if vis is not None:
+            show_image(column, vis.images[index:index + 1], f"lucent, objective {vis.trajectories[-1, index]:.3f}")
+    if teaching:
+        guesses[int(index)] = st.checkbox("I think this row is a real unit", key=f"guess_{row}")
+
+if teaching and st.button("Reveal"):
+    real = set(range(int(n_units)))
+    correct = sum((i in real) == guessed for i, guessed in guesses.items())
+    st.success(f"You classified {correct} of {len(guesses)} rows correctly (chance: half).")
+    st.table([{"row": r + 1, "truth": "unit" if i in real else "random direction",
+               "your guess": "unit" if guesses[int(i)] else "random direction"} for r, i in enumerate(order)])
+
+report = {slot: {"layer": layer, "targets": [t.label for t in r[0]],
+                 "top_k": [{"indices": b.indices.tolist(), "scores": b.scores.tolist()} for b in r[1]]}
+          for slot, r in results.items() if not isinstance(r, str)}
+st.download_button("Download top-k (JSON)", json.dumps(report, indent=2), "featvis.json", "application/json")
+for slot, result in results.items():
+    if not isinstance(result, str) and result[2] is not None:
+        st.download_button(f"Download model {slot} visualisations (PNG, rows in unit-then-direction order)",
+                           featvis.png_bytes(featvis.grid(result[2].images, scale=3)),
+                           f"featvis_{slot}_{layer}.png", "image/png", key=f"png_{slot}")
