@@ -1,0 +1,112 @@
+"""Benchmark: PGD vs a bare forward+backward loop (the physical limit) and vs torchattacks' PGD.
+
+    python bench/attacks.py [--skip-peers]
+
+torchattacks goes into a separate virtualenv (bench/.venv-peers, --system-site-packages, --no-deps)
+and runs in a subprocess, so the global environment is untouched. Prints the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+VENV = REPO / "bench" / ".venv-peers"
+EPS, STEPS, BATCH, REPEATS = 8 / 255, 10, 64, 3
+
+
+def build(device):
+    from engine.models import build_model
+    torch.manual_seed(0)
+    return build_model("small_cnn", 10, (3, 32, 32), (0.5,) * 3, (0.25,) * 3).to(device).eval()
+
+
+def bare_loop(model, x, y):
+    """STEPS forward+backward passes w.r.t. the input only: the least any PGD can do."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for _ in range(STEPS):
+        xa = x.detach().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
+
+
+def best_time(fn, device):
+    times = []
+    for _ in range(REPEATS):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+PEER = r"""
+import json, sys, time, torch, torchattacks
+sys.path.insert(0, sys.argv[1])
+from bench.attacks import build, EPS, STEPS, BATCH, REPEATS
+dev = torch.device(sys.argv[2]); model = build(dev)
+torch.manual_seed(1); x = torch.rand(BATCH, 3, 32, 32, device=dev); y = model(x).argmax(1)
+atk = torchattacks.PGD(model, eps=EPS, alpha=2.5 * EPS / STEPS, steps=STEPS, random_start=True)
+ts = []
+for _ in range(REPEATS):
+    torch.cuda.synchronize() if dev.type == "cuda" else None; t = time.perf_counter(); adv = atk(x, y)
+    torch.cuda.synchronize() if dev.type == "cuda" else None; ts.append(time.perf_counter() - t)
+print(json.dumps({"seconds": min(ts), "robust_acc": float((model(adv).argmax(1) == y).float().mean())}))
+"""
+
+
+def peer(device: str):
+    """Time torchattacks' PGD in the separate virtualenv; None if it cannot be installed."""
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(VENV)], check=True)
+    if subprocess.run([str(py), "-c", "import torchattacks"], capture_output=True).returncode != 0:
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "--no-deps", "torchattacks"], check=True)
+    out = subprocess.run([str(py), "-c", PEER, str(REPO), device], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(out.stderr[-2000:], file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-peers", action="store_true")
+    args = ap.parse_args()
+    from engine.attacks import PGD
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for name in devices:
+        device = torch.device(name)
+        model = build(device)
+        torch.manual_seed(1)
+        x = torch.rand(BATCH, 3, 32, 32, device=device)
+        y = model(x).argmax(1)
+        fast = name == "cuda"
+        attack = PGD(eps=EPS, steps=STEPS, amp=fast, channels_last=fast)
+        pgd_t = best_time(lambda: attack(model, x, y), device)
+        bare_t = best_time(lambda: bare_loop(model, x, y), device)
+        acc = float((attack(model, x, y).preds_adv == y).float().mean())
+        print(f"[{name}] PGD {pgd_t:.4f}s, bare fwd+bwd loop {bare_t:.4f}s, ratio {pgd_t / bare_t:.3f} "
+              f"(target <= 1.10); robust acc {acc:.3f}")
+        if not args.skip_peers:
+            ref = peer(name)
+            if ref is None:
+                print(f"[{name}] torchattacks unavailable")
+            else:
+                print(f"[{name}] torchattacks PGD {ref['seconds']:.4f}s (robust acc {ref['robust_acc']:.3f}); "
+                      f"ours/torchattacks ratio {pgd_t / ref['seconds']:.3f} (target <= 1.0)")
+
+
+if __name__ == "__main__":
+    main()
