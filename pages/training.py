@@ -1,0 +1,84 @@
+"""Training page: queue a training job, watch the queue and live curves, cancel/resume, read logs."""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from engine.data import DATASETS
+from engine.errors import RobustScopeError
+from engine.jobs import JobStore, ensure_worker
+from engine.models import ARCHITECTURES
+from engine.training import METHODS, TrainConfig, estimate_cost
+
+st.title("Training")
+store = JobStore()
+if os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0":
+    ensure_worker(store)
+
+with st.form("new_job"):
+    c1, c2, c3 = st.columns(3)
+    dataset = c1.selectbox("Dataset", sorted(DATASETS), index=sorted(DATASETS).index("shapes"))
+    arch = c2.selectbox("Architecture", sorted(ARCHITECTURES), index=sorted(ARCHITECTURES).index("small_cnn"))
+    method = c3.selectbox("Method", list(METHODS), format_func=lambda m: f"{m}: {METHODS[m]}")
+    c1, c2, c3, c4 = st.columns(4)
+    norm = c1.selectbox("Norm", ["linf", "l2"])
+    eps = c2.number_input("ε (pixels in [0,1])", value=8 / 255, min_value=0.0, format="%.4f")
+    steps = c3.number_input("PGD steps", value=7, min_value=1)
+    alpha = c4.number_input("α (0 = 2.5·ε/steps)", value=0.0, min_value=0.0, format="%.4f")
+    c1, c2, c3, c4 = st.columns(4)
+    epochs = c1.number_input("Epochs", value=10, min_value=1)
+    batch_size = c2.number_input("Batch size", value=128, min_value=2)
+    lr = c3.number_input("Learning rate", value=0.05, min_value=0.0, format="%.4f")
+    seed = c4.number_input("Seed", value=0, min_value=0)
+    submitted = st.form_submit_button("Queue job")
+
+config = TrainConfig(dataset=dataset, arch=arch, method=method, norm=norm, eps=float(eps), steps=int(steps),
+                     alpha=float(alpha) or None, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                     seed=int(seed))
+try:
+    config.validate()
+    n_train = {"shapes": 20000, "mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}.get(dataset, 10000)
+    st.caption("Estimated cost: " + estimate_cost(config, n_train, "cpu", arch).describe() + " on CPU")
+    if submitted:
+        job = store.submit(config, submitter="dashboard")
+        st.success(f"Queued job {job.id} ({job.name})")
+except RobustScopeError as exc:
+    st.error(str(exc))
+
+
+@st.fragment(run_every=3)
+def queue_view() -> None:
+    jobs = store.list(limit=50)
+    if not jobs:
+        st.info("No training jobs yet: fill in the form above and queue one.")
+        return
+    st.dataframe(pd.DataFrame([{"id": j.id, "name": j.name, "method": j.config.method, "status": j.status,
+                                "epochs done": len(store.history(j.id)), "epochs": j.config.epochs}
+                               for j in jobs]), hide_index=True)
+    job_id = st.selectbox("Job", [j.id for j in jobs], format_func=lambda i: f"#{i}")
+    job = store.get(job_id)
+    progress = store.latest_progress(job.id)
+    if job.status == "running" and progress is not None and progress.batches:
+        st.progress(min(progress.batch / progress.batches, 1.0),
+                    text=f"epoch {progress.epoch}/{progress.epochs}, ETA {progress.eta_s or 0:.0f} s")
+    history = store.history(job.id)
+    if history:
+        frame = pd.DataFrame(history).melt(id_vars="epoch", value_vars=[
+            k for k in ("train_loss", "train_acc", "clean_acc", "robust_acc") if k in history[0]])
+        st.plotly_chart(px.line(frame, x="epoch", y="value", color="variable", markers=True))
+    c1, c2 = st.columns(2)
+    if job.status in ("queued", "running", "interrupted") and c1.button("Cancel", key=f"cancel{job.id}"):
+        store.cancel(job.id)
+    if job.status in ("cancelled", "failed", "interrupted") and c2.button("Resume", key=f"resume{job.id}"):
+        store.resume(job.id)
+    if job.checkpoint:
+        st.caption(f"Checkpoint: {job.checkpoint} (appears in the model picker)")
+    if job.error:
+        st.code(job.error)
+    st.code(store.read_log(job.id, tail_chars=4000) or "(no log yet)")
+
+
+queue_view()
