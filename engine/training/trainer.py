@@ -495,8 +495,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
                                        clock.elapsed(), clock.eta()))
         _barrier(dist)
     checkpoint = best = None
+    state = read_state(run_dir) or state  # every rank reports the saved epochs
     if dist.main:
-        state = read_state(run_dir) or state
         checkpoint, best = publish(run_dir, state, config, data.spec, raw, status, checkpoint_dir)
         if checkpoint is not None:
             log.info("published %s and %s", checkpoint, best)
