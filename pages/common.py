@@ -55,15 +55,26 @@ def dataset_sample(name: str, n: int, seed: int | None = None, split: str = "tes
 
 
 @st.cache_data(ttl=5, show_spinner=False)
+def _listing(roots: tuple[str, ...]) -> list:
+    return ckpt.list_checkpoints(list(roots))
+
+
 def checkpoint_listing() -> list:
     """All checkpoints with their cards (refreshed every few seconds so new ones appear)."""
-    return ckpt.list_checkpoints()
+    return _listing(tuple(str(r) for r in ckpt.default_roots()))
+
+
+checkpoint_listing.clear = _listing.clear
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def dataset_availability() -> dict[str, bool]:
-    """Dataset name -> whether its files are present locally."""
+def _availability(root: str) -> dict[str, bool]:
     return {name: edata.dataset_available(name) for name in edata.DATASETS}
+
+
+def dataset_availability() -> dict[str, bool]:
+    """Dataset name -> whether its files are present under the data root."""
+    return _availability(str(edata.data_root()))
 
 
 def show_error(exc: BaseException) -> None:
@@ -99,10 +110,15 @@ def _pick_model(slot: str, infos: list, default: str | None) -> str | None:
     labels = {str(i.path): _label(i) for i in infos}
     if not paths:
         return None
-    index = paths.index(default) if default in paths else 0
-    return st.sidebar.selectbox(
-        f"Model {slot}", paths, index=index, format_func=labels.get, key=f"model_{slot.lower()}"
-    )
+    key = f"model_{slot.lower()}"
+    _seed_widget(key, default if default in paths else paths[0], paths)
+    return st.sidebar.selectbox(f"Model {slot}", paths, format_func=labels.get, key=key)
+
+
+def _seed_widget(key: str, default, options: list) -> None:
+    """Give widget ``key`` its default once (or again when its value is no longer an option)."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
 
 
 def _load_or_report(path: str | None, device: str):
@@ -127,9 +143,8 @@ def sidebar() -> Selection:
     names = list(edata.DATASETS)
     a_card = next((i.card for i in infos if str(i.path) == a_path), {}) or {}
     wanted = a_card.get("dataset", default.dataset)
-    dataset = st.sidebar.selectbox(
-        "Dataset", names, index=names.index(wanted) if wanted in names else 0, key="dataset"
-    )
+    _seed_widget("dataset", wanted if wanted in names else names[0], names)
+    dataset = st.sidebar.selectbox("Dataset", names, key="dataset")
     notice = default.reason if dataset == default.dataset else ""
     if not available.get(dataset, False) and dataset != "shapes":
         notice = (

@@ -15,6 +15,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def _seed_and_isolate(tmp_path, monkeypatch):
     """Seed torch and point checkpoints/runs at a temp folder so no test touches real files."""
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # tiny CPU workloads run many times faster without thread contention
     monkeypatch.setenv("ROBUSTSCOPE_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("ROBUSTSCOPE_RUNS", str(tmp_path / "runs"))
     yield
@@ -28,3 +29,29 @@ def real_data_root() -> Path:
         if (root / "MNIST" / "raw").is_dir():
             return root
     pytest.skip("no offline MNIST copy (set ROBUSTSCOPE_DATA or provide ../shared/data)")
+
+
+@pytest.fixture
+def tiny_checkpoints(tmp_path):
+    """Two tiny seeded ``small_cnn`` checkpoints on ``shapes`` in ``$ROBUSTSCOPE_CHECKPOINTS``.
+
+    Returns ``{"standard": path, "robust": path}`` (weights files). The "robust" card records a
+    PGD recipe; the weights are only seeded (pages are tested for behaviour, not for accuracy).
+    """
+    from engine.checkpoints import make_card, save_checkpoint
+    from engine.data import get_spec
+    from engine.models import build_model
+
+    spec = get_spec("shapes")
+    root = Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"])
+    recipes = {
+        "standard": {"method": "standard", "epochs": 1, "seed": 0},
+        "robust": {"method": "pgd", "norm": "linf", "eps": 8 / 255, "steps": 3, "epochs": 1, "seed": 1},
+    }
+    paths = {}
+    for seed, (kind, training) in enumerate(recipes.items()):
+        torch.manual_seed(seed)
+        model = build_model("small_cnn", spec.num_classes, spec.input_shape, spec.mean, spec.std, width=4, hidden=16)
+        card = make_card(model, "shapes", name=f"tiny_{kind}", training=training, metrics={"clean_acc": 0.5})
+        paths[kind] = save_checkpoint(model.eval(), card, root / f"tiny_{kind}")
+    return paths

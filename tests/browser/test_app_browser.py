@@ -1,0 +1,95 @@
+"""One real-browser check: headless Chromium against `streamlit run app.py` on 127.0.0.1.
+
+It starts the server on a free local port, opens the Models page, waits for Streamlit to finish
+the run, and asserts that the page shows its title and no exception text. The server and browser
+stop by themselves. Outside CI the test skips when Chromium is not installed; in CI (CI=true) a
+missing Chromium is a failure, since the README's test command installs it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early:\n{proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = _free_port()
+    env = dict(os.environ, ROBUSTSCOPE_CHECKPOINTS=str(tmp_path / "ckpts"), ROBUSTSCOPE_RUNS=str(tmp_path / "runs"))
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
+           "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_models_page_renders_without_exception(server, tmp_path):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing in CI; the README's test command installs it")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"])
+        try:
+            page = browser.new_page()
+            page.goto(server, timeout=60_000)
+            page.wait_for_selector("h1:has-text('Models')", timeout=90_000)
+            page.wait_for_function(
+                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000
+            )
+            page.screenshot(path=str(tmp_path / "models.png"))
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert not page_has_exception(text), text[:2000]
+    assert "checkpoint" in text.lower()
+
+
+def page_has_exception(text: str) -> bool:
+    """Streamlit shows uncaught exceptions with the exception's class name and a traceback."""
+    return any(marker in text for marker in ("Traceback (most recent call last)", "Exception:", "Error:"))

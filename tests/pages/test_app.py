@@ -1,0 +1,72 @@
+"""app.py and the Models page, run headlessly with Streamlit's AppTest."""
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.checkpoints import list_checkpoints
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(path="app.py"):
+    at = AppTest.from_file(str(REPO / path), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _text(at) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.info] + [m.value for m in at.title]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_empty_state_without_checkpoints_tells_how_to_get_one():
+    at = _run()
+    assert at.title[0].value == "Models"
+    assert "No checkpoint yet" in _text(at)
+    assert "python -m engine import" in _text(at)
+
+
+def test_offline_dataset_fallback_is_explained(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROBUSTSCOPE_DATA", str(tmp_path / "nodata"))
+    at = _run()
+    assert at.sidebar.selectbox(key="dataset").value == "shapes"
+    assert "MNIST files were not found" in " ".join(i.value for i in at.sidebar.info)
+
+
+def test_models_page_preselects_standard_and_robust_and_evaluates(tiny_checkpoints):
+    at = _run()
+    assert at.sidebar.selectbox(key="model_a").value == str(tiny_checkpoints["standard"])
+    assert at.sidebar.selectbox(key="model_b").value == str(tiny_checkpoints["robust"])
+    assert "tiny_standard" in _text(at) and "tiny_robust" in _text(at)
+    at.number_input(key="eval_n").set_value(20)
+    at.button(key="eval_go").click().run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert list(table["model"]) == ["A", "B"] and list(table["images"]) == [20, 20]
+    assert ((table["clean acc"] >= 0) & (table["clean acc"] <= 1)).all()
+
+
+def test_wrong_dataset_for_the_models_warns_instead_of_crashing(tiny_checkpoints, real_data_root, monkeypatch):
+    monkeypatch.setenv("ROBUSTSCOPE_DATA", str(real_data_root))
+    at = _run()
+    at.run()  # AppTest with st.navigation drops a widget change made right after the first run
+    at.sidebar.selectbox(key="dataset").set_value("mnist").run()
+    at.number_input(key="eval_n").set_value(10)
+    at.button(key="eval_go").click().run()
+    assert not at.exception
+    assert any("(3, 32, 32)" in w.value for w in at.warning), ([w.value for w in at.warning], [e.value for e in at.error], at.sidebar.selectbox(key="dataset").value)
+
+
+def test_upload_with_card_installs_checkpoint(tiny_checkpoints):
+    from engine.uploads import install_upload
+
+    src = Path(tiny_checkpoints["standard"])
+    path = install_upload("mine.safetensors", src.read_bytes(), src.with_suffix(".json").read_bytes(), name="my upload")
+    names = [i.name for i in list_checkpoints()]
+    assert path.parent.name == "uploads" and "my-upload" in names
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["name"] == "my-upload" and card["arch"] == "small_cnn"
