@@ -49,9 +49,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tiny_checkpoints):
+    """`streamlit run app.py` on 127.0.0.1 with the two tiny checkpoints (the env is per-test)."""
     port = _free_port()
-    env = dict(os.environ, ROBUSTSCOPE_CHECKPOINTS=str(tmp_path / "ckpts"), ROBUSTSCOPE_RUNS=str(tmp_path / "runs"))
+    env = dict(os.environ, ROBUSTSCOPE_AUTOSTART_WORKER="0")
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
            "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -74,7 +75,7 @@ def test_models_page_renders_without_exception(server, tmp_path):
         pytest.skip("Chromium not installed (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_page()
             page.goto(server, timeout=60_000)
@@ -87,7 +88,7 @@ def test_models_page_renders_without_exception(server, tmp_path):
         finally:
             browser.close()
     assert not page_has_exception(text), text[:2000]
-    assert "checkpoint" in text.lower()
+    assert "tiny_standard" in text and "tiny_robust" in text
 
 
 def page_has_exception(text: str) -> bool:
