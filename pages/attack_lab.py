@@ -1,0 +1,359 @@
+"""Attack Lab: craft an adversarial example on model A or B in one click and see whether it fools
+both models (Szegedy et al. 2013; Goodfellow et al. 2015; Madry et al. 2018), plus an ε-sweep of
+robust accuracy (A vs B) and the cross-model transfer matrix."""
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from engine import attacks
+from engine import data as edata
+from engine import images as eimages
+from engine.attacks.export import npz_bytes, result_arrays, result_rows
+from engine.attribution.state import predict
+from engine.errors import RobustScopeError
+from engine.selection import incompatibility
+from pages import common
+
+POOL = 256  # images the picker chooses from (first POOL of the test split)
+TOP_K = 3
+IMAGE_PX = 168  # rendered width of the image tiles
+RUNNER_UP = -1  # target choice: the clean runner-up class
+SIZES = [16, 32, 64, 128, 256]
+
+st.title("Attack Lab")
+st.caption(
+    "Pick an image, craft an adversarial example against model A or B, and see whether it fools "
+    "**both** models: standard models fall to tiny perturbations, adversarially trained ones hold "
+    "(Szegedy et al. 2013, Goodfellow et al. 2015, Madry et al. 2018)."
+)
+sel = common.current_selection()
+common.require_models(sel, both=True)
+MODELS = {"A": sel.a, "B": sel.b}
+
+
+def check_compatible():
+    """The dataset spec; stops with a message when a model cannot run on the chosen dataset."""
+    try:
+        spec = edata.get_spec(sel.dataset)
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        st.stop()
+    for slot, loaded in MODELS.items():
+        problem = incompatibility(loaded.card or {}, spec)
+        if problem:
+            st.warning(f"Model {slot}: {problem}")
+            st.stop()
+    return spec
+
+
+SPEC = check_compatible()
+CLASS_NAMES = list(SPEC.class_names)
+
+
+def class_name(index: int) -> str:
+    return CLASS_NAMES[index] if 0 <= index < len(CLASS_NAMES) else str(index)
+
+
+def model_title(slot: str) -> str:
+    card = MODELS[slot].card or {}
+    training = card.get("training") or {}
+    eps = training.get("eps")
+    recipe = str(training.get("method", "standard")) + (f" ε={eps:.3g}" if isinstance(eps, (int, float)) else "")
+    return f"{slot}: {card.get('name', '?')} ({recipe})"
+
+
+@st.cache_data(show_spinner="Loading images…", max_entries=8)
+def pool_size(dataset: str) -> int:
+    return min(POOL, len(edata.load_dataset(dataset, split="test")))
+
+
+def pick_image():
+    """Dataset index / random / upload -> (x (1,C,H,W) tensor, y (1,) tensor, description) or None."""
+    source = st.radio("Image", ["Dataset image", "Upload (PNG/JPEG)"], horizontal=True, key="atk_source")
+    if source == "Dataset image":
+        images, labels = common.dataset_sample(sel.dataset, pool_size(sel.dataset))
+        cols = st.columns([2, 1, 3])
+        if cols[1].button("Random image", key="atk_random"):
+            st.session_state["atk_index"] = int(np.random.default_rng().integers(len(images)))
+        index = int(cols[0].number_input("Image index (test split)", 0, len(images) - 1, key="atk_index"))
+        cols[2].markdown(f"True label: **{class_name(int(labels[index]))}**")
+        return images[index:index + 1], labels[index:index + 1], f"{sel.dataset}_{index}"
+    upload = st.file_uploader("PNG or JPEG (resized to the model's input "
+                              f"{'×'.join(str(s) for s in SPEC.input_shape[1:])})",
+                              type=["png", "jpg", "jpeg"], key="atk_upload")
+    if upload is None:
+        st.info("Upload an image, or switch to a dataset image.")
+        return None
+    try:
+        x = eimages.decode_image(upload.getvalue(), tuple(SPEC.input_shape), name=upload.name)
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        return None
+    st.caption("An upload has no true label: the attacked model's clean prediction is used as the label.")
+    return x, None, "upload"
+
+
+def param_widget(attack: str, name: str, default, norm: str):
+    """One widget for an exposed attack parameter (keys include attack, dataset and norm, so the
+    per-dataset default applies when they change)."""
+    key = f"atk_{attack}_{name}_{sel.dataset}_{norm}"
+    label = {"eps": "ε", "alpha": "step size α", "initial_const": "initial c", "kappa": "κ (confidence)",
+             "lr": "learning rate", "early_stop": "early stop", "random_start": "random start"}.get(name, name)
+    if isinstance(default, bool):
+        return st.checkbox(label, default, key=key)
+    if name == "eps":
+        step = 1 / 255 if norm == "linf" else 0.05
+        return float(st.number_input(label, 0.0, None, float(default), step, format="%.4f", key=key,
+                                     help=f"default for {sel.dataset} ({norm}): {default:.4g}"))
+    if name == "alpha":
+        value = st.number_input(label, 0.0, None, None, 0.001, format="%.4f", key=key,
+                                placeholder="2.5·ε/steps", help="empty: 2.5·ε/steps")
+        return None if value is None else float(value)
+    if isinstance(default, int):
+        return int(st.number_input(label, 1, 10_000, int(default), key=key))
+    return float(st.number_input(label, 0.0, None, float(default), format="%.4g", key=key))
+
+
+def choose_attack():
+    """Attack select box + its parameters -> (name, params dict, targets list or None)."""
+    names = list(attacks.ATTACKS)
+    cols = st.columns([2, 1, 3])
+    name = cols[0].selectbox("Attack", names, index=names.index("pgd"), key="atk_name",
+                             format_func=lambda n: attacks.ATTACKS[n].title)
+    norm = None
+    if "norm" in attacks.EXPOSED[name]:
+        default_norm = attacks.default_params(name, sel.dataset)["norm"]
+        norm = cols[1].selectbox("Norm", list(attacks.STEPS), index=list(attacks.STEPS).index(default_norm),
+                                 key=f"atk_{name}_norm", format_func={"linf": "ℓ∞", "l2": "ℓ₂"}.get)
+    defaults = attacks.default_params(name, sel.dataset, norm)
+    params = {"norm": norm} if norm else {}
+    shown = [p for p in defaults if p != "norm"]
+    widget_cols = st.columns(4)
+    for i, pname in enumerate(shown):
+        with widget_cols[i % 4]:
+            params[pname] = param_widget(name, pname, defaults[pname], norm or "")
+    targeted = params.get("targeted", getattr(attacks.ATTACKS[name], "targeted", False))
+    targets = None
+    if targeted:
+        choice = st.selectbox("Target class", [RUNNER_UP] + list(range(len(CLASS_NAMES))), key="atk_target",
+                              format_func=lambda c: "runner-up (the clean 2nd most likely class)" if c == RUNNER_UP
+                              else class_name(c))
+        targets = None if choice == RUNNER_UP else [int(choice)]
+    return name, params, targets
+
+
+def softmax(logits) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def craft(x, y, source: str, attack, targets) -> dict:
+    """Run the attack on the source model; probabilities of both models before and after."""
+    model = MODELS[source].model
+    if y is None:
+        y = predict(model, x).argmax(dim=1)
+    result = attacks.run_attack(model, x, y, attack, device=sel.device, targets=targets)
+    probs = {slot: {"clean": softmax(predict(m.model, x))[0], "adversarial": softmax(predict(m.model, result.adv))[0]}
+             for slot, m in MODELS.items()}
+    return {"x": x, "result": result, "probs": probs, "source": source, "label": int(y[0])}
+
+
+def verdicts(state: dict) -> dict:
+    """Per model: clean and adversarial prediction and whether it was fooled (prediction changed)."""
+    out = {}
+    for slot, p in state["probs"].items():
+        before, after = int(p["clean"].argmax()), int(p["adversarial"].argmax())
+        out[slot] = {"clean": before, "adversarial": after, "fooled": before != after,
+                     "correct_before": before == state["label"], "correct_after": after == state["label"]}
+    return out
+
+
+def verdict_text(v: dict) -> str:
+    return "; ".join(f"{slot}: {class_name(r['clean'])} → {class_name(r['adversarial'])} "
+                     f"({'fooled' if r['fooled'] else 'held'})" for slot, r in v.items())
+
+
+def topk_frame(state: dict) -> pd.DataFrame:
+    """Top-k classes per model and image (clean / adversarial) with their probabilities."""
+    rows = []
+    for slot, p in state["probs"].items():
+        for image, probs in p.items():
+            order = np.argsort(-probs)[:TOP_K]
+            for rank, c in enumerate(order, start=1):
+                rows.append({"model": model_title(slot), "image": image, "rank": rank,
+                             "class": class_name(int(c)), "probability": float(probs[c])})
+    return pd.DataFrame(rows)
+
+
+def probability_figure(frame: pd.DataFrame) -> go.Figure:
+    fig = px.bar(frame, x="class", y="probability", color="image", barmode="group", facet_col="model",
+                 range_y=[0, 1.02], height=320)
+    fig.update_xaxes(matches=None)
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
+    fig.update_layout(margin={"t": 40})
+    return fig
+
+
+def summary_frame(state: dict, v: dict) -> pd.DataFrame:
+    """One CSV row per model: crafted on, label, predictions, fooled, norms and the attack config."""
+    result = state["result"]
+    config = json.dumps(result.config)
+    rows = []
+    for slot, r in v.items():
+        p = state["probs"][slot]
+        rows.append({"model": slot, "name": MODELS[slot].name, "crafted_on": state["source"],
+                     "label": class_name(state["label"]), "pred_clean": class_name(r["clean"]),
+                     "p_clean": float(p["clean"].max()), "pred_adv": class_name(r["adversarial"]),
+                     "p_adv": float(p["adversarial"].max()), "fooled": r["fooled"],
+                     "linf": float(result.linf_norm[0]), "l2": float(result.l2_norm[0]), "attack": config})
+    return pd.DataFrame(rows)
+
+
+def npz_download(state: dict) -> bytes:
+    arrays = result_arrays(state["result"], state["x"])
+    for slot, p in state["probs"].items():
+        for image, probs in p.items():
+            arrays[f"probs_{slot}_{image}"] = probs.astype(np.float32)
+    return npz_bytes(arrays)
+
+
+def show_result(state: dict, stem: str) -> None:
+    result = state["result"]
+    v = verdicts(state)
+    src, other = state["source"], "B" if state["source"] == "A" else "A"
+    headline = (f"Crafted on **{model_title(src)}** — it "
+                f"{'fools' if v[src]['fooled'] else 'does not fool'} {src}, and "
+                f"{'transfers to' if v[other]['fooled'] else 'does not fool'} **{model_title(other)}**.")
+    st.markdown(headline)
+    (st.error if any(r["fooled"] for r in v.values()) else st.success)(verdict_text(v))
+    success = "reached" if bool(result.success[0]) else "did not reach"
+    goal = "its target" if result.targets is not None else "a wrong class"
+    st.caption(f"The attack {success} {goal} on {src} · ‖δ‖∞ = {float(result.linf_norm[0]):.4f} "
+               f"({float(result.linf_norm[0]) * 255:.1f}/255) · ‖δ‖₂ = {float(result.l2_norm[0]):.4f}")
+    cols = st.columns(3)
+    cols[0].image(eimages.to_uint8(state["x"][0]), caption=f"original (label {class_name(state['label'])})",
+                  width=IMAGE_PX)
+    cols[1].image(eimages.to_uint8(result.adv[0]), caption="adversarial", width=IMAGE_PX)
+    cols[2].image(eimages.to_uint8(eimages.amplify(result.perturbation[0])),
+                  caption="perturbation (amplified; grey = 0)", width=IMAGE_PX)
+    frame = topk_frame(state)
+    st.markdown(f"**Top-{TOP_K} probabilities before / after, both models**")
+    st.plotly_chart(probability_figure(frame), key="atk_prob_chart")
+    st.dataframe(frame, hide_index=True, key="atk_prob_table")
+    summary = summary_frame(state, v)
+    dl = st.columns(3)
+    dl[0].download_button("Adversarial image (PNG)", eimages.encode_png(result.adv[0]),
+                          file_name=f"adversarial_{stem}.png", mime="image/png", key="atk_dl_png")
+    dl[1].download_button("Tensors (NPZ)", npz_download(state), file_name=f"adversarial_{stem}.npz",
+                          mime="application/octet-stream", key="atk_dl_npz")
+    dl[2].download_button("Results (CSV)", summary.to_csv(index=False), file_name=f"attack_{stem}.csv",
+                          mime="text/csv", key="atk_dl_csv")
+
+
+def craft_section():
+    picked = pick_image()
+    name, params, targets = choose_attack()
+    source = st.radio("Craft against", ["A", "B"], horizontal=True, key="atk_against", format_func=model_title)
+    if picked is None:
+        return name, params
+    x, y, stem = picked
+    if st.button("Craft", type="primary", key="atk_craft"):
+        try:
+            attack = attacks.make_attack(name, sel.dataset, **params)
+            st.session_state["atk_state"] = {**craft(x, y, source, attack, targets), "stem": stem}
+        except RobustScopeError as exc:
+            common.show_error(exc)
+    state = st.session_state.get("atk_state")
+    if state is not None:
+        show_result(state, state["stem"])
+    return name, params
+
+
+def parse_eps(text: str) -> list:
+    try:
+        values = [float(t) for t in text.replace(";", ",").split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"could not read {text!r} as comma-separated numbers") from None
+    return values
+
+
+def sweep_section(name: str, params: dict) -> None:
+    with st.expander("ε-sweep: robust accuracy of A vs B"):
+        norm = params.get("norm") or getattr(attacks.ATTACKS[name], "norm", "l2")
+        base = attacks.default_eps(sel.dataset, norm)
+        default = ", ".join(f"{base * f:.4g}" for f in (0, 0.25, 0.5, 1, 1.5, 2))
+        st.caption(f"Attack: {attacks.ATTACKS[name].title} ({norm}) with the parameters above. Bounded attacks "
+                   "rerun at each ε; minimal-norm attacks run once and count an image robust at ε when no "
+                   "adversarial was found within ε.")
+        cols = st.columns([3, 1, 1, 1])
+        text = cols[0].text_input("ε values", default, key=f"atk_sweep_eps_{name}_{sel.dataset}_{norm}")
+        n = cols[1].select_slider("Images", SIZES, value=64, key="atk_sweep_n")
+        if cols[2].button("Run sweep", type="primary", key="atk_sweep_run"):
+            cols[3].button("Stop", key="atk_sweep_stop", help="interrupts the sweep")
+            try:
+                eps = parse_eps(text)
+                images, labels = common.dataset_sample(sel.dataset, n)
+                update, finish = common.progress_callback("ε-sweep")
+                swept = {k: v for k, v in params.items() if k != "eps"}
+                res = attacks.eps_sweep({slot: m.model for slot, m in MODELS.items()}, images, labels, name, eps,
+                                        dataset=sel.dataset, params=swept, device=sel.device, progress=update)
+                finish()
+                frame = pd.DataFrame(res.rows())
+                frame["model"] = frame["model"].map(model_title)
+                st.session_state["atk_sweep"] = frame
+            except ValueError as exc:
+                st.error(str(exc))
+            except RobustScopeError as exc:
+                common.show_error(exc)
+        frame = st.session_state.get("atk_sweep")
+        if frame is not None and len(frame):
+            fig = px.line(frame, x="eps", y="robust_acc", color="model", markers=True, range_y=[0, 1.02],
+                          labels={"eps": "ε", "robust_acc": "robust accuracy"}, height=360)
+            st.plotly_chart(fig, key="atk_sweep_chart")
+            st.download_button("Sweep (CSV)", frame.to_csv(index=False), file_name="eps_sweep.csv",
+                               mime="text/csv", key="atk_sweep_csv")
+
+
+def transfer_section(name: str, params: dict) -> None:
+    with st.expander("Transfer: crafted on A / B, evaluated on A / B"):
+        st.caption("Rows: the model the examples were crafted on; columns: the model evaluated. The diagonal is "
+                   "white-box; off-diagonal cells show how well examples transfer (Szegedy et al. 2013).")
+        cols = st.columns([1, 1, 1, 3])
+        n = cols[0].select_slider("Images", SIZES, value=64, key="atk_transfer_n")
+        if cols[1].button("Run transfer", type="primary", key="atk_transfer_run"):
+            cols[2].button("Stop", key="atk_transfer_stop", help="interrupts the computation")
+            try:
+                attack = attacks.make_attack(name, sel.dataset, **params)
+                images, labels = common.dataset_sample(sel.dataset, n)
+                update, finish = common.progress_callback("transfer")
+                res = attacks.transfer_matrix({slot: m.model for slot, m in MODELS.items()}, images, labels,
+                                              attack, device=sel.device, progress=update)
+                finish()
+                st.session_state["atk_transfer"] = res
+            except RobustScopeError as exc:
+                common.show_error(exc)
+        res = st.session_state.get("atk_transfer")
+        if res is not None:
+            metric = st.radio("Show", ["accuracy", "fooling rate"], horizontal=True, key="atk_transfer_metric")
+            z = np.asarray(res.accuracy if metric == "accuracy" else res.fooling)
+            fig = go.Figure(go.Heatmap(z=z, x=[f"evaluated on {s}" for s in res.names],
+                                       y=[f"crafted on {s}" for s in res.names], zmin=0, zmax=1,
+                                       colorscale="Viridis", text=np.round(z, 3), texttemplate="%{text}"))
+            fig.update_layout(height=340, margin={"t": 30}, yaxis_autorange="reversed")
+            st.plotly_chart(fig, key="atk_transfer_chart")
+            frame = pd.DataFrame([{"crafted_on": src, "evaluated_on": dst, "accuracy": res.accuracy[i][j],
+                                   "fooling_rate": res.fooling[i][j], "n": res.n}
+                                  for i, src in enumerate(res.names) for j, dst in enumerate(res.names)])
+            st.download_button("Transfer (CSV)", frame.to_csv(index=False), file_name="transfer_matrix.csv",
+                               mime="text/csv", key="atk_transfer_csv")
+
+
+attack_name, attack_params = craft_section()
+st.divider()
+sweep_section(attack_name, attack_params)
+transfer_section(attack_name, attack_params)
