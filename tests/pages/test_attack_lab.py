@@ -130,6 +130,16 @@ def test_bad_sweep_input_is_reported(tiny_checkpoints):
     assert "atk_sweep" not in at.session_state
 
 
+def test_upload_mode_without_a_file_asks_for_one(tiny_checkpoints):
+    at = _run(AppTest.from_file(PAGE, default_timeout=120))
+    at.radio(key="atk_source").set_value("Upload (PNG/JPEG)")
+    _run(at)
+    assert any("Upload an image" in i.value for i in at.info)
+    assert len(at.get("file_uploader")) == 1
+    assert "atk_craft" not in {b.key for b in at.button}
+    assert not _images(at)
+
+
 def test_upload_is_decoded_to_the_model_input():
     """The page's upload path relies on decode_image; a PNG of another size becomes (1, 3, 32, 32)."""
     from PIL import Image
