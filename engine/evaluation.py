@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from engine.errors import InvalidParameterError
+from engine.models.state import frozen_eval, model_device
 
 Progress = Callable[[int, int], None]
 
@@ -24,18 +24,6 @@ class AccuracyResult:
     total: int
     seconds: float
     stopped: bool = False
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block and restore its previous ``training`` flags."""
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags.items():
-            module.train(flag)
 
 
 def iter_batches(
@@ -59,6 +47,11 @@ def iter_batches(
     total = len(data) if n is None else min(n, len(data))
     loader = DataLoader(Subset(data, range(total)), batch_size=batch_size, shuffle=False)
     return ((x, torch.as_tensor(y)) for x, y in loader), total
+
+
+def eval_mode(model: nn.Module):
+    """Eval mode inside the block, every module's ``training`` flag restored after."""
+    return frozen_eval(model, freeze=False)
 
 
 @torch.no_grad()
@@ -85,10 +78,10 @@ def accuracy(
     """
     if n is not None and n < 1:
         raise InvalidParameterError(f"number of images must be at least 1, got {n}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else model_device(model)
     batches, total = iter_batches(data, labels, n, batch_size)
     start, correct, done, stopped = time.perf_counter(), 0, 0, False
-    with eval_mode(model):
+    with frozen_eval(model, freeze=False):
         for x, y in batches:
             if should_stop is not None and should_stop():
                 stopped = True

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.models.state import frozen_eval, model_device  # noqa: F401 (re-exported)
 from engine.errors import InvalidParameterError, RobustScopeError
 from engine.attacks.steps import STEPS
 
@@ -81,24 +82,6 @@ class AttackResult:
             else:
                 fields[f.name] = torch.cat(values)
         return cls(**fields)
-
-
-@contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and ``requires_grad=False`` on every parameter inside the block; both restored after
-    (also on error), module by module and parameter by parameter."""
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in grads:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for m, flag in modes:
-            m.training = flag
-        for p, flag in grads:
-            p.requires_grad_(flag)
 
 
 @contextmanager
@@ -207,12 +190,6 @@ def check_norm(norm: str) -> str:
     return norm
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def check_inputs(model, x, y, targets):
     """Validate images (B,C,H,W) in [0,1] matching ``model.input_shape``, labels and targets."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
@@ -281,7 +258,7 @@ class Attack:
             parameter's ``requires_grad`` are as before, also on error.
         """
         check_inputs(model, x, y, targets)
-        device = _model_device(model)
+        device = model_device(model)
         out_device = x.device
         x = x.detach().to(device, torch.float32).clamp(0.0, 1.0)
         y = torch.as_tensor(y).to(device, torch.long)

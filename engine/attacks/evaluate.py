@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine.attacks.base import AttackCancelled, AttackResult, Forward, frozen_eval, _model_device
+from engine.attacks.base import AttackCancelled, AttackResult, Forward, frozen_eval, model_device
 from engine.attacks.base import Attack, check_eps, check_norm, check_positive_int
 from engine.attacks.pgd import PGD, pgd_loop
 from engine.attacks.registry import get_attack_class, make_attack
@@ -112,7 +112,7 @@ def run_attack(
     ``progress(done_images, N)``. Raises :class:`AttackCancelled` when ``should_stop()`` is True.
     """
     results = []
-    home = _model_device(model)
+    home = model_device(model)
     target = torch.device(device) if device is not None else home
     model.to(target)
     try:
@@ -268,7 +268,7 @@ def transfer_matrix(
 @torch.no_grad()
 def _predict(model: nn.Module, images: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
     """(N,) predicted classes, batched, model state untouched; result on CPU."""
-    home = _model_device(model)
+    home = model_device(model)
     target = torch.device(device) if device is not None else home
     preds = []
     model.to(target)
@@ -324,7 +324,7 @@ def minimal_perturbation(
 def _bisect_pgd(model, images, labels, norm, eps_max, rounds, steps, batch_size, device, progress,
                 should_stop) -> torch.Tensor:
     """Per-example bisection on ε with the PGD loop (per-example ε tensors)."""
-    home = _model_device(model)
+    home = model_device(model)
     target = torch.device(device) if device is not None else home
     out = []
     model.to(target)

@@ -1,42 +1,13 @@
 """Leaving shared models as they were found: eval mode and frozen parameters, restored on exit."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from engine.errors import InvalidParameterError
-
-
-@contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode with ``requires_grad=False`` on every parameter, then restore.
-
-    The training flag of every submodule and each parameter's ``requires_grad`` are put back on
-    exit, also when the body raises (torchattacks' ``_recover_model_mode``).
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in grads:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in grads:
-            p.requires_grad_(flag)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter or buffer (CPU for a parameter-free model)."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+from engine.models.state import frozen_eval, model_device  # noqa: F401 (re-exported)
 
 
 def as_images(images, name: str = "images") -> torch.Tensor:

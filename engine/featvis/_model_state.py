@@ -1,43 +1,12 @@
 """Leaving shared models as they were found: mode, ``requires_grad`` and device helpers."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import torch
-from torch import nn
 
 from engine.errors import InvalidParameterError
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def evaluation_state(model: nn.Module, freeze: bool = False) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode (and optionally freeze its parameters) inside the block.
-
-    Every submodule's ``training`` flag and every parameter's ``requires_grad`` are restored on
-    exit, also when the block raises (torchattacks' ``_recover_model_mode`` habit).
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    grads = [(param, param.requires_grad) for param in model.parameters()]
-    try:
-        model.eval()
-        if freeze:
-            for param, _ in grads:
-                param.requires_grad_(False)
-        yield model
-    finally:
-        for module, mode in modes:
-            module.training = mode
-        for param, flag in grads:
-            param.requires_grad_(flag)
+from engine.models.state import frozen_eval, model_device  # noqa: F401 (re-exported)
 
 
 def as_image_tensor(images) -> torch.Tensor:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from engine.errors import InvalidParameterError
-from engine.featvis._model_state import as_image_tensor, evaluation_state, model_device
+from engine.featvis._model_state import as_image_tensor, frozen_eval, model_device
 from engine.featvis.targets import FeatureTarget, direction_target, unit_target
 from engine.models.hooks import record_activations
 
@@ -62,7 +62,7 @@ def layer_features(
         raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
     chunks = []
     total = images.shape[0]
-    with evaluation_state(model), torch.no_grad(), record_activations(model, layer) as rec:
+    with frozen_eval(model, freeze=False), torch.no_grad(), record_activations(model, layer) as rec:
         for start in range(0, total, int(batch_size)):
             model(images[start:start + int(batch_size)].to(where))
             chunks.append(_reduce(rec.outputs[layer], position).float().cpu())

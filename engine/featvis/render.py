@@ -28,7 +28,7 @@ from lucent.optvis.param import color as lucent_color
 from lucent.optvis.param import spatial as lucent_spatial
 
 from engine.errors import InvalidParameterError
-from engine.featvis._model_state import evaluation_state, model_device
+from engine.featvis._model_state import frozen_eval, model_device
 from engine.featvis.targets import FeatureTarget
 from engine.models.hooks import record_activations
 
@@ -158,7 +158,7 @@ def visualise(
     with _lucent_device(device), _seeded(config.seed, device):
         params, image_f = image_param((len(targets), *shape), config, device)
         transform_f = _transforms(shape[1:], config)
-        with evaluation_state(model, freeze=True), record_activations(model, layer, detach=False) as rec:
+        with frozen_eval(model), record_activations(model, layer, detach=False) as rec:
             dim = _layer_channels(model, rec, layer, image_f)
             objectives = [objective_for(layer, _on_device(t, dim, device), i) for i, t in enumerate(targets)]
             return _optimise(model, rec, objectives, params, image_f, transform_f, config, progress, should_stop)
