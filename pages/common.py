@@ -111,14 +111,16 @@ def _pick_model(slot: str, infos: list, default: str | None) -> str | None:
     if not paths:
         return None
     key = f"model_{slot.lower()}"
-    _seed_widget(key, default if default in paths else paths[0], paths)
-    return st.sidebar.selectbox(f"Model {slot}", paths, format_func=labels.get, key=key)
+    index = _current_index(key, default, paths)
+    return st.sidebar.selectbox(f"Model {slot}", paths, index=index, format_func=labels.get, key=key)
 
 
-def _seed_widget(key: str, default, options: list) -> None:
-    """Give widget ``key`` its default once (or again when its value is no longer an option)."""
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = default
+def _current_index(key: str, default, options: list) -> int:
+    """The widget's current choice (or ``default`` before it has one) as an index into ``options``."""
+    for value in (st.session_state.get(key), default):
+        if value in options:
+            return options.index(value)
+    return 0
 
 
 def _load_or_report(path: str | None, device: str):
@@ -143,8 +145,7 @@ def sidebar() -> Selection:
     names = list(edata.DATASETS)
     a_card = next((i.card for i in infos if str(i.path) == a_path), {}) or {}
     wanted = a_card.get("dataset", default.dataset)
-    _seed_widget("dataset", wanted if wanted in names else names[0], names)
-    dataset = st.sidebar.selectbox("Dataset", names, key="dataset")
+    dataset = st.sidebar.selectbox("Dataset", names, index=_current_index("dataset", wanted, names), key="dataset")
     notice = default.reason if dataset == default.dataset else ""
     if not available.get(dataset, False) and dataset != "shapes":
         notice = (

@@ -50,10 +50,20 @@ def test_models_page_preselects_standard_and_robust_and_evaluates(tiny_checkpoin
     assert ((table["clean acc"] >= 0) & (table["clean acc"] <= 1)).all()
 
 
+def test_sidebar_choice_survives_reruns_and_page_switches(tiny_checkpoints):
+    at = _run()
+    for _ in range(2):
+        at.run()
+        assert at.sidebar.selectbox(key="model_a").value == str(tiny_checkpoints["standard"])
+    at.switch_page(str(REPO / "pages" / "saliency.py")).run()
+    assert not at.exception
+    assert at.sidebar.selectbox(key="model_a").value == str(tiny_checkpoints["standard"])
+    assert at.sidebar.selectbox(key="model_b").value == str(tiny_checkpoints["robust"])
+
+
 def test_wrong_dataset_for_the_models_warns_instead_of_crashing(tiny_checkpoints, real_data_root, monkeypatch):
     monkeypatch.setenv("ROBUSTSCOPE_DATA", str(real_data_root))
     at = _run()
-    at.run()  # AppTest with st.navigation drops a widget change made right after the first run
     at.sidebar.selectbox(key="dataset").set_value("mnist").run()
     at.number_input(key="eval_n").set_value(10)
     at.button(key="eval_go").click().run()
