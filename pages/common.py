@@ -100,7 +100,9 @@ def _label(info) -> str:
     card = info.card or {}
     training = card.get("training") or {}
     eps = training.get("eps")
-    recipe = training_method(card) + (f" ε={eps:g}" if isinstance(eps, (int, float)) else "")
+    method = training_method(card)
+    shown_eps = isinstance(eps, (int, float)) and method != "standard"
+    recipe = method + (f" ε={eps:.4g}" if shown_eps else "")
     return f"{info.name} · {card.get('dataset', '?')} · {recipe}"
 
 
