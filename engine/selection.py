@@ -19,6 +19,21 @@ def is_robust(card: dict[str, Any]) -> bool:
     return training_method(card) != "standard"
 
 
+def describe_recipe(card: dict[str, Any]) -> str:
+    """A short recipe label, e.g. "standard" or "pgd ℓinf ε=0.3" (ε only for adversarial training)."""
+    method = training_method(card)
+    training = card.get("training") or {}
+    eps, norm = training.get("eps"), training.get("norm")
+    if method == "standard" or not isinstance(eps, (int, float)):
+        return method
+    return f"{method} {'ℓ' + norm + ' ' if norm else ''}ε={eps:.3g}"
+
+
+def model_title(slot: str, card: dict[str, Any]) -> str:
+    """How pages name model ``slot``: "A: name (recipe)"."""
+    return f"{slot}: {card.get('name', '?')} ({describe_recipe(card)})"
+
+
 @dataclass(frozen=True)
 class DefaultChoice:
     """The opening state: dataset, model A (standard) and B (robust) paths, and why."""

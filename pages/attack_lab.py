@@ -12,10 +12,11 @@ import streamlit as st
 from engine import attacks
 from engine import data as edata
 from engine import images as eimages
-from engine.attacks.export import npz_bytes, result_arrays, result_rows
+from engine.attacks.export import npz_bytes, result_arrays
 from engine.attribution.state import predict
 from engine.errors import RobustScopeError
 from engine.selection import incompatibility
+from engine import selection
 from pages import common
 
 POOL = 256  # images the picker chooses from (first POOL of the test split)
@@ -59,11 +60,7 @@ def class_name(index: int) -> str:
 
 
 def model_title(slot: str) -> str:
-    card = MODELS[slot].card or {}
-    training = card.get("training") or {}
-    eps = training.get("eps")
-    recipe = str(training.get("method", "standard")) + (f" ε={eps:.3g}" if isinstance(eps, (int, float)) else "")
-    return f"{slot}: {card.get('name', '?')} ({recipe})"
+    return selection.model_title(slot, MODELS[slot].card or {})
 
 
 @st.cache_data(show_spinner="Loading images…", max_entries=8)

@@ -16,7 +16,7 @@ from engine import checkpoints as ckpt
 from engine import data as edata
 from engine import device as edevice
 from engine.errors import RobustScopeError
-from engine.selection import choose_default, training_method
+from engine.selection import choose_default, describe_recipe
 
 SELECTION_KEY = "robustscope_selection"
 
@@ -98,12 +98,7 @@ def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[
 def _label(info) -> str:
     """A select-box label for a checkpoint listing: name, dataset and training recipe."""
     card = info.card or {}
-    training = card.get("training") or {}
-    eps = training.get("eps")
-    method = training_method(card)
-    shown_eps = isinstance(eps, (int, float)) and method != "standard"
-    recipe = method + (f" ε={eps:.4g}" if shown_eps else "")
-    return f"{info.name} · {card.get('dataset', '?')} · {recipe}"
+    return f"{info.name} · {card.get('dataset', '?')} · {describe_recipe(card)}"
 
 
 def _pick_model(slot: str, infos: list, default: str | None) -> str | None:

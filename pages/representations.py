@@ -5,7 +5,6 @@ CKA (Nguyen, Raghu & Kornblith 2021) computed by ``engine.similarity.compare_mod
 """
 from __future__ import annotations
 
-import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots

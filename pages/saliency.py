@@ -13,6 +13,7 @@ from engine import attribution as attr
 from engine import data as edata
 from engine.errors import RobustScopeError
 from engine.selection import incompatibility
+from engine import selection
 from pages import common
 
 POOL = 256  # images the picker chooses from (first POOL of the test split)
@@ -32,11 +33,7 @@ PATHS = {"A": sel.a_path, "B": sel.b_path}
 
 
 def model_title(slot: str) -> str:
-    card = MODELS[slot].card or {}
-    training = card.get("training") or {}
-    eps = attr.training_epsilon(card)
-    recipe = str(training.get("method", "standard")) + (f" ε={eps:.3g}" if eps else "")
-    return f"{slot}: {card.get('name', '?')} ({recipe})"
+    return selection.model_title(slot, MODELS[slot].card or {})
 
 
 def check_compatible() -> None:

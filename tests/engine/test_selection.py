@@ -36,3 +36,11 @@ def test_incompatibility_names_the_shapes():
     msg = incompatibility({"name": "m", "input_shape": [3, 32, 32], "dataset": "shapes"}, spec)
     assert "(3, 32, 32)" in msg and "(1, 28, 28)" in msg and "shapes" in msg
     assert "classes" in incompatibility({"input_shape": [1, 28, 28], "num_classes": 5}, spec)
+
+
+def test_recipe_labels_show_eps_only_for_adversarial_training():
+    from engine.selection import describe_recipe, model_title
+
+    assert describe_recipe({"training": {"method": "standard", "eps": 0.03}}) == "standard"
+    assert describe_recipe({"training": {"method": "pgd", "norm": "linf", "eps": 0.3}}) == "pgd ℓlinf ε=0.3"
+    assert model_title("B", {"name": "m", "training": {"method": "fast", "eps": 0.25}}) == "B: m (fast ε=0.25)"
