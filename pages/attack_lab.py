@@ -15,7 +15,6 @@ from engine import images as eimages
 from engine.attacks.export import npz_bytes, result_arrays
 from engine.attribution.state import predict
 from engine.errors import RobustScopeError
-from engine.selection import incompatibility
 from engine import selection
 from pages import common
 
@@ -34,24 +33,7 @@ st.caption(
 sel = common.current_selection()
 common.require_models(sel, both=True)
 MODELS = {"A": sel.a, "B": sel.b}
-
-
-def check_compatible():
-    """The dataset spec; stops with a message when a model cannot run on the chosen dataset."""
-    try:
-        spec = edata.get_spec(sel.dataset)
-    except RobustScopeError as exc:
-        common.show_error(exc)
-        st.stop()
-    for slot, loaded in MODELS.items():
-        problem = incompatibility(loaded.card or {}, spec)
-        if problem:
-            st.warning(f"Model {slot}: {problem}")
-            st.stop()
-    return spec
-
-
-SPEC = check_compatible()
+SPEC = common.require_compatible(sel, MODELS)
 CLASS_NAMES = list(SPEC.class_names)
 
 

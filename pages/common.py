@@ -16,7 +16,7 @@ from engine import checkpoints as ckpt
 from engine import data as edata
 from engine import device as edevice
 from engine.errors import RobustScopeError
-from engine.selection import choose_default, describe_recipe
+from engine.selection import choose_default, describe_recipe, incompatibility
 
 SELECTION_KEY = "robustscope_selection"
 
@@ -178,3 +178,22 @@ def require_models(sel: Selection, both: bool = True) -> None:
             "(`python -m engine models`)."
         )
         st.stop()
+
+
+def require_compatible(sel: Selection, models: dict):
+    """The chosen dataset's spec; stops the page with a message when a model cannot run on it.
+
+    Args:
+        models: slot ("A"/"B") -> ``LoadedCheckpoint`` of the models the page uses.
+    """
+    try:
+        spec = edata.get_spec(sel.dataset)
+    except RobustScopeError as exc:
+        show_error(exc)
+        st.stop()
+    for slot, loaded in models.items():
+        problem = incompatibility(loaded.card or {}, spec)
+        if problem:
+            st.warning(f"Model {slot}: {problem}")
+            st.stop()
+    return spec

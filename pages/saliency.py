@@ -12,7 +12,6 @@ from plotly.subplots import make_subplots
 from engine import attribution as attr
 from engine import data as edata
 from engine.errors import RobustScopeError
-from engine.selection import incompatibility
 from engine import selection
 from pages import common
 
@@ -34,20 +33,6 @@ PATHS = {"A": sel.a_path, "B": sel.b_path}
 
 def model_title(slot: str) -> str:
     return selection.model_title(slot, MODELS[slot].card or {})
-
-
-def check_compatible() -> None:
-    """Stop with a message when a model cannot run on the chosen dataset."""
-    try:
-        spec = edata.get_spec(sel.dataset)
-    except RobustScopeError as exc:
-        common.show_error(exc)
-        st.stop()
-    for slot, loaded in MODELS.items():
-        problem = incompatibility(loaded.card or {}, spec)
-        if problem:
-            st.warning(f"Model {slot}: {problem}")
-            st.stop()
 
 
 @st.cache_data(show_spinner="Loading images…", max_entries=8)
@@ -321,7 +306,7 @@ def tradeoff_section() -> None:
                            mime="text/csv", key="eps_csv")
 
 
-check_compatible()
+common.require_compatible(sel, MODELS)
 maps_section()
 st.divider()
 curves_section()
