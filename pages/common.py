@@ -160,10 +160,27 @@ def sidebar() -> Selection:
     )
 
 
+def _leave_legacy_page_discovery() -> None:
+    """Route a deep link through ``app.py`` when Streamlit ran a page file directly.
+
+    With a ``pages/`` folder beside the entry script, the first run of a fresh server is made in
+    Streamlit's legacy multipage mode (every ``pages/*.py`` becomes a page, ``common.py`` too), and
+    a deep link such as ``/attack_lab`` then runs the page without ``app.py``, so ``st.navigation``
+    never switches that mode off. Switching it off and rerunning lets ``app.py`` resolve the same
+    URL. (Streamlit 1.67 keeps the flag on ``PagesManager``; ``st.navigation`` clears it too.)
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def current_selection() -> Selection:
     """The selection the app's sidebar made in this run (``app.py`` stores it under
     ``SELECTION_KEY`` and clears it after the page ran); a page run on its own renders the sidebar
     itself. Call it at the top of a page, not inside an ``st.fragment``."""
+    _leave_legacy_page_discovery()
     sel = st.session_state.get(SELECTION_KEY)
     return sel if sel is not None else sidebar()
 

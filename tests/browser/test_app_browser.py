@@ -94,3 +94,26 @@ def test_models_page_renders_without_exception(server, tmp_path):
 def page_has_exception(text: str) -> bool:
     """Streamlit shows uncaught exceptions with the exception's class name and a traceback."""
     return any(marker in text for marker in ("Traceback (most recent call last)", "Exception:", "Error:"))
+
+
+def test_deep_link_on_a_fresh_server_uses_the_app_navigation(server, tmp_path):
+    """A bookmarked page URL opened first must show the app's pages, not every file in pages/."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing in CI; the README's test command installs it")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{server}/attack_lab", timeout=60_000)
+            page.wait_for_selector("h1:has-text('Attack Lab')", timeout=90_000)
+            page.wait_for_function(
+                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000
+            )
+            nav = page.inner_text("[data-testid='stSidebarNav']")
+        finally:
+            browser.close()
+    assert "Models" in nav and "Representations (CKA)" in nav
+    assert "common" not in nav and "app" not in nav.split()
