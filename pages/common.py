@@ -160,6 +160,9 @@ def sidebar() -> Selection:
     )
 
 
+_legacy_mode_checked = False  # once per server process: the mode is decided at the first run
+
+
 def _leave_legacy_page_discovery() -> None:
     """Route a deep link through ``app.py`` when Streamlit ran a page file directly.
 
@@ -169,9 +172,13 @@ def _leave_legacy_page_discovery() -> None:
     never switches that mode off. Switching it off and rerunning lets ``app.py`` resolve the same
     URL. (Streamlit 1.67 keeps the flag on ``PagesManager``; ``st.navigation`` clears it too.)
     """
+    global _legacy_mode_checked
+    if _legacy_mode_checked:
+        return
+    _legacy_mode_checked = True
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if PagesManager.uses_pages_directory and SELECTION_KEY not in st.session_state:
         PagesManager.uses_pages_directory = False
         st.rerun()
 
