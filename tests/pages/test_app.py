@@ -2,7 +2,6 @@
 import json
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.checkpoints import list_checkpoints

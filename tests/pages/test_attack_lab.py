@@ -6,27 +6,12 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_helpers import images_in as _images, run_ok as _run
+
 REPO = Path(__file__).resolve().parents[2]
 PAGE = str(REPO / "pages" / "attack_lab.py")
 
 
-def _run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _images(at: AppTest) -> list:
-    found = []
-
-    def walk(node):
-        if getattr(node, "type", None) == "image":
-            found.append(node)
-        for child in getattr(node, "children", {}).values():
-            walk(child)
-
-    walk(at.main)
-    return found
 
 
 def _downloads(at: AppTest) -> set:
