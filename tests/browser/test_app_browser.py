@@ -68,7 +68,9 @@ def server(tiny_checkpoints):
             proc.kill()
 
 
-def test_models_page_renders_without_exception(server, tmp_path):
+def open_page(url: str, heading: str, shot: Path) -> dict[str, str]:
+    """Open ``url`` in headless Chromium, wait for ``heading`` and for the run to finish, save a
+    screenshot; return the page's body text and sidebar navigation text."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail("Chromium is missing in CI; the README's test command installs it")
@@ -78,17 +80,15 @@ def test_models_page_renders_without_exception(server, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_page()
-            page.goto(server, timeout=60_000)
-            page.wait_for_selector("h1:has-text('Models')", timeout=90_000)
+            page.goto(url, timeout=60_000)
+            page.wait_for_selector(f"h1:has-text('{heading}')", timeout=90_000)
             page.wait_for_function(
                 "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000
             )
-            page.screenshot(path=str(tmp_path / "models.png"))
-            text = page.inner_text("body")
+            page.screenshot(path=str(shot))
+            return {"body": page.inner_text("body"), "nav": page.inner_text("[data-testid='stSidebarNav']")}
         finally:
             browser.close()
-    assert not page_has_exception(text), text[:2000]
-    assert "tiny_standard" in text and "tiny_robust" in text
 
 
 def page_has_exception(text: str) -> bool:
@@ -96,24 +96,14 @@ def page_has_exception(text: str) -> bool:
     return any(marker in text for marker in ("Traceback (most recent call last)", "Exception:", "Error:"))
 
 
+def test_models_page_renders_without_exception(server, tmp_path):
+    text = open_page(server, "Models", tmp_path / "models.png")["body"]
+    assert not page_has_exception(text), text[:2000]
+    assert "tiny_standard" in text and "tiny_robust" in text
+
+
 def test_deep_link_on_a_fresh_server_uses_the_app_navigation(server, tmp_path):
     """A bookmarked page URL opened first must show the app's pages, not every file in pages/."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing in CI; the README's test command installs it")
-        pytest.skip("Chromium not installed (apt-get install chromium)")
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{server}/attack_lab", timeout=60_000)
-            page.wait_for_selector("h1:has-text('Attack Lab')", timeout=90_000)
-            page.wait_for_function(
-                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000
-            )
-            nav = page.inner_text("[data-testid='stSidebarNav']")
-        finally:
-            browser.close()
+    nav = open_page(f"{server}/attack_lab", "Attack Lab", tmp_path / "attack_lab.png")["nav"]
     assert "Models" in nav and "Representations (CKA)" in nav
     assert "common" not in nav and "app" not in nav.split()
