@@ -60,6 +60,9 @@ with st.form("featvis"):
     teaching = c8.checkbox("Teaching mode", help="Shuffle rows; guess which are real units.")
     st.form_submit_button("Show")
 
+if st.button("Stop", key="fv_stop", help="interrupts the top-k search and the lucent optimisation"):
+    st.info("Stopped. Press **Show** to compute again.")
+    st.stop()
 images, labels = common.dataset_sample(sel.dataset, int(n_images), 0)
 models = [(slot, m) for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None]
 results = {}

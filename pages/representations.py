@@ -111,6 +111,7 @@ if submitted or "cka_result" in st.session_state:
         if not layers_a or not layers_b:
             st.warning("Choose at least one layer for each model.")
             st.stop()
+        st.button("Stop", key="cka_stop", help="interrupts the computation (the last finished result stays)")
         try:
             st.session_state["cka_result"] = _compare(
                 (sel.a_path, sel.a.sha256), (sel.b_path, sel.b.sha256), sel.dataset, int(n),

@@ -192,6 +192,26 @@ def save_checkpoint(model: nn.Module, card: Mapping[str, Any], path: str | os.Pa
     return weights_path
 
 
+def update_card(path: str | os.PathLike, updates: Mapping[str, Any]) -> Path:
+    """Merge ``updates`` into a checkpoint's card (top-level keys replaced), atomically.
+
+    The weights are not touched; the card is written to a temp file and renamed over the old one,
+    so a crash leaves either the old or the new card, never a torn one.
+
+    Returns:
+        The card's path.
+    """
+    _, card_path = checkpoint_paths(path)
+    card = {**read_card(card_path), **dict(updates)}
+    temp = _temp_path(card_path)
+    try:
+        _write_text(_card_text(card), temp)
+        os.replace(temp, card_path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return card_path
+
+
 # ---------------------------------------------------------------------------------------------
 # load
 

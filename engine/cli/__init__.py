@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; user errors print ``error: ...`` and exit 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as typed (for provenance)
     try:
         return int(args.func(args) or 0)
     except RobustScopeError as exc:

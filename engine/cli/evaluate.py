@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 import engine
 from engine import data as edata
+from engine.checkpoints.store import update_card
 from engine.cli import print_json
+from engine.errors import InvalidParameterError
 from engine.device import resolve_device
 from engine.evaluation import accuracy
 from engine.attacks import robust_accuracy
@@ -23,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--record", action="store_true",
+                   help="write the figures (and this command) into the checkpoint's card; "
+                        "needs the whole test split")
     add_attack_arguments(p)  # --attack ... : also report robust accuracy (engine.attacks)
     p.set_defaults(func=run_evaluate)
 
@@ -37,6 +43,7 @@ def stderr_progress(label: str):
 def run_evaluate(args: argparse.Namespace) -> int:
     """Load the checkpoint and dataset, measure clean accuracy, print it."""
     device = resolve_device(args.device)
+    check_recordable(args)
     loaded = engine.load(args.checkpoint, device=str(device))
     name = args.dataset or loaded.card.get("dataset")
     dataset = edata.load_dataset(name, split=args.split)
@@ -48,6 +55,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     }
     if args.attack:
         report.update(_robust_report(args, loaded.model, dataset, name, device))
+    if args.record:
+        report["recorded_in"] = str(record_metrics(args.checkpoint, loaded.card, report, args.argv))
     if args.json:
         print_json(report)
     else:
@@ -55,6 +64,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.attack:
             print(f"robust accuracy {report['robust_acc']:.4f} under {report['attack']}")
     return 0
+
+
+def check_recordable(args: argparse.Namespace) -> None:
+    """``--record`` stores full-test-set figures only: refuse a subset or the train split."""
+    if args.record and (args.n is not None or args.split != "test"):
+        raise InvalidParameterError("--record writes the card's test figures: drop --n and --split train "
+                                    "so the whole test split is measured")
+
+
+def measured_command(argv: list[str]) -> str:
+    """The command line that produced this run, without ``--record`` (what a reader re-runs)."""
+    return shlex.join(["python", "-m", "engine", *(a for a in argv if a != "--record")])
+
+
+def record_metrics(checkpoint: str, card: dict, report: dict, argv: list[str]) -> object:
+    """Replace the card's headline figures with ``report``'s (atomic card rewrite)."""
+    metrics = {k: v for k, v in card.get("metrics", {}).items()
+               if k not in ("clean_acc", "robust_acc", "attack", "eval_subset", "n_test", "split")}
+    metrics.update(clean_acc=report["clean_acc"], n_test=report["n"], split=report["split"],
+                   dataset=report["dataset"], measured_with=measured_command(argv))
+    if "robust_acc" in report:
+        metrics.update(robust_acc=report["robust_acc"], attack=report["attack"])
+    return update_card(checkpoint, {"metrics": metrics})
 
 
 def _robust_report(args, model, dataset, name: str, device) -> dict:

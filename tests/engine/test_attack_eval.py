@@ -162,3 +162,28 @@ def test_robust_accuracy_progress_and_stop(trained, shapes_data):
     res = robust_accuracy(trained[0]["a"], x, y, PGD(eps=EPS, steps=2), batch_size=25,
                           progress=lambda d, t: seen.append((d, t)), should_stop=lambda: len(seen) >= 2)
     assert res.stopped and res.n == 50 and seen == [(25, N), (50, N)]
+
+
+def test_cli_evaluate_record_writes_full_test_figures_into_the_card(trained, tmp_path, capsys):
+    import shutil
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(trained[1]["a"].with_suffix(suffix), tmp_path / f"rec{suffix}")
+    stem = tmp_path / "rec"
+    weights_before = (tmp_path / "rec.safetensors").read_bytes()
+    argv = ["evaluate", "--checkpoint", str(stem), "--attack", "pgd", "--eps", str(EPS), "--steps", "2",
+            "--record", "--json"]
+    assert cli_main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    card = engine.load(stem).card
+    metrics = card["metrics"]
+    assert report["n"] == len(load_dataset("shapes")) == metrics["n_test"]  # the whole test split
+    assert metrics["clean_acc"] == report["clean_acc"] and metrics["robust_acc"] == report["robust_acc"]
+    assert metrics["attack"]["steps"] == 2 and "--record" not in metrics["measured_with"]
+    assert metrics["measured_with"].startswith("python -m engine evaluate --checkpoint")
+    assert (tmp_path / "rec.safetensors").read_bytes() == weights_before
+    assert not list(tmp_path.glob(".*.tmp"))
+    # a subset is refused, and the card is left as it was
+    assert cli_main(["evaluate", "--checkpoint", str(stem), "--n", "10", "--record"]) == 2
+    assert "whole test split" in capsys.readouterr().err
+    assert engine.load(stem).card == card

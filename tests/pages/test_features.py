@@ -57,3 +57,15 @@ def test_page_shows_units_and_directions_for_both_models(checkpoints):
     reveal.click().run()
     assert not at.exception
     assert any("rows correctly" in s.value for s in at.success)
+
+
+def test_stop_interrupts_and_show_recomputes(checkpoints):
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception, at.exception
+    at.button(key="fv_stop").click().run()
+    assert not at.exception
+    assert any("Stopped" in info.value for info in at.info)
+    assert len(at.get("image")) == 0
+    at.button[0].click().run()  # "Show" (the form's submit button) computes again
+    assert not at.exception
+    assert len(at.get("image")) == 16

@@ -27,3 +27,18 @@ def test_page_computes_three_heatmaps(tiny_checkpoints):
     charts = at.get("plotly_chart")
     assert len(charts) == 2
     assert len(at.get("download_button")) == 3
+
+
+def test_stop_keeps_the_last_finished_result(tiny_checkpoints):
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.number_input[0].set_value(24)
+    at.number_input[1].set_value(8)
+    at.button[0].click().run()
+    assert not at.exception
+    heading = at.subheader[0].value
+    at.button(key="cka_stop").click().run()  # the Stop shown while computing; its rerun computes nothing
+    assert not at.exception
+    assert at.subheader[0].value == heading
+    assert len(at.get("plotly_chart")) == 2
+    assert not [b for b in at.button if b.key == "cka_stop"]
