@@ -4,7 +4,10 @@ Two seeded CIFAR-style ResNets (engine.models "cifar_resnet", depth 20), >= 16 h
 N images (default 2,000) of seeded random 3x32x32 data, batch 200. Prints:
 - speed ratio torch-cka / ours on the same models, layers and data (A×B map);
 - peak RSS of our run at N/4 and N (separate processes: flat means memory independent of N);
-- max |error| of ours and of torch-cka vs a float64 reference of SCIENCE.md's unbiased formula.
+- max |error| of ours and of torch-cka vs a float64 reference of SCIENCE.md's unbiased formula;
+- the cost split (forward passes vs Gram matrices) and the ratio it allows at best: torch-cka
+  computes L_A·L_B + L_A Gram matrices per batch, we compute L_A + L_B, and both run the same
+  forward passes, so no implementation can beat (F + (L_A·L_B + L_A)·g) / (F + (L_A + L_B)·g).
 
 Usage: python bench/cka.py [--n 2000] [--batch-size 200] [--skip-peer]
 """
@@ -63,6 +66,36 @@ def ours(n: int, bs: int):
     t = time.perf_counter()
     comp = compare_models(a, b, Data(n), la, lb, batch_size=bs)
     return time.perf_counter() - t, comp.across.matrix, la
+
+
+def cost_split(n: int, bs: int) -> dict:
+    """Seconds spent on the forward passes alone and on forward + one Gram matrix per layer.
+
+    These bound any implementation: torch-cka recomputes model B's Gram matrix for every layer of
+    A (L_A·L_B + L_A Grams per batch), we compute each once (L_A + L_B).
+    """
+    from engine.similarity.features import forward_features
+    from engine.similarity.kernels import gram_linear
+
+    a, b = build(0), build(1)
+    la, lb = layers(a), layers(b)
+    data = Data(n)
+    batches = [torch.stack([data[i][0] for i in range(s, min(s + bs, n))]) for s in range(0, n, bs)]
+    t = time.perf_counter()
+    for x in batches:
+        forward_features([(a, la), (b, lb)], x)
+    forward = time.perf_counter() - t
+    t = time.perf_counter()
+    for x in batches:
+        [gram_linear(f) for f in forward_features([(a, la), (b, lb)], x)]
+    return {"forward": forward, "gram": max(time.perf_counter() - t - forward, 0.0), "la": len(la), "lb": len(lb)}
+
+
+def ceiling(split: dict) -> float:
+    """torch-cka's work over ours when HSIC is free: (F + (L_A·L_B + L_A)·g) / (F + (L_A + L_B)·g)."""
+    per_gram = split["gram"] / (split["la"] + split["lb"])
+    la, lb = split["la"], split["lb"]
+    return (split["forward"] + (la * lb + la) * per_gram) / (split["forward"] + (la + lb) * per_gram)
 
 
 def reference(n: int, bs: int):
@@ -150,6 +183,9 @@ def main() -> None:
         print(f"torch-cka 0.21: {res['seconds']:.2f} s (A×B only); NaN entries {int(np.isnan(pm).sum())}; "
               f"max |err| vs reference {err:.2e}")
         print(f"speed ratio torch-cka / ours: {res['seconds'] / sec:.1f}x (target >= 20x)")
+    split = cost_split(n, bs)
+    print(f"cost split: forward passes {split['forward']:.2f} s, one Gram per layer {split['gram']:.2f} s; "
+          f"ceiling of any ratio vs torch-cka on this device (HSIC free, Grams once): {ceiling(split):.1f}x")
     small, big = peak_rss_mb(n // 4, bs), peak_rss_mb(n, bs)
     print(f"peak RSS ours: N={n // 4}: {small:.0f} MB, N={n}: {big:.0f} MB (ratio {big / small:.2f})")
 

@@ -40,7 +40,7 @@ AVAILABLE: dict[str, Callable[[str | Path | None], bool]] = {
 
 # Keyword options each loader takes (anything else is a user error, reported by name).
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "shapes": ("n", "variant", "texture_rate", "seed", "image_size"),
+    "shapes": ("n", "variant", "texture_rate", "texture_contrast", "seed", "image_size"),
     "mnist": (),
     "fashion-mnist": (),
     "cifar10": (),
@@ -91,7 +91,7 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None,
             image folder itself.
         download: download missing files when possible (torchvision sets; shows progress).
         **options: per dataset, see ``OPTIONS``: ``shapes`` takes ``n``, ``variant``,
-            ``texture_rate``, ``seed``, ``image_size`` (see :func:`engine.data.shapes.load_shapes`);
+            ``texture_rate``, ``texture_contrast``, ``seed``, ``image_size`` (see :func:`engine.data.shapes.load_shapes`);
             ``imagefolder`` takes ``image_size``.
 
     Returns:

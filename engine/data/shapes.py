@@ -2,11 +2,14 @@
 
 Each image shows one shape (the class) of random size, position and rotation, filled with a
 coloured texture, on a plain-ish background (a random colour with a gentle gradient). Class ``k``
-has a *typical* texture ``TEXTURES[k]``, used with probability ``texture_rate`` (default 0.9);
-otherwise the foreground gets a random other texture. So a network can reach ~90 % accuracy
-from texture alone (a texture shortcut) or 100 % from shape, which is what the shape-bias
-experiments of Geirhos et al. 2019 ("ImageNet-trained CNNs are biased towards texture") and
-Agarwal & Chen 2020 (robust models rely more on shape) probe.
+has a *typical* texture ``TEXTURES[k]``, used with probability ``texture_rate`` (default 1.0);
+otherwise the foreground gets a random other texture. The texture's "low" tone moves
+``texture_contrast`` (default 0.4) towards the background, so it also blurs the outline: texture
+is a strong, easily learned cue and shape a partly hidden one. Trained on these images a standard
+CNN decides cue-conflict images mostly by texture, while PGD training (ℓ∞ 8/255) pushes it towards
+shape (measured in README, "Shipped checkpoints") — the contrast probed by Geirhos et al. 2019
+("ImageNet-trained CNNs are biased towards texture") and Agarwal & Chen 2020 (robust models rely
+more on shape).
 
 Variants (``make_shapes(variant=...)``):
 
@@ -37,6 +40,8 @@ TEXTURES = ("stripes", "dots", "checker", "waves", "noise", "hatch")
 VARIANTS = ("normal", "silhouette", "texture", "cue-conflict")
 DEFAULT_SIZES = {"train": 20000, "test": 2000}
 _SPLIT_SEED_OFFSET = {"train": 0, "test": 1_000_003}
+DEFAULT_TEXTURE_CONTRAST = 0.4
+DEFAULT_TEXTURE_RATE = 1.0
 _CHUNK = 4096  # images rendered at once (bounds memory; the result does not depend on it)
 
 SPEC = DatasetSpec(
@@ -188,7 +193,7 @@ TEXTURE_FUNCS: dict[str, Callable[..., torch.Tensor]] = {
 # ----------------------------------------------------------------------------- generation
 
 
-def _check_args(n: int, variant: str, image_size: int, texture_rate: float) -> None:
+def _check_args(n: int, variant: str, image_size: int, texture_rate: float, texture_contrast: float) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InvalidParameterError(f"n must be a non-negative integer, got {n!r}")
     if variant not in VARIANTS:
@@ -197,6 +202,8 @@ def _check_args(n: int, variant: str, image_size: int, texture_rate: float) -> N
         raise InvalidParameterError(f"image_size must be an integer in [16, 512], got {image_size!r}")
     if not 0.0 <= float(texture_rate) <= 1.0:
         raise InvalidParameterError(f"texture_rate must be in [0, 1], got {texture_rate!r}")
+    if not 0.0 < float(texture_contrast) <= 0.5:
+        raise InvalidParameterError(f"texture_contrast must be in (0, 0.5], got {texture_contrast!r}")
 
 
 def _other_class(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -226,17 +233,24 @@ def _uniform(shape, low: float, high: float, g: torch.Generator) -> torch.Tensor
     return low + (high - low) * torch.rand(shape, generator=g)
 
 
-def _draw_colours(n: int, g: torch.Generator):
-    """Foreground (high, low) and background colours with a guaranteed light/dark contrast."""
+def _draw_colours(n: int, texture_contrast: float, g: torch.Generator):
+    """Foreground (high, low) and background colours with a guaranteed light/dark contrast.
+
+    The texture's two tones differ by ``texture_contrast`` x U(0.8, 1.2) in every channel (the
+    "low" tone moves towards the background; it may reach or pass it, hiding that part of the
+    outline). Values are clamped to [0, 1] when rendering.
+    """
     light_bg = torch.rand(n, 1, generator=g) < 0.5  # (N, 1)
     dark, light = _uniform((n, 3), 0.0, 0.35, g), _uniform((n, 3), 0.7, 1.0, g)
     bg = torch.where(light_bg, light, dark)
     fg_high = torch.where(light_bg, dark, light)
-    fg_low = fg_high + _uniform((n, 1), 0.35, 0.55, g) * (bg - fg_high)
+    step = texture_contrast * _uniform((n, 1), 0.8, 1.2, g)
+    fg_low = fg_high + step * torch.sign(bg - fg_high)
     return fg_high, fg_low, bg
 
 
-def _draw_params(n: int, variant: str, image_size: int, texture_rate: float, seed: int) -> _Params:
+def _draw_params(n: int, variant: str, image_size: int, texture_rate: float, texture_contrast: float,
+                 seed: int) -> _Params:
     g = torch.Generator().manual_seed(int(seed))
     k = len(SHAPE_CLASSES)
     labels = torch.randint(0, k, (n,), generator=g)
@@ -250,7 +264,7 @@ def _draw_params(n: int, variant: str, image_size: int, texture_rate: float, see
     tex_phase = torch.rand(n, 2, generator=g)
     grid = image_size // 2
     noise = torch.rand(n, grid, grid, generator=g)
-    fg_high, fg_low, bg = _draw_colours(n, g)
+    fg_high, fg_low, bg = _draw_colours(n, texture_contrast, g)
     bg_angle = _uniform((n,), 0.0, 2 * math.pi, g)
     bg_strength = _uniform((n,), 0.0, 0.15, g)
     bg_slope = torch.stack([bg_angle.cos(), bg_angle.sin()], 1) * bg_strength[:, None]
@@ -317,7 +331,8 @@ def _select(p: _Params, lo: int, hi: int) -> _Params:
 
 
 def make_shapes(n: int, seed: int = 0, variant: str = "normal", image_size: int = 32,
-                texture_rate: float = 0.9) -> ShapesBatch:
+                texture_rate: float = DEFAULT_TEXTURE_RATE,
+                texture_contrast: float = DEFAULT_TEXTURE_CONTRAST) -> ShapesBatch:
     """Generate ``n`` shape images, identically for the same arguments (CPU, vectorised).
 
     Args:
@@ -328,13 +343,17 @@ def make_shapes(n: int, seed: int = 0, variant: str = "normal", image_size: int 
         texture_rate: probability in [0, 1] that a ``"normal"`` image's foreground uses its class's
             typical texture (otherwise a uniformly random other texture). Ignored by the other
             variants.
+        texture_contrast: step in (0, 0.5] from the texture's "high" tone towards the
+            background colour for its "low" tone (x U(0.8, 1.2) per image). Larger values make
+            the texture more visible and the outline fainter where the low tone meets the
+            background.
 
     Returns:
         :class:`ShapesBatch` with images (N, 3, H, W) float32 in [0, 1], labels (N,), masks
         (N, 1, H, W) bool and textures (N,) (see the class docstring).
     """
-    _check_args(n, variant, image_size, texture_rate)
-    params = _draw_params(n, variant, image_size, float(texture_rate), seed)
+    _check_args(n, variant, image_size, texture_rate, texture_contrast)
+    params = _draw_params(n, variant, image_size, float(texture_rate), float(texture_contrast), seed)
     parts = [_render(_select(params, lo, lo + _CHUNK), variant, image_size) for lo in range(0, n, _CHUNK)]
     if parts:
         images, masks = (torch.cat(x) for x in zip(*parts))
@@ -355,12 +374,13 @@ class ShapesDataset(TensorImageDataset):
 
 
 def load_shapes(split: str = "test", n: int | None = None, variant: str = "normal",
-                texture_rate: float = 0.9, seed: int = 0, image_size: int = 32) -> ShapesDataset:
+                texture_rate: float = DEFAULT_TEXTURE_RATE, seed: int = 0, image_size: int = 32,
+                texture_contrast: float = DEFAULT_TEXTURE_CONTRAST) -> ShapesDataset:
     """Generate a ``shapes`` split (train and test come from different seeds).
 
     Args:
         split: ``"train"`` (default 20,000 images) or ``"test"`` (default 2,000 images).
-        n, variant, texture_rate, image_size: see :func:`make_shapes`.
+        n, variant, texture_rate, image_size, texture_contrast: see :func:`make_shapes`.
         seed: base seed; the split adds its own offset so train and test never coincide.
 
     Returns:
@@ -369,7 +389,7 @@ def load_shapes(split: str = "test", n: int | None = None, variant: str = "norma
     check_split(split)
     n = DEFAULT_SIZES[split] if n is None else n
     batch = make_shapes(n, seed=int(seed) + _SPLIT_SEED_OFFSET[split], variant=variant,
-                        image_size=image_size, texture_rate=texture_rate)
+                        image_size=image_size, texture_rate=texture_rate, texture_contrast=texture_contrast)
     spec = SPEC if image_size == 32 else _sized_spec(image_size)
     return ShapesDataset(batch, spec, variant)
 

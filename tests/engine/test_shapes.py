@@ -115,6 +115,22 @@ def test_texture_rate_is_respected(rate):
     assert b.textures.min() >= 0
 
 
+@pytest.mark.parametrize("contrast", [0.1, 0.4])
+def test_texture_contrast_sets_the_step_between_the_two_tones(contrast):
+    """Inside a shape the texture takes two tones, texture_contrast x U(0.8, 1.2) apart (before
+    8-bit rounding and clamping, so only images whose tones stay inside [0, 1] are checked)."""
+    b = make_shapes(64, seed=2, texture_contrast=contrast, variant="texture")  # texture fills the image
+    steps = []
+    for image in b.images:
+        values = image[0].flatten()
+        low, high = values.min().item(), values.max().item()
+        if 0.0 < low and high < 1.0:
+            steps.append(high - low)
+    assert len(steps) > 10
+    # the background ramp is absent in "texture" images, so the spread is the step itself
+    assert min(steps) >= 0.8 * contrast - 2 / 255 and max(steps) <= 1.2 * contrast + 2 / 255
+
+
 def test_same_shape_differs_with_texture():
     """Same seed, different texture_rate: the typical-texture images change only inside masks."""
     a = make_shapes(200, seed=5, texture_rate=1.0)
@@ -128,7 +144,7 @@ def test_same_shape_differs_with_texture():
 @pytest.mark.parametrize(
     "kwargs",
     [dict(variant="stylised"), dict(texture_rate=1.5), dict(texture_rate=-0.1), dict(image_size=8),
-     dict(n=-1)],
+     dict(n=-1), dict(texture_contrast=0.0), dict(texture_contrast=0.6)],
 )
 def test_bad_arguments(kwargs):
     args = dict(n=4) | kwargs
