@@ -14,9 +14,15 @@ def training_method(card: dict[str, Any]) -> str:
     return str(training.get("method") or "standard")
 
 
+#: Training methods whose model is meant to resist attacks. AdvProp trains on adversarial
+#: examples too, but through an auxiliary BatchNorm: its deployed (main-BN) model serves clean
+#: inputs and is not robust, so it is neither the "standard" nor the "robust" side of a pair.
+ROBUST_METHODS = ("pgd", "trades", "fast")
+
+
 def is_robust(card: dict[str, Any]) -> bool:
-    """True when the card records adversarial training (any method but "standard")."""
-    return training_method(card) != "standard"
+    """True when the card records adversarial training meant for robustness (PGD, TRADES, fast-AT)."""
+    return training_method(card) in ROBUST_METHODS
 
 
 def describe_recipe(card: dict[str, Any]) -> str:
@@ -47,7 +53,7 @@ class DefaultChoice:
 def _pair_for(dataset: str, infos: Sequence[Any]) -> tuple[str | None, str | None]:
     """Paths of the first standard and the first robust checkpoint trained on ``dataset``."""
     on_set = [i for i in infos if (i.card or {}).get("dataset") == dataset]
-    standard = next((str(i.path) for i in on_set if not is_robust(i.card)), None)
+    standard = next((str(i.path) for i in on_set if training_method(i.card) == "standard"), None)
     robust = next((str(i.path) for i in on_set if is_robust(i.card)), None)
     return standard, robust
 

@@ -19,6 +19,12 @@ def test_mnist_pair_when_mnist_data_present():
     assert (choice.dataset, choice.a, choice.b, choice.reason) == ("mnist", "m_std", "m_rob", "")
 
 
+def test_advprop_is_neither_side_of_the_default_pair():
+    infos = [_info("m_adv", "mnist", "advprop", 0.1)] + INFOS  # listed first (alphabetical)
+    choice = choose_default(infos, {"mnist": True})
+    assert (choice.a, choice.b) == ("m_std", "m_rob")
+
+
 def test_shapes_with_reason_when_mnist_missing():
     choice = choose_default(INFOS, {"mnist": False, "shapes": True})
     assert (choice.dataset, choice.a, choice.b) == ("shapes", "s_std", "s_rob")
