@@ -17,6 +17,10 @@ from engine.evaluation import accuracy
 from engine.selection import training_method
 
 ALIGNMENT_DATASET = "shapes"
+#: Datasets whose objects sit on an exactly black background: the object mask is "pixel > 0".
+FOREGROUND_DATASETS = ("mnist", "fashion-mnist")
+#: Datasets the alignment score and the ε-vs-interpretability view can use.
+ALIGNMENT_DATASETS = (ALIGNMENT_DATASET, *FOREGROUND_DATASETS)
 
 
 def alignment_score(heatmaps, masks) -> np.ndarray:
@@ -181,3 +185,36 @@ def shapes_evaluation_set(n: int = 64, seed: int = 0, image_size: int = 32) -> M
     dataset = load_shapes("test", n=int(n), seed=int(seed), image_size=int(image_size))
     images, labels = take(dataset, int(n))
     return MaskedImages(images, labels, dataset.masks[: int(n)])
+
+
+def foreground_masks(images) -> torch.Tensor:
+    """Object masks of images on a black background: (N, C, H, W) -> (N, 1, H, W), True where any
+    channel is above 0 (MNIST digits, Fashion-MNIST items)."""
+    images = torch.as_tensor(images)
+    if images.ndim != 4:
+        raise InvalidParameterError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    return images.amax(dim=1, keepdim=True) > 0
+
+
+def evaluation_set(dataset: str, n: int = 64, seed: int = 0, image_size: int = 32) -> MaskedImages:
+    """``n`` held-out images of ``dataset`` with object masks, for alignment scores.
+
+    ``shapes`` gives its exact masks (generated with ``seed`` and ``image_size``); MNIST and
+    Fashion-MNIST (objects on a black background) give their first ``n`` test images and the
+    non-zero pixels as masks.
+
+    Raises:
+        InvalidParameterError: a dataset without object masks, or ``n`` < 1.
+        DatasetNotFoundError (from the loader): the dataset's files are missing.
+    """
+    if dataset == ALIGNMENT_DATASET:
+        return shapes_evaluation_set(n, seed=seed, image_size=image_size)
+    if dataset not in FOREGROUND_DATASETS:
+        raise InvalidParameterError(
+            f"`{dataset}` has no object masks; the alignment score needs one of {', '.join(ALIGNMENT_DATASETS)}")
+    if int(n) < 1:
+        raise InvalidParameterError(f"number of images must be >= 1, got {n}")
+    from engine.data import load_dataset, take
+
+    images, labels = take(load_dataset(dataset, split="test"), int(n))
+    return MaskedImages(images, labels, foreground_masks(images))
