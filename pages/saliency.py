@@ -192,14 +192,90 @@ def maps_section() -> None:
                             file_name=f"saliency_{sel.dataset}_{index}.npz", key="sal_dl_npz")
 
 
+#: line style per (mode, retrained): keep solid/dashed, remove dotted/dash-dotted.
+CURVE_DASH = {("keep", False): "solid", ("keep", True): "dash", ("remove", False): "dot", ("remove", True): "dashdot"}
+RETRAIN_SIZES = [64, 256, 512, 1024, 2048, 4096, 8192]
+
+
+def curve_label(mode: str, retrained: bool) -> str:
+    """``keep`` / ``remove``, or ``keep · KAR (retrained)`` / ``remove · ROAR (retrained)``."""
+    return f"{mode} · {'KAR' if mode == 'keep' else 'ROAR'} (retrained)" if retrained else mode
+
+
 def curves_figure(frame: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
-    for (model, mode), part in frame.groupby(["model", "mode"], sort=False):
+    for (model, mode, retrained), part in frame.groupby(["model", "mode", "retrained"], sort=False):
         fig.add_trace(go.Scatter(x=part["fraction"], y=part["accuracy"], mode="lines+markers",
-                                 name=f"{model} · {mode}", line={"dash": "solid" if mode == "keep" else "dot"}))
+                                 name=f"{model} · {curve_label(mode, retrained)}",
+                                 line={"dash": CURVE_DASH[(mode, bool(retrained))]}))
     fig.update_layout(xaxis_title="fraction of top-attributed pixels kept / removed", yaxis_title="accuracy",
                       yaxis_range=[0, 1.02], height=380, margin={"t": 30})
     return fig
+
+
+def retrain_options(n_models: int, n_modes: int, n_fractions: int) -> dict | None:
+    """The opt-in KAR/ROAR controls and a cost hint; ``None`` when retraining is off."""
+    if not st.checkbox("Retrain at each fraction (KAR/ROAR, slow)", key="curve_retrain",
+                       help="Hooker et al. 2019: at each fraction, train a fresh model of the same architecture "
+                            "on training images masked the same way, and evaluate that model instead"):
+        return None
+    cols = st.columns([1, 1, 3])
+    epochs = int(cols[0].number_input("Retrain epochs", 1, 50, 4, key="curve_retrain_epochs"))
+    n_train = cols[1].select_slider("Training images", RETRAIN_SIZES, value=2048, key="curve_retrain_n")
+    config = attr.retrain_config(sel.dataset, epochs=epochs)
+    runs = n_models * n_modes * n_fractions
+    arch = (next(iter(MODELS.values())).card or {}).get("arch")
+    cost = attr.retrain_cost(config, n_train, runs, sel.device, arch)
+    cols[2].caption(
+        f"**{runs} trainings from scratch** ({n_models} model(s) × {n_modes} curve(s) × {n_fractions} fractions), "
+        f"{epochs} epoch(s) on {n_train} training images each (standard training, AdamW) on {sel.device}: "
+        f"{cost.describe()}, plus masking the training images. "
+        "The curves without retraining are drawn too, for comparison."
+    )
+    return {"config": config, "n_train": n_train}
+
+
+def retrain_progress():
+    """A progress bar for the retraining of one curve point, and a ``finish()`` to clear it."""
+    bar = st.progress(0.0, text="retraining")
+
+    def update(event: attr.RetrainProgress) -> None:
+        bar.progress(min(event.done / max(event.total, 1), 1.0),
+                     text=f"retraining for {model_title(event.name)} · {event.mode} {event.fraction:.0%} · "
+                          f"{event.stage} {event.done}/{event.total}")
+
+    return update, bar.empty
+
+
+def curve_rows(curves: dict, mode: str, method: str, replacement: str, retrain: dict | None) -> list[dict]:
+    """One table row per curve point (the chart's and the CSV's data)."""
+    extra = {"retrain_epochs": retrain["config"].epochs, "retrain_n": retrain["n_train"]} if retrain else {}
+    return [{"model": model_title(slot), "mode": mode, "retrained": curve.retrained, "fraction": f, "accuracy": a,
+             "clean_accuracy": curve.clean_accuracy, "method": method, "replacement": replacement, "n": curve.n,
+             **(extra if curve.retrained else {})}
+            for slot, curve in curves.items() for f, a in zip(curve.fractions, curve.accuracy)]
+
+
+def compute_curves(modes, method, replacement, n, fractions, retrain: dict | None) -> pd.DataFrame:
+    """Every requested curve (and, with ``retrain``, its retrained KAR/ROAR twin) as a table."""
+    images, labels = common.dataset_sample(sel.dataset, n)
+    models = {s: m.model for s, m in MODELS.items()}
+    retrainer = None
+    if retrain:
+        train_x, train_y = common.dataset_sample(sel.dataset, retrain["n_train"], split="train")
+        update_retrain, finish_retrain = retrain_progress()
+        retrainer = attr.engine_retrainer(train_x, train_y, retrain["config"], progress=update_retrain)
+    rows = []
+    for mode in modes:
+        for hook in [None] + ([retrainer] if retrainer else []):
+            update, finish = common.progress_callback(f"{curve_label(mode, hook is not None)} curve")
+            curves = attr.keep_remove_curves(models, images, labels, mode, method=method, fractions=fractions,
+                                             replacement=replacement, progress=update, retrain=hook)
+            finish()
+            rows += curve_rows(curves, mode, method, replacement, retrain if hook else None)
+    if retrainer:
+        finish_retrain()
+    return pd.DataFrame(rows)
 
 
 def curves_section() -> None:
@@ -207,8 +283,9 @@ def curves_section() -> None:
     st.caption(
         "Accuracy when only the top-attributed pixels are kept (the rest replaced), or when they are "
         "removed. Each model ranks pixels by its own map for the true label. A fast drop when removing "
-        "means the map found the evidence the model uses. No retraining (KAR/ROAR retraining needs "
-        "the training engine; the engine accepts a `retrain` hook for it)."
+        "means the map found the evidence the model uses. Without retraining the masked images are also "
+        "unusual for the model; retraining a fresh model on masked training images at each fraction "
+        "(KAR/ROAR, Hooker et al. 2019) separates the two."
     )
     cols = st.columns(4)
     modes = cols[0].multiselect("Curves", list(attr.MODES), default=list(attr.MODES), key="curve_modes")
@@ -217,23 +294,18 @@ def curves_section() -> None:
     replacement = cols[2].selectbox("Replace pixels by", list(attr.REPLACEMENTS), key="curve_fill",
                                     help="mean: each image's mean colour; blur: a Gaussian-blurred copy")
     n = cols[3].select_slider("Images", [16, 32, 64, 128, 256], value=32, key="curve_n")
+    fractions = st.multiselect("Fractions of pixels", list(attr.DEFAULT_FRACTIONS), default=list(attr.DEFAULT_FRACTIONS),
+                               format_func=lambda f: f"{f:.0%}", key="curve_fractions")
+    try:
+        retrain = retrain_options(len(MODELS), len(modes), len(fractions))
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        return
     run_cols = st.columns([1, 1, 4])
-    if run_cols[0].button("Compute curves", type="primary", key="curve_run") and modes:
+    if run_cols[0].button("Compute curves", type="primary", key="curve_run") and modes and fractions:
         run_cols[1].button("Stop", key="curve_stop", help="interrupts the computation")
         try:
-            images, labels = common.dataset_sample(sel.dataset, n)
-            models = {s: m.model for s, m in MODELS.items()}
-            rows = []
-            for mode in modes:
-                update, finish = common.progress_callback(f"{mode} curve")
-                curves = attr.keep_remove_curves(models, images, labels, mode, method=method,
-                                                 replacement=replacement, progress=update)
-                finish()
-                for slot, curve in curves.items():
-                    rows += [{"model": model_title(slot), "mode": mode, "fraction": f, "accuracy": a,
-                              "clean_accuracy": curve.clean_accuracy, "method": method, "replacement": replacement,
-                              "n": curve.n} for f, a in zip(curve.fractions, curve.accuracy)]
-            st.session_state["curve_frame"] = pd.DataFrame(rows)
+            st.session_state["curve_frame"] = compute_curves(modes, method, replacement, n, fractions, retrain)
         except RobustScopeError as exc:
             common.show_error(exc)
     frame = st.session_state.get("curve_frame")

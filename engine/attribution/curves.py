@@ -5,7 +5,8 @@ Without retraining this is the "no-retrain" variant of KAR/ROAR (Hooker et al. 2
 Kim & Seo 2019): the same model is evaluated on the perturbed images. Retraining plugs in through
 the ``retrain`` callable: for each fraction it receives a :class:`RetrainRequest` (including a
 ``perturb`` function that masks any batch exactly as the evaluation images are masked) and
-returns the model to evaluate, e.g. one trained from scratch on perturbed training images.
+returns the model to evaluate, e.g. one trained from scratch on perturbed training images
+(:func:`engine.attribution.retrain.engine_retrainer` does that through ``engine.training``).
 """
 from __future__ import annotations
 
@@ -83,6 +84,11 @@ class RetrainRequest:
 
 #: ``retrain(request) -> model`` to evaluate at that point (trained on perturbed data).
 Retrain = Callable[[RetrainRequest], nn.Module]
+
+
+class RetrainStopped(Exception):
+    """Raised by a ``retrain`` callable when a stop was requested mid-retraining: the curve ends
+    there (``stopped=True``) instead of evaluating a half-trained model."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +221,9 @@ def keep_remove_curves(
         progress: ``progress(done, total)`` after the attribution and after each fraction.
         should_stop: polled before each step; True ends early with ``stopped=True``.
         retrain: optional ``retrain(RetrainRequest) -> model`` (KAR/ROAR): the returned model is
-            evaluated at that fraction instead of the original one. ``None``: no retraining.
+            evaluated at that fraction instead of the original one; it may raise
+            :class:`RetrainStopped` to end the curve early. ``None``: no retraining. The engine's
+            implementation is :func:`engine.attribution.retrain.engine_retrainer`.
 
     Returns:
         name -> :class:`CurveResult`, in the order of ``models``.
@@ -226,11 +234,12 @@ def keep_remove_curves(
     images = as_images(images)
     steps_per_model = 1 + len(fractions)
     total, done, results = steps_per_model * len(models), 0, {}
+    retrain_stopped = False  # a RetrainStopped ends every remaining curve too
     fill = REPLACEMENTS[replacement](images, blur_sigma)  # (N, C, H, W)
     for name, model in models.items():
         y = as_labels(labels, images.shape[0], predict(model, images[:1]).shape[1])
         ranker = _Ranker(model, method, method_params, reduce, batch_size)
-        stopped = should_stop is not None and should_stop()
+        stopped = retrain_stopped or (should_stop is not None and should_stop())
         accs, used = [], dict(method_params or {})
         if not stopped:
             order, used = ranker.order(images, y)
@@ -241,9 +250,13 @@ def keep_remove_curves(
             if stopped:
                 break
             x = perturb_images(images, fill, top_mask(order, f, images.shape[-2:]), mode)
-            evaluated = model if retrain is None else retrain(
-                RetrainRequest(name, model, mode, f, replacement, _perturber(ranker, mode, f, replacement, blur_sigma))
-            )
+            try:
+                evaluated = model if retrain is None else retrain(
+                    RetrainRequest(name, model, mode, f, replacement, _perturber(ranker, mode, f, replacement, blur_sigma))
+                )
+            except RetrainStopped:
+                stopped = retrain_stopped = True
+                break
             accs.append(accuracy(evaluated, x, y, batch_size=batch_size, device=model_device(evaluated)).accuracy)
             done += 1
             _report(progress, done, total)

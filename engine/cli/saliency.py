@@ -4,6 +4,8 @@ keep/remove curves (JSON) for one or several checkpoints.
     python -m engine saliency --checkpoint ckpt/a --checkpoint ckpt/b --index 3 --out out/
     python -m engine saliency --checkpoint ckpt/a --methods saliency smoothgrad \\
         --param smoothgrad.n_samples=32 --curve remove --n 128 --out out/
+    python -m engine saliency --checkpoint ckpt/a --curve remove --retrain \\
+        --retrain-epochs 4 --retrain-n 2048 --out out/      # ROAR: retrain at each fraction
 """
 from __future__ import annotations
 
@@ -24,12 +26,15 @@ from engine.attribution import (
     MODES,
     REDUCTIONS,
     REPLACEMENTS,
+    RetrainProgress,
     attribution_grid,
     image_to_rgb,
     keep_remove_curves,
     method_params,
     overlay,
     colorize,
+    engine_retrainer,
+    retrain_config,
     to_png_bytes,
 )
 from engine.cli import print_json
@@ -59,6 +64,12 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="random image subset for the curve (default: the first n)")
     p.add_argument("--fractions", help="comma-separated fractions in [0, 1] for the curve")
     p.add_argument("--replacement", default="mean", choices=list(REPLACEMENTS), help="fill for dropped pixels")
+    p.add_argument("--retrain", action="store_true",
+                   help="with --curve: train a fresh model on masked training images at each fraction "
+                        "(KAR for keep, ROAR for remove; Hooker et al. 2019) and evaluate it; slow")
+    p.add_argument("--retrain-epochs", type=int, default=4, help="epochs per retraining (default 4)")
+    p.add_argument("--retrain-n", type=int, default=2048,
+                   help="training-split images per retraining (default 2048; seeded subset with --seed)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
@@ -140,10 +151,23 @@ def _parse_fractions(text: str | None) -> tuple[float, ...]:
         raise InvalidParameterError(f"--fractions must be comma-separated numbers, got {text!r}") from None
 
 
+def _check_retrain_args(args: argparse.Namespace) -> None:
+    """Clear errors for the retraining options (before any model is loaded)."""
+    if not args.retrain:
+        return
+    if not args.curve:
+        raise InvalidParameterError("--retrain needs --curve keep or --curve remove")
+    if args.retrain_epochs < 1:
+        raise InvalidParameterError(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
+    if args.retrain_n < 2:
+        raise InvalidParameterError(f"--retrain-n must be >= 2 training images, got {args.retrain_n}")
+
+
 def run_saliency(args: argparse.Namespace) -> int:
     """Load the checkpoints, attribute the chosen image, write PNGs/NPZ/JSON, optionally a curve."""
     if not 0 <= args.alpha <= 1 or args.scale < 1:
         raise InvalidParameterError("--alpha must be in [0, 1] and --scale >= 1")
+    _check_retrain_args(args)
     params = parse_params(args.param, args.methods)
     device = resolve_device(args.device)
     models = _model_names([engine.load(p, device=str(device)) for p in args.checkpoint])
@@ -166,13 +190,15 @@ def run_saliency(args: argparse.Namespace) -> int:
     arrays = {f"{c.model}__{c.method}": c.attribution.maps[0] for c in cells if c.attribution is not None}
     summary["npz"] = str(_write_npz(out / f"maps_{args.index}.npz", arrays))
     if args.curve:
-        summary["curve"] = _run_curve(args, models, dataset, params, out)
+        summary["curve"] = _run_curve(args, models, dataset_name, dataset, params, out)
     write_atomic(out / "saliency.json", json.dumps(summary, indent=2, default=str).encode())
     if args.json:
         print_json(summary)
     else:
         for cell in summary["maps"]:
             print(f"{cell['model']} {cell['method']}: " + (cell["error"] or cell["overlay"]))
+        for curve in summary.get("curve", {}).get("curves", {}).values():
+            print(_curve_line(curve))
         print(f"summary: {out / 'saliency.json'}")
     return 0
 
@@ -203,15 +229,46 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
-def _run_curve(args, models: dict, dataset, params: dict, out: Path) -> dict:
-    """Compute the keep/remove curve of every model and write ``curve_<mode>.json``."""
+def _run_curve(args, models: dict, dataset_name: str, dataset, params: dict, out: Path) -> dict:
+    """Compute the keep/remove curve of every model and write ``curve_<mode>.json``
+    (``curve_<mode>_retrain.json`` with ``--retrain``)."""
     method = args.curve_method or args.methods[0]
     images, labels = edata.take(dataset, args.n, seed=args.seed)
+    retrain = _retrainer(args, dataset_name) if args.retrain else None
     curves = keep_remove_curves(
         {n: c.model for n, c in models.items()}, images, labels, args.curve, method=method,
         method_params=params.get(method, {}), fractions=_parse_fractions(args.fractions),
-        replacement=args.replacement, progress=_stderr_progress(f"{args.curve} curve"),
+        replacement=args.replacement, progress=_stderr_progress(f"{args.curve} curve"), retrain=retrain,
     )
     payload = {name: curve.to_dict() for name, curve in curves.items()}
-    path = write_atomic(out / f"curve_{args.curve}.json", json.dumps(payload, indent=2).encode())
-    return {"path": str(path), "curves": payload}
+    suffix = "_retrain" if retrain is not None else ""
+    path = write_atomic(out / f"curve_{args.curve}{suffix}.json", json.dumps(payload, indent=2).encode())
+    result = {"path": str(path), "curves": payload}
+    if retrain is not None:
+        result["retrain"] = {"config": retrain.config.to_dict(), "records": [r.to_dict() for r in retrain.records]}
+    return result
+
+
+def _retrainer(args, dataset_name: str):
+    """The KAR/ROAR retrainer on ``--retrain-n`` images of the training split."""
+    train_set = edata.load_dataset(dataset_name, split="train")
+    if args.retrain_n > len(train_set):
+        raise InvalidParameterError(f"--retrain-n must be <= {len(train_set)} (the {dataset_name} training split)")
+    images, labels = edata.take(train_set, args.retrain_n, seed=args.seed)
+    config = retrain_config(dataset_name, epochs=args.retrain_epochs, seed=args.seed or 0)
+    return engine_retrainer(images, labels, config, progress=_stderr_retrain_progress())
+
+
+def _stderr_retrain_progress():
+    def update(event: RetrainProgress) -> None:
+        end = "\n" if event.stage == "train" and event.done == event.total else ""
+        print(f"\rretrain {event.name} {event.mode}@{event.fraction:g} {event.stage}: {event.done}/{event.total}",
+              end=end, file=sys.stderr, flush=True)
+    return update
+
+
+def _curve_line(curve: dict) -> str:
+    """``name mode [KAR|ROAR retrained]: f=acc ...`` for the terminal."""
+    kind = (" (KAR, retrained)" if curve["mode"] == "keep" else " (ROAR, retrained)") if curve["retrained"] else ""
+    points = " ".join(f"{f:g}={a:.3f}" for f, a in zip(curve["fractions"], curve["accuracy"]))
+    return f"{curve['name']} {curve['mode']}{kind}: {points}"

@@ -76,18 +76,24 @@ def check_no_options(name: str, options: dict, allowed: Iterable[str] = ()) -> N
 class TensorImageDataset(Dataset):
     """An in-memory image dataset yielding ``(image (C, H, W) float32 in [0, 1], int label)``.
 
-    Images are stored as uint8 (what the files hold), so a 60,000-image MNIST split costs 47 MB;
-    they are divided by 255 on access, exactly like ``torchvision.transforms.ToTensor``.
+    Images are usually stored as uint8 (what the files hold), so a 60,000-image MNIST split costs
+    47 MB; they are divided by 255 on access, exactly like ``torchvision.transforms.ToTensor``.
+    Float images already in [0, 1] (e.g. perturbed copies made in memory) are stored as float32
+    and returned unchanged.
 
     Args:
-        images: uint8 tensor (N, C, H, W).
+        images: uint8 tensor (N, C, H, W), or a float tensor (N, C, H, W) with values in [0, 1].
         labels: integer tensor (N,).
         spec: the dataset's :class:`DatasetSpec`.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: DatasetSpec):
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise InvalidParameterError("images must be a uint8 tensor of shape (N, C, H, W)")
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or not (
+            images.dtype == torch.uint8 or images.is_floating_point()
+        ):
+            raise InvalidParameterError("images must be a uint8 or float tensor of shape (N, C, H, W)")
+        if images.is_floating_point():
+            images = _unit_floats(images)
         if labels.shape != images.shape[:1]:
             raise InvalidParameterError(
                 f"{len(labels)} labels for {len(images)} images; they must match one to one"
@@ -105,8 +111,23 @@ class TensorImageDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index].float().div_(255.0), int(self.labels[index])
+        return self._as_float(self.images[index]), int(self.labels[index])
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(images (n, C, H, W) float32 in [0, 1], labels (n,) long)`` for ``indices``."""
-        return self.images[indices].float().div_(255.0), self.labels[indices].clone()
+        return self._as_float(self.images[indices]), self.labels[indices].clone()
+
+    @staticmethod
+    def _as_float(images: torch.Tensor) -> torch.Tensor:
+        """A float32 copy in [0, 1]: uint8 divided by 255, float images as they are."""
+        if images.dtype == torch.uint8:
+            return images.float().div_(255.0)
+        return images.to(torch.float32, copy=True)
+
+
+def _unit_floats(images: torch.Tensor) -> torch.Tensor:
+    """Check float images are finite and in [0, 1]; return them as float32 on the CPU."""
+    images = images.detach().to("cpu", torch.float32)
+    if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
+        raise InvalidParameterError("float images must be finite and in [0, 1]")
+    return images

@@ -173,20 +173,40 @@ class Data:
     n_train: int
 
 
-def load_data(config: TrainConfig) -> Data:
-    """Load the training split and a fixed (seed 0) held-out test subset of ``eval_size`` images."""
+def load_data(config: TrainConfig, datasets: tuple | None = None) -> Data:
+    """Load the training split and a fixed (seed 0) held-out test subset of ``eval_size`` images.
+
+    Args:
+        config: the recipe (``dataset``, ``dataset_options``, ``train_size``, ``eval_size``).
+        datasets: optional in-memory ``(train_set, test_set)`` used instead of loading
+            ``config.dataset`` (e.g. :class:`engine.data.TensorImageDataset`); ``test_set`` may be
+            ``None`` (no per-epoch evaluation). ``config.dataset`` still names the spec/card.
+    """
     from engine.data import get_spec, load_dataset, take
 
-    train_set = load_dataset(config.dataset, split="train", **config.dataset_options)
-    test_set = load_dataset(config.dataset, split="test", **config.dataset_options)
+    if datasets is None:
+        train_set = load_dataset(config.dataset, split="train", **config.dataset_options)
+        test_set = load_dataset(config.dataset, split="test", **config.dataset_options)
+    else:
+        train_set, test_set = _check_datasets(datasets)
     spec = getattr(train_set, "spec", None) or get_spec(config.dataset)
     n_train = len(train_set) if config.train_size is None else min(config.train_size, len(train_set))
-    n_eval = min(config.eval_size, len(test_set))
+    n_eval = 0 if test_set is None else min(config.eval_size, len(test_set))
     if n_eval > 0:
         eval_x, eval_y = take(test_set, n_eval, seed=0)
     else:
         eval_x, eval_y = torch.empty(0), torch.empty(0, dtype=torch.long)
     return Data(train_set, eval_x, eval_y.long(), spec, n_train)
+
+
+def _check_datasets(datasets) -> tuple:
+    """Validate ``(train_set, test_set or None)`` given to :func:`train` in memory."""
+    if not isinstance(datasets, (tuple, list)) or len(datasets) != 2:
+        raise InvalidParameterError("datasets must be a pair (train_set, test_set or None)")
+    train_set, test_set = datasets
+    if train_set is None or len(train_set) < 2:
+        raise InvalidParameterError("the in-memory training set needs at least 2 images")
+    return train_set, test_set
 
 
 def _fetch(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -435,7 +455,7 @@ def publish(run_dir: Path, state: RunState, config: TrainConfig, spec, device_mo
 def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
           progress: Callable[[ProgressEvent], None] | None = None,
           should_stop: Callable[[], bool] | None = None, resume: bool = True,
-          checkpoint_dir: str | os.PathLike | None = None) -> TrainResult:
+          checkpoint_dir: str | os.PathLike | None = None, datasets: tuple | None = None) -> TrainResult:
     """Train a model with ``config``; resumable, cancellable, DDP-aware.
 
     Args:
@@ -446,6 +466,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
             (and publishing) the last completed epoch's checkpoint.
         resume: continue from the run folder's last completed epoch when it has one.
         checkpoint_dir: where the finished model is published (default ``$ROBUSTSCOPE_CHECKPOINTS``).
+        datasets: optional in-memory ``(train_set, test_set or None)`` to train on instead of
+            loading ``config.dataset`` (see :func:`load_data`); the sets yield ``(image (C, H, W)
+            in [0, 1], label)`` and ``train_set.spec`` (if any) gives the model's shape/normalisation.
 
     Returns:
         :class:`TrainResult`. Under ``torchrun`` every rank trains its shard of each batch
@@ -464,7 +487,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist.main:
         write_json_atomic(run_dir / "config.json", config.to_dict())
-    data = load_data(config)
+    data = load_data(config, datasets)
     raw = build(config, data.spec, device)
     optimizer = make_optimizer(config, raw)
     autocast, scaler = _amp(config, device)

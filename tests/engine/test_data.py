@@ -302,3 +302,22 @@ def test_imagefolder_errors(tmp_path):
         ds[broken]
     with pytest.raises(InvalidParameterError, match="image_size"):
         imagefolder_spec(root, image_size=4)
+
+
+def test_tensor_dataset_keeps_float_images_in_unit_range():
+    from engine.data import TensorImageDataset
+
+    spec = get_spec("shapes")
+    floats = torch.rand(5, 3, 4, 4, dtype=torch.float64)
+    ds = TensorImageDataset(floats, torch.arange(5), spec)
+    image, label = ds[2]
+    assert image.dtype == torch.float32 and torch.allclose(image, floats[2].float()) and label == 2
+    image.zero_()  # items are copies: the stored images do not change
+    assert torch.allclose(ds[2][0], floats[2].float())
+    x, y = ds.batch(torch.tensor([4, 0]))
+    assert torch.allclose(x, floats[[4, 0]].float()) and y.tolist() == [4, 0]
+    uint8 = TensorImageDataset((floats * 255).round().to(torch.uint8), torch.arange(5), spec)
+    assert torch.allclose(uint8[1][0], floats[1].float(), atol=1 / 255)
+    for bad, needle in ((floats * 2, r"\[0, 1\]"), (floats[0], "shape"), (floats.long(), "uint8 or float")):
+        with pytest.raises(InvalidParameterError, match=needle):
+            TensorImageDataset(bad, torch.arange(len(bad)), spec)

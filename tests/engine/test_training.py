@@ -71,3 +71,27 @@ def test_resume_continues_and_matches_uninterrupted(tmp_path):
     a, b = load(full.checkpoint).model.state_dict(), load(rest.checkpoint).model.state_dict()
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+
+
+def test_in_memory_datasets_train_exactly_like_the_named_dataset(tmp_path):
+    from engine.checkpoints import load
+    from engine.data import TensorImageDataset, load_dataset, take
+
+    cfg = tiny("standard", epochs=1)
+    by_name = train(cfg, run_dir=tmp_path / "a", checkpoint_dir=tmp_path / "ck_a")
+    splits = [load_dataset("shapes", split=s, **cfg.dataset_options) for s in ("train", "test")]
+    floats = [TensorImageDataset(*take(s, len(s)), s.spec) for s in splits]  # float32 copies in [0, 1]
+    assert floats[0].images.dtype == torch.float32
+    in_memory = train(cfg, run_dir=tmp_path / "b", checkpoint_dir=tmp_path / "ck_b", datasets=tuple(floats))
+    assert in_memory.history[0]["train_loss"] == pytest.approx(by_name.history[0]["train_loss"], rel=1e-5)
+    assert in_memory.history[0]["clean_acc"] == by_name.history[0]["clean_acc"]
+    a, b = load(by_name.checkpoint).model.state_dict(), load(in_memory.checkpoint).model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    assert in_memory.checkpoint.parent == tmp_path / "ck_b"
+
+    no_eval = train(cfg, run_dir=tmp_path / "c", checkpoint_dir=tmp_path / "ck_c", datasets=(floats[0], None))
+    assert no_eval.status == "done" and no_eval.history[0]["clean_acc"] is None
+    with pytest.raises(InvalidParameterError, match="pair"):
+        train(cfg, run_dir=tmp_path / "d", datasets=floats[0])
+    with pytest.raises(InvalidParameterError, match="at least 2"):
+        train(cfg, run_dir=tmp_path / "e", datasets=(TensorImageDataset(*take(splits[0], 1), splits[0].spec), None))

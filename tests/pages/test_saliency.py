@@ -1,4 +1,6 @@
 """Saliency page, run headlessly with Streamlit's AppTest on two tiny checkpoints."""
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,33 @@ def test_random_image_button_changes_the_index(tiny_checkpoints):
     at.button(key="sal_random").click()
     _run(at)
     assert 0 <= at.number_input(key="sal_index").value < 256
+
+
+def test_retrained_kar_roar_curves(tiny_checkpoints):
+    at = _run(AppTest.from_file(PAGE, default_timeout=120))
+    at.select_slider(key="curve_n").set_value(16)
+    at.multiselect(key="curve_modes").set_value(["remove"])
+    at.multiselect(key="curve_fractions").set_value([0.0, 1.0])
+    at.checkbox(key="curve_retrain").check()
+    _run(at)
+    at.number_input(key="curve_retrain_epochs").set_value(1)
+    at.select_slider(key="curve_retrain_n").set_value(64)
+    _run(at)
+    hint = " ".join(c.value for c in at.caption)
+    assert "4 trainings from scratch" in hint and "64 training images" in hint  # 2 models x 1 curve x 2 fractions
+
+    at.button(key="curve_run").click()
+    _run(at)
+    frame = at.session_state["curve_frame"]
+    assert len(frame) == 8 and frame["model"].nunique() == 2  # with and without retraining
+    retrained = frame[frame["retrained"]]
+    assert len(retrained) == 4 and (retrained["retrain_epochs"] == 1).all() and (retrained["retrain_n"] == 64).all()
+    assert frame.loc[~frame["retrained"], "retrain_n"].isna().all()
+    assert frame["accuracy"].between(0, 1).all()
+    assert "retrained" in frame.to_csv(index=False).splitlines()[0]
+    assert any(b.label == "Download curves (CSV)" for b in at.get("download_button"))
+    names = {trace["name"] for trace in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
+    assert names == {f"{model} · remove{kind}" for kind in ("", " · ROAR (retrained)")
+                     for model in ("A: tiny_standard (standard)", "B: tiny_robust (pgd ℓlinf ε=0.0314)")}
+    published = sorted(p.name for p in Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"]).rglob("*") if p.is_file())
+    assert published == ["tiny_robust.json", "tiny_robust.safetensors", "tiny_standard.json", "tiny_standard.safetensors"]
