@@ -315,18 +315,21 @@ def curves_section() -> None:
                            mime="text/csv", key="curve_csv")
 
 
-def epsilon_candidates() -> list:
-    """Listed checkpoints on ``shapes`` whose card records a training ε."""
+def epsilon_candidates(dataset: str) -> list:
+    """Listed checkpoints on ``dataset`` whose card records a training ε."""
     return [i for i in common.checkpoint_listing()
-            if not getattr(i, "error", None) and (i.card or {}).get("dataset") == attr.ALIGNMENT_DATASET
+            if not getattr(i, "error", None) and (i.card or {}).get("dataset") == dataset
             and attr.training_epsilon(i.card) is not None]
 
 
 def tradeoff_figure(frame: pd.DataFrame) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("gradient alignment with the object", "clean accuracy"))
     text = frame["name"]
-    fig.add_trace(go.Scatter(x=frame["epsilon"], y=frame["alignment"], mode="markers+lines", text=text,
-                             error_y={"array": frame["alignment_std"]}, name="alignment"), row=1, col=1)
+    for norm, part in frame.groupby(frame["norm"].replace("", "linf")):  # ε = 0 (standard) joins the ℓ∞ line
+        label = {"linf": "ℓ∞", "l2": "ℓ₂"}.get(norm, norm)
+        fig.add_trace(go.Scatter(x=part["epsilon"], y=part["alignment"], mode="markers+lines", text=part["name"],
+                                 error_y={"array": part["alignment_std"]}, name=f"alignment ({label})"),
+                      row=1, col=1)
     fig.add_trace(go.Scatter(x=frame["epsilon"], y=frame["chance"], mode="lines", name="chance (mask area)",
                              line={"dash": "dot"}), row=1, col=1)
     fig.add_trace(go.Scatter(x=frame["epsilon"], y=frame["clean_accuracy"], mode="markers+lines", text=text,
@@ -340,18 +343,21 @@ def tradeoff_figure(frame: pd.DataFrame) -> go.Figure:
 def tradeoff_section() -> None:
     st.subheader("ε vs interpretability")
     st.caption(
-        "Across checkpoints trained at several ε on `shapes` (where the object mask is exact): the "
-        "share of attribution mass inside the object (alignment) and clean accuracy. Kim & Seo 2019 "
-        "find alignment rising and accuracy falling with ε."
+        "Across checkpoints trained at several ε: the share of attribution mass inside the object "
+        "(alignment; exact masks on `shapes`, the non-zero pixels on MNIST and Fashion-MNIST) and clean "
+        "accuracy. Kim & Seo 2019 find alignment rising and accuracy falling with ε."
     )
-    infos = epsilon_candidates()
+    options = list(attr.ALIGNMENT_DATASETS)
+    dataset = st.selectbox("Dataset", options, key="eps_dataset",
+                           index=options.index(sel.dataset) if sel.dataset in options else 0)
+    infos = epsilon_candidates(dataset)
     if not infos:
-        st.info("No `shapes` checkpoints with a training ε in their model cards yet. Train a few at "
+        st.info(f"No `{dataset}` checkpoints with a training ε in their model cards yet. Train a few at "
                 "different ε on the **Training** page (or `python -m engine train`) to fill this view.")
         return
-    labels = {str(i.path): f"{i.name} (ε={attr.training_epsilon(i.card):.3g})" for i in infos}
+    labels = {str(i.path): f"{i.name} ({selection.describe_recipe(i.card)})" for i in infos}
     chosen = st.multiselect("Checkpoints", list(labels), default=list(labels)[:8], format_func=labels.get,
-                            key="eps_ckpts")
+                            key=f"eps_ckpts_{dataset}")
     cols = st.columns(3)
     method = cols[0].selectbox("Method", list(attr.METHODS), format_func=lambda m: attr.METHODS[m].label,
                                key="eps_method")
@@ -363,7 +369,7 @@ def tradeoff_section() -> None:
             same = [c for c in loaded if tuple(c.card.get("input_shape") or ()) == size]
             if len(same) < len(loaded):
                 st.warning(f"Skipped {len(loaded) - len(same)} checkpoint(s) whose input shape differs from {size}.")
-            data = attr.shapes_evaluation_set(n, image_size=size[-1])
+            data = attr.evaluation_set(dataset, n, image_size=size[-1])
             update, finish = common.progress_callback("checkpoints")
             points = attr.epsilon_tradeoff(same, data.images, data.labels, data.masks, method=method, progress=update)
             finish()

@@ -14,10 +14,13 @@
 """
 from engine.attribution.alignment import (  # noqa: F401
     ALIGNMENT_DATASET,
+    ALIGNMENT_DATASETS,
     MaskedImages,
     TradeoffPoint,
     alignment_score,
     epsilon_tradeoff,
+    evaluation_set,
+    foreground_masks,
     mask_area,
     shapes_evaluation_set,
     training_epsilon,

@@ -46,7 +46,8 @@ def test_grid_curves_and_epsilon_view(tiny_checkpoints):
     assert any(b.label == "Download curves (CSV)" for b in at.get("download_button"))
 
     # ε vs interpretability across both checkpoints (standard ε = 0, robust ε = 8/255)
-    assert len(at.multiselect(key="eps_ckpts").value) == 2
+    assert at.selectbox(key="eps_dataset").value == "shapes"
+    assert len(at.multiselect(key="eps_ckpts_shapes").value) == 2
     at.select_slider(key="eps_n").set_value(16)
     at.button(key="eps_run").click()
     _run(at)
@@ -94,3 +95,12 @@ def test_retrained_kar_roar_curves(tiny_checkpoints):
                      for model in ("A: tiny_standard (standard)", "B: tiny_robust (pgd ℓlinf ε=0.0314)")}
     published = sorted(p.name for p in Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"]).rglob("*") if p.is_file())
     assert published == ["tiny_robust.json", "tiny_robust.safetensors", "tiny_standard.json", "tiny_standard.safetensors"]
+
+
+def test_epsilon_view_lists_checkpoints_of_the_chosen_dataset(tiny_checkpoints):
+    at = _run(AppTest.from_file(PAGE, default_timeout=90))
+    assert set(at.selectbox(key="eps_dataset").options) == {"shapes", "mnist", "fashion-mnist"}
+    at.selectbox(key="eps_dataset").set_value("fashion-mnist")
+    _run(at)
+    assert any("No `fashion-mnist` checkpoints" in i.value for i in at.info)
+    assert not [m for m in at.multiselect if m.key and m.key.startswith("eps_ckpts")]
