@@ -53,3 +53,26 @@ def test_evaluation_set_refuses_datasets_without_masks():
         evaluation_set("cifar10", n=4)
     with pytest.raises(InvalidParameterError, match=">= 1"):
         evaluation_set("mnist", n=0)
+
+
+def test_tradeoff_cli_sorts_by_epsilon(tiny_checkpoints, capsys):
+    import json
+
+    from engine.cli import main as cli_main
+
+    argv = ["tradeoff", "--checkpoint", str(tiny_checkpoints["robust"]), "--checkpoint",
+            str(tiny_checkpoints["standard"]), "--n", "8", "--json"]
+    assert cli_main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dataset"] == "shapes" and out["n"] == 8
+    eps = [p["epsilon"] for p in out["points"]]
+    assert eps[0] == 0.0 and eps[1] > 0
+    assert all(0.0 <= p["alignment"] <= 1.0 and 0.0 <= p["clean_accuracy"] <= 1.0 for p in out["points"])
+
+
+def test_tradeoff_cli_refuses_mixed_datasets(tiny_checkpoints, capsys):
+    from engine.cli import main as cli_main
+
+    argv = ["tradeoff", "--checkpoint", str(tiny_checkpoints["standard"]), "--dataset", "mnist", "--n", "4"]
+    assert cli_main(argv) == 2
+    assert "must be trained on `mnist`" in capsys.readouterr().err
