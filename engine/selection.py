@@ -35,6 +35,26 @@ def describe_recipe(card: dict[str, Any]) -> str:
     return f"{method} {'ℓ' + norm + ' ' if norm else ''}ε={eps:.3g}"
 
 
+def threat_of(card: dict[str, Any]) -> tuple[str | None, float | None]:
+    """(norm, ε) of the card's adversarial training, or (None, None) for standard training (whose
+    config may still carry an unused default ε)."""
+    if training_method(card) == "standard":
+        return None, None
+    training = card.get("training") or {}
+    return training.get("norm"), training.get("eps")
+
+
+def describe_attack(metrics: dict[str, Any]) -> str:
+    """The attack behind a card's robust accuracy, e.g. "PGD-40 ℓ∞ ε=0.3" ("" when none)."""
+    attack = (metrics or {}).get("attack") or {}
+    if not attack:
+        return ""
+    steps = f"-{attack['steps']}" if attack.get("steps") else ""
+    norm = {"linf": " ℓ∞", "l2": " ℓ₂"}.get(attack.get("norm"), f" {attack['norm']}" if attack.get("norm") else "")
+    eps = f" ε={attack['eps']:.3g}" if isinstance(attack.get("eps"), (int, float)) else ""
+    return f"{str(attack.get('attack', '?')).upper()}{steps}{norm}{eps}"
+
+
 def model_title(slot: str, card: dict[str, Any]) -> str:
     """How pages name model ``slot``: "A: name (recipe)"."""
     return f"{slot}: {card.get('name', '?')} ({describe_recipe(card)})"

@@ -7,6 +7,7 @@ import streamlit as st
 from engine import data as edata
 from engine import models as emodels
 from engine.evaluation import accuracy
+from engine import selection
 from engine.selection import incompatibility
 from engine.uploads import install_upload
 from pages import common
@@ -34,10 +35,12 @@ def show_table() -> None:
     for info in infos:
         card = info.card or {}
         training, metrics = card.get("training") or {}, card.get("metrics") or {}
+        norm, eps = selection.threat_of(card)
         rows.append({
             "name": info.name, "dataset": card.get("dataset"), "arch": card.get("arch"),
-            "method": training.get("method"), "norm": training.get("norm"), "ε": training.get("eps"),
+            "method": training.get("method"), "norm": norm, "ε": eps,
             "clean acc": metrics.get("clean_acc"), "robust acc": metrics.get("robust_acc"),
+            "under": selection.describe_attack(metrics), "test images": metrics.get("n_test"),
             "problem": getattr(info, "error", None), "path": str(info.path),
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True)

@@ -45,7 +45,8 @@ def tiny_checkpoints(tmp_path):
     spec = get_spec("shapes")
     root = Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"])
     recipes = {
-        "standard": {"method": "standard", "epochs": 1, "seed": 0},
+        # like real cards, the standard recipe carries the config's unused default threat model
+        "standard": {"method": "standard", "norm": "linf", "eps": 8 / 255, "epochs": 1, "seed": 0},
         "robust": {"method": "pgd", "norm": "linf", "eps": 8 / 255, "steps": 3, "epochs": 1, "seed": 1},
     }
     paths = {}

@@ -50,3 +50,18 @@ def test_recipe_labels_show_eps_only_for_adversarial_training():
     assert describe_recipe({"training": {"method": "standard", "eps": 0.03}}) == "standard"
     assert describe_recipe({"training": {"method": "pgd", "norm": "linf", "eps": 0.3}}) == "pgd ℓlinf ε=0.3"
     assert model_title("B", {"name": "m", "training": {"method": "fast", "eps": 0.25}}) == "B: m (fast ε=0.25)"
+
+
+def test_threat_of_hides_the_unused_epsilon_of_standard_training():
+    from engine.selection import threat_of
+
+    assert threat_of({"training": {"method": "standard", "norm": "linf", "eps": 0.03}}) == (None, None)
+    assert threat_of({"training": {"method": "pgd", "norm": "l2", "eps": 1.0}}) == ("l2", 1.0)
+
+
+def test_describe_attack_names_steps_norm_and_epsilon():
+    from engine.selection import describe_attack
+
+    metrics = {"attack": {"attack": "pgd", "steps": 40, "norm": "linf", "eps": 0.3}}
+    assert describe_attack(metrics) == "PGD-40 ℓ∞ ε=0.3"
+    assert describe_attack({"clean_acc": 0.9}) == ""

@@ -2,6 +2,9 @@
 import json
 from pathlib import Path
 
+import pandas as pd
+import pytest
+
 from streamlit.testing.v1 import AppTest
 
 from engine.checkpoints import list_checkpoints
@@ -41,6 +44,9 @@ def test_models_page_preselects_standard_and_robust_and_evaluates(tiny_checkpoin
     assert at.sidebar.selectbox(key="model_a").value == str(tiny_checkpoints["standard"])
     assert at.sidebar.selectbox(key="model_b").value == str(tiny_checkpoints["robust"])
     assert "tiny_standard" in _text(at) and "tiny_robust" in _text(at)
+    listing = at.dataframe[0].value.set_index("name")
+    assert listing.loc["tiny_robust", "ε"] == pytest.approx(8 / 255) and listing.loc["tiny_robust", "norm"] == "linf"
+    assert pd.isna(listing.loc["tiny_standard", "ε"]) and pd.isna(listing.loc["tiny_standard", "norm"])
     at.number_input(key="eval_n").set_value(20)
     at.button(key="eval_go").click().run()
     assert not at.exception
