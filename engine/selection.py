@@ -25,16 +25,6 @@ def is_robust(card: dict[str, Any]) -> bool:
     return training_method(card) in ROBUST_METHODS
 
 
-def describe_recipe(card: dict[str, Any]) -> str:
-    """A short recipe label, e.g. "standard" or "pgd ℓinf ε=0.3" (ε only for adversarial training)."""
-    method = training_method(card)
-    training = card.get("training") or {}
-    eps, norm = training.get("eps"), training.get("norm")
-    if method == "standard" or not isinstance(eps, (int, float)):
-        return method
-    return f"{method} {'ℓ' + norm + ' ' if norm else ''}ε={eps:.3g}"
-
-
 def threat_of(card: dict[str, Any]) -> tuple[str | None, float | None]:
     """(norm, ε) of the card's adversarial training, or (None, None) for standard training (whose
     config may still carry an unused default ε)."""
@@ -42,6 +32,15 @@ def threat_of(card: dict[str, Any]) -> tuple[str | None, float | None]:
         return None, None
     training = card.get("training") or {}
     return training.get("norm"), training.get("eps")
+
+
+def describe_recipe(card: dict[str, Any]) -> str:
+    """A short recipe label, e.g. "standard" or "pgd ℓinf ε=0.3" (ε only for adversarial training)."""
+    method = training_method(card)
+    norm, eps = threat_of(card)
+    if not isinstance(eps, (int, float)):
+        return method
+    return f"{method} {'ℓ' + norm + ' ' if norm else ''}ε={eps:.3g}"
 
 
 def describe_attack(metrics: dict[str, Any]) -> str:

@@ -11,11 +11,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One intra-op thread for the whole run, module-scoped fixtures included: tiny CPU workloads
+    run many times faster without thread contention on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_isolate(tmp_path, monkeypatch):
     """Seed torch and point checkpoints/runs at a temp folder so no test touches real files."""
     torch.manual_seed(0)
-    torch.set_num_threads(1)  # tiny CPU workloads run many times faster without thread contention
     monkeypatch.setenv("ROBUSTSCOPE_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("ROBUSTSCOPE_RUNS", str(tmp_path / "runs"))
     yield

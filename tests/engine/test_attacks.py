@@ -19,16 +19,6 @@ from engine.attacks.export import result_arrays, result_rows, save_npz
 from engine.errors import InvalidParameterError
 
 SHAPE = (1, 6, 6)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is many times faster on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 K = 4
 
 

@@ -22,15 +22,6 @@ from engine.similarity import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many tiny matrix ops: one intra-op thread avoids spin contention on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------- NumPy reference (SCIENCE.md)
 def np_centre(x):
     return x - x.mean(axis=0, keepdims=True)
