@@ -13,7 +13,7 @@ from engine.errors import (  # noqa: F401
     UnsafeCheckpointError,
 )
 
-__version__ = "0.1.0"
+from engine.version import __version__  # noqa: F401,E402
 
 
 def load(path, device="cpu", allow_pickle=False):

@@ -1,26 +1,37 @@
-"""The model card: one JSON file beside each weights file (DESIGN.md "Checkpoint model card").
+"""The model card: one JSON file beside each weights file, read and written as :class:`ModelCard`.
 
-Fields (``make_card`` fills them; ``save_checkpoint`` adds ``weights_sha256``)::
+A card is schema-versioned (``format_version``), validated when it is read and when it is written,
+and keeps keys it does not know (a newer writer's fields survive a round trip through an older
+reader). Fields::
 
-    format            "robustscope-checkpoint"      format_version  1
+    format            "robustscope-checkpoint"      format_version  2 (1 is read too)
     name, description free text (name defaults to the file stem)
     arch, arch_kwargs engine.models.ARCHITECTURES key and its full keyword arguments
     dataset           engine.data dataset name the model was trained on
     input_shape       [C, H, W];  mean, std: per-channel normalisation (applied inside the model)
     num_classes, class_names
     dual_bn           true for AdvProp models (main/aux BatchNorm)
-    training          recipe dict: method ("standard", "pgd", "trades", "fast", "advprop", ...),
-                      eps, norm ("linf"/"l2"), steps, alpha, epochs, seed, bn_mode, ...
-    metrics           measured metrics: clean_acc, robust_acc, attack (the exact attack used),
-                      history (per-epoch list), ...
+    training          :class:`Recipe`: method ("standard", "pgd", "trades", "fast", "advprop", ...),
+                      norm, eps, steps, alpha, epochs, seed, bn_mode, ... (other keys kept)
+    metrics           :class:`Metrics`: clean_acc, robust_acc, attack (:class:`AttackRecord`: the
+                      attack's name and its own config), n_test, history, ... (other keys kept)
     versions          library versions at save time (python, torch, torchvision, safetensors, robustscope)
     created           ISO 8601 UTC time
-    source            (imports) the original file, its format and sha256
+    source            (imports) the original file, its format and sha256; provenance such as a
+                      leaderboard's reported figures
     weights_sha256    sha256 of the weights file; the loader refuses weights that do not match
+
+Reading is bounded: a card file over :data:`MAX_CARD_BYTES`, nested deeper than
+:data:`MAX_DEPTH`, or describing an implausible model (input larger than :data:`MAX_INPUT_PIXELS`,
+more than :data:`MAX_CLASSES` classes) is refused with a :class:`CheckpointError` before anything is
+built from it.
 """
 from __future__ import annotations
 
+import json
+import math
 import platform
+from dataclasses import dataclass, field, fields as dc_fields, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -29,13 +40,431 @@ from torch import nn
 from engine.errors import CheckpointError, InvalidParameterError, RobustScopeError
 
 CARD_FORMAT = "robustscope-checkpoint"
-CARD_VERSION = 1
+CARD_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 #: Card fields the loader needs to rebuild the model.
 REQUIRED_FIELDS = ("arch", "num_classes", "input_shape", "mean", "std")
-
 #: Card fields that describe the model's structure (must agree with the model being saved).
 STRUCTURE_FIELDS = ("arch", "arch_kwargs", "num_classes", "input_shape", "mean", "std", "dual_bn")
+
+#: Bounds that keep a card from making the process allocate more than a real model needs.
+MAX_CARD_BYTES = 8 << 20
+MAX_DEPTH = 24
+MAX_CLASSES = 100_000
+MAX_CHANNELS = 16
+MAX_SIDE = 4096
+MAX_INPUT_PIXELS = 3 * 1024 * 1024
+MAX_TEXT = 10_000
+MAX_ARCH_KWARGS = 32
+
+
+# ---------------------------------------------------------------------------------------------
+# small validators (each raises CheckpointError naming the field)
+
+
+def _fail(where: str, key: str, why: str) -> CheckpointError:
+    return CheckpointError(f"model card {where}: field {key!r} {why}")
+
+
+def _as_int(value: Any, where: str, key: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise _fail(where, key, f"must be an integer, got {value!r}")
+    value = int(value)
+    if not low <= value <= high:
+        raise _fail(where, key, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _as_float(value: Any, where: str, key: str, optional: bool = True) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise _fail(where, key, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _as_str(value: Any, where: str, key: str, optional: bool = True) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise _fail(where, key, f"must be a string of at most {MAX_TEXT} characters, got {type(value).__name__}")
+    return value
+
+
+def _as_dict(value: Any, where: str, key: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(where, key, f"must be a JSON object, got {type(value).__name__}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, computed without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            return depth
+        if isinstance(item, Mapping):
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1) for v in item]
+    return deepest
+
+
+def _split(data: Mapping[str, Any], cls) -> tuple[dict, dict]:
+    """``data`` split into the keys ``cls`` declares and the rest (kept as ``extra``)."""
+    known = {f.name for f in dc_fields(cls)} - {"extra"}
+    return {k: v for k, v in data.items() if k in known}, {k: v for k, v in data.items() if k not in known}
+
+
+# ---------------------------------------------------------------------------------------------
+# parts
+
+
+@dataclass(frozen=True)
+class AttackRecord:
+    """The attack behind a robust figure: its registry name and its own config.
+
+    ``config`` is what the attack reports about itself (``Attack.config``: eps, norm, steps,
+    alpha, restarts, random start, ...); the convenience properties read from it.
+    """
+
+    name: str
+    config: dict = field(default_factory=dict)
+
+    @property
+    def norm(self) -> str | None:
+        return self.config.get("norm")
+
+    @property
+    def eps(self) -> float | None:
+        eps = self.config.get("eps")
+        return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+
+    @property
+    def steps(self) -> int | None:
+        steps = self.config.get("steps")
+        return int(steps) if isinstance(steps, int) and not isinstance(steps, bool) else None
+
+    def label(self) -> str:
+        """E.g. "PGD-40 ℓ∞ ε=0.3"."""
+        steps = f"-{self.steps}" if self.steps else ""
+        norm = {"linf": " ℓ∞", "l2": " ℓ₂"}.get(self.norm or "", f" {self.norm}" if self.norm else "")
+        eps = f" ε={self.eps:.3g}" if self.eps is not None else ""
+        return f"{self.name.upper()}{steps}{norm}{eps}"
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> "AttackRecord | None":
+        """Read either layout writers have used: ``{"attack": name, ...}`` (the attack's own
+        config) or ``{"name": name, ...}`` (older training cards)."""
+        if data is None or data == {}:
+            return None
+        data = _as_dict(data, where, "metrics.attack")
+        name = data.get("attack", data.get("name"))
+        name = _as_str(name, where, "metrics.attack.attack", optional=False).lower()
+        config = {k: v for k, v in data.items() if k not in ("name",)}
+        config["attack"] = name
+        return cls(name=name, config=config)
+
+    def to_dict(self) -> dict:
+        return {**self.config, "attack": self.name}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the model was trained (``card.training``); unknown keys are kept in ``extra``."""
+
+    method: str = "standard"
+    norm: str | None = None
+    eps: float | None = None
+    steps: int | None = None
+    alpha: float | None = None
+    epochs: int | None = None
+    seed: int | None = None
+    bn_mode: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def adversarial(self) -> bool:
+        """True when the recipe trains on adversarial examples (anything but standard/unknown)."""
+        return self.method not in ("standard", "unknown")
+
+    def threat(self) -> tuple[str | None, float | None]:
+        """(norm, ε) of the adversarial training, or (None, None) when there is none (a standard
+        config may still carry an unused default ε)."""
+        return (self.norm, self.eps) if self.adversarial else (None, None)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> "Recipe":
+        known, extra = _split(_as_dict(data, where, "training"), cls)
+        return cls(
+            method=_as_str(known.get("method") or "standard", where, "training.method"),
+            norm=_as_str(known.get("norm"), where, "training.norm"),
+            eps=_as_float(known.get("eps"), where, "training.eps"),
+            steps=None if known.get("steps") is None else _as_int(known["steps"], where, "training.steps", 0, 10**7),
+            alpha=_as_float(known.get("alpha"), where, "training.alpha"),
+            epochs=None if known.get("epochs") is None else _as_int(known["epochs"], where, "training.epochs", 0, 10**7),
+            seed=None if known.get("seed") is None else _as_int(known["seed"], where, "training.seed", -2**63, 2**64),
+            bn_mode=_as_str(known.get("bn_mode"), where, "training.bn_mode"),
+            extra=extra,
+        )
+
+    def to_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in ("method", "norm", "eps", "steps", "alpha", "epochs", "seed", "bn_mode")}
+        return {**self.extra, **{k: v for k, v in out.items() if v is not None or k == "method"}}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What was measured (``card.metrics``); unknown keys are kept in ``extra``."""
+
+    clean_acc: float | None = None
+    robust_acc: float | None = None
+    attack: AttackRecord | None = None
+    n_test: int | None = None
+    history: tuple = ()
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> "Metrics":
+        known, extra = _split(_as_dict(data, where, "metrics"), cls)
+        history = known.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(h, Mapping) for h in history):
+            raise _fail(where, "metrics.history", "must be a list of JSON objects")
+        return cls(
+            clean_acc=_as_float(known.get("clean_acc"), where, "metrics.clean_acc"),
+            robust_acc=_as_float(known.get("robust_acc"), where, "metrics.robust_acc"),
+            attack=AttackRecord.from_dict(known.get("attack"), where),
+            n_test=None if known.get("n_test") is None else _as_int(known["n_test"], where, "metrics.n_test", 0, 10**9),
+            history=tuple(dict(h) for h in history),
+            extra=extra,
+        )
+
+    def to_dict(self) -> dict:
+        out = dict(self.extra)
+        for key in ("clean_acc", "robust_acc", "n_test"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.attack is not None:
+            out["attack"] = self.attack.to_dict()
+        if self.history:
+            out["history"] = [dict(h) for h in self.history]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the card
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A validated model card (see the module docstring). Build with :func:`make_card` or
+    :meth:`from_dict`; write with :meth:`to_dict`; change with :meth:`replace`."""
+
+    arch: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    arch_kwargs: dict = field(default_factory=dict)
+    dataset: str | None = None
+    name: str | None = None
+    description: str = ""
+    class_names: tuple[str, ...] = ()
+    dual_bn: bool = False
+    training: Recipe = field(default_factory=Recipe)
+    metrics: Metrics = field(default_factory=Metrics)
+    versions: dict = field(default_factory=dict)
+    created: str | None = None
+    source: dict | None = None
+    weights_sha256: str | None = None
+    format_version: int = CARD_VERSION
+    extra: dict = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- reading
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> "ModelCard":
+        """Validate a parsed card.
+
+        Raises:
+            CheckpointError: not an object, a missing required field, a field of the wrong kind
+                or out of bounds (named), nesting deeper than ``MAX_DEPTH``, an unknown format.
+        """
+        if not isinstance(data, Mapping):
+            raise CheckpointError(f"model card {where} is not a JSON object")
+        if _depth(data) > MAX_DEPTH:
+            raise CheckpointError(f"model card {where} is nested deeper than {MAX_DEPTH} levels; it is not a model card")
+        missing = [f for f in REQUIRED_FIELDS if f not in data]
+        if missing:
+            raise CheckpointError(f"model card {where} lacks the field(s) {', '.join(missing)}")
+        fmt = data.get("format", CARD_FORMAT)
+        if fmt != CARD_FORMAT:
+            raise _fail(where, "format", f"must be {CARD_FORMAT!r}, got {fmt!r}")
+        version = _as_int(data.get("format_version", 1), where, "format_version", 1, 10**6)
+        if version not in READABLE_VERSIONS:
+            raise _fail(where, "format_version", f"is {version}; this RobustScope reads versions {READABLE_VERSIONS} (upgrade it)")
+        known, extra = _split(data, cls)
+        extra.pop("format", None)
+        shape = _input_shape(known["input_shape"], where)
+        num_classes = _as_int(known["num_classes"], where, "num_classes", 1, MAX_CLASSES)
+        return cls(
+            arch=_as_str(known["arch"], where, "arch", optional=False),
+            num_classes=num_classes,
+            input_shape=shape,
+            mean=_per_channel(known["mean"], shape[0], where, "mean", positive=False),
+            std=_per_channel(known["std"], shape[0], where, "std", positive=True),
+            arch_kwargs=_arch_kwargs(known.get("arch_kwargs"), where),
+            dataset=_as_str(known.get("dataset"), where, "dataset"),
+            name=_as_str(known.get("name"), where, "name"),
+            description=_as_str(known.get("description"), where, "description") or "",
+            class_names=_class_names(known.get("class_names"), num_classes, where),
+            dual_bn=bool(known.get("dual_bn", False)),
+            training=Recipe.from_dict(known.get("training"), where),
+            metrics=Metrics.from_dict(known.get("metrics"), where),
+            versions={str(k): str(v) for k, v in _as_dict(known.get("versions"), where, "versions").items()},
+            created=_as_str(known.get("created"), where, "created"),
+            source=_as_dict(known["source"], where, "source") if known.get("source") is not None else None,
+            weights_sha256=_sha(known.get("weights_sha256"), where),
+            format_version=version,
+            extra=extra,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "") -> "ModelCard":
+        """Parse and validate card text (at most ``MAX_CARD_BYTES``)."""
+        if len(text) > MAX_CARD_BYTES:
+            raise CheckpointError(f"model card {where} is {len(text)} bytes; a card is at most {MAX_CARD_BYTES >> 20} MiB")
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"model card {where} is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise CheckpointError(f"model card {where} is nested too deeply to be a model card") from None
+        return cls.from_dict(data, where)
+
+    # ----------------------------------------------------------------- writing
+    def to_dict(self) -> dict:
+        """The JSON object written to disk (unknown keys read earlier are written back)."""
+        out = {
+            **self.extra,
+            "format": CARD_FORMAT,
+            "format_version": CARD_VERSION,
+            "name": self.name,
+            "description": self.description,
+            "arch": self.arch,
+            "arch_kwargs": dict(self.arch_kwargs),
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "dual_bn": self.dual_bn,
+            "dataset": self.dataset,
+            "class_names": list(self.class_names),
+            "training": self.training.to_dict(),
+            "metrics": self.metrics.to_dict(),
+            "versions": dict(self.versions),
+            "created": self.created,
+        }
+        if self.source is not None:
+            out["source"] = dict(self.source)
+        if self.weights_sha256 is not None:
+            out["weights_sha256"] = self.weights_sha256
+        return out
+
+    def to_json(self) -> str:
+        """Card text; a value that is not JSON-serialisable raises ``InvalidParameterError``."""
+        try:
+            return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(f"the model card is not JSON-serialisable: {exc}") from exc
+
+    def replace(self, **changes) -> "ModelCard":
+        """A copy with ``changes``; the result is validated like a card read from disk."""
+        candidate = replace(self, **changes)
+        return ModelCard.from_dict(candidate.to_dict(), f"for {candidate.name or 'this model'}")
+
+    # ----------------------------------------------------------------- read-only dict view
+    # Transitional: lets code written against the old dict card read it (``card["arch"]``,
+    # ``dict(card)``); new code reads the typed attributes.
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    def keys(self):
+        return self.to_dict().keys()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_dict()
+
+    # ----------------------------------------------------------------- views
+    @property
+    def title(self) -> str:
+        """The card's name, else ``"model"``."""
+        return self.name or "model"
+
+    def describe_recipe(self) -> str:
+        """A short recipe label, e.g. "standard" or "pgd ℓ∞ ε=0.3" (ε only for adversarial training)."""
+        norm, eps = self.training.threat()
+        if eps is None:
+            return self.training.method
+        symbol = {"linf": "ℓ∞", "l2": "ℓ₂"}.get(norm or "", norm or "")
+        return f"{self.training.method} {symbol + ' ' if symbol else ''}ε={eps:.3g}"
+
+
+def _input_shape(value: Any, where: str) -> tuple[int, int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise _fail(where, "input_shape", f"must be [C, H, W], got {value!r}")
+    c = _as_int(value[0], where, "input_shape", 1, MAX_CHANNELS)
+    h = _as_int(value[1], where, "input_shape", 1, MAX_SIDE)
+    w = _as_int(value[2], where, "input_shape", 1, MAX_SIDE)
+    if c * h * w > MAX_INPUT_PIXELS:
+        raise _fail(where, "input_shape", f"{[c, h, w]} has more than {MAX_INPUT_PIXELS} values per image")
+    return c, h, w
+
+
+def _per_channel(value: Any, channels: int, where: str, key: str, positive: bool) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != channels:
+        raise _fail(where, key, f"must list {channels} number(s), one per channel, got {value!r}"[:300])
+    numbers = tuple(_as_float(v, where, key, optional=False) for v in value)
+    if positive and not all(v > 0 for v in numbers):
+        raise _fail(where, key, f"must be > 0 for every channel, got {list(numbers)}")
+    return numbers
+
+
+def _arch_kwargs(value: Any, where: str) -> dict:
+    kwargs = _as_dict(value, where, "arch_kwargs")
+    if len(kwargs) > MAX_ARCH_KWARGS:
+        raise _fail(where, "arch_kwargs", f"has {len(kwargs)} options; at most {MAX_ARCH_KWARGS}")
+    for key, item in kwargs.items():
+        if not (item is None or isinstance(item, (bool, int, float, str))):
+            raise _fail(where, f"arch_kwargs.{key}", f"must be a number, string, boolean or null, got {type(item).__name__}")
+    return kwargs
+
+
+def _class_names(value: Any, num_classes: int, where: str) -> tuple[str, ...]:
+    if value is None:
+        return tuple(str(i) for i in range(num_classes))
+    if not isinstance(value, list) or len(value) != num_classes:
+        raise _fail(where, "class_names", f"must list {num_classes} names (one per class)")
+    return tuple(_as_str(v, where, "class_names", optional=False) for v in value)
+
+
+def _sha(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise _fail(where, "weights_sha256", "must be 64 lowercase hex digits")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# making cards
 
 
 def library_versions() -> dict[str, str]:
@@ -44,14 +473,14 @@ def library_versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    import engine
+    from engine.version import __version__
 
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "safetensors": safetensors.__version__,
-        "robustscope": engine.__version__,
+        "robustscope": __version__,
     }
 
 
@@ -96,11 +525,11 @@ def make_card(
     name: str | None = None,
     description: str = "",
     class_names: list[str] | None = None,
-    training: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | Recipe | None = None,
+    metrics: Mapping[str, Any] | Metrics | None = None,
     source: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Build a model card for ``model`` (an ``engine.models.Classifier``).
+) -> ModelCard:
+    """Build the model card of ``model`` (an ``engine.models.Classifier``).
 
     Args:
         model: the classifier; arch, kwargs, shapes, mean/std and dual_bn are read from it.
@@ -109,35 +538,38 @@ def make_card(
         class_names: defaults to the dataset's (``engine.data.get_spec``), else "0", "1", ...
         training: the recipe, e.g. ``{"method": "pgd", "eps": 0.3, "norm": "linf", "steps": 40,
             "alpha": 0.01, "epochs": 10, "seed": 0, "bn_mode": "main"}``.
-        metrics: measured results, e.g. ``{"clean_acc": 0.98, "robust_acc": 0.91, "attack": {...},
-            "history": [...]}``.
+        metrics: measured results, e.g. ``{"clean_acc": 0.98, "robust_acc": 0.91, "attack":
+            {"attack": "pgd", "eps": 0.3, ...}, "history": [...]}``.
         source: where an imported model came from.
 
     Returns:
-        A JSON-serialisable dict (see the module docstring for every field).
+        A validated :class:`ModelCard`.
+
+    Raises:
+        InvalidParameterError: class names that do not fit, or values a card cannot hold.
     """
-    fields = model_fields(model)
-    names = list(class_names) if class_names is not None else _default_class_names(dataset, fields["num_classes"])
-    if len(names) != fields["num_classes"]:
-        raise InvalidParameterError(
-            f"{len(names)} class names given for a model with {fields['num_classes']} classes"
-        )
-    card = {
-        "format": CARD_FORMAT,
-        "format_version": CARD_VERSION,
-        "name": name,
-        "description": description,
-        **fields,
-        "dataset": dataset,
+    fields_ = model_fields(model)
+    names = list(class_names) if class_names is not None else _default_class_names(dataset, fields_["num_classes"])
+    if len(names) != fields_["num_classes"]:
+        raise InvalidParameterError(f"{len(names)} class names given for a model with {fields_['num_classes']} classes")
+    data = {
+        "name": name, "description": description, **fields_, "dataset": dataset,
         "class_names": [str(n) for n in names],
-        "training": dict(training or {}),
-        "metrics": dict(metrics or {}),
+        "training": training.to_dict() if isinstance(training, Recipe) else dict(training or {}),
+        "metrics": metrics.to_dict() if isinstance(metrics, Metrics) else dict(metrics or {}),
         "versions": library_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": dict(source) if source is not None else None,
     }
-    if source is not None:
-        card["source"] = dict(source)
-    return card
+    try:
+        return ModelCard.from_dict(data, f"for {name or 'the model'}")
+    except CheckpointError as exc:
+        raise InvalidParameterError(str(exc)) from None
+
+
+def as_card(card: ModelCard | Mapping[str, Any], where: str = "") -> ModelCard:
+    """``card`` as a :class:`ModelCard` (a dict is validated like a card read from disk)."""
+    return card if isinstance(card, ModelCard) else ModelCard.from_dict(card, where)
 
 
 def _normalised(key: str, value: Any) -> Any:
@@ -153,30 +585,18 @@ def _normalised(key: str, value: Any) -> Any:
     return value
 
 
-def merge_structure(card: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+def merge_structure(card: ModelCard | Mapping[str, Any], model: nn.Module) -> ModelCard:
     """``card`` with its structure fields filled from ``model``; disagreeing fields raise.
 
     Raises:
         InvalidParameterError: the card says something else than the model (field named).
     """
-    fields = model_fields(model)
-    for key, value in fields.items():
-        if key in card and card[key] is not None and _normalised(key, card[key]) != _normalised(key, value):
-            raise InvalidParameterError(
-                f"model card field {key!r} is {card[key]!r} but the model has {value!r}"
-            )
-    return {**card, **fields}
-
-
-def check_card(card: Any, where: str) -> dict[str, Any]:
-    """Check that ``card`` is a dict with every field the loader needs.
-
-    Raises:
-        CheckpointError: not a JSON object, or required fields missing (named).
-    """
-    if not isinstance(card, dict):
-        raise CheckpointError(f"model card {where} is not a JSON object")
-    missing = [f for f in REQUIRED_FIELDS if f not in card]
-    if missing:
-        raise CheckpointError(f"model card {where} lacks the field(s) {', '.join(missing)}")
-    return card
+    model_side = model_fields(model)
+    given = card.to_dict() if isinstance(card, ModelCard) else dict(card)
+    for key, value in model_side.items():
+        if given.get(key) is not None and _normalised(key, given[key]) != _normalised(key, value):
+            raise InvalidParameterError(f"model card field {key!r} is {given[key]!r} but the model has {value!r}")
+    try:
+        return ModelCard.from_dict({**given, **model_side}, f"for {given.get('name') or 'the model'}")
+    except CheckpointError as exc:
+        raise InvalidParameterError(str(exc)) from None

@@ -1,21 +1,34 @@
-"""Reading weight files without running code from them.
+"""Reading weight files without running code from them, and without allocating more than they hold.
 
 ``.safetensors`` files hold only tensors. PyTorch files (``.pt``, ``.pth``, ``.ckpt``, ``.bin``)
 are pickles: unpickling may call any Python function named in the file (a checkpoint can delete
 files or open a shell while it "loads"). They are read with ``torch.load(weights_only=True)``,
 whose restricted unpickler accepts only tensors and plain containers and refuses everything else
 *before* calling it. A file that needs more is refused with :class:`UnsafeCheckpointError`, unless
-the caller explicitly passes ``allow_pickle=True`` (CLI ``--allow-pickle``, the dashboard's
-"Allow arbitrary unpickling" checkbox), which uses ``torch.load(weights_only=False)``.
+the caller explicitly passes ``allow_pickle=True`` (CLI ``--allow-pickle``; in the dashboard only
+when the operator started it with ``ROBUSTSCOPE_ALLOW_PICKLE_UPLOADS=1``), which uses
+``torch.load(weights_only=False)``.
+
+Bounds (checked from the file's header before its tensors are read):
+
+- safetensors: the header must be valid JSON of known dtypes whose byte ranges tile the data
+  section exactly, so the tensors can never be larger than the file;
+- PyTorch zip files: every member must be *stored* (a deflate-compressed storage could inflate a
+  2 MB file to gigabytes) and the members must fit in the file;
+- after loading: every tensor must be an ordinary dense CPU tensor (no meta, sparse or quantised
+  tensors) that does not claim more elements than its storage holds (a stride-0 view of a small
+  storage can stand for 40 M elements and blow up on first copy).
 """
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import pickle
 import re
+import struct
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -23,6 +36,14 @@ from engine.errors import CheckpointError, UnsafeCheckpointError
 
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
+#: Largest weights file read (WRN-94-16, the largest RobustBench CIFAR model, is ~1.4 GB).
+MAX_WEIGHTS_BYTES = 4 << 30
+MAX_HEADER_BYTES = 100 << 20
+_CHUNK = 1 << 20
+_ST_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -30,24 +51,181 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes; a missing or unreadable file raises ``CheckpointError``."""
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (constant memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_size(path: Path, limit: int = MAX_WEIGHTS_BYTES) -> int:
+    """The size of a regular file, refusing missing, special or over-large files."""
+    path = Path(path)
     try:
-        return Path(path).read_bytes()
+        info = path.stat()
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} does not exist") from None
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint file {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint file {path}: {exc.strerror or exc}") from exc
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file")
+    if info.st_size > limit:
+        raise CheckpointError(f"{path} is {info.st_size / 2**30:.1f} GiB; files over {limit / 2**30:.0f} GiB are not read")
+    return info.st_size
 
 
-def parse_safetensors(data: bytes, where: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file's bytes (on CPU); corrupt/truncated raises ``CheckpointError``."""
-    from safetensors.torch import load
-
+def read_bytes(path: Path, limit: int = MAX_WEIGHTS_BYTES) -> bytes:
+    """The file's bytes (at most ``limit``); a missing or unreadable file raises ``CheckpointError``."""
+    file_size(path, limit)
     try:
-        return load(data)
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint file {path}: {exc.strerror or exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# header checks
+
+
+def _bad_safetensors(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{path} is not a valid safetensors file (corrupt or truncated?): {why}")
+
+
+def check_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Validate a safetensors file's header against its size; returns name -> (dtype, shape).
+
+    Raises:
+        CheckpointError: not a safetensors file, an unknown dtype, or byte ranges that do not tile
+            the data section exactly (the file is corrupt, truncated or hostile).
+    """
+    size = file_size(path)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise _bad_safetensors(path, "too short")
+        (length,) = struct.unpack("<Q", head)
+        if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
+            raise _bad_safetensors(path, f"header length {length}")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise _bad_safetensors(path, f"bad header ({exc})") from None
+    if not isinstance(header, dict):
+        raise _bad_safetensors(path, "its header is not an object")
+    data_bytes = size - 8 - length
+    spans, info = [], {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = entry["dtype"], [int(s) for s in entry["shape"]], entry["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise _bad_safetensors(path, f"tensor {name!r} has a malformed header entry") from None
+        if dtype not in _ST_DTYPE_BYTES or min(shape, default=0) < 0:
+            raise _bad_safetensors(path, f"tensor {name!r} has an unsupported dtype {dtype!r} or a negative size")
+        count = 1
+        for s in shape:
+            count *= s
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= data_bytes
+                and end - start == count * _ST_DTYPE_BYTES[dtype]):
+            raise _bad_safetensors(path, f"tensor {name!r} claims {count} x {dtype} values outside the file's data")
+        spans.append((start, end))
+        info[name] = (dtype, tuple(shape))
+    covered = 0
+    for start, end in sorted(spans):
+        if start != covered:
+            raise _bad_safetensors(path, "tensor data overlaps or leaves gaps")
+        covered = end
+    if covered != data_bytes:
+        raise _bad_safetensors(path, f"the header describes {covered} bytes of data but the file holds {data_bytes}")
+    return info
+
+
+def check_torch_zip(path: Path) -> bool:
+    """For a PyTorch zip file, check every member is stored uncompressed and fits in the file.
+
+    Returns:
+        True for a zip-format file (checked), False for another format (legacy PyTorch files).
+
+    Raises:
+        CheckpointError: compressed members or members larger than the file.
+    """
+    size = file_size(path)
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch file (corrupt zip?): {exc}") from None
+    compressed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise CheckpointError(
+            f"{path} holds compressed members ({', '.join(compressed[:3])}); PyTorch never compresses "
+            "its files, and compressed storages could inflate far beyond the file's size"
+        )
+    if sum(m.file_size for m in members) > size:
+        raise CheckpointError(f"{path}: its members claim more bytes than the file holds (corrupt or hostile file)")
+    return True
+
+
+def iter_tensors(contents: Any, limit: int = 100_000) -> Iterable[tuple[str, torch.Tensor]]:
+    """``(key path, tensor)`` for every tensor inside nested dicts/lists/tuples (no recursion)."""
+    stack, seen = [("", contents)], 0
+    while stack:
+        key, item = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise CheckpointError(f"the file holds more than {limit} objects; refused")
+        if isinstance(item, torch.Tensor):
+            yield key, item
+        elif isinstance(item, dict):
+            stack += [(f"{key}.{k}" if key else str(k), v) for k, v in item.items()]
+        elif isinstance(item, (list, tuple)):
+            stack += [(f"{key}[{i}]", v) for i, v in enumerate(item)]
+
+
+def check_tensor(name: str, tensor: torch.Tensor, where: Path) -> None:
+    """Refuse tensors a checkpoint has no business holding (see the module docstring)."""
+    if tensor.device.type == "meta":
+        raise CheckpointError(f"{where}: tensor {name!r} is a meta tensor (it holds no values)")
+    if tensor.layout != torch.strided:
+        raise CheckpointError(f"{where}: tensor {name!r} is {tensor.layout} (sparse); only dense tensors are read")
+    if tensor.is_quantized:
+        raise CheckpointError(f"{where}: tensor {name!r} is quantised ({tensor.dtype}); dequantise it before importing")
+    if tensor.is_complex():
+        raise CheckpointError(f"{where}: tensor {name!r} is complex ({tensor.dtype}); weights are real numbers")
+    needed = tensor.numel() * tensor.element_size()
+    held = tensor.untyped_storage().nbytes()
+    overlapping = tensor.numel() > 1 and not tensor.is_contiguous() and 0 in tensor.stride()
+    if needed > held or overlapping:
+        raise CheckpointError(
+            f"{where}: tensor {name!r} of shape {tuple(tensor.shape)} is a view over {held} bytes of storage "
+            f"(it would need {needed}); such expanded views are refused"
+        )
+
+
+def check_tensors(contents: Any, where: Path) -> None:
+    """:func:`check_tensor` on every tensor in a loaded file."""
+    for name, tensor in iter_tensors(contents):
+        check_tensor(name, tensor, where)
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+
+def parse_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file (on CPU), its header checked first."""
+    from safetensors.torch import load_file
+
+    check_safetensors_header(path)
+    try:
+        return load_file(str(path))
     except Exception as exc:  # safetensors raises its own SafetensorError (and others) for bad bytes
-        raise CheckpointError(f"{where} is not a valid safetensors file (corrupt or truncated?): {exc}") from exc
+        raise CheckpointError(f"{path} is not a valid safetensors file (corrupt or truncated?): {exc}") from exc
 
 
 def _unsafe_message(where: Path, exc: Exception) -> str:
@@ -56,49 +234,54 @@ def _unsafe_message(where: Path, exc: Exception) -> str:
     return (
         f"{where} cannot be loaded safely: it contains pickled Python objects{detail}, and unpickling "
         "them could run arbitrary code from the file. Nothing in it was executed. If you trust where "
-        "the file comes from, load it with pickle explicitly: the CLI flag --allow-pickle, the "
-        "dashboard's 'Allow arbitrary unpickling' checkbox, or allow_pickle=True in Python. "
-        "Better: convert it once, in a trusted environment, to a plain state dict or to our format."
+        "the file comes from, load it with pickle explicitly: the CLI flag --allow-pickle, or "
+        "allow_pickle=True in Python (the dashboard offers it only when its operator started it with "
+        "ROBUSTSCOPE_ALLOW_PICKLE_UPLOADS=1). Better: convert it once, in a trusted environment, to a "
+        "plain state dict or to our format."
     )
 
 
-def parse_torch(data: bytes, where: Path, allow_pickle: bool = False) -> Any:
-    """Unpickle a PyTorch file's bytes, tensors only unless ``allow_pickle``.
+def parse_torch(path: Path, allow_pickle: bool = False) -> Any:
+    """Unpickle a PyTorch file, tensors only unless ``allow_pickle``; zip members checked first.
 
     Raises:
         UnsafeCheckpointError: the file needs arbitrary unpickling and ``allow_pickle`` is False
             (nothing from the file ran).
-        CheckpointError: the file is corrupt, truncated or not a PyTorch file.
+        CheckpointError: the file is corrupt, truncated, hostile or not a PyTorch file.
     """
+    path = Path(path)
+    is_zip = check_torch_zip(path)
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        contents = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
-            raise CheckpointError(f"{where} is not a readable PyTorch file (corrupt?): {exc}") from exc
+            raise CheckpointError(f"{path} is not a readable PyTorch file (corrupt?): {exc}") from exc
         if not allow_pickle:
-            raise UnsafeCheckpointError(_unsafe_message(where, exc)) from None
+            raise UnsafeCheckpointError(_unsafe_message(path, exc)) from None
+        contents = _parse_torch_unsafe(path)
     except Exception as exc:  # torch raises RuntimeError/KeyError/EOFError... for damaged files
-        raise CheckpointError(f"{where} is not a readable PyTorch file (corrupt or truncated?): {exc}") from exc
-    return _parse_torch_unsafe(data, where)
+        raise CheckpointError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {exc}") from exc
+    check_tensors(contents, path)
+    return contents
 
 
-def _parse_torch_unsafe(data: bytes, where: Path) -> Any:
+def _parse_torch_unsafe(path: Path) -> Any:
     """``torch.load(weights_only=False)``: runs whatever the pickle says. Only after explicit opt-in."""
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # anything the pickle's code raised
-        raise CheckpointError(f"{where} could not be unpickled even with allow_pickle: {exc}") from exc
+        raise CheckpointError(f"{path} could not be unpickled even with allow_pickle: {exc}") from exc
+
+
+def parse_weights(path: Path, allow_pickle: bool = False) -> Any:
+    """A weights file's contents: ``.safetensors`` gives a dict of tensors; any other suffix is
+    read as a PyTorch file with :func:`parse_torch` (a state dict or a dict holding one)."""
+    path = Path(path)
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        return parse_safetensors(path)
+    return parse_torch(path, allow_pickle=allow_pickle)
 
 
 def read_weights(path: Path, allow_pickle: bool = False) -> tuple[Any, str]:
-    """Read a weights file: ``(contents, sha256 of the file)``.
-
-    ``.safetensors`` gives a dict of tensors; any other suffix is read as a PyTorch file with
-    :func:`parse_torch` (its contents may be a state dict or a dict holding one).
-    """
-    path = Path(path)
-    data = read_bytes(path)
-    digest = sha256_bytes(data)
-    if path.suffix.lower() == SAFETENSORS_SUFFIX:
-        return parse_safetensors(data, path), digest
-    return parse_torch(data, path, allow_pickle=allow_pickle), digest
+    """Read a weights file: ``(contents, sha256 of the file)`` (see :func:`parse_weights`)."""
+    return parse_weights(path, allow_pickle=allow_pickle), sha256_file(Path(path))

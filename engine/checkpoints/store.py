@@ -1,12 +1,19 @@
 """Our checkpoint format: ``NAME.safetensors`` (weights) + ``NAME.json`` (model card).
 
 Saving is atomic: both files are first written to temporary files in the target folder, then
-moved into place with ``os.replace``, so a crash or error mid-save never leaves a half-written
-checkpoint and never damages an existing one.
+moved into place with ``os.replace`` — weights first, card last. A reader finds checkpoints through
+their cards, so a new checkpoint appears only once it is complete. A process killed between the
+two renames leaves new weights beside the old card; the next reader finds the new card's temp file
+(whose ``weights_sha256`` matches the weights) and completes the publish, so a pair that does not
+match is never served.
+
+Loading is bounded: the card is validated (``engine.checkpoints.card``), the weights file's header
+is checked (``engine.checkpoints.safe_io``), and the model is first built on the ``meta`` device
+to compare its keys and shapes with the file's before any real memory is allocated.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
 import tempfile
@@ -17,15 +24,17 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import torch
 from torch import nn
 
-from engine.checkpoints.card import check_card, merge_structure
+from engine.checkpoints.card import MAX_CARD_BYTES, ModelCard, as_card, merge_structure
 from engine.checkpoints.safe_io import (
     SAFETENSORS_SUFFIX,
     TORCH_SUFFIXES,
+    check_safetensors_header,
+    parse_weights,
     read_bytes,
-    read_weights,
-    sha256_bytes,
+    sha256_file,
 )
 from engine.errors import CheckpointError, InvalidParameterError, RobustScopeError
+from engine.fileio import FILE_MODE, TEMP_SUFFIX
 
 CARD_SUFFIX = ".json"
 WEIGHT_SUFFIXES = (SAFETENSORS_SUFFIX, *TORCH_SUFFIXES)
@@ -40,20 +49,20 @@ class LoadedCheckpoint:
 
     Attributes:
         model: the ``engine.models.Classifier`` in eval mode, taking (B, C, H, W) images in [0, 1].
-        card: the model card (dict).
+        card: the model card (:class:`~engine.checkpoints.card.ModelCard`).
         path: the weights file.
         sha256: hex sha256 of the weights file's bytes.
     """
 
     model: nn.Module
-    card: dict
+    card: ModelCard
     path: Path
     sha256: str
 
     @property
     def name(self) -> str:
         """The card's name, else the file stem."""
-        return self.card.get("name") or self.path.stem
+        return self.card.name or self.path.stem
 
     @property
     def card_path(self) -> Path:
@@ -67,13 +76,13 @@ class CheckpointInfo(NamedTuple):
     Attributes:
         path: the weights file (or the card, when the weights are missing).
         name: the card's name, else the file stem.
-        card: the model card dict, or None when it could not be read.
+        card: the :class:`ModelCard`, or None when it could not be read.
         error: why this checkpoint cannot be loaded, or None when it looks fine.
     """
 
     path: Path
     name: str
-    card: dict | None
+    card: ModelCard | None
     error: str | None = None
 
 
@@ -126,15 +135,8 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 # save
 
 
-def _card_text(card: Mapping[str, Any]) -> str:
-    try:
-        return json.dumps(card, indent=2, ensure_ascii=False) + "\n"
-    except (TypeError, ValueError) as exc:
-        raise InvalidParameterError(f"the model card is not JSON-serialisable: {exc}") from exc
-
-
 def _temp_path(target: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     return Path(name)
 
@@ -143,6 +145,8 @@ def _write_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file(tensors, str(path), metadata={"format": "pt", "producer": "robustscope"})
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
 
 
 def _write_text(text: str, path: Path) -> None:
@@ -157,15 +161,24 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(model: nn.Module, card: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Save ``model`` as ``PATH.safetensors`` + ``PATH.json``, atomically.
+def _publish(pairs: list[tuple[Path, Path]]) -> None:
+    """Move finished temp files into place, in order (weights before card), as mode 0644."""
+    for temp, target in pairs:
+        os.chmod(temp, FILE_MODE)
+        os.replace(temp, target)
+
+
+def save_checkpoint(model: nn.Module, card: ModelCard | Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Save ``model`` as ``PATH.safetensors`` + ``PATH.json``, atomically (see the module docstring).
 
     Args:
         model: an ``engine.models.Classifier``; its structure fields (arch, arch_kwargs,
             num_classes, input_shape, mean, std, dual_bn) are written into the card.
-        card: the model card (see ``make_card``); ``name`` defaults to the file stem and
-            ``weights_sha256`` is set here.
-        path: the stem, or a ``.safetensors``/``.json`` path; parent folders are created.
+        card: the model card (see ``make_card``; a dict is validated); ``name`` defaults to the
+            file stem and ``weights_sha256`` is set here.
+        path: the stem, or a ``.safetensors``/``.json`` path; parent folders are created. An
+            existing checkpoint there is replaced: callers that must not overwrite pick a free
+            stem first (``engine.fileio.free_stem``).
 
     Returns:
         The path of the ``.safetensors`` file.
@@ -175,17 +188,16 @@ def save_checkpoint(model: nn.Module, card: Mapping[str, Any], path: str | os.Pa
     """
     stem = checkpoint_stem(Path(path))
     weights_path, card_path = _with_suffix(stem, SAFETENSORS_SUFFIX), _with_suffix(stem, CARD_SUFFIX)
-    full_card = merge_structure(dict(card), model)
-    full_card["name"] = full_card.get("name") or stem.name
-    _card_text(full_card)  # fail on a bad card before touching the disk
+    full_card = merge_structure(card, model)
+    full_card = full_card.replace(name=full_card.name or stem.name)
+    full_card.to_json()  # fail on a bad card before touching the disk
     stem.parent.mkdir(parents=True, exist_ok=True)
     temps = [_temp_path(weights_path), _temp_path(card_path)]
     try:
         _write_weights(_cpu_state(model), temps[0])
-        full_card["weights_sha256"] = sha256_bytes(temps[0].read_bytes())
-        _write_text(_card_text(full_card), temps[1])
-        os.replace(temps[0], weights_path)
-        os.replace(temps[1], card_path)
+        full_card = full_card.replace(weights_sha256=sha256_file(temps[0]))
+        _write_text(full_card.to_json(), temps[1])
+        _publish([(temps[0], weights_path), (temps[1], card_path)])
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
@@ -195,18 +207,18 @@ def save_checkpoint(model: nn.Module, card: Mapping[str, Any], path: str | os.Pa
 def update_card(path: str | os.PathLike, updates: Mapping[str, Any]) -> Path:
     """Merge ``updates`` into a checkpoint's card (top-level keys replaced), atomically.
 
-    The weights are not touched; the card is written to a temp file and renamed over the old one,
-    so a crash leaves either the old or the new card, never a torn one.
+    The weights are not touched; the card is validated, written to a temp file and renamed over
+    the old one, so a crash leaves either the old or the new card, never a torn one.
 
     Returns:
         The card's path.
     """
     _, card_path = checkpoint_paths(path)
-    card = {**read_card(card_path), **dict(updates)}
+    card = ModelCard.from_dict({**read_card(card_path).to_dict(), **dict(updates)}, str(card_path))
     temp = _temp_path(card_path)
     try:
-        _write_text(_card_text(card), temp)
-        os.replace(temp, card_path)
+        _write_text(card.to_json(), temp)
+        _publish([(temp, card_path)])
     finally:
         temp.unlink(missing_ok=True)
     return card_path
@@ -216,14 +228,37 @@ def update_card(path: str | os.PathLike, updates: Mapping[str, Any]) -> Path:
 # load
 
 
-def read_card(card_path: Path) -> dict:
-    """Parse a model card file; bad JSON or missing fields raise ``CheckpointError``."""
-    try:
-        card = json.loads(read_bytes(card_path).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"model card {card_path} is not valid JSON: {exc}") from exc
-    return check_card(card, str(card_path))
+def read_card(card_path: Path) -> ModelCard:
+    """Parse and validate a model card file; bad JSON, missing or out-of-bounds fields raise
+    ``CheckpointError``."""
+    return ModelCard.from_json(read_bytes(card_path, limit=MAX_CARD_BYTES), str(card_path))
 
+
+def _interrupted_publish(card_path: Path, digest: str) -> Path | None:
+    """A temp card left by a publish killed between its two renames whose weights are ``digest``."""
+    for temp in sorted(card_path.parent.glob(f".{card_path.name}.*{TEMP_SUFFIX}")):
+        try:
+            if read_card(temp).weights_sha256 == digest:
+                return temp
+        except RobustScopeError:
+            continue  # another, unfinished write: not the one that matches these weights
+    return None
+
+
+def _matching_card(weights_path: Path, card_path: Path, card: ModelCard, digest: str) -> ModelCard:
+    """The card that belongs to the weights: ``card``, or the card of an interrupted publish
+    (completed here). Weights that match neither raise ``CheckpointError``."""
+    if card.weights_sha256 is None or card.weights_sha256 == digest:
+        return card
+    temp = _interrupted_publish(card_path, digest)
+    if temp is None:
+        raise CheckpointError(
+            f"{weights_path} is not the file its card {card_path.name} was written for "
+            "(sha256 differs): the weights were changed or damaged"
+        )
+    newer = read_card(temp)
+    _publish([(temp, card_path)])
+    return newer
 
 def extract_tensors(contents: Any, where: Path) -> dict[str, torch.Tensor]:
     """The tensors of a loaded weights file (a state dict), refusing anything else."""
@@ -238,15 +273,23 @@ def _names(keys: Iterable[str]) -> str:
     return ", ".join(keys[:_MAX_NAMES_IN_ERROR]) + more
 
 
-def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    """Raise ``CheckpointError`` naming missing/unexpected keys and shape mismatches, if any."""
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in (value.shape if isinstance(value, torch.Tensor) else value))
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Any], where: str) -> None:
+    """Raise ``CheckpointError`` naming missing/unexpected keys and shape mismatches, if any.
+
+    ``state`` maps names to tensors or to shapes (a file header's), so weights can be checked
+    against a ``meta``-device model before anything is allocated.
+    """
     expected = model.state_dict()
     missing = set(expected) - set(state)
     unexpected = set(state) - set(expected)
     shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        f"{k}: file {_shape(state[k])} vs model {tuple(expected[k].shape)}"
         for k in sorted(set(expected) & set(state))
-        if tuple(state[k].shape) != tuple(expected[k].shape)
+        if _shape(state[k]) != tuple(expected[k].shape)
     ]
     problems = []
     if missing:
@@ -264,25 +307,27 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where:
         )
 
 
-def _check_normalisation(card: Mapping[str, Any], state: Mapping[str, torch.Tensor], where: Path) -> None:
+def _check_normalisation(card: ModelCard, state: Mapping[str, torch.Tensor], where: Path) -> None:
     for key in ("mean", "std"):
         stored = state.get(f"normalize.{key}")
         if stored is None:
             continue
         values = stored.flatten().tolist()
-        if len(values) != len(card[key]) or not all(math.isclose(a, float(b), rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(values, card[key])):
-            raise CheckpointError(f"model card {where} says {key}={card[key]} but the weights hold {key}={values}")
+        wanted = getattr(card, key)
+        if len(values) != len(wanted) or not all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(values, wanted)):
+            raise CheckpointError(f"model card {where} says {key}={list(wanted)} but the weights hold {key}={values}")
 
 
-def build_from_card(card: Mapping[str, Any], where: Path) -> nn.Module:
-    """A fresh Classifier with the structure the card describes."""
+def build_from_card(card: ModelCard, where: Path, meta: bool = False) -> nn.Module:
+    """A fresh Classifier with the structure the card describes (on the ``meta`` device: no memory)."""
     from engine.models import build_model
 
     try:
-        return build_model(
-            card["arch"], card["num_classes"], card["input_shape"], card["mean"], card["std"],
-            dual_bn=bool(card.get("dual_bn", False)), **dict(card.get("arch_kwargs") or {}),
-        )
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return build_model(
+                card.arch, card.num_classes, card.input_shape, card.mean, card.std,
+                dual_bn=card.dual_bn, **dict(card.arch_kwargs),
+            )
     except (InvalidParameterError, TypeError) as exc:
         raise CheckpointError(f"model card {where} describes a model that cannot be built: {exc}") from exc
 
@@ -306,24 +351,25 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", allow_pick
         :class:`LoadedCheckpoint` with the model in eval mode on ``device``.
 
     Raises:
-        CheckpointError: missing/corrupt/truncated files, a card that does not describe the
-            weights (missing/unexpected keys and shape mismatches are named), a changed weights file.
+        CheckpointError: missing/corrupt/truncated/hostile files, a card that does not describe the
+            weights (missing/unexpected keys and shape mismatches are named, checked before the
+            model is allocated), a changed weights file.
         UnsafeCheckpointError: ``.pt`` weights that need unpickling, without ``allow_pickle``.
     """
     target = _resolve(device)
     weights_path, card_path = checkpoint_paths(path)
     card = read_card(card_path)
-    contents, digest = read_weights(weights_path, allow_pickle=allow_pickle)
-    recorded = card.get("weights_sha256")
-    if recorded and recorded != digest:
-        raise CheckpointError(
-            f"{weights_path} is not the file its card {card_path.name} was written for "
-            "(sha256 differs): the weights were changed or damaged"
-        )
+    header = check_safetensors_header(weights_path) if weights_path.suffix.lower() == SAFETENSORS_SUFFIX else None
+    digest = sha256_file(weights_path)
+    card = _matching_card(weights_path, card_path, card, digest)
+    skeleton = build_from_card(card, card_path, meta=True)
+    if header is not None:
+        check_state_dict(skeleton, {k: shape for k, (_, shape) in header.items()}, str(weights_path))
+    contents = parse_weights(weights_path, allow_pickle=allow_pickle)
     state = extract_tensors(contents, weights_path)
-    model = build_from_card(card, card_path)
-    check_state_dict(model, state, str(weights_path))
+    check_state_dict(skeleton, state, str(weights_path))
     _check_normalisation(card, state, card_path)
+    model = build_from_card(card, card_path)
     model.load_state_dict(state)
     model.to(target).eval()
     return LoadedCheckpoint(model=model, card=card, path=weights_path, sha256=digest)
@@ -346,9 +392,14 @@ def _info_for_card(card_path: Path) -> CheckpointInfo:
         card = read_card(card_path)
     except RobustScopeError as exc:
         return CheckpointInfo(weights or card_path, stem.name, None, str(exc))
-    name = str(card.get("name") or stem.name)
+    name = card.name or stem.name
     if weights is None:
         return CheckpointInfo(card_path, name, card, f"weights file missing (expected {_with_suffix(stem, SAFETENSORS_SUFFIX).name})")
+    try:
+        if weights.suffix.lower() == SAFETENSORS_SUFFIX:
+            check_safetensors_header(weights)  # cheap: reads the header only
+    except RobustScopeError as exc:
+        return CheckpointInfo(weights, name, card, str(exc))
     return CheckpointInfo(weights, name, card, None)
 
 

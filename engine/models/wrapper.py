@@ -29,7 +29,7 @@ class Normalize(nn.Module):
             raise InvalidParameterError(
                 f"mean and std need one value per channel and the same length, got {list(mean)} and {list(std)}"
             )
-        if not bool((std_t > 0).all()):
+        if not all(float(v) > 0 for v in std):  # plain floats: also works under torch.device("meta")
             raise InvalidParameterError(f"every std must be > 0, got {list(std)}")
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
         self.register_buffer("std", std_t.view(1, -1, 1, 1))
