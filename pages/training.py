@@ -14,7 +14,14 @@ from engine.models import ARCHITECTURES
 from engine.training import METHODS, TrainConfig, estimate_cost
 
 st.title("Training")
-store = JobStore()
+try:
+    store = JobStore()
+except RobustScopeError as exc:  # read-only runs folder, full disk: say so instead of a traceback
+    st.error(str(exc))
+    st.stop()
+if store.moved_aside is not None:
+    st.warning(f"The job store was damaged and has been moved aside to `{store.moved_aside}`; "
+               "a new, empty store was started (finished checkpoints are untouched).")
 if os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0":
     ensure_worker(store)
 

@@ -245,6 +245,22 @@ def _interrupted_publish(card_path: Path, digest: str) -> Path | None:
     return None
 
 
+def recover_publishes(folder: str | os.PathLike) -> list[Path]:
+    """Complete every publish in ``folder`` that was killed between its two renames (new weights,
+    old card, the new card still in its temp file). Returns the cards put in place."""
+    done = []
+    for card_path in sorted(Path(folder).glob("*" + CARD_SUFFIX)):
+        weights = _find_weights(checkpoint_stem(card_path))
+        if weights is None or not any(card_path.parent.glob(f".{card_path.name}.*{TEMP_SUFFIX}")):
+            continue
+        try:
+            _matching_card(weights, card_path, read_card(card_path), sha256_file(weights))
+        except RobustScopeError:
+            continue  # not an interrupted publish: the listing reports this checkpoint as broken
+        done.append(card_path)
+    return done
+
+
 def _matching_card(weights_path: Path, card_path: Path, card: ModelCard, digest: str) -> ModelCard:
     """The card that belongs to the weights: ``card``, or the card of an interrupted publish
     (completed here). Weights that match neither raise ``CheckpointError``."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from engine.errors import InvalidParameterError
+from engine.errors import InvalidParameterError, RobustScopeError
 from engine.training.config import TrainConfig
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -26,6 +26,12 @@ CLAIMABLE = ("queued", "interrupted")
 FINISHED = ("done", "failed", "cancelled")
 #: a running job whose heartbeat is older than this (seconds) is considered orphaned.
 STALE_AFTER_S = 30.0
+#: a job whose worker died this many times is not claimed again (it is marked failed; resume retries).
+MAX_ATTEMPTS = 3
+
+
+class JobStoreError(RobustScopeError):
+    """The job store cannot be used (read-only folder, full disk, ...); the message says what to do."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -117,32 +123,91 @@ class JobStore:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else runs_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
+        #: where a corrupt store was moved aside when this object opened it (else None).
+        self.moved_aside: Path | None = None
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JobStoreError(f"cannot create the runs folder {self.root}: {exc.strerror or exc}; "
+                                "set ROBUSTSCOPE_RUNS to a writable folder") from None
         self.path = self.root / "jobs.sqlite"
-        with self._connect() as con:
+        try:
+            self._initialise()
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise self._error(exc) from None
+            self.moved_aside = self._move_aside()
+            self._initialise()
+
+    def _initialise(self) -> None:
+        with self._transaction(begin=False) as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
+            con.execute("SELECT COUNT(*) FROM jobs").fetchone()  # reads a page: finds corruption now
+
+    def _move_aside(self) -> Path:
+        """Rename a corrupt database (and its WAL files) to ``jobs.sqlite.corrupt-<time>``."""
+        target = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(str(self.path) + suffix)
+            if part.exists():
+                os.replace(part, Path(str(target) + suffix))
+        return target
+
+    def _error(self, exc: sqlite3.Error) -> JobStoreError:
+        text = str(exc)
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            hint = "the folder or file is not writable: fix its permissions or set ROBUSTSCOPE_RUNS to a writable folder"
+        elif _corrupt(exc):
+            hint = "the file is damaged; it is moved aside (and reported) the next time the store is opened"
+        elif "disk" in text and "full" in text:
+            hint = "the disk is full: free space, then `python -m engine jobs resume ID` continues interrupted jobs"
+        else:
+            hint = "see the message; `python -m engine jobs list` shows the jobs once the store is usable"
+        return JobStoreError(f"the job store {self.path} cannot be used ({text}): {hint}")
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA busy_timeout=30000")
-        con.execute("PRAGMA synchronous=NORMAL")
+        try:
+            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA busy_timeout=30000")
+            con.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            if _corrupt(exc):
+                raise
+            raise self._error(exc) from None
         return con
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
+    def _transaction(self, begin: bool = True) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); sqlite's operational
+        errors (read-only, disk full) become a :class:`JobStoreError` that says what to do."""
         con = self._connect()
         try:
-            con.execute("BEGIN IMMEDIATE")
+            if begin:
+                con.execute("BEGIN IMMEDIATE")
             try:
                 yield con
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
                 raise
-            con.execute("COMMIT")
+            if begin:
+                con.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+        finally:
+            con.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads; errors as in :meth:`_transaction`."""
+        con = self._connect()
+        try:
+            yield con
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
         finally:
             con.close()
 
@@ -177,11 +242,8 @@ class JobStore:
 
     def get(self, job_id: int) -> Job:
         """The job with ``job_id`` (``InvalidParameterError`` when there is none)."""
-        con = self._connect()
-        try:
+        with self._reading() as con:
             row = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
-        finally:
-            con.close()
         if row is None:
             raise InvalidParameterError(f"no job with id {job_id}")
         return _job(row)
@@ -193,16 +255,25 @@ class JobStore:
             sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
             args += list(statuses)
         sql += " ORDER BY id DESC LIMIT ?"
-        con = self._connect()
-        try:
+        with self._reading() as con:
             return [_job(r) for r in con.execute(sql, args + [int(limit)]).fetchall()]
-        finally:
-            con.close()
 
     def claim(self, worker_pid: int | None = None) -> Job | None:
-        """Atomically take the oldest queued/interrupted job and mark it running (or ``None``)."""
+        """Atomically take the oldest queued/interrupted job and mark it running (or ``None``).
+
+        An interrupted job whose worker already died ``MAX_ATTEMPTS`` times is marked failed
+        instead (it would likely kill the next worker too); ``resume`` gives it new attempts.
+        """
         now = time.time()
         with self._transaction() as con:
+            for dead in con.execute("SELECT id, attempts FROM jobs WHERE status = 'interrupted' AND attempts >= ?",
+                                    (MAX_ATTEMPTS,)).fetchall():
+                error = (f"the worker died {dead['attempts']} times while running this job (killed, out of "
+                         "memory or disk?); not retried again. Check its log, then `python -m engine jobs "
+                         f"resume {dead['id']}` to try once more")
+                con.execute("UPDATE jobs SET status = 'failed', finished = ?, error = ? WHERE id = ?",
+                            (now, error, dead["id"]))
+                self._event(con, dead["id"], "status", {"status": "failed", "error": error})
             row = con.execute(
                 f"SELECT id FROM jobs WHERE status IN ({','.join('?' * len(CLAIMABLE))}) "
                 "AND cancel_requested = 0 ORDER BY id LIMIT 1", CLAIMABLE,
@@ -253,7 +324,12 @@ class JobStore:
         return self.get(job_id)
 
     def resume(self, job_id: int) -> Job:
-        """Queue a cancelled/failed/interrupted job again; it continues from its last checkpoint."""
+        """Queue a cancelled/failed/interrupted job again; it continues from its last checkpoint.
+
+        A job still marked running whose worker is gone (e.g. it died on a full disk before it
+        could record the failure) is recovered first, so it can be resumed too.
+        """
+        self.recover()
         with self._transaction() as con:
             row = con.execute("SELECT status FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
             if row is None:
@@ -262,7 +338,7 @@ class JobStore:
                 raise InvalidParameterError(
                     f"job {job_id} is {row['status']}; only cancelled, failed or interrupted jobs can be resumed"
                 )
-            con.execute("UPDATE jobs SET status = 'queued', finished = NULL, cancel_requested = 0 "
+            con.execute("UPDATE jobs SET status = 'queued', finished = NULL, cancel_requested = 0, attempts = 0 "
                         "WHERE id = ?", (int(job_id),))
             self._event(con, job_id, "status", {"status": "queued", "resumed": True})
         return self.get(job_id)
@@ -312,27 +388,35 @@ class JobStore:
         if kind:
             sql += " AND kind = ?"
             args.append(kind)
-        con = self._connect()
-        try:
+        with self._reading() as con:
             rows = con.execute(sql + " ORDER BY id", args).fetchall()
-        finally:
-            con.close()
         return [Event(r["id"], r["job_id"], r["time"], r["kind"], r["epoch"], r["epochs"], r["batch"],
                       r["batches"], r["eta_s"], json.loads(r["metrics"] or "{}")) for r in rows]
 
     def history(self, job_id: int) -> list[dict]:
-        """Per-epoch metric records of the job (the last record per epoch; survives resumes)."""
+        """Per-epoch metric records of the job (the last record per epoch; survives resumes).
+
+        Reconciled with the run's saved state: an epoch whose checkpoint was saved but whose event
+        was never stored (the worker was killed in between) still appears, from ``state.json``.
+        """
         by_epoch = {e.epoch: e.metrics for e in self.events(job_id, "epoch")}
-        return [by_epoch[k] for k in sorted(by_epoch)]
+        for record in self.saved_history(job_id):
+            by_epoch.setdefault(record.get("epoch"), record)
+        return [by_epoch[k] for k in sorted(k for k in by_epoch if k is not None)]
+
+    def saved_history(self, job_id: int) -> list[dict]:
+        """The per-epoch records in the job's saved run state (``[]`` when none was saved)."""
+        from engine.training.state import read_json
+
+        state = read_json(self.job_dir(job_id) / "run" / "state.json")
+        history = state.get("history") if isinstance(state, dict) else None
+        return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
 
     def latest_progress(self, job_id: int) -> Event | None:
         """The most recent batch or epoch event, or ``None``."""
-        con = self._connect()
-        try:
+        with self._reading() as con:
             row = con.execute("SELECT id FROM events WHERE job_id = ? AND kind IN ('batch', 'epoch') "
                               "ORDER BY id DESC LIMIT 1", (int(job_id),)).fetchone()
-        finally:
-            con.close()
         return None if row is None else self.events(job_id, after_id=row["id"] - 1)[0]
 
     def read_log(self, job_id: int, tail_chars: int | None = None) -> str:
@@ -342,6 +426,12 @@ class JobStore:
             return ""
         text = path.read_text(encoding="utf-8", errors="replace")
         return text[-tail_chars:] if tail_chars else text
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """Whether sqlite says the file is not (or no longer) a usable database."""
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text or "corrupt" in text
 
 
 def pid_alive(pid: int | None) -> bool:

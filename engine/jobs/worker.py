@@ -171,6 +171,19 @@ def run_job(store: JobStore, job: Job) -> str:
         handler.close()
 
 
+def _clean_leftovers(store: JobStore) -> None:
+    """Remove temp files that killed writers left in the runs and checkpoints folders."""
+    from engine.checkpoints import default_roots
+    from engine.checkpoints.store import recover_publishes
+    from engine.fileio import remove_stale_temps
+
+    for folder in default_roots():
+        recover_publishes(folder)  # before cleaning: an interrupted publish's card is a temp file
+    for folder in [store.root, *default_roots()]:
+        for path in remove_stale_temps(folder):
+            logging.getLogger("engine.jobs").info("removed leftover temp file %s", path)
+
+
 def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float = 1.0,
                idle_exit_s: float | None = None) -> int:
     """The worker loop: recover orphaned jobs, then claim -> run -> record until stopped.
@@ -188,6 +201,7 @@ def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float 
     if not lock.acquire():
         return -1
     pid_path(store).write_text(str(os.getpid()))
+    _clean_leftovers(store)
     ran, idle_since = 0, time.monotonic()
     try:
         while True:

@@ -39,13 +39,17 @@ class RunState:
 
 def write_json_atomic(path: Path, data) -> None:
     """Write JSON to ``path`` through a temp file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from engine.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, default=str), what="run state file")
+
+
+def read_json(path: Path):
+    """The JSON in ``path``, or ``None`` when it is missing or unreadable (callers start afresh)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
 
 
 def read_state(run_dir: Path) -> RunState | None:

@@ -24,6 +24,7 @@ from engine.training.state import (
     commit_state,
     epoch_dir,
     load_optimizer,
+    read_json,
     read_state,
     save_optimizer,
     write_json_atomic,
@@ -255,7 +256,8 @@ def eval_attack(config: TrainConfig) -> dict:
             "n": config.eval_size, "subset_seed": 0}
 
 
-def make_training_card(model: nn.Module, config: TrainConfig, spec, history: list, status: str) -> dict:
+def make_training_card(model: nn.Module, config: TrainConfig, spec, history: list, status: str,
+                       selected: str | None = None):
     """The model card: architecture, data, recipe, metrics of the last epoch and the history."""
     from engine.checkpoints import make_card
 
@@ -272,6 +274,8 @@ def make_training_card(model: nn.Module, config: TrainConfig, spec, history: lis
         "attack_mode": "eval-mode BN while crafting",
         "status": status, "config": config.to_dict(),
     }
+    if selected is not None:
+        recipe["selected"] = selected
     metrics = {
         "clean_acc": last.get("clean_acc"), "robust_acc": last.get("robust_acc"),
         "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
@@ -431,23 +435,46 @@ def _save_epoch(run_dir: Path, raw: nn.Module, optimizer, scaler, config: TrainC
     return new
 
 
+PUBLISHED_FILE = "published.json"
+
+
+def _publish_stem(run_dir: Path, out_dir: Path, name: str) -> Path:
+    """Where this run publishes: chosen once (a free name, never another run's checkpoint) and
+    remembered in ``run_dir/published.json``, so a resumed run replaces only its own files."""
+    from engine.fileio import free_stem
+
+    record = Path(run_dir) / PUBLISHED_FILE
+    saved = read_json(record)
+    if isinstance(saved, dict) and saved.get("folder") == str(out_dir.resolve()) and saved.get("stem"):
+        return out_dir / str(saved["stem"])
+    suffixes = [f"{variant}{ext}" for variant in ("", "-best") for ext in (".safetensors", ".json")]
+    stem = free_stem(out_dir, name, suffixes)
+    write_json_atomic(record, {"folder": str(out_dir.resolve()), "stem": stem.name})
+    return stem
+
+
 def publish(run_dir: Path, state: RunState, config: TrainConfig, spec, device_model: nn.Module,
             status: str, out_dir: Path | None = None) -> tuple[Path | None, Path | None]:
     """Copy the run's last and best checkpoints into the checkpoints folder (the model picker).
 
-    Files: ``<name>.safetensors/.json`` (last) and ``<name>-best.safetensors/.json`` (best).
+    Files: ``<name>.safetensors/.json`` (last) and ``<name>-best.safetensors/.json`` (best), each
+    card named after its own file. ``<name>`` is the config's output name, or ``<name>-2``,
+    ``-3`` ... when another run already published under it: a run never overwrites another's
+    checkpoint (see :func:`_publish_stem`).
     """
     if state.last is None:
         return None, None
     out_dir = Path(out_dir) if out_dir is not None else checkpoints_root()
     out_dir.mkdir(parents=True, exist_ok=True)
+    stem = _publish_stem(Path(run_dir), out_dir, config.output_name)
     paths = []
     for folder_name, suffix in ((state.last, ""), (state.best, "-best")):
         history = [h for h in state.history if h["epoch"] <= int(folder_name.split("-")[1])]
         load_weights(device_model, Path(run_dir) / folder_name / "model")
-        card = make_training_card(device_model, config, spec, history, status)
-        card["training"]["selected"] = "last" if suffix == "" else f"best {selection_metric(config)}"
-        paths.append(save_model(device_model, card, out_dir / f"{config.output_name}{suffix}"))
+        selected = "last" if suffix == "" else f"best {selection_metric(config)}"
+        card = make_training_card(device_model, config, spec, history, status, selected=selected)
+        target = out_dir / f"{stem.name}{suffix}"
+        paths.append(save_model(device_model, card.replace(name=target.name), target))
     load_weights(device_model, Path(run_dir) / state.last / "model")
     return paths[0], paths[1]
 
