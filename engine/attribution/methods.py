@@ -346,11 +346,13 @@ def count_relus(model: nn.Module, images: torch.Tensor) -> tuple[int, int]:
 
 
 def check_module_relus(model: nn.Module, images: torch.Tensor) -> None:
-    """Refuse models on which guided backprop would silently equal a plain gradient.
+    """Refuse models on which guided backprop would silently equal a plain gradient or be wrong.
 
     Raises:
-        UnsupportedModelError: (an ``InvalidParameterError``) the model calls ReLU functionally (``F.relu`` in a forward) or has
-            no ``nn.ReLU`` module at all.
+        UnsupportedModelError: (an ``InvalidParameterError``) the model calls ReLU functionally (``F.relu`` in a forward),
+            has no ``nn.ReLU`` module at all, runs one ReLU module more than once (shared modules), or runs other
+            non-linearities (GELU, SiLU/Swish, sigmoid gates, attention softmax; see
+            ``engine.models.guided_backprop_problem``).
     """
     module_calls, functional_calls = count_relus(model, images)
     if functional_calls:
@@ -364,3 +366,9 @@ def check_module_relus(model: nn.Module, images: torch.Tensor) -> None:
             "guided backprop needs nn.ReLU modules, and this model runs none; it would equal the plain gradient. "
             "Use 'saliency' instead."
         )
+    from engine.models.activations import guided_backprop_problem
+
+    problem = guided_backprop_problem(model, images)
+    if problem is not None:  # shared ReLU modules, GELU/SiLU/attention ... (torchvision:/timm: nets)
+        raise UnsupportedModelError(f"guided backprop would be silently wrong on this model: {problem}. "
+                                    "Use another method (saliency, integrated_gradients, smoothgrad).")

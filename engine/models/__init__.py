@@ -2,11 +2,22 @@
 
 Public API (docs/ENGINE_API.md):
 - :data:`ARCHITECTURES` (name -> :class:`ArchSpec`), :func:`build_model` -> :class:`Classifier`;
+- ``torchvision:NAME`` / ``timm:NAME`` architectures (:func:`get_arch`) and
+  :func:`default_normalization` -> :class:`Normalization` (what published weights expect);
+- :func:`guided_backprop_problem` (can guided backprop be applied faithfully?);
 - :class:`DualBatchNorm2d`, :func:`bn_branch` (AdvProp's main/aux BatchNorm);
 - :func:`list_layers` -> list of :class:`LayerInfo`, :func:`default_layers`;
 - :func:`record_activations` (``engine.models.hooks``).
 """
-from engine.models.architectures import ARCHITECTURES, ArchSpec, build_model, get_arch  # noqa: F401
+from engine.models.activations import ActivationReport, activation_report, guided_backprop_problem  # noqa: F401
+from engine.models.architectures import (  # noqa: F401
+    ARCHITECTURES,
+    ArchSpec,
+    build_model,
+    default_normalization,
+    get_arch,
+)
+from engine.models.external import Normalization  # noqa: F401
 from engine.models.dual_bn import (  # noqa: F401
     BN_BRANCHES,
     DualBatchNorm2d,

@@ -10,6 +10,12 @@ torchvision ResNets: torchvision's blocks share one ``ReLU(inplace=True)`` for a
 :func:`_split_relus` replaces every block by a :class:`ResidualBlock` holding the same conv/BN/
 downsample modules (so state-dict keys stay torchvision's, ``layer1.0.conv1.weight`` ...) plus one
 non-inplace ReLU per use (``relu1``, ``relu2`` [, ``relu3``]); the stem's ReLU is made non-inplace.
+
+The zoo families (``wide_resnet``, ``dm_wide_resnet``, ``dm_preact_resnet``, ``preact_resnet18``,
+``cifar_resnet18``, ``cifar_resnet50``) live in :mod:`engine.models.cifar_zoo` with the original
+code's state-dict keys; ``torchvision:NAME`` and ``timm:NAME`` (any classification model of those
+libraries) in :mod:`engine.models.external`. :func:`default_normalization` says which
+normalisation and input size the published weights of a family expect.
 """
 from __future__ import annotations
 
@@ -20,8 +26,13 @@ import torch
 from torch import nn
 
 from engine.errors import InvalidParameterError
+from engine.models import cifar_zoo
 from engine.models.dual_bn import convert_to_dual_bn
+from engine.models.external import Normalization, external_normalization, external_spec, is_external
 from engine.models.wrapper import Classifier
+
+#: Largest accepted number of classes (ImageNet-21k has 21,843): more is refused before allocation.
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,12 @@ class ArchSpec:
         has_bn: whether the net has BatchNorm2d layers (so a dual-BN variant exists).
         min_input: smallest accepted image side (H and W), in pixels.
         default_layers: the main blocks, relative to the net (``Classifier`` prefixes ``net.``).
+        layers_for: ``layers_for(net) -> list[str]`` for nets whose blocks depend on the instance
+            (torchvision/timm); used instead of ``default_layers`` when given.
+        check_input: ``check_input((C, H, W), kwargs)`` raising ``InvalidParameterError`` for image
+            sizes the net cannot take (e.g. a ViT's fixed size); run before building.
+        canonical_kwargs: ``canonical_kwargs(kwargs) -> kwargs`` recording the options as they
+            were resolved (e.g. torchvision's ``weights="DEFAULT"`` -> its member's name).
     """
 
     builder: Callable[..., nn.Module]
@@ -44,6 +61,9 @@ class ArchSpec:
     has_bn: bool = True
     min_input: int = 16
     default_layers: tuple[str, ...] = ()
+    layers_for: Callable[[nn.Module], list[str]] | None = None
+    check_input: Callable[[tuple[int, int, int], dict], None] | None = None
+    canonical_kwargs: Callable[[dict], dict] | None = None
 
 
 def _positive_int(name: str, value) -> int:
@@ -245,17 +265,136 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         min_input=32,
         default_layers=("layer1", "layer2", "layer3", "layer4", "fc"),
     ),
+    "wide_resnet": ArchSpec(
+        builder=cifar_zoo.WideResNet,
+        description="WideResNet-depth-k of RobustBench/TRADES (their keys: conv1, block1..3.layer.i, bn1, fc)",
+        default_kwargs={"depth": 28, "widen_factor": 10, "sub_block1": False, "bias_last": True},
+        has_bn=True,
+        min_input=16,
+        default_layers=("block1", "block2", "block3", "relu", "fc"),
+    ),
+    "dm_wide_resnet": ArchSpec(
+        builder=cifar_zoo.DMWideResNet,
+        description="DeepMind WideResNet (Gowal 2020, Rebuffi 2021) as in RobustBench; Swish, normalises inside",
+        default_kwargs={"depth": 28, "width": 10, "activation": "swish",
+                        "net_mean": list(cifar_zoo.DM_CIFAR10_MEAN), "net_std": list(cifar_zoo.DM_CIFAR10_STD)},
+        has_bn=True,
+        min_input=16,
+        default_layers=("layer.0", "layer.1", "layer.2", "relu", "logits"),
+        canonical_kwargs=lambda kw: dict(kw, net_mean=[float(v) for v in kw["net_mean"]],
+                                         net_std=[float(v) for v in kw["net_std"]]),
+    ),
+    "dm_preact_resnet": ArchSpec(
+        builder=cifar_zoo.DMPreActResNet,
+        description="DeepMind pre-activation ResNet-18/34 (Rebuffi 2021) as in RobustBench; normalises inside",
+        default_kwargs={"depth": 18, "activation": "swish",
+                        "net_mean": list(cifar_zoo.DM_CIFAR10_MEAN), "net_std": list(cifar_zoo.DM_CIFAR10_STD)},
+        has_bn=True,
+        min_input=16,
+        default_layers=("layer_0", "layer_1", "layer_2", "layer_3", "relu", "logits"),
+        canonical_kwargs=lambda kw: dict(kw, net_mean=[float(v) for v in kw["net_mean"]],
+                                         net_std=[float(v) for v in kw["net_std"]]),
+    ),
+    "preact_resnet18": ArchSpec(
+        builder=cifar_zoo.PreActResNet18,
+        description="Pre-activation ResNet-18 of RobustBench (Wong2020Fast, ...; keys conv1, layer1..4, linear)",
+        default_kwargs={"out_shortcut": False, "bn_before_fc": False},
+        has_bn=True,
+        min_input=16,
+        default_layers=("layer1", "layer2", "layer3", "layer4", "linear"),
+    ),
+    "cifar_resnet18": ArchSpec(
+        builder=cifar_zoo.madry_resnet("cifar_resnet18"),
+        description="CIFAR ResNet-18 of MadryLab robustness / RobustBench (3x3 stem; keys conv1, layer1..4, linear)",
+        default_kwargs={"wm": 1},
+        has_bn=True,
+        min_input=16,
+        default_layers=("layer1", "layer2", "layer3", "layer4", "linear"),
+    ),
+    "cifar_resnet50": ArchSpec(
+        builder=cifar_zoo.madry_resnet("cifar_resnet50"),
+        description="CIFAR ResNet-50 of MadryLab robustness / RobustBench (Engstrom2019; keys conv1, layer1..4, linear)",
+        default_kwargs={"wm": 1},
+        has_bn=True,
+        min_input=16,
+        default_layers=("layer1", "layer2", "layer3", "layer4", "linear"),
+    ),
 }
+
+#: Families whose published weights take raw [0, 1] images (RobustBench's convention) or normalise
+#: in their own forward (the DeepMind nets).
+_IN_CODE_NORMALISATION = ("dm_wide_resnet", "dm_preact_resnet")
+_ROBUSTBENCH_FAMILIES = ("wide_resnet", "preact_resnet18", "cifar_resnet18", "cifar_resnet50") + _IN_CODE_NORMALISATION
 
 
 def get_arch(name: str) -> ArchSpec:
-    """The :class:`ArchSpec` called ``name``; an unknown name raises ``InvalidParameterError``."""
+    """The :class:`ArchSpec` called ``name``: a key of :data:`ARCHITECTURES`, or
+    ``torchvision:NAME`` / ``timm:NAME`` (built on demand). An unknown name raises
+    ``InvalidParameterError``."""
+    if is_external(name):
+        return external_spec(name)
     try:
         return ARCHITECTURES[name]
     except (KeyError, TypeError):
         raise InvalidParameterError(
-            f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}"
+            f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}, "
+            "or torchvision:NAME / timm:NAME for any model of those libraries"
         ) from None
+
+
+def arch_default_layers(model: nn.Module) -> list[str] | None:
+    """The main blocks of a ``Classifier`` of a known architecture (``net.``-prefixed), else None."""
+    arch, net = getattr(model, "arch", None), getattr(model, "net", None)
+    if not isinstance(net, nn.Module) or not (is_external(arch) or arch in ARCHITECTURES):
+        return None
+    try:
+        spec = get_arch(arch)
+    except InvalidParameterError:
+        return None
+    names = spec.layers_for(net) if spec.layers_for is not None else list(spec.default_layers)
+    return [f"net.{name}" for name in names]
+
+
+def default_normalization(arch: str, arch_kwargs: dict | None = None, source: str | None = None) -> Normalization | None:
+    """The normalisation and input size a family's published weights expect, or None.
+
+    Importers call it to fill the model's ``Normalize`` (``Classifier.mean``/``std``) when the
+    file records no normalisation of its own:
+
+    - ``timm:NAME[.tag]``: the model's pretrained config ``mean``, ``std``, ``input_size``;
+    - ``torchvision:NAME``: the ``mean``/``std`` and crop size of the transforms of the weights
+      named by ``arch_kwargs["weights"]`` (default "DEFAULT"; ImageNet's mean/std for every
+      torchvision classification weight today), input ``(3, crop, crop)``; None for
+      ``weights=None`` (a net trained from scratch: nothing is documented);
+    - ``dm_wide_resnet``, ``dm_preact_resnet``: the identity (mean 0, std 1) at (C, 32, 32), since
+      these nets subtract ``net_mean`` and divide by ``net_std`` in their own forward;
+    - ``wide_resnet``, ``preact_resnet18``, ``cifar_resnet18``, ``cifar_resnet50``: with
+      ``source="robustbench"`` the identity at (3, 32, 32) — RobustBench's models take raw [0, 1]
+      images (a few zoo entries normalise in code with ``mu``/``sigma`` buffers; the importer must
+      take those from its zoo table); otherwise None: whoever trained the net chose (MadryLab
+      ``robustness`` files carry their ``normalizer.new_mean``/``new_std``);
+    - every other architecture: None (use the dataset's mean/std).
+
+    Args:
+        arch: architecture name (see :func:`get_arch`).
+        arch_kwargs: the architecture options (``weights`` for torchvision, ``net_mean`` for the
+            DeepMind nets' channel count); missing ones take their defaults.
+        source: where the weights come from, if known: "robustbench", "robustness", ... .
+
+    Returns:
+        :class:`~engine.models.external.Normalization` ``(mean, std, input_shape)`` or None.
+
+    Raises:
+        InvalidParameterError: unknown architecture or option value.
+    """
+    spec = get_arch(arch)
+    kwargs = {**spec.default_kwargs, **(arch_kwargs or {})}
+    if is_external(arch):
+        return external_normalization(arch, kwargs)
+    if arch in _IN_CODE_NORMALISATION or (source == "robustbench" and arch in _ROBUSTBENCH_FAMILIES):
+        channels = len(kwargs.get("net_mean", (0.0,) * 3))
+        return Normalization((0.0,) * channels, (1.0,) * channels, (channels, 32, 32))
+    return None
 
 
 def _check_input_shape(input_shape: Sequence[int], spec: ArchSpec, arch: str) -> tuple[int, int, int]:
@@ -272,6 +411,17 @@ def _check_input_shape(input_shape: Sequence[int], spec: ArchSpec, arch: str) ->
     return shape
 
 
+def _check_dual_bn_convertible(net: nn.Module, arch: str) -> None:
+    """Dual BN copies plain ``nn.BatchNorm2d`` layers; a subclass (timm's ``BatchNormAct2d`` also
+    applies an activation) would lose what it adds."""
+    variants = sorted({type(m).__name__ for m in net.modules()
+                       if isinstance(m, nn.BatchNorm2d) and type(m) is not nn.BatchNorm2d})
+    if variants:
+        raise InvalidParameterError(
+            f"{arch} uses BatchNorm variants ({', '.join(variants)}) that dual BN (AdvProp) cannot copy faithfully"
+        )
+
+
 def build_model(
     arch: str,
     num_classes: int,
@@ -284,24 +434,30 @@ def build_model(
     """Build a freshly initialised classifier that takes images in [0, 1].
 
     Args:
-        arch: a key of :data:`ARCHITECTURES` ("small_cnn", "cifar_resnet", "resnet18", "resnet50").
+        arch: a key of :data:`ARCHITECTURES` ("small_cnn", "cifar_resnet", "resnet18", "resnet50",
+            "wide_resnet", "dm_wide_resnet", "dm_preact_resnet", "preact_resnet18",
+            "cifar_resnet18", "cifar_resnet50") or ``torchvision:NAME`` / ``timm:NAME``.
         num_classes: number of classes (>= 1).
         input_shape: (C, H, W) of the images; H and W >= the architecture's ``min_input``.
         mean, std: per-channel normalisation (C values each), applied inside the model.
         dual_bn: replace every BatchNorm2d by a :class:`DualBatchNorm2d` (AdvProp).
-        **arch_kwargs: architecture options (see ``ARCHITECTURES[arch].default_kwargs``), e.g.
-            ``width`` for small_cnn, ``depth`` and ``width`` for cifar_resnet.
+        **arch_kwargs: architecture options (see ``get_arch(arch).default_kwargs``), e.g.
+            ``width`` for small_cnn, ``depth`` and ``widen_factor`` for wide_resnet, ``weights``
+            for torchvision models. Sizes are bounded (depth <= 200, width <= 32, <= 1 G
+            parameters, <= 100,000 classes) and checked before anything is allocated.
 
     Returns:
         A :class:`Classifier` in training mode (call ``.eval()`` for inference); its forward maps
         (B, C, H, W) in [0, 1] to logits (B, num_classes).
 
     Raises:
-        InvalidParameterError: unknown arch or option, bad shape/size/mean/std, or ``dual_bn`` for
-            an architecture without BatchNorm.
+        InvalidParameterError: unknown arch or option, bad option value, bad shape/size/mean/std,
+            or ``dual_bn`` for an architecture without (plain) BatchNorm.
     """
     spec = get_arch(arch)
     num_classes = _positive_int("num_classes", num_classes)
+    if num_classes > MAX_CLASSES:
+        raise InvalidParameterError(f"num_classes must be at most {MAX_CLASSES:,}, got {num_classes:,}")
     shape = _check_input_shape(input_shape, spec, arch)
     unknown = sorted(set(arch_kwargs) - set(spec.default_kwargs))
     if unknown:
@@ -314,9 +470,15 @@ def build_model(
     if dual_bn and not spec.has_bn:
         raise InvalidParameterError(f"{arch} has no BatchNorm layers, so it has no dual-BN (AdvProp) variant")
     kwargs = {**spec.default_kwargs, **arch_kwargs}
-    net = spec.builder(shape[0], num_classes, **kwargs)
-    if dual_bn and convert_to_dual_bn(net) == 0:
-        raise InvalidParameterError(f"{arch} has no BatchNorm2d layers to make dual")
+    if spec.check_input is not None:
+        spec.check_input(shape, kwargs)
+    net = spec.builder(shape[0], num_classes, **kwargs)  # validates the options before allocating
+    if spec.canonical_kwargs is not None:
+        kwargs = spec.canonical_kwargs(kwargs)
+    if dual_bn:
+        _check_dual_bn_convertible(net, arch)
+        if convert_to_dual_bn(net) == 0:
+            raise InvalidParameterError(f"{arch} has no BatchNorm2d layers to make dual")
     return Classifier(
         net, arch=arch, arch_kwargs=kwargs, num_classes=num_classes, input_shape=shape,
         mean=mean, std=std, dual_bn=bool(dual_bn),

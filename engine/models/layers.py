@@ -85,13 +85,16 @@ def default_layers(model: nn.Module) -> list[str]:
 
     For a ``Classifier`` of a registered architecture: its spec's blocks, e.g. ``net.block1`` ..
     ``net.hidden``, ``net.fc`` for small_cnn, ``net.layer1`` .. ``net.layer4``, ``net.fc`` for the
-    torchvision ResNets. For any other model: its top-level children that have parameters (the
-    children of ``net`` for a wrapper with a ``net`` attribute).
+    torchvision ResNets, ``net.block1`` .. ``net.block3``, ``net.relu``, ``net.fc`` for
+    wide_resnet; for ``torchvision:NAME``/``timm:NAME`` the net's top-level blocks with its trunk
+    (ViT ``blocks``, VGG ``features``, ...) thinned to four evenly spaced members. For any other
+    model: its top-level children that have parameters (the children of ``net`` for a wrapper
+    with a ``net`` attribute).
     """
-    from engine.models.architectures import ARCHITECTURES
+    from engine.models.architectures import arch_default_layers
 
-    spec = ARCHITECTURES.get(getattr(model, "arch", None))
-    if spec is not None and hasattr(model, "net"):
-        return [f"net.{name}" for name in spec.default_layers]
+    names = arch_default_layers(model)
+    if names is not None:
+        return names
     root, prefix = (model.net, "net.") if isinstance(getattr(model, "net", None), nn.Module) else (model, "")
     return [prefix + name for name, child in root.named_children() if any(True for _ in child.parameters())]
