@@ -27,4 +27,8 @@ RUN mkdir -p /data /runs
 VOLUME ["/data", "/app/checkpoints", "/runs"]
 EXPOSE 8501
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
+# Inside the container the server must listen on all interfaces for `-p 8501:8501` to reach it; this
+# is the deliberate opening of the loopback default in .streamlit/config.toml. Publish the port only
+# where you mean to (e.g. `-p 127.0.0.1:8501:8501`). Pickled uploads stay refused unless the operator
+# sets ROBUSTSCOPE_ALLOW_PICKLE_UPLOADS=1.
 CMD ["streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true"]
