@@ -232,6 +232,11 @@ def _torchvision_resnet(name: str) -> Callable[..., nn.Module]:
 # registry
 
 
+def _dm_canonical(kwargs: dict) -> dict:
+    """DeepMind nets: in-code mean/std as JSON lists of floats (or None)."""
+    return dict(kwargs, **{k: None if kwargs[k] is None else [float(v) for v in kwargs[k]] for k in ("net_mean", "net_std")})
+
+
 ARCHITECTURES: dict[str, ArchSpec] = {
     "small_cnn": ArchSpec(
         builder=SmallCNN,
@@ -275,25 +280,21 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     ),
     "dm_wide_resnet": ArchSpec(
         builder=cifar_zoo.DMWideResNet,
-        description="DeepMind WideResNet (Gowal 2020, Rebuffi 2021) as in RobustBench; Swish, normalises inside",
-        default_kwargs={"depth": 28, "width": 10, "activation": "swish",
-                        "net_mean": list(cifar_zoo.DM_CIFAR10_MEAN), "net_std": list(cifar_zoo.DM_CIFAR10_STD)},
+        description="DeepMind WideResNet (Gowal 2020, Rebuffi 2021) as in RobustBench (keys init_conv, layer, logits)",
+        default_kwargs={"depth": 28, "width": 10, "activation": "swish", "net_mean": None, "net_std": None},
         has_bn=True,
         min_input=16,
         default_layers=("layer.0", "layer.1", "layer.2", "relu", "logits"),
-        canonical_kwargs=lambda kw: dict(kw, net_mean=[float(v) for v in kw["net_mean"]],
-                                         net_std=[float(v) for v in kw["net_std"]]),
+        canonical_kwargs=_dm_canonical,
     ),
     "dm_preact_resnet": ArchSpec(
         builder=cifar_zoo.DMPreActResNet,
-        description="DeepMind pre-activation ResNet-18/34 (Rebuffi 2021) as in RobustBench; normalises inside",
-        default_kwargs={"depth": 18, "activation": "swish",
-                        "net_mean": list(cifar_zoo.DM_CIFAR10_MEAN), "net_std": list(cifar_zoo.DM_CIFAR10_STD)},
+        description="DeepMind pre-activation ResNet-18/34 (Rebuffi 2021) as in RobustBench (keys conv_2d, layer_0..3)",
+        default_kwargs={"depth": 18, "activation": "swish", "net_mean": None, "net_std": None},
         has_bn=True,
         min_input=16,
         default_layers=("layer_0", "layer_1", "layer_2", "layer_3", "relu", "logits"),
-        canonical_kwargs=lambda kw: dict(kw, net_mean=[float(v) for v in kw["net_mean"]],
-                                         net_std=[float(v) for v in kw["net_std"]]),
+        canonical_kwargs=_dm_canonical,
     ),
     "preact_resnet18": ArchSpec(
         builder=cifar_zoo.PreActResNet18,
@@ -321,10 +322,14 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     ),
 }
 
-#: Families whose published weights take raw [0, 1] images (RobustBench's convention) or normalise
-#: in their own forward (the DeepMind nets).
-_IN_CODE_NORMALISATION = ("dm_wide_resnet", "dm_preact_resnet")
-_ROBUSTBENCH_FAMILIES = ("wide_resnet", "preact_resnet18", "cifar_resnet18", "cifar_resnet50") + _IN_CODE_NORMALISATION
+#: The DeepMind families (normalisation: DeepMind's constants per dataset, unless in code).
+_DM_FAMILIES = ("dm_wide_resnet", "dm_preact_resnet")
+_DM_NORMALISATION = {
+    "cifar10": (cifar_zoo.DM_CIFAR10_MEAN, cifar_zoo.DM_CIFAR10_STD),
+    "cifar100": (cifar_zoo.DM_CIFAR100_MEAN, cifar_zoo.DM_CIFAR100_STD),
+}
+#: Families whose RobustBench files take raw [0, 1] images (unless the zoo entry says otherwise).
+_RAW_INPUT_FAMILIES = ("wide_resnet", "preact_resnet18", "cifar_resnet18", "cifar_resnet50")
 
 
 def get_arch(name: str) -> ArchSpec:
@@ -355,31 +360,37 @@ def arch_default_layers(model: nn.Module) -> list[str] | None:
     return [f"net.{name}" for name in names]
 
 
-def default_normalization(arch: str, arch_kwargs: dict | None = None, source: str | None = None) -> Normalization | None:
+def default_normalization(
+    arch: str, arch_kwargs: dict | None = None, source: str | None = None, dataset: str | None = None,
+) -> Normalization | None:
     """The normalisation and input size a family's published weights expect, or None.
 
     Importers call it to fill the model's ``Normalize`` (``Classifier.mean``/``std``) when the
-    file records no normalisation of its own:
+    file records no normalisation of its own (an explicit choice or a zoo table comes first):
 
     - ``timm:NAME[.tag]``: the model's pretrained config ``mean``, ``std``, ``input_size``;
     - ``torchvision:NAME``: the ``mean``/``std`` and crop size of the transforms of the weights
       named by ``arch_kwargs["weights"]`` (default "DEFAULT"; ImageNet's mean/std for every
       torchvision classification weight today), input ``(3, crop, crop)``; None for
       ``weights=None`` (a net trained from scratch: nothing is documented);
-    - ``dm_wide_resnet``, ``dm_preact_resnet``: the identity (mean 0, std 1) at (C, 32, 32), since
-      these nets subtract ``net_mean`` and divide by ``net_std`` in their own forward;
+    - ``dm_wide_resnet``, ``dm_preact_resnet``: DeepMind's constants at (3, 32, 32) —
+      :data:`~engine.models.cifar_zoo.DM_CIFAR100_MEAN`/``STD`` for ``dataset="cifar100"``,
+      the CIFAR-10 ones for "cifar10" or no dataset, None for another dataset; the identity
+      when ``arch_kwargs`` has ``net_mean``/``net_std`` (the net then normalises in its forward,
+      as DeepMind's code does);
     - ``wide_resnet``, ``preact_resnet18``, ``cifar_resnet18``, ``cifar_resnet50``: with
-      ``source="robustbench"`` the identity at (3, 32, 32) — RobustBench's models take raw [0, 1]
-      images (a few zoo entries normalise in code with ``mu``/``sigma`` buffers; the importer must
-      take those from its zoo table); otherwise None: whoever trained the net chose (MadryLab
+      ``source="robustbench"`` the identity at (3, 32, 32) — most RobustBench models take raw
+      [0, 1] images (a few zoo entries normalise in code with ``mu``/``sigma`` buffers; their
+      values come from the zoo table); otherwise None: whoever trained the net chose (MadryLab
       ``robustness`` files carry their ``normalizer.new_mean``/``new_std``);
     - every other architecture: None (use the dataset's mean/std).
 
     Args:
         arch: architecture name (see :func:`get_arch`).
-        arch_kwargs: the architecture options (``weights`` for torchvision, ``net_mean`` for the
-            DeepMind nets' channel count); missing ones take their defaults.
-        source: where the weights come from, if known: "robustbench", "robustness", ... .
+        arch_kwargs: the architecture options (``weights`` for torchvision, ``net_mean``/
+            ``net_std`` for the DeepMind nets); missing ones take their defaults.
+        source: where the weights come from, if known ("robustbench", "robustness", ...).
+        dataset: the dataset name the weights were trained on, if known ("cifar10", ...).
 
     Returns:
         :class:`~engine.models.external.Normalization` ``(mean, std, input_shape)`` or None.
@@ -391,9 +402,16 @@ def default_normalization(arch: str, arch_kwargs: dict | None = None, source: st
     kwargs = {**spec.default_kwargs, **(arch_kwargs or {})}
     if is_external(arch):
         return external_normalization(arch, kwargs)
-    if arch in _IN_CODE_NORMALISATION or (source == "robustbench" and arch in _ROBUSTBENCH_FAMILIES):
-        channels = len(kwargs.get("net_mean", (0.0,) * 3))
-        return Normalization((0.0,) * channels, (1.0,) * channels, (channels, 32, 32))
+    if arch in _DM_FAMILIES:
+        if kwargs.get("net_mean") is not None:
+            channels = len(kwargs["net_mean"])
+            return Normalization((0.0,) * channels, (1.0,) * channels, (channels, 32, 32))
+        if dataset not in (None, *_DM_NORMALISATION):
+            return None
+        mean, std = _DM_NORMALISATION[dataset or "cifar10"]
+        return Normalization(tuple(mean), tuple(std), (3, 32, 32))
+    if source == "robustbench" and arch in _RAW_INPUT_FAMILIES:
+        return Normalization((0.0,) * 3, (1.0,) * 3, (3, 32, 32))
     return None
 
 

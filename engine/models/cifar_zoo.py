@@ -20,12 +20,14 @@ Families (registry names in ``engine.models.ARCHITECTURES``):
   RobustBench builds (and whose weights its files carry) for Carmon2019, Wang2020, ... .
 - ``dm_wide_resnet`` — :class:`DMWideResNet`: DeepMind's WideResNet (Gowal et al. 2020, Rebuffi
   et al. 2021) as RobustBench ships it; keys ``init_conv``, ``layer.g.block.i.{batchnorm_0,conv_0,
-  batchnorm_1,conv_1,shortcut}``, ``batchnorm``, ``logits``. It normalises in its own forward with
-  ``net_mean``/``net_std`` (non-persistent buffers, as in the original), so its ``Classifier``
-  normalisation is the identity.
+  batchnorm_1,conv_1,shortcut}``, ``batchnorm``, ``logits``. The original subtracts a mean and
+  divides by a std in its own forward (non-persistent buffers, not in the files); here that
+  normalisation is the ``Classifier``'s, like every other net's (the same arithmetic, so the same
+  logits; :data:`DM_CIFAR10_MEAN` ... are DeepMind's values). ``net_mean``/``net_std`` put it back
+  inside the net instead, as the original has it.
 - ``dm_preact_resnet`` — :class:`DMPreActResNet`: DeepMind's pre-activation ResNet-18/34; keys
   ``conv_2d``, ``layer_g.i.{batchnorm_0,conv_2d_1,batchnorm_1,conv_2d_2,shortcut}``,
-  ``batchnorm``, ``logits``; normalises in code like ``dm_wide_resnet``.
+  ``batchnorm``, ``logits``; normalisation as for ``dm_wide_resnet``.
 - ``preact_resnet18`` — :class:`PreActResNet18`: RobustBench's ``PreActResNet(PreActBlock,
   [2, 2, 2, 2])`` (Wong2020Fast, Andriushchenko2020, ...); ``out_shortcut=True`` gives its
   ``PreActBlockV2`` and ``bn_before_fc=True`` its extra final ``bn``.
@@ -248,9 +250,14 @@ def _same_pad(x: torch.Tensor, stride: int) -> torch.Tensor:
 
 
 class _InputNormalized(nn.Module):
-    """Base for the DeepMind nets: ``(x - net_mean) / net_std`` in their own forward."""
+    """Base for the DeepMind nets: optionally ``(x - net_mean) / net_std`` in their own forward."""
 
     def _set_normalisation(self, in_channels: int, net_mean, net_std) -> None:
+        self.in_code = net_mean is not None or net_std is not None
+        if not self.in_code:
+            return
+        if net_mean is None or net_std is None:
+            raise InvalidParameterError("give both net_mean and net_std (or neither: the Classifier normalises)")
         mean = _channel_values("net_mean", net_mean, in_channels, positive=False)
         std = _channel_values("net_std", net_std, in_channels, positive=True)
         # persistent=False, as in the original: the file has no such keys.
@@ -258,7 +265,7 @@ class _InputNormalized(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(in_channels, 1, 1), persistent=False)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return (x - self.mean) / self.std if self.in_code else x
 
 
 class DMBlock(nn.Module):
@@ -304,15 +311,17 @@ class DMWideResNet(_InputNormalized):
         in_channels, num_classes: image channels, logits.
         depth: 6n+4 (28, 70, 94, 106 in the zoo; 10 .. 200); width: 1 .. 32 (10, 16, 20 in the zoo).
         activation: "swish" (default; what the published models use), "silu" or "relu".
-        net_mean, net_std: what the net subtracts/divides in its own forward (DeepMind's ``mean``/
-            ``std``; CIFAR-10's by default, :data:`DM_CIFAR100_MEAN`/``STD`` for CIFAR-100 models).
+        net_mean, net_std: None (default: the ``Classifier`` normalises), or what the net itself
+            subtracts/divides in its forward, as DeepMind's ``mean``/``std`` (e.g.
+            :data:`DM_CIFAR10_MEAN`, :data:`DM_CIFAR10_STD`); then the ``Classifier``'s
+            normalisation should be the identity.
 
     Layers: ``init_conv``, ``layer.0``..``layer.2``, ``batchnorm``, ``relu``, ``pool``, ``flatten``,
     ``logits``. Input (B, C, H, W) in [0, 1] -> logits (B, num_classes).
     """
 
     def __init__(self, in_channels: int, num_classes: int, depth: int = 28, width: int = 10,
-                 activation: str = "swish", net_mean=DM_CIFAR10_MEAN, net_std=DM_CIFAR10_STD):
+                 activation: str = "swish", net_mean=None, net_std=None):
         super().__init__()
         depth = _wrn_depth("dm_wide_resnet", depth)
         width = _int_in("dm_wide_resnet width", width, 1, MAX_WIDTH)
@@ -382,7 +391,7 @@ class DMPreActResNet(_InputNormalized):
     """
 
     def __init__(self, in_channels: int, num_classes: int, depth: int = 18, activation: str = "swish",
-                 net_mean=DM_CIFAR10_MEAN, net_std=DM_CIFAR10_STD):
+                 net_mean=None, net_std=None):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth not in DM_PREACT_BLOCKS:
             raise InvalidParameterError(f"dm_preact_resnet depth must be 18 or 34, got {depth!r}")
