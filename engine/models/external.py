@@ -17,7 +17,9 @@ RobustScope's conventions are applied without changing any logit:
 it selects how torchvision builds the net for those weights (Inception/GoogLeNet's
 ``transform_input`` and auxiliary heads, ViT's and MaxViT's image size) and the normalisation and
 input size :func:`default_normalization` reports. Inception v3 and GoogLeNet also take
-``aux_logits`` (default true: torchvision's weights files carry the auxiliary heads' weights).
+``aux_logits`` (default true: torchvision's weights files carry the auxiliary heads' weights; they
+are kept as a :class:`DormantHead` that never runs, false drops them as torchvision does for
+``aux_logits=False``).
 
 ``timm:NAME`` accepts any name ``timm.is_model`` knows, with an optional pretrained tag
 (``timm:vit_base_patch16_224.augreg_in21k``); the tag chooses the pretrained config (mean, std,
@@ -136,6 +138,20 @@ def _tv_overrides(name: str, weights) -> dict[str, Any]:
     return {}
 
 
+class DormantHead(nn.Module):
+    """An auxiliary classifier head kept for its weights only (its state-dict keys are unchanged):
+    it never runs and returns None, so torchvision's Inception/GoogLeNet skip it in training mode
+    too (it would need >= 299-pixel inputs there, and its logits are dropped anyway)."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        for child_name, child in head.named_children():
+            self.add_module(child_name, child)
+
+    def forward(self, x):
+        return None
+
+
 def _torchvision_builder(name: str):
     def build(in_channels: int, num_classes: int, weights="DEFAULT", aux_logits: bool = True) -> nn.Module:
         import torchvision
@@ -153,10 +169,9 @@ def _torchvision_builder(name: str):
         net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **_tv_overrides(name, resolved))
         if name in _TV_AUX:
             net.aux_logits = False  # the logits alone, also in training mode (eval logits unchanged)
-            if not aux_logits:
-                for attr in ("AuxLogits", "aux1", "aux2"):
-                    if hasattr(net, attr):
-                        setattr(net, attr, None)
+            for attr in _AUX_HEADS:
+                if getattr(net, attr, None) is not None:
+                    setattr(net, attr, DormantHead(getattr(net, attr)) if aux_logits else None)
         if isinstance(net, torchvision.models.ResNet):
             _split_relus(net)
         return no_inplace(net)
