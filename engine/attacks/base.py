@@ -164,15 +164,45 @@ def runner_up(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- parameter checks
-def check_eps(eps) -> float:
+#: Upper bounds that keep one attack call's time finite (PGD at 10,000 steps is already ~100x
+#: the usual 40-100; more restarts than 100 never change a robust-accuracy figure measurably).
+MAX_STEPS = 10_000
+MAX_RESTARTS = 100
+#: binary-search rounds of the penalty attacks (each halves/doubles the constant: 100 is 2^±100)
+MAX_SEARCH_STEPS = 100
+
+
+def max_eps(norm: str, input_shape=None) -> float | None:
+    """The largest meaningful ε of ``norm`` for images in [0, 1]: 1 for ℓ∞ (the whole pixel
+    range), the diameter ``sqrt(C·H·W)`` of the image cube for ℓ₂ (None while the shape is unknown)."""
+    if norm == "linf":
+        return 1.0
+    if norm == "l2" and input_shape is not None:
+        return math.sqrt(math.prod(int(s) for s in input_shape))
+    return None
+
+
+def check_eps(eps, norm: str | None = None, input_shape=None) -> float:
+    """``eps`` as a float, checked: finite, >= 0 and (when ``norm`` is given) at most
+    :func:`max_eps` of that norm (ℓ₂ only once ``input_shape`` (C, H, W) is known)."""
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
         raise InvalidParameterError(f"epsilon must be a finite number >= 0, got {eps!r}")
+    high = max_eps(norm, input_shape) if norm is not None else None
+    if high is not None and eps > high + 1e-9:
+        if norm == "linf":
+            why = "images are in [0, 1], so no pixel can move further"
+        else:
+            why = f"the diameter sqrt(C·H·W) of [0, 1] images of shape {tuple(int(s) for s in input_shape)}"
+        raise InvalidParameterError(f"{'ℓ∞' if norm == 'linf' else 'ℓ₂'} epsilon must be in [0, {high:.4g}] "
+                                    f"({why}), got {eps!r}")
     return float(eps)
 
 
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}")
+def check_positive_int(name: str, value, high: int | None = None) -> int:
+    """``value`` if it is an integer >= 1 (and <= ``high`` when given), else InvalidParameterError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (high is not None and value > high):
+        bound = f"in [1, {high:,}]" if high is not None else ">= 1"
+        raise InvalidParameterError(f"{name} must be an integer {bound}, got {value!r}")
     return value
 
 
@@ -258,6 +288,8 @@ class Attack:
             parameter's ``requires_grad`` are as before, also on error.
         """
         check_inputs(model, x, y, targets)
+        if self.bounded and getattr(self, "eps", None) is not None:  # ℓ₂ radius vs this image size
+            check_eps(self.eps, getattr(self, "norm", "linf"), tuple(x.shape[1:]))
         device = model_device(model)
         out_device = x.device
         x = x.detach().to(device, torch.float32).clamp(0.0, 1.0)

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.attacks.base import Attack, check_norm, check_positive, check_positive_int
+from engine.attacks.base import MAX_STEPS, Attack, check_norm, check_positive, check_positive_int
+
+#: most classes DeepFool linearises per step (each one costs a backward pass)
+MAX_CANDIDATES = 1000
 from engine.attacks.steps import STEPS
 
 
@@ -35,10 +38,10 @@ class DeepFool(Attack):
     targeted = False
 
     def __post_init__(self):
-        check_positive_int("steps", self.steps)
+        check_positive_int("steps", self.steps, MAX_STEPS)
         check_positive("overshoot", self.overshoot, allow_zero=True)
         check_norm(self.norm)
-        check_positive_int("candidates", self.candidates)
+        check_positive_int("candidates", self.candidates, MAX_CANDIDATES)
 
     def _craft(self, fwd, x, y, targets, logits_clean):
         threat = STEPS[self.norm](0.0)

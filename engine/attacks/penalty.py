@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.attacks.base import Attack, Forward, check_positive, check_positive_int, is_success, margin
+from engine.attacks.base import (
+    MAX_SEARCH_STEPS, MAX_STEPS, Attack, Forward, check_positive, check_positive_int, is_success, margin,
+)
 
 
 def to_tanh_space(x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +71,7 @@ class PenaltyAttack(Attack):
     bounded = False
 
     def __post_init__(self):
-        check_positive_int("search_steps", self.search_steps)
+        check_positive_int("search_steps", self.search_steps, MAX_SEARCH_STEPS)
         check_positive("initial_const", self.initial_const)
 
     def _strength(self, const: float) -> float:
@@ -130,7 +132,7 @@ class LBFGS(PenaltyAttack):
 
     def __post_init__(self):
         super().__post_init__()
-        check_positive_int("max_iter", self.max_iter)
+        check_positive_int("max_iter", self.max_iter, MAX_STEPS)
 
     def _strength(self, const):
         return 1.0 / const
@@ -182,7 +184,7 @@ class CW(PenaltyAttack):
 
     def __post_init__(self):
         super().__post_init__()
-        check_positive_int("steps", self.steps)
+        check_positive_int("steps", self.steps, MAX_STEPS)
         check_positive("lr", self.lr)
         check_positive("kappa", self.kappa, allow_zero=True)
 

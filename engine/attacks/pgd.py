@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from engine.attacks.base import (
-    Attack, Forward, attack_loss, check_eps, check_norm, check_positive, check_positive_int, is_success,
+    MAX_RESTARTS, MAX_STEPS, Attack, Forward, attack_loss, check_eps, check_norm, check_positive,
+    check_positive_int, is_success,
 )
 from engine.attacks.steps import STEPS, ThreatStep
 from engine.errors import InvalidParameterError
@@ -80,12 +81,14 @@ class PGD(Attack):
     Adversarial Attacks").
 
     Args:
-        eps: radius of the threat model (>= 0), in [0, 1] pixel units.
-        steps: number of gradient steps (>= 1).
+        eps: radius of the threat model in [0, 1] pixel units: ℓ∞ in [0, 1], ℓ₂ in
+            [0, sqrt(C·H·W)] (checked when called, against the images).
+        steps: number of gradient steps, 1 to ``MAX_STEPS`` (10,000).
         alpha: step size; default 2.5·eps/steps.
         norm: ``"linf"`` or ``"l2"`` (keys of :data:`engine.attacks.steps.STEPS`).
         random_start: start from a uniform point of the ball.
-        restarts: independent runs; per example the first successful one is kept.
+        restarts: independent runs (1 to ``MAX_RESTARTS`` = 100); per example the first
+            successful one is kept.
         targeted: push towards ``targets`` instead of away from the label.
         early_stop: stop updating each example once it is adversarial (a minimal-effort example).
         amp, channels_last: bf16 autocast / channels-last memory format (CUDA only).
@@ -107,10 +110,10 @@ class PGD(Attack):
     title = "PGD (Madry et al. 2018)"
 
     def __post_init__(self):
-        self.eps = check_eps(self.eps)
-        check_positive_int("steps", self.steps)
-        check_positive_int("restarts", self.restarts)
         check_norm(self.norm)
+        self.eps = check_eps(self.eps, self.norm)  # ℓ∞ <= 1 here; ℓ₂ against the image size when called
+        check_positive_int("steps", self.steps, MAX_STEPS)
+        check_positive_int("restarts", self.restarts, MAX_RESTARTS)
         if self.alpha is not None:
             self.alpha = check_positive("alpha (step size)", self.alpha)
 

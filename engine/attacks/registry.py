@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.attacks.base import Attack
+from engine.attacks.base import Attack, check_eps
 from engine.attacks.deepfool import DeepFool
 from engine.attacks.penalty import CW, LBFGS
 from engine.attacks.pgd import FGSM, PGD
+from engine.data.registry import DATASETS as DATASET_SPECS
 from engine.errors import InvalidParameterError
 
 ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "lbfgs": LBFGS, "cw": CW, "deepfool": DeepFool}
@@ -66,7 +67,9 @@ def default_params(name: str, dataset: str | None = None, norm: str | None = Non
 def make_attack(name: str, dataset: str | None = None, **params) -> Attack:
     """Build attack ``name`` from its per-dataset defaults overridden by ``params`` (None = default).
 
-    Raises InvalidParameterError for an unknown attack or parameter, or an out-of-range value.
+    Raises InvalidParameterError for an unknown attack or parameter, or an out-of-range value
+    (bounds in :mod:`engine.attacks.base`: steps, restarts, and ε at most 1 for ℓ∞ or the image
+    cube's diameter sqrt(C·H·W) for ℓ₂, checked here against ``dataset``'s image shape).
     """
     cls = get_attack_class(name)
     known = {f.name for f in dataclasses.fields(cls)}
@@ -78,4 +81,8 @@ def make_attack(name: str, dataset: str | None = None, **params) -> Attack:
     given = {k: v for k, v in params.items() if v is not None}
     kwargs = default_params(name, dataset, given.get("norm"))
     kwargs.update(given)
-    return cls(**kwargs)
+    attack = cls(**kwargs)
+    shape = getattr(DATASET_SPECS.get(dataset or ""), "input_shape", None)
+    if shape is not None and attack.bounded and getattr(attack, "eps", None) is not None:
+        check_eps(attack.eps, getattr(attack, "norm", "linf"), shape)  # ℓ₂ radius vs the dataset's images
+    return attack
