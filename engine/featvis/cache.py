@@ -86,6 +86,7 @@ def cached_visualise(
         :class:`VisResult` for all targets in order; ``steps_done`` is ``config.steps`` unless
         the render was stopped. Cache hits return exactly the stored arrays.
     """
+    config = config.validate()  # bounds first: a cache hit must not let an invalid config through
     keys = [cache_key(checkpoint.sha256, layer, t, config) for t in targets]
     found = [load_cached(key, root) for key in keys]
     missing = [i for i, hit in enumerate(found) if hit is None]

@@ -15,6 +15,7 @@ the model's mode and ``requires_grad`` flags are restored afterwards.
 from __future__ import annotations
 
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -22,10 +23,19 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lucent.optvis import objectives as lucent_objectives
-from lucent.optvis import transform as lucent_transform
-from lucent.optvis.param import color as lucent_color
-from lucent.optvis.param import spatial as lucent_spatial
+
+with warnings.catch_warnings():
+    # lucent imports kornia, whose import scripts functions with ``torch.jit.script``; torch now
+    # warns that this is deprecated, on every CLI call and page load. Only that warning, raised
+    # from torch's jit module during this import, is silenced.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning,
+                            module=r"torch\.jit\._script")
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=DeprecationWarning,
+                            module=r"torch\.jit\._script")
+    from lucent.optvis import objectives as lucent_objectives
+    from lucent.optvis import transform as lucent_transform
+    from lucent.optvis.param import color as lucent_color
+    from lucent.optvis.param import spatial as lucent_spatial
 
 from engine.errors import InvalidParameterError
 from engine.featvis._model_state import frozen_eval, model_device
@@ -34,6 +44,14 @@ from engine.models.hooks import record_activations
 
 #: lucent's device globals are process-wide; one visualisation at a time may switch them.
 _LUCENT_LOCK = threading.RLock()
+
+#: Bounds that keep one visualisation's time and memory finite (checked before anything is built):
+#: optimisation steps, image side in pixels, targets per batch, and pixels over the whole batch
+#: (targets × H × W; 2²⁴ is 16 images of 1024², or 334 of 224²).
+MAX_VIS_STEPS = 10_000
+MAX_VIS_SIDE = 1024
+MAX_VIS_TARGETS = 64
+MAX_VIS_PIXELS = 2 ** 24
 
 
 @dataclass(frozen=True)
@@ -60,8 +78,9 @@ class VisConfig:
 
     def validate(self) -> "VisConfig":
         """Return self, or raise :class:`InvalidParameterError` for out-of-range settings."""
-        if int(self.steps) < 0:
-            raise InvalidParameterError(f"steps must be >= 0, got {self.steps}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) \
+                or not 0 <= self.steps <= MAX_VIS_STEPS:
+            raise InvalidParameterError(f"steps must be an integer in [0, {MAX_VIS_STEPS}], got {self.steps!r}")
         if not 0 < float(self.lr) <= 10:
             raise InvalidParameterError(f"lr must be in (0, 10], got {self.lr}")
         if not 0 < float(self.sd) <= 1:
@@ -154,6 +173,7 @@ def visualise(
     if not targets:
         raise InvalidParameterError("visualise needs at least one target")
     shape = _input_shape(model, input_shape)
+    check_batch_size(len(targets), shape)
     device = model_device(model)
     with _lucent_device(device), _seeded(config.seed, device):
         params, image_f = image_param((len(targets), *shape), config, device)
@@ -282,7 +302,25 @@ def _input_shape(model, input_shape) -> tuple[int, int, int]:
         raise InvalidParameterError(
             f"need the model's input shape (C, H, W); got {shape!r} (pass input_shape=...)"
         )
-    return tuple(int(s) for s in shape)
+    shape = tuple(int(s) for s in shape)
+    if max(shape[1:]) > MAX_VIS_SIDE or shape[0] > 4:
+        raise InvalidParameterError(
+            f"feature visualisation renders images of at most {MAX_VIS_SIDE}×{MAX_VIS_SIDE} pixels "
+            f"with 1-4 channels; got (C, H, W) = {shape}"
+        )
+    return shape
+
+
+def check_batch_size(n_targets: int, shape: tuple[int, int, int]) -> None:
+    """Refuse more targets than :data:`MAX_VIS_TARGETS`, or a batch over :data:`MAX_VIS_PIXELS`."""
+    if n_targets > MAX_VIS_TARGETS:
+        raise InvalidParameterError(f"at most {MAX_VIS_TARGETS} targets per visualisation, got {n_targets}")
+    pixels = n_targets * shape[1] * shape[2]
+    if pixels > MAX_VIS_PIXELS:
+        raise InvalidParameterError(
+            f"{n_targets} targets of {shape[1]}×{shape[2]} pixels are {pixels:,} pixels in one batch; "
+            f"the limit is {MAX_VIS_PIXELS:,}: visualise fewer targets at a time"
+        )
 
 
 @contextmanager

@@ -9,10 +9,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lucent.optvis import objectives as lucent_objectives
-from lucent.optvis import transform as lucent_transform
-from lucent.optvis.param import spatial as lucent_spatial
 from torch import nn
+
+import engine.featvis  # noqa: F401  # first: it imports lucent (and kornia) with kornia's warning silenced
+from lucent.optvis import objectives as lucent_objectives  # noqa: E402
+from lucent.optvis import transform as lucent_transform  # noqa: E402
+from lucent.optvis.param import spatial as lucent_spatial  # noqa: E402
 
 from engine.errors import InvalidParameterError
 from engine.featvis import (
