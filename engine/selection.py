@@ -27,11 +27,26 @@ def is_robust(card: dict[str, Any]) -> bool:
 
 def threat_of(card: dict[str, Any]) -> tuple[str | None, float | None]:
     """(norm, ε) of the card's adversarial training, or (None, None) for standard training (whose
-    config may still carry an unused default ε)."""
+    config may still carry an unused default ε). AdvProp reports the ε its auxiliary-BN examples
+    were crafted at; for the ε the deployed model is robust to use :func:`robust_threat`."""
     if training_method(card) == "standard":
         return None, None
     training = card.get("training") or {}
     return training.get("norm"), training.get("eps")
+
+
+#: Training methods whose deployed model learnt from clean images only: standard training, and
+#: AdvProp (its adversarial examples went through the auxiliary BatchNorm, which is dropped).
+CLEAN_METHODS = ("standard", "advprop")
+
+
+def robust_threat(card: dict[str, Any]) -> tuple[str | None, float | None]:
+    """(norm, ε) the deployed model was trained to resist: (None, 0.0) for standard training and
+    AdvProp (clean models, at ε = 0 on an ε axis), else the card's training threat (PGD, TRADES,
+    fast-AT, or an imported recipe that records one; (None, None) when it does not)."""
+    if training_method(card) in CLEAN_METHODS:
+        return None, 0.0
+    return threat_of(card)
 
 
 def describe_recipe(card: dict[str, Any]) -> str:
@@ -105,13 +120,25 @@ def _offline_reason(available: dict[str, bool]) -> str:
     )
 
 
-def incompatibility(card: dict[str, Any], spec: Any) -> str | None:
-    """Why a model (by its card) cannot run on a dataset (by its spec), or None when it can."""
-    shape = tuple(card.get("input_shape") or ())
+def incompatibility(card: dict[str, Any], spec: Any, classes: bool = True) -> str | None:
+    """Why a model (by its card) cannot run on a dataset (by its spec), or None when it can.
+
+    Args:
+        classes: also require the same number of classes (accuracy, attacks and attributions
+            use the dataset's labels as the model's classes). ``False`` checks the input shape
+            only: enough for label-free comparisons such as CKA, where :func:`class_mismatch`
+            gives the warning to show instead.
+    """
+    shape = tuple(int(s) for s in card.get("input_shape") or ())
     if shape and tuple(spec.input_shape) != shape:
         return (f"{card.get('name', 'the model')} takes inputs of shape {shape}, but `{spec.name}` "
                 f"images are {tuple(spec.input_shape)}; pick the dataset it was trained on "
                 f"(`{card.get('dataset', '?')}`).")
+    return class_mismatch(card, spec) if classes else None
+
+
+def class_mismatch(card: dict[str, Any], spec: Any) -> str | None:
+    """Why a model's classes are not the dataset's labels (a different count), or None."""
     classes = card.get("num_classes")
     if classes and classes != spec.num_classes:
         return (f"{card.get('name', 'the model')} has {classes} classes but `{spec.name}` has "

@@ -14,7 +14,7 @@ from engine.attribution.render import REDUCTIONS, _as_array
 from engine.attribution.state import model_device
 from engine.errors import InvalidParameterError
 from engine.evaluation import accuracy
-from engine.selection import training_method
+from engine.selection import robust_threat, training_method
 
 ALIGNMENT_DATASET = "shapes"
 #: Datasets whose objects sit on an exactly black background: the object mask is "pixel > 0".
@@ -60,11 +60,11 @@ def mask_area(masks) -> np.ndarray:
 
 
 def training_epsilon(card: dict) -> float | None:
-    """The training ε recorded in a model card: 0 for standard training, ``training.eps`` for
-    adversarial training, ``None`` when the card does not say."""
-    if training_method(card or {}) == "standard":
-        return 0.0
-    eps = ((card or {}).get("training") or {}).get("eps")
+    """The ε a model card's deployed model was trained to resist: 0 for standard training and for
+    AdvProp (whose deployed main-BN model only saw clean images: a clean model, not a point on
+    the ℓ∞ curve at its crafting ε), ``training.eps`` for adversarial training, ``None`` when the
+    card does not say."""
+    _, eps = robust_threat(card or {})
     return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
 
 
@@ -74,8 +74,8 @@ class TradeoffPoint:
 
     Attributes:
         name, path: the checkpoint.
-        method: its training method; norm: its training threat model ("linf"/"l2" or "").
-        epsilon: training ε (0 for standard training).
+        method: its training method; norm: its training threat model ("linf"/"l2"; "" at ε = 0).
+        epsilon: training ε (0 for standard training and AdvProp, see :func:`training_epsilon`).
         clean_accuracy: top-1 accuracy on the evaluation images.
         alignment: mean share of attribution mass inside the object mask.
         alignment_std: its standard deviation over images.
@@ -159,10 +159,10 @@ def _tradeoff_point(ckpt, images, labels, masks, method, method_params, reduce, 
     result = attribute(ckpt.model, images, labels, method, batch_size=batch_size, **(method_params or {}))
     scores = alignment_score(REDUCTIONS[reduce](result.maps), masks)
     acc = accuracy(ckpt.model, images, labels, batch_size=batch_size, device=model_device(ckpt.model)).accuracy
-    training = card.get("training") or {}
+    norm, _ = robust_threat(card)
     name = card.get("name") or (path.rsplit("/", 1)[-1].rsplit(".", 1)[0] if path else "model")
     return TradeoffPoint(
-        str(name), path, training_method(card), str(training.get("norm", "")) if eps else "",
+        str(name), path, training_method(card), str(norm or "") if eps else "",
         eps, acc, float(np.nanmean(scores)), float(np.nanstd(scores)), chance, int(images.shape[0]),
     )
 

@@ -11,8 +11,14 @@ import importlib
 import json
 import pkgutil
 import sys
+from pathlib import Path
 
 from engine.errors import RobustScopeError
+
+#: largest ``--batch-size`` any command accepts (bounds the memory of one forward/backward pass)
+MAX_BATCH = 4096
+#: widest PNG a command writes, in pixels (bounds ``--scale`` upscaling)
+MAX_PNG_SIDE = 4096
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +36,74 @@ def print_json(obj) -> None:
     """Print ``obj`` as indented JSON on stdout (the CLI's machine-readable output)."""
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr (the CLI's notices never go to stdout)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def model_card(loaded) -> dict:
+    """The card of a loaded checkpoint, its input shape and class count filled in from the model
+    when the card does not record them."""
+    card = dict(getattr(loaded, "card", None) or {})
+    model = getattr(loaded, "model", None)
+    for key in ("input_shape", "num_classes"):
+        if not card.get(key) and getattr(model, key, None) is not None:
+            card[key] = getattr(model, key)
+    card.setdefault("name", Path(str(getattr(loaded, "path", "model"))).stem)
+    return card
+
+
+def require_compatible(checkpoints, spec, classes: bool = True) -> list[str]:
+    """Refuse a dataset the checkpoints cannot run on, before any model sees an image.
+
+    Args:
+        checkpoints: loaded checkpoints (``.card``, ``.model``, ``.path``).
+        spec: the dataset's ``DatasetSpec``, a loaded dataset (its ``.spec``: right for
+            ``imagefolder`` and sized ``shapes``) or a registry name.
+        classes: a different class count is an error (``True``: the command uses the labels), or
+            only a warning (``False``: label-free commands such as ``cka``).
+
+    Returns:
+        The warnings printed on stderr (class count or training set differ).
+
+    Raises:
+        InvalidParameterError: an input-shape mismatch (or a class-count one when ``classes``).
+    """
+    from engine.data import get_spec
+    from engine.errors import InvalidParameterError
+    from engine.selection import class_mismatch, incompatibility
+
+    if isinstance(spec, str):
+        spec = get_spec(spec)
+    spec = getattr(spec, "spec", None) or spec  # a loaded dataset carries its spec
+    notes = []
+    for loaded in checkpoints:
+        card = model_card(loaded)
+        problem = incompatibility(card, spec, classes=classes)
+        if problem:
+            raise InvalidParameterError(problem)
+        note = class_mismatch(card, spec)
+        if note is None and card.get("dataset") and card["dataset"] != spec.name:
+            note = (f"{card['name']} was trained on `{card['dataset']}`, not `{spec.name}`: its "
+                    "classes are not this dataset's labels")
+        if note:
+            notes.append(note)
+            warn(note)
+    return notes
+
+
+def check_int(flag: str, value, low: int = 1, high: int | None = None, why: str = "") -> int:
+    """``value`` if it is an integer in [low, high], else an InvalidParameterError naming ``flag``
+    (``why`` says where ``high`` comes from, e.g. "the dataset's size")."""
+    from engine.errors import InvalidParameterError
+
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    if not ok or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" + (f" ({why})" if why else "") if high is not None else f">= {low}"
+        raise InvalidParameterError(f"{flag} must be an integer {bound}, got {value!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

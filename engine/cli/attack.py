@@ -12,7 +12,7 @@ from engine import data as edata
 from engine.attacks import ATTACKS, STEPS, make_attack, run_attack
 from engine.attacks.base import Attack
 from engine.attacks.export import result_arrays, save_npz
-from engine.cli import print_json
+from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
 from engine.device import resolve_device
 
 
@@ -65,8 +65,12 @@ def run_attack_command(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = engine.load(args.checkpoint, device=str(device))
     name = args.dataset or loaded.card.get("dataset")
-    images, labels = edata.take(edata.load_dataset(name, split=args.split), args.n, seed=args.seed)
+    dataset = edata.load_dataset(name, split=args.split)
+    require_compatible([loaded], dataset)
+    check_int("--n", args.n, 1, len(dataset), f"the {name} {args.split} split's size")
+    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     attack = attack_from_args(args, name)
+    images, labels = edata.take(dataset, args.n, seed=args.seed)
     result = run_attack(loaded.model, images, labels, attack, batch_size=args.batch_size, device=device,
                         progress=stderr_progress(attack.name))
     path = save_npz(args.out, result_arrays(result, images))

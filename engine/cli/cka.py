@@ -9,7 +9,7 @@ from pathlib import Path
 
 import engine
 from engine import data as edata
-from engine.cli import print_json
+from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
 from engine.device import resolve_device
 from engine.errors import InvalidParameterError
 from engine.similarity import (
@@ -99,11 +99,15 @@ def run_cka(args: argparse.Namespace) -> int:
     """Load both checkpoints and the data, compute the CKA maps, print JSON or write a CSV."""
     if args.n is None or args.n < 4:
         raise InvalidParameterError(f"--n must be at least 4, got {args.n}")
+    check_int("--batch-size", args.batch_size, 4, MAX_BATCH)
     device = resolve_device(args.device)
     loaded_a = engine.load(args.a, device=str(device))
     loaded_b = engine.load(args.b, device=str(device))
     name = args.dataset or loaded_a.card.get("dataset")
     dataset = edata.load_dataset(name, split=args.split)
+    # CKA needs no labels: different input shapes are an error, different classes a warning
+    notes = require_compatible([loaded_a, loaded_b], dataset, classes=False)
+    check_int("--n", args.n, 4, len(dataset), f"the {name} {args.split} split's size")
     transform, inputs = _transform(args, loaded_a, loaded_b, name)
     comparison = compare_models(
         loaded_a.model, loaded_b.model, dataset,
@@ -114,6 +118,7 @@ def run_cka(args: argparse.Namespace) -> int:
     )
     for warning in comparison.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    warnings = notes + list(comparison.warnings)
     if args.out:
         path = write_csv_atomic(comparison_rows(comparison), args.out)
         print(f"wrote {path} ({comparison.within_a.n} images, {comparison.seconds:.1f} s)", file=sys.stderr)
@@ -129,7 +134,7 @@ def run_cka(args: argparse.Namespace) -> int:
             {"depth": float(d), "a": pa, "b": pb, "cka": float(v)}
             for d, v, (pa, pb) in zip(depth, values, pairs)
         ],
-        "warnings": list(comparison.warnings),
+        "warnings": warnings,
         "device": str(device),
     })
     return 0

@@ -8,7 +8,7 @@ import sys
 import engine
 from engine import data as edata
 from engine.checkpoints.store import update_card
-from engine.cli import print_json
+from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
 from engine.errors import InvalidParameterError
 from engine.device import resolve_device
 from engine.evaluation import accuracy
@@ -47,6 +47,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     loaded = engine.load(args.checkpoint, device=str(device))
     name = args.dataset or loaded.card.get("dataset")
     dataset = edata.load_dataset(name, split=args.split)
+    require_compatible([loaded], dataset)
+    if args.n is not None:
+        check_int("--n", args.n, 1, len(dataset), f"the {name} {args.split} split's size")
+    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     result = accuracy(loaded.model, dataset, n=args.n, batch_size=args.batch_size, device=device,
                       progress=stderr_progress("clean"))
     report = {

@@ -9,10 +9,13 @@ from pathlib import Path
 import engine
 from engine import data as edata
 from engine import featvis
-from engine.cli import print_json
+from engine.cli import check_int, print_json, require_compatible
 from engine.device import resolve_device
 from engine.data.registry import OPTIONS
 from engine.errors import InvalidParameterError
+
+#: most held-out images one top-k search reads (a generated set is generated at this size)
+MAX_SEARCHED = 50_000
 
 
 def register(sub) -> None:
@@ -73,8 +76,16 @@ def run_featvis(args: argparse.Namespace) -> int:
     """Compute the top-k images and/or the visualisation; write PNGs and featvis.json."""
     if args.top_k < 0 or args.steps < 0:
         raise InvalidParameterError("--top-k and --steps must be >= 0")
+    check_int("--steps", args.steps, 0, featvis.MAX_VIS_STEPS)
+    check_int("--n", args.n, 1, MAX_SEARCHED, "held-out images searched")
+    check_int("--top-k", args.top_k, 0, args.n, "at most --n")
+    check_int("--scale", args.scale, 1, featvis.MAX_GRID_SIDE, f"PNGs at most {featvis.MAX_GRID_SIDE} pixels wide")
+    featvis.VisConfig(steps=args.steps, lr=args.lr, seed=args.seed).validate()
     device = resolve_device(args.device)
     loaded = engine.load(args.checkpoint, device=str(device))
+    _, height, width = loaded.card.get("input_shape") or getattr(loaded.model, "input_shape", (0, 32, 32))
+    if args.top_k:
+        featvis.check_grid(args.top_k, int(height), int(width), scale=args.scale)  # before any compute
     position = parse_position(args.position)
     if args.unit is not None:
         target = featvis.unit_target(args.unit, position)
@@ -101,18 +112,20 @@ def run_featvis(args: argparse.Namespace) -> int:
 
 
 def held_out_sample(name: str, n: int):
-    """``n`` seeded test-split images of ``name`` (a generated set is generated at that size only)."""
-    if n < 1:
-        raise InvalidParameterError(f"--n must be >= 1, got {n}")
+    """``(images, labels, dataset)``: ``n`` seeded test-split images of ``name`` (a generated set
+    is generated at that size only) and the dataset they came from."""
+    check_int("--n", n, 1, MAX_SEARCHED, "held-out images searched")
     options = {"n": n} if "n" in OPTIONS.get(name, ()) else {}
     dataset = edata.load_dataset(name, split="test", **options)
-    return edata.take(dataset, min(n, len(dataset)), seed=0)
+    images, labels = edata.take(dataset, min(n, len(dataset)), seed=0)
+    return images, labels, dataset
 
 
 def write_top_k(loaded, args, target, out: Path) -> dict:
     """Search ``args.n`` held-out images; write topk.png; return indices, scores and labels."""
     name = args.dataset or loaded.card.get("dataset")
-    images, labels = held_out_sample(name, args.n)
+    images, labels, dataset = held_out_sample(name, args.n)
+    require_compatible([loaded], dataset, classes=False)  # labels are only shown: warn if they differ
     [best] = featvis.top_k_many(loaded.model, args.layer, images, [target], min(args.top_k, len(images)),
                                 progress=stderr_progress("top-k"))
     picked = featvis.to_hwc(images[best.indices])

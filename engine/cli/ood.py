@@ -1,7 +1,7 @@
 """``ood`` and ``units``: out-of-distribution accuracy, shape bias and unit statistics.
 
-Agarwal & Chen 2020 (SCIENCE.md §4): robust models do better on texture-less images and their
-units are smoother and simpler. With two checkpoints both commands add the paper's findings,
+Agarwal & Chen 2020 (docs/SCIENCE.md, "Generalisation and simplicity"): robust models do better
+on texture-less images and their units are smoother and simpler. With two checkpoints both commands add the paper's findings,
 computed from the numbers (``engine.generalisation.paper_findings``).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 
 import engine
 from engine import data as edata
-from engine.cli import print_json
+from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
 from engine.cli.evaluate import stderr_progress
 from engine.data.distortions import DISTORTIONS, SEVERITIES
 from engine.device import resolve_device
@@ -59,15 +59,20 @@ def _load(args) -> tuple[dict, dict, str, tuple]:
     """name -> model and name -> card for every --checkpoint; the dataset; its (images, labels)."""
     if args.n is None or args.n < 1:
         raise InvalidParameterError(f"--n must be at least 1, got {args.n}")
+    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     device = str(resolve_device(args.device))
-    models, cards = {}, {}
+    models, cards, checkpoints = {}, {}, []
     for path in args.checkpoint:
         loaded = engine.load(path, device=device)
         name = loaded.path.stem
         name = name if name not in models else f"{name} ({len(models) + 1})"
         models[name], cards[name] = loaded.model, loaded.card
+        checkpoints.append(loaded)
     dataset = args.dataset or next(iter(cards.values())).get("dataset")
-    data = edata.take(edata.load_dataset(dataset, split="test"), args.n)
+    split = edata.load_dataset(dataset, split="test")
+    require_compatible(checkpoints, split)
+    check_int("--n", args.n, 1, len(split), f"the {dataset} test split's size")
+    data = edata.take(split, args.n)
     return models, cards, dataset, data
 
 

@@ -37,7 +37,7 @@ from engine.attribution import (
     retrain_config,
     to_png_bytes,
 )
-from engine.cli import print_json
+from engine.cli import MAX_PNG_SIDE, check_int, print_json, require_compatible
 from engine.device import resolve_device
 from engine.errors import InvalidParameterError
 
@@ -173,6 +173,11 @@ def run_saliency(args: argparse.Namespace) -> int:
     models = _model_names([engine.load(p, device=str(device)) for p in args.checkpoint])
     dataset_name = args.dataset or next(iter(models.values())).card.get("dataset")
     dataset = edata.load_dataset(dataset_name, split="test")
+    require_compatible(list(models.values()), dataset)
+    side = max(dataset.spec.input_shape[1:]) if getattr(dataset, "spec", None) else 1
+    check_int("--scale", args.scale, 1, max(1, MAX_PNG_SIDE // side), f"PNGs at most {MAX_PNG_SIDE} pixels wide")
+    if args.curve:
+        check_int("--n", args.n, 1, len(dataset), f"the {dataset_name} test split's size")
     if not 0 <= args.index < len(dataset):
         raise InvalidParameterError(f"--index must be in [0, {len(dataset) - 1}] for {dataset_name}, got {args.index}")
     image, label = dataset[args.index]

@@ -10,13 +10,18 @@ images (exact masks on ``shapes``, the non-zero pixels on MNIST and Fashion-MNIS
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import engine
 from engine.attribution import ALIGNMENT_DATASETS, METHODS, epsilon_tradeoff, evaluation_set
-from engine.cli import print_json
+from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
 from engine.cli.evaluate import stderr_progress
+from engine.data import get_spec
 from engine.device import resolve_device
 from engine.errors import InvalidParameterError
+
+#: most held-out images one measurement uses (every checkpoint attributes each of them)
+MAX_ALIGNMENT_IMAGES = 10_000
 
 
 def register(sub) -> None:
@@ -41,8 +46,13 @@ def run_tradeoff(args: argparse.Namespace) -> int:
     others = [str(c.path) for c in loaded if c.card.get("dataset") != dataset]
     if others:
         raise InvalidParameterError(f"all checkpoints must be trained on `{dataset}`; not: {', '.join(others)}")
+    check_int("--n", args.n, 1, MAX_ALIGNMENT_IMAGES, "held-out images")
+    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     size = tuple(loaded[0].card.get("input_shape") or (3, 32, 32))
     data = evaluation_set(dataset, args.n, image_size=size[-1])
+    spec = get_spec(dataset)
+    spec = replace(spec, input_shape=tuple(data.images.shape[1:]))  # shapes is generated at the model's size
+    require_compatible(loaded, spec)
     points = epsilon_tradeoff(loaded, data.images.to(device), data.labels.to(device), data.masks,
                               method=args.method, batch_size=args.batch_size,
                               progress=stderr_progress("checkpoints"))

@@ -62,11 +62,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from engine.cli import print_json
-    from engine.jobs import JobStore
+    from engine.cli import print_json, warn
+    from engine.jobs import JobStore, worker_alive
 
-    job = JobStore(args.runs).submit(_read_config(args.config), submitter="cli")
-    print_json({"id": job.id, "name": job.name, "status": job.status})
+    store = JobStore(args.runs)
+    job = store.submit(_read_config(args.config), submitter="cli")
+    running = worker_alive(store)
+    print_json({"id": job.id, "name": job.name, "status": job.status, "worker_running": running})
+    if not running:
+        runs = f" --runs {store.root}" if args.runs else ""
+        warn(f"no worker is running for {store.root}, so job {job.id} waits in the queue; start one "
+             f"with `python -m engine worker{runs}` (it runs queued jobs one at a time until stopped)")
     return 0
 
 
