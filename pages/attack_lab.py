@@ -273,22 +273,23 @@ def sweep_section(name: str, params: dict) -> None:
         text = cols[0].text_input("ε values", default, key=f"atk_sweep_eps_{name}_{sel.dataset}_{norm}")
         n = cols[1].select_slider("Images", SIZES, value=64, key="atk_sweep_n")
         if cols[2].button("Run sweep", type="primary", key="atk_sweep_run"):
-            cols[3].button("Stop", key="atk_sweep_stop", help="interrupts the sweep")
             try:
-                eps = parse_eps(text)
-                images, labels = common.dataset_sample(sel.dataset, n)
-                update, finish = common.progress_callback("ε-sweep")
-                swept = {k: v for k, v in params.items() if k != "eps"}
-                res = attacks.eps_sweep({slot: m.model for slot, m in MODELS.items()}, images, labels, name, eps,
-                                        dataset=sel.dataset, params=swept, device=sel.device, progress=update)
-                finish()
+                with common.stop_button(cols[3], "atk_sweep_stop", "interrupts the sweep"):
+                    eps = parse_eps(text)
+                    images, labels = common.dataset_sample(sel.dataset, n)
+                    update, finish = common.progress_callback("ε-sweep")
+                    swept = {k: v for k, v in params.items() if k != "eps"}
+                    res = attacks.eps_sweep({slot: m.model for slot, m in MODELS.items()}, images, labels, name,
+                                            eps, dataset=sel.dataset, params=swept, device=sel.device,
+                                            progress=update)
+                    finish()
                 frame = pd.DataFrame(res.rows())
                 frame["model"] = frame["model"].map(model_title)
                 st.session_state["atk_sweep"] = frame
-            except ValueError as exc:
-                st.error(str(exc))
             except RobustScopeError as exc:
                 common.show_error(exc)
+            except ValueError as exc:
+                st.error(str(exc))
         frame = st.session_state.get("atk_sweep")
         if frame is not None and len(frame):
             fig = px.line(frame, x="eps", y="robust_acc", color="model", markers=True, range_y=[0, 1.02],
@@ -305,14 +306,14 @@ def transfer_section(name: str, params: dict) -> None:
         cols = st.columns([1, 1, 1, 3])
         n = cols[0].select_slider("Images", SIZES, value=64, key="atk_transfer_n")
         if cols[1].button("Run transfer", type="primary", key="atk_transfer_run"):
-            cols[2].button("Stop", key="atk_transfer_stop", help="interrupts the computation")
             try:
-                attack = attacks.make_attack(name, sel.dataset, **params)
-                images, labels = common.dataset_sample(sel.dataset, n)
-                update, finish = common.progress_callback("transfer")
-                res = attacks.transfer_matrix({slot: m.model for slot, m in MODELS.items()}, images, labels,
-                                              attack, device=sel.device, progress=update)
-                finish()
+                with common.stop_button(cols[2], "atk_transfer_stop"):
+                    attack = attacks.make_attack(name, sel.dataset, **params)
+                    images, labels = common.dataset_sample(sel.dataset, n)
+                    update, finish = common.progress_callback("transfer")
+                    res = attacks.transfer_matrix({slot: m.model for slot, m in MODELS.items()}, images, labels,
+                                                  attack, device=sel.device, progress=update)
+                    finish()
                 st.session_state["atk_transfer"] = res
             except RobustScopeError as exc:
                 common.show_error(exc)

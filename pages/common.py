@@ -5,9 +5,10 @@ model math lives here; it only caches and renders.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import streamlit as st
 
@@ -16,7 +17,7 @@ from engine import checkpoints as ckpt
 from engine import data as edata
 from engine import device as edevice
 from engine.errors import RobustScopeError
-from engine.selection import choose_default, describe_recipe, incompatibility
+from engine.selection import choose_default, class_mismatch, describe_recipe, incompatibility
 
 SELECTION_KEY = "robustscope_selection"
 
@@ -93,6 +94,21 @@ def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[
         bar.progress(min(done / max(total, 1), 1.0), text=f"{label} {done}/{total}")
 
     return update, bar.empty
+
+
+@contextmanager
+def stop_button(where: Any, key: str, help: str = "interrupts the computation") -> Iterator[None]:
+    """A Stop button in ``where`` (``st`` or a column) while the block runs, removed when it ends.
+
+    Clicking it reruns the page, which interrupts the running script; a finished (or failed) run
+    removes the button, so no Stop is left on screen for a run that is over.
+    """
+    slot = where.empty()
+    slot.button("Stop", key=key, help=help)
+    try:
+        yield
+    finally:
+        slot.empty()
 
 
 def _label(info) -> str:
@@ -204,11 +220,13 @@ def require_models(sel: Selection, both: bool = True) -> None:
         st.stop()
 
 
-def require_compatible(sel: Selection, models: dict):
+def require_compatible(sel: Selection, models: dict, classes: bool = True):
     """The chosen dataset's spec; stops the page with a message when a model cannot run on it.
 
     Args:
         models: slot ("A"/"B") -> ``LoadedCheckpoint`` of the models the page uses.
+        classes: a different class count stops the page too (``True``), or is only a warning
+            (``False``: label-free views such as CKA; the input shape must still match).
     """
     try:
         spec = edata.get_spec(sel.dataset)
@@ -216,8 +234,11 @@ def require_compatible(sel: Selection, models: dict):
         show_error(exc)
         st.stop()
     for slot, loaded in models.items():
-        problem = incompatibility(loaded.card or {}, spec)
+        problem = incompatibility(loaded.card or {}, spec, classes=classes)
         if problem:
             st.warning(f"Model {slot}: {problem}")
             st.stop()
+        note = None if classes else class_mismatch(loaded.card or {}, spec)
+        if note:
+            st.warning(f"Model {slot}: {note} (shown anyway: this view does not use the labels)")
     return spec

@@ -37,12 +37,44 @@ def make_targets(dim: int, n_units: int, n_dirs: int, seed: int) -> list:
         featvis.direction_target(dim, seed=seed + j) for j in range(n_dirs)]
 
 
+def tiled(images, scale: int = 3):
+    """(N, H, W, C) images as one grid, upscaled up to ``scale`` and wrapped to stay within
+    ``featvis.MAX_GRID_SIDE`` (large-input models)."""
+    columns, fitted = featvis.fitting_grid(len(images), images.shape[1], images.shape[2], scale)
+    return featvis.grid(images, columns=columns, scale=fitted)
+
+
 def show_image(where, images, caption: str) -> None:
     """A row of (N, H, W, C) images as one grid."""
-    tiled = featvis.grid(images, scale=3)
-    where.image(tiled[:, :, 0] if tiled.shape[2] == 1 else tiled, caption=caption, clamp=True)
+    tiled_images = tiled(images)
+    where.image(tiled_images[:, :, 0] if tiled_images.shape[2] == 1 else tiled_images, caption=caption, clamp=True)
 
 
+def compute(layer: str, n_units: int, n_dirs: int, seed: int, k: int, n_images: int, steps: int) -> dict:
+    """Top-k images (and lucent images when ``steps``) of every row, for models A and B."""
+    images, _ = common.dataset_sample(sel.dataset, n_images, 0)
+    results = {}
+    for slot, loaded in MODELS.items():
+        dim = layer_dims(loaded.model).get(layer)
+        if dim is None:
+            results[slot] = f"model {slot} has no layer {layer!r}"
+            continue
+        targets = make_targets(dim, n_units, n_dirs, seed)
+        update, finish = common.progress_callback(f"Model {slot}: top-{k} images")
+        best = featvis.top_k_many(loaded.model, layer, images, targets, min(k, len(images)), progress=update)
+        finish()
+        vis = None
+        if steps:
+            update, finish = common.progress_callback(f"Model {slot}: lucent visualisation")
+            vis = featvis.cached_visualise(loaded, layer, targets, featvis.VisConfig(steps=steps, seed=seed),
+                                           progress=update)
+            finish()
+        results[slot] = (targets, best, vis)
+    return {"images": images, "results": results}
+
+
+MODELS = {slot: m for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None}
+common.require_compatible(sel, MODELS, classes=False)  # top-k needs the inputs; labels are not used
 dims = layer_dims(sel.a.model)
 if not dims:
     st.info("Model A has no layer with a channel output to inspect.")
@@ -58,34 +90,25 @@ with st.form("featvis"):
     n_images = c6.number_input("Held-out images searched", 20, 5000, 200, step=20)
     steps = c7.number_input("Lucent steps (0: off)", 0, 1024, 32, step=16)
     teaching = c8.checkbox("Teaching mode", help="Shuffle rows; guess which are real units.")
-    st.form_submit_button("Show")
+    show = st.form_submit_button("Show", type="primary")
 
-if st.button("Stop", key="fv_stop", help="interrupts the top-k search and the lucent optimisation"):
-    st.info("Stopped. Press **Show** to compute again.")
-    st.stop()
-images, labels = common.dataset_sample(sel.dataset, int(n_images), 0)
-models = [(slot, m) for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None]
-results = {}
-for slot, loaded in models:
+settings = (sel.a_path, sel.b_path, sel.dataset, sel.device, layer, int(n_units), int(n_dirs), int(seed), int(k),
+            int(n_images), int(steps))
+if show:
+    st.session_state.pop("fv_result", None)
     try:
-        dim = layer_dims(loaded.model).get(layer)
-        if dim is None:
-            results[slot] = f"model {slot} has no layer {layer!r}"
-            continue
-        targets = make_targets(dim, int(n_units), int(n_dirs), int(seed))
-        update, finish = common.progress_callback(f"Model {slot}: top-{k} images")
-        best = featvis.top_k_many(loaded.model, layer, images, targets, min(int(k), len(images)), progress=update)
-        finish()
-        vis = None
-        if steps:
-            update, finish = common.progress_callback(f"Model {slot}: lucent visualisation")
-            vis = featvis.cached_visualise(loaded, layer, targets, featvis.VisConfig(steps=int(steps), seed=int(seed)),
-                                           progress=update)
-            finish()
-        results[slot] = (targets, best, vis)
+        with common.stop_button(st, "fv_stop", "interrupts the top-k search and the lucent optimisation"):
+            st.session_state["fv_result"] = {"settings": settings, **compute(*settings[4:])}
     except RobustScopeError as exc:
         common.show_error(exc)
         st.stop()
+state = st.session_state.get("fv_result")
+if state is None or state["settings"] != settings:
+    st.info("Choose a layer and the rows, then press **Show** to search the top-k images"
+            + (" and render the lucent visualisations." if steps else "."))
+    st.stop()
+images, results = state["images"], state["results"]
+models = list(MODELS.items())
 
 n_rows = int(n_units) + int(n_dirs)
 order = np.random.default_rng(int(seed) + 1).permutation(n_rows) if teaching else np.arange(n_rows)
@@ -125,5 +148,5 @@ st.download_button("Download top-k (JSON)", json.dumps(report, indent=2), "featv
 for slot, result in results.items():
     if not isinstance(result, str) and result[2] is not None:
         st.download_button(f"Download model {slot} visualisations (PNG, rows in unit-then-direction order)",
-                           featvis.png_bytes(featvis.grid(result[2].images, scale=3)),
+                           featvis.png_bytes(tiled(result[2].images)),
                            f"featvis_{slot}_{layer}.png", "image/png", key=f"png_{slot}")

@@ -20,6 +20,7 @@ st.caption(
 )
 sel = common.current_selection()
 common.require_models(sel, both=True)
+common.require_compatible(sel, {"A": sel.a, "B": sel.b})
 
 cards = {"A": sel.a.card or {}, "B": sel.b.card or {}}
 robust, standard, note = gen.robust_and_standard(cards)

@@ -22,6 +22,8 @@ st.caption(
 )
 sel = common.current_selection()
 common.require_models(sel, both=True)
+# CKA compares representations, not predictions: inputs must match the dataset, classes need not
+common.require_compatible(sel, {"A": sel.a, "B": sel.b}, classes=False)
 
 
 def _layer_names(model) -> list[str]:
@@ -111,11 +113,11 @@ if submitted or "cka_result" in st.session_state:
         if not layers_a or not layers_b:
             st.warning("Choose at least one layer for each model.")
             st.stop()
-        st.button("Stop", key="cka_stop", help="interrupts the computation (the last finished result stays)")
         try:
-            st.session_state["cka_result"] = _compare(
-                (sel.a_path, sel.a.sha256), (sel.b_path, sel.b.sha256), sel.dataset, int(n),
-                int(batch_size), kernel, inputs, craft_on, tuple(layers_a), tuple(layers_b))
+            with common.stop_button(st, "cka_stop", "interrupts the computation (the last finished result stays)"):
+                st.session_state["cka_result"] = _compare(
+                    (sel.a_path, sel.a.sha256), (sel.b_path, sel.b.sha256), sel.dataset, int(n),
+                    int(batch_size), kernel, inputs, craft_on, tuple(layers_a), tuple(layers_b))
         except RobustScopeError as exc:
             common.show_error(exc)
             st.stop()
@@ -124,9 +126,9 @@ if submitted or "cka_result" in st.session_state:
     for warning in comp.warnings:
         st.warning(warning)
     fig = heatmaps(comp)
-    st.plotly_chart(fig, use_container_width=True)
+    st.plotly_chart(fig, width="stretch")
     st.markdown("**CKA between corresponding depths of A and B**")
-    st.plotly_chart(depth_plot(comp), use_container_width=True)
+    st.plotly_chart(depth_plot(comp), width="stretch")
     csv = "".join(f"# {t}\n{r.to_csv()}" for t, r in
                   [("AxA", comp.within_a), ("BxB", comp.within_b), ("AxB", comp.across)])
     d1, d2, d3 = st.columns(3)

@@ -303,9 +303,9 @@ def curves_section() -> None:
         return
     run_cols = st.columns([1, 1, 4])
     if run_cols[0].button("Compute curves", type="primary", key="curve_run") and modes and fractions:
-        run_cols[1].button("Stop", key="curve_stop", help="interrupts the computation")
         try:
-            st.session_state["curve_frame"] = compute_curves(modes, method, replacement, n, fractions, retrain)
+            with common.stop_button(run_cols[1], "curve_stop"):
+                st.session_state["curve_frame"] = compute_curves(modes, method, replacement, n, fractions, retrain)
         except RobustScopeError as exc:
             common.show_error(exc)
     frame = st.session_state.get("curve_frame")
@@ -322,13 +322,32 @@ def epsilon_candidates(dataset: str) -> list:
             and attr.training_epsilon(i.card) is not None]
 
 
+def tradeoff_series(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str]]:
+    """``(legend name, rows, plotly mode)`` of the alignment plot: one line per threat model
+    (ℓ∞, ℓ₂), each starting from the standard models at ε = 0; clean models trained another way
+    (AdvProp: adversarial examples only through its auxiliary BN) as separate markers at ε = 0,
+    never on a robust line."""
+    standard = frame[frame["method"] == "standard"]
+    robust = frame[frame["norm"] != ""]
+    other_clean = frame[(frame["norm"] == "") & (frame["method"] != "standard")]
+    series = []
+    for norm, part in robust.groupby("norm", sort=True):
+        label = {"linf": "ℓ∞", "l2": "ℓ₂"}.get(norm, norm)
+        series.append((f"alignment ({label})", pd.concat([standard, part]).sort_values("epsilon"), "markers+lines"))
+    if robust.empty and not standard.empty:
+        series.append(("alignment (standard)", standard, "markers"))
+    for method, part in other_clean.groupby("method", sort=True):
+        label = {"advprop": "AdvProp"}.get(method, method)
+        series.append((f"alignment ({label}, a clean model)", part, "markers"))
+    return series
+
+
 def tradeoff_figure(frame: pd.DataFrame) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("gradient alignment with the object", "clean accuracy"))
     text = frame["name"]
-    for norm, part in frame.groupby(frame["norm"].replace("", "linf")):  # ε = 0 (standard) joins the ℓ∞ line
-        label = {"linf": "ℓ∞", "l2": "ℓ₂"}.get(norm, norm)
-        fig.add_trace(go.Scatter(x=part["epsilon"], y=part["alignment"], mode="markers+lines", text=part["name"],
-                                 error_y={"array": part["alignment_std"]}, name=f"alignment ({label})"),
+    for name, part, mode in tradeoff_series(frame):
+        fig.add_trace(go.Scatter(x=part["epsilon"], y=part["alignment"], mode=mode, text=part["name"],
+                                 error_y={"array": part["alignment_std"]}, name=name),
                       row=1, col=1)
     fig.add_trace(go.Scatter(x=frame["epsilon"], y=frame["chance"], mode="lines", name="chance (mask area)",
                              line={"dash": "dot"}), row=1, col=1)

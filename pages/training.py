@@ -9,9 +9,40 @@ import streamlit as st
 
 from engine.data import DATASETS
 from engine.errors import RobustScopeError
-from engine.jobs import JobStore, ensure_worker
+from engine.jobs import JobStore, ensure_worker, worker_alive
+from engine.jobs.worker import pid_path
 from engine.models import ARCHITECTURES
 from engine.training import METHODS, TrainConfig, estimate_cost
+
+#: a worker this page starts exits after this many idle seconds
+WORKER_IDLE_EXIT_S = 1800.0
+
+
+def worker_pid(store: JobStore) -> int | None:
+    """The pid the running worker recorded in ``<runs>/worker.pid`` (None if unreadable)."""
+    try:
+        return int(pid_path(store).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def worker_notice(store: JobStore, started: int | None) -> None:
+    """Say whether a worker runs, where (pid) and how to stop it: it is a separate process that
+    outlives the dashboard."""
+    if started is None and not worker_alive(store):
+        st.warning(f"No training worker is running for `{store.root}`: queued jobs wait until one starts. "
+                   "Start one in a terminal with `python -m engine worker`.")
+        return
+    pid = started or worker_pid(store)
+    who = "started by this dashboard" if started else "already running"
+    idle = f" It exits by itself after {WORKER_IDLE_EXIT_S / 60:.0f} idle minutes." if started else ""
+    st.caption(
+        f"Training worker: pid {pid if pid else '?'} ({who}), runs folder `{store.root}`. It is a separate "
+        f"process and keeps running when the dashboard stops.{idle} Stop it with `kill {pid if pid else '<pid>'}`; "
+        "a job it was running is marked interrupted and resumes from its last completed epoch when a "
+        "worker starts again."
+    )
+
 
 st.title("Training")
 try:
@@ -22,8 +53,10 @@ except RobustScopeError as exc:  # read-only runs folder, full disk: say so inst
 if store.moved_aside is not None:
     st.warning(f"The job store was damaged and has been moved aside to `{store.moved_aside}`; "
                "a new, empty store was started (finished checkpoints are untouched).")
+started = None
 if os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0":
-    ensure_worker(store)
+    started = ensure_worker(store, idle_exit_s=WORKER_IDLE_EXIT_S)
+worker_notice(store, started)
 
 with st.form("new_job"):
     c1, c2, c3 = st.columns(3)

@@ -90,6 +90,7 @@ def test_sweep_and_transfer(tiny_checkpoints):
     at.button(key="atk_sweep_run").click()
     _run(at)
     frame = at.session_state["atk_sweep"]
+    assert "atk_sweep_stop" not in {b.key for b in at.button}  # the sweep ended: its Stop button is gone
     assert list(frame["eps"].unique()) == pytest.approx([0, 0.05, 0.2]) and frame["model"].nunique() == 2
     assert frame["robust_acc"].between(0, 1).all()
     for _, part in frame.groupby("model"):  # FGSM at ε = 0 leaves clean accuracy; it only falls from there
@@ -100,6 +101,7 @@ def test_sweep_and_transfer(tiny_checkpoints):
     at.button(key="atk_transfer_run").click()
     _run(at)
     res = at.session_state["atk_transfer"]
+    assert "atk_transfer_stop" not in {b.key for b in at.button}
     assert res.names == ["A", "B"] and res.n == 16
     assert np.asarray(res.accuracy).shape == (2, 2)
     assert "Transfer (CSV)" in _downloads(at)

@@ -39,15 +39,31 @@ def test_page_without_models_shows_empty_state():
     assert any("Choose model" in info.value for info in at.info)
 
 
+def test_page_computes_only_on_show(checkpoints):
+    """Opening the page computes nothing (no images, no Stop); **Show** computes, and the Stop
+    button is gone once the run has ended."""
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert len(at.get("image")) == 0
+    assert any("press **Show**" in info.value for info in at.info)
+    assert not [b for b in at.button if b.key == "fv_stop"]
+    show = next(b for b in at.button if b.label == "Show")
+    show.click().run()
+    assert not at.exception, at.exception
+    assert len(at.get("image")) == 16  # 4 rows x 2 models x (top-k grid + lucent image)
+    assert not [b for b in at.button if b.label == "Stop"]  # the run ended: no Stop left on screen
+
+
 def test_page_shows_units_and_directions_for_both_models(checkpoints):
     at = AppTest.from_file(PAGE, default_timeout=120).run()
+    next(b for b in at.button if b.label == "Show").click().run()
     assert not at.exception, at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "Model A · unit" in text and "Model B · random direction (seed 0)" in text
-    assert len(at.get("image")) == 16  # 4 rows x 2 models x (top-k grid + lucent image)
+    assert len(at.get("image")) == 16
     assert len(at.get("download_button")) == 3  # JSON + one PNG per model
     at.checkbox[0].check()  # teaching mode (inside the form: submit it)
-    at.button[0].click().run()
+    next(b for b in at.button if b.label == "Show").click().run()
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "Row 1" in text and "Model A · unit" not in text and "random direction" not in text
@@ -57,15 +73,18 @@ def test_page_shows_units_and_directions_for_both_models(checkpoints):
     reveal.click().run()
     assert not at.exception
     assert any("rows correctly" in s.value for s in at.success)
+    assert len(at.get("image")) == 16  # the result stays across reruns without recomputing
 
 
-def test_stop_interrupts_and_show_recomputes(checkpoints):
+def test_results_are_not_shown_for_other_settings(checkpoints):
     at = AppTest.from_file(PAGE, default_timeout=120).run()
-    assert not at.exception, at.exception
-    at.button(key="fv_stop").click().run()
-    assert not at.exception
-    assert any("Stopped" in info.value for info in at.info)
-    assert len(at.get("image")) == 0
-    at.button[0].click().run()  # "Show" (the form's submit button) computes again
-    assert not at.exception
+    next(b for b in at.button if b.label == "Show").click().run()
     assert len(at.get("image")) == 16
+    at.number_input[0].set_value(1)  # fewer units, submitted with Show: computed again
+    next(b for b in at.button if b.label == "Show").click().run()
+    assert not at.exception
+    assert len(at.get("image")) == 12  # 3 rows x 2 models x 2
+    at.session_state["fv_result"]["settings"] = ("other",)  # e.g. another model chosen in the sidebar
+    at.run()
+    assert not at.exception
+    assert len(at.get("image")) == 0 and any("press **Show**" in i.value for i in at.info)

@@ -39,6 +39,7 @@ def test_grid_curves_and_epsilon_view(tiny_checkpoints):
     at.button(key="curve_run").click()
     _run(at)
     frame = at.session_state["curve_frame"]
+    assert "curve_stop" not in {b.key for b in at.button}  # the run ended: its Stop button is gone
     assert set(frame["mode"]) == {"keep", "remove"} and frame["model"].nunique() == 2
     for (_, mode), part in frame.groupby(["model", "mode"]):
         end = part.loc[part["fraction"] == (1.0 if mode == "keep" else 0.0), "accuracy"].item()

@@ -20,3 +20,35 @@ def test_page_queues_a_job(monkeypatch):
     jobs = JobStore().list()
     assert len(jobs) == 1 and jobs[0].status == "queued" and jobs[0].config.method == "standard"
     assert any(f"Queued job {jobs[0].id}" in s.value for s in at.success)
+
+
+def _page() -> AppTest:
+    return AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "training.py"), default_timeout=60)
+
+
+def test_page_says_when_no_worker_runs_and_how_to_start_one(monkeypatch):
+    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
+    at = _page()
+    at.run()
+    assert not at.exception
+    assert any("No training worker is running" in w.value and "python -m engine worker" in w.value
+               for w in at.warning)
+
+
+def test_page_names_the_running_worker_pid_and_how_to_stop_it(monkeypatch):
+    from engine.jobs.worker import WorkerLock, lock_path, pid_path
+
+    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
+    store = JobStore()
+    lock = WorkerLock(lock_path(store))  # what a live worker holds
+    assert lock.acquire()
+    try:
+        pid_path(store).write_text("424242")
+        at = _page()
+        at.run()
+        assert not at.exception
+        notice = [c.value for c in at.caption if "Training worker" in c.value]
+        assert notice and "pid 424242" in notice[0] and "kill 424242" in notice[0]
+        assert not any("No training worker" in w.value for w in at.warning)
+    finally:
+        lock.release()
