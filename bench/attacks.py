@@ -2,13 +2,17 @@
 
     python bench/attacks.py [--skip-peers]
 
-torchattacks goes into a separate virtualenv (bench/.venv-peers, --system-site-packages, --no-deps)
-and runs in a subprocess, so the global environment is untouched. Prints the ratios.
+torchattacks goes into a separate virtualenv (bench/.venv-peers, --no-deps) and runs in a
+subprocess, so the running environment is untouched. The virtualenv is made by *this* interpreter
+and sees *its* packages (torch included) through a ``.pth`` file, also when this interpreter is
+itself a virtualenv (``--system-site-packages`` would only show the system interpreter's). Prints
+the ratios.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import site
 import subprocess
 import sys
 import time
@@ -68,13 +72,35 @@ print(json.dumps({"seconds": min(ts), "bare_seconds": bare,
 """
 
 
+def parent_site_dirs() -> list[str]:
+    """The running interpreter's package folders: its site-packages (virtualenv or not), and any
+    other site-/dist-packages folder on its path (e.g. a base interpreter's, a user site)."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE and Path(site.getusersitepackages()).is_dir():
+        dirs.append(site.getusersitepackages())
+    dirs += [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    return [d for d in dict.fromkeys(dirs) if Path(d).is_dir()]
+
+
+def peer_venv(venv: Path = VENV) -> Path:
+    """A virtualenv at ``venv`` made by ``sys.executable`` that also sees this interpreter's
+    packages (a ``.pth`` file listing :func:`parent_site_dirs`, rewritten on every call so it
+    follows the interpreter that runs the benchmark); its own packages take precedence.
+    Returns the virtualenv's python."""
+    py = venv / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "_robustscope_parent.pth").write_text("\n".join(parent_site_dirs()) + "\n")
+    return py
+
+
 def peer(device: str):
     """Time torchattacks' PGD in the separate virtualenv; None if it cannot be installed."""
-    py = VENV / "bin" / "python"
-    if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(VENV)], check=True)
+    py = peer_venv()
     if subprocess.run([str(py), "-c", "import torchattacks"], capture_output=True).returncode != 0:
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "--no-deps", "torchattacks"], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "torchattacks"], check=True)
     out = subprocess.run([str(py), "-c", PEER, str(REPO), device], capture_output=True, text=True)
     if out.returncode != 0:
         print(out.stderr[-2000:], file=sys.stderr)
