@@ -1,16 +1,27 @@
-"""Add a user's checkpoint file to the uploads folder, validated and converted to our format."""
+"""Add a user's checkpoint file to the uploads folder, validated and converted to our format.
+
+Names are checked (``engine.fileio.check_name``: no paths, NUL bytes or over-long names) and an
+existing checkpoint is never replaced: a taken name gets a free suffix (``NAME-2``, ...).
+"""
 from __future__ import annotations
 
 import json
-import re
+import os
 import tempfile
 from pathlib import Path
 
 from engine import checkpoints as ckpt
+from engine.checkpoints.importers import default_stem, is_weights_name, save_imported
 from engine.errors import CheckpointError, InvalidParameterError
+from engine.fileio import MAX_NAME_LENGTH, check_name, free_stem
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
-MAX_UPLOAD_BYTES = 1 << 30
+#: Accepted weights file names (robustness' ``checkpoint.pt.best``/``.latest`` and ``.pth.tar`` too).
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".pth.tar", ".tar", ".ckpt", ".bin", ".pt.best", ".pt.latest")
+#: Largest accepted upload: 2 GiB, enough for WRN-70-16 (~1.07 GB in fp32) and WRN-94-16 (~1.4 GB).
+MAX_UPLOAD_BYTES = 2 << 30
+#: Environment variable an operator sets to 1 to offer the dashboard's "allow arbitrary
+#: unpickling" option (off by default: a pickled upload could run code on the server).
+ALLOW_PICKLE_ENV = "ROBUSTSCOPE_ALLOW_PICKLE_UPLOADS"
 
 
 def uploads_dir() -> Path:
@@ -18,32 +29,48 @@ def uploads_dir() -> Path:
     return ckpt.checkpoints_root() / "uploads"
 
 
+def pickle_uploads_allowed() -> bool:
+    """True when the operator started the server with ``ROBUSTSCOPE_ALLOW_PICKLE_UPLOADS=1``."""
+    return os.environ.get(ALLOW_PICKLE_ENV, "").strip() == "1"
+
+
 def safe_name(name: str) -> str:
-    """A file-system-safe checkpoint name (letters, digits, ``-``, ``_``, ``.``)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).stem).strip("-.")
+    """A file-system-safe checkpoint name made from an uploaded file's name (letters, digits,
+    ``-``, ``_``, ``.``): ``model.pth.tar`` -> ``model``, ``checkpoint.pt.best`` -> ``checkpoint-best``."""
+    if not isinstance(name, str) or "\x00" in name:
+        raise InvalidParameterError(f"{name!r} does not give a usable checkpoint name")
+    cleaned = default_stem(name)[:MAX_NAME_LENGTH].strip("-.")
     if not cleaned:
         raise InvalidParameterError(f"{name!r} does not give a usable checkpoint name")
-    return cleaned
+    return check_name(cleaned, "checkpoint name")
+
+
+def _size_text(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
 
 def _check_upload(weights_name: str, weights: bytes) -> None:
     """Refuse unknown file types, empty files and files over the size limit."""
-    if not weights_name.lower().endswith(WEIGHT_SUFFIXES):
+    if not isinstance(weights_name, str) or "\x00" in weights_name or len(weights_name) > 1024:
+        raise InvalidParameterError("the uploaded file's name is not usable (NUL bytes or over 1024 characters)")
+    if not is_weights_name(weights_name):
         raise InvalidParameterError(
-            f"{weights_name!r} is not a weights file; expected one of {', '.join(WEIGHT_SUFFIXES)}"
+            f"{weights_name!r} is not a weights file; expected a name ending in {', '.join(WEIGHT_SUFFIXES)}"
         )
     if not weights:
         raise InvalidParameterError(f"{weights_name!r} is empty")
     if len(weights) > MAX_UPLOAD_BYTES:
-        raise InvalidParameterError(f"{weights_name!r} is larger than {MAX_UPLOAD_BYTES >> 20} MiB")
+        raise InvalidParameterError(
+            f"{weights_name!r} is {_size_text(len(weights))}, over the upload limit of {_size_text(MAX_UPLOAD_BYTES)}; "
+            "import larger files with `python -m engine import FILE ...` on the server"
+        )
 
 
-def _destination(name: str, dest_dir: Path) -> Path:
-    """The stem to save under, refusing to overwrite an existing checkpoint."""
-    stem = dest_dir / safe_name(name)
-    if stem.with_suffix(".json").exists() or stem.with_suffix(".safetensors").exists():
-        raise CheckpointError(f"a checkpoint named {stem.name!r} already exists in {dest_dir}; choose another name")
-    return stem
+def _destination(name: str | None, weights_name: str, dest_dir: Path, overwrite: bool = False) -> Path:
+    """The stem to save under: the checked ``name`` (or one made from the file name), with a free
+    suffix (``NAME-2`` ...) when a checkpoint of that name exists, unless ``overwrite``."""
+    wanted = check_name(name, "checkpoint name") if name else safe_name(weights_name)
+    return free_stem(dest_dir, wanted, (".safetensors", ".json"), overwrite=overwrite)
 
 
 def _load_with_card(folder: Path, weights_name: str, weights: bytes, card: bytes):
@@ -71,17 +98,31 @@ def install_upload(
     arch_kwargs: dict | None = None,
     allow_pickle: bool = False,
     dest_dir: Path | None = None,
+    normalization=None,
+    overwrite: bool = False,
 ) -> Path:
     """Validate an uploaded checkpoint and save it, in our format, into the uploads folder.
 
     With ``card`` (JSON bytes) the weights must be our safetensors format; without it, ``arch``
-    and ``dataset`` say how to import a foreign state dict (``fmt``: see ``import_checkpoint``).
-    Nothing is written unless the checkpoint loads; existing checkpoints are never overwritten.
-    Returns the saved checkpoint's path.
+    and ``dataset`` say how to import a foreign state dict (``fmt``, ``normalization``: see
+    ``import_checkpoint``). Nothing is written unless the checkpoint loads.
+
+    Args:
+        name: the checkpoint's name (checked: letters, digits, ``.``, ``_``, ``-``; no paths, at
+            most ``engine.fileio.MAX_NAME_LENGTH`` characters); default: made from the file name.
+        overwrite: replace an existing checkpoint of that name; by default a free name
+            (``NAME-2``, ...) is chosen instead and the returned path shows it.
+
+    Returns:
+        The saved checkpoint's ``.safetensors`` path (its stem is the name actually used).
+
+    Raises:
+        InvalidParameterError: bad name, file type or size (the limit is stated), missing options.
+        CheckpointError: the weights do not load (nothing is saved).
     """
     _check_upload(weights_name, weights)
     dest_dir = Path(dest_dir) if dest_dir is not None else uploads_dir()
-    stem = _destination(name or weights_name, dest_dir)
+    _destination(name, weights_name, dest_dir, overwrite)  # refuse a bad name before any work
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if card is not None:
@@ -89,11 +130,17 @@ def install_upload(
         else:
             if not arch or not dataset:
                 raise InvalidParameterError("without a model card, choose the architecture and the dataset")
-            src = folder / Path(weights_name).name
+            src = folder / (safe_name(weights_name) + _weights_suffix(weights_name))
             src.write_bytes(weights)
             loaded = ckpt.import_checkpoint(
-                src, arch, dataset, fmt=fmt, allow_pickle=allow_pickle, arch_kwargs=arch_kwargs
+                src, arch, dataset, fmt=fmt, allow_pickle=allow_pickle, arch_kwargs=arch_kwargs,
+                normalization=normalization,
             )
-        card_dict = dict(loaded.card, name=stem.name)
         dest_dir.mkdir(parents=True, exist_ok=True)
-        return ckpt.save_checkpoint(loaded.model, card_dict, stem)
+        stem = _destination(name, weights_name, dest_dir, overwrite)  # chosen now: the folder may have changed
+        return save_imported(loaded, stem).path
+
+
+def _weights_suffix(weights_name: str) -> str:
+    """The file's suffix as the loaders need it (``.safetensors`` read as such, anything else as PyTorch)."""
+    return ".safetensors" if weights_name.lower().endswith(".safetensors") else ".pt"

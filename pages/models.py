@@ -9,7 +9,7 @@ from engine import models as emodels
 from engine.evaluation import accuracy
 from engine import selection
 from engine.selection import incompatibility
-from engine.uploads import install_upload
+from engine.uploads import ALLOW_PICKLE_ENV, MAX_UPLOAD_BYTES, install_upload, pickle_uploads_allowed
 from pages import common
 
 st.title("Models")
@@ -61,37 +61,74 @@ def show_card(slot: str, loaded) -> None:
     cols[1].metric("clean acc (card)", f"{clean:.2%}" if isinstance(clean, float) else "—")
     robust = metrics.get("robust_acc")
     cols[2].metric("robust acc (card)", f"{robust:.2%}" if isinstance(robust, float) else "—")
+    show_leaderboard(card)
     with st.expander("Full model card"):
         st.json(card)
+
+
+def show_leaderboard(card) -> None:
+    """A leaderboard's reported figures for an imported zoo model, beside (not as) our measurements."""
+    board = (card.get("source") or {}).get("leaderboard")
+    if not isinstance(board, dict):
+        return
+    parts = []
+    for key, label in (("clean_acc", "clean"), ("autoattack_acc", "AutoAttack"), ("corruptions_acc", "corruptions")):
+        value = board.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{label} {value:.2%}")
+    threat = f" at {board.get('norm', '')} ε={board['eps_text']}" if board.get("eps_text") else ""
+    st.caption(f"Reported by the leaderboard{threat}: {', '.join(parts) or '—'} ({board.get('from', 'source unknown')}); "
+               "not measured here.")
 
 
 def upload_form() -> None:
     """Upload a checkpoint (with a card, or a state dict with its architecture)."""
     with st.expander("Upload a checkpoint"):
-        weights = st.file_uploader("Weights", type=["safetensors", "pt", "pth", "ckpt", "bin"], key="up_w")
+        st.caption(f"Files up to {MAX_UPLOAD_BYTES >> 30} GiB: `.safetensors` with our `.json` card, or a PyTorch "
+                   "state dict (`.pt`, `.pth`, `.pth.tar`, `.ckpt`, `.bin`, robustness' `checkpoint.pt.best`).")
+        weights = st.file_uploader("Weights", type=["safetensors", "pt", "pth", "tar", "ckpt", "bin", "best", "latest"],
+                                   key="up_w")
         card = st.file_uploader("Model card (.json, optional for .safetensors from RobustScope)", type=["json"], key="up_c")
         c1, c2, c3 = st.columns(3)
-        arch = c1.selectbox("Architecture (without a card)", list(emodels.ARCHITECTURES), key="up_arch")
+        arch = c1.selectbox("Architecture (without a card)", list(emodels.ARCHITECTURES), key="up_arch",
+                            help="For torchvision/timm models type their name in 'Other architecture'.")
         dataset = c2.selectbox("Dataset (without a card)", list(edata.DATASETS), key="up_ds")
-        fmt = c3.selectbox("Format", ["auto", "plain", "torchvision", "robustness", "robustbench"], key="up_fmt")
-        name = st.text_input("Name (default: the file name)", key="up_name")
-        allow_pickle = st.checkbox(
-            "Allow arbitrary unpickling (DANGEROUS: only for files you trust)", key="up_pickle",
-            help="Some old checkpoints need full pickle loading, which can run any code inside the file.",
+        fmt = c3.selectbox("Format", ["auto", "plain", "torchvision", "timm", "robustness", "robustbench"], key="up_fmt")
+        c4, c5 = st.columns(2)
+        other_arch = c4.text_input("Other architecture (torchvision:NAME, timm:NAME or robustness' resnet50 ...)",
+                                   key="up_arch_other")
+        normalization = c5.text_input(
+            "Normalisation (MEAN,..;STD,.. or none; empty: the file's, else the architecture's, else the dataset's)",
+            key="up_norm",
         )
-        if allow_pickle:
-            st.warning("Loading with pickle runs code from the file. Only do this for checkpoints you trust.")
+        name = st.text_input("Name (default: the file name; a taken name gets a -2, -3 ... suffix)", key="up_name")
+        allow_pickle = False
+        if pickle_uploads_allowed():
+            allow_pickle = st.checkbox(
+                "Allow arbitrary unpickling (DANGEROUS: only for files you trust)", key="up_pickle",
+                help="Some old checkpoints need full pickle loading, which can run any code inside the file.",
+            )
+            if allow_pickle:
+                st.warning("Loading with pickle runs code from the file on this server. Only do this for checkpoints you trust.")
+        else:
+            st.caption(
+                "Checkpoints that need arbitrary unpickling (pickled Python objects, which could run code on this "
+                f"server) are refused. The operator can allow them by starting the server with `{ALLOW_PICKLE_ENV}=1`, "
+                "or convert such a file once with `python -m engine import FILE ... --allow-pickle` where it is trusted."
+            )
         if st.button("Add checkpoint", disabled=weights is None, key="up_go"):
             try:
                 path = install_upload(
                     weights.name, weights.getvalue(), card.getvalue() if card else None,
-                    name=name or None, arch=arch, dataset=dataset, fmt=fmt, allow_pickle=allow_pickle,
+                    name=name or None, arch=other_arch.strip() or arch, dataset=dataset, fmt=fmt,
+                    allow_pickle=allow_pickle, normalization=normalization or None,
                 )
             except Exception as exc:  # shown to the user; nothing was saved
                 common.show_error(exc)
             else:
                 common.checkpoint_listing.clear()
-                st.success(f"Saved {path.name}; pick it in the sidebar.")
+                renamed = f" (`{name}` was taken)" if name and path.stem != name else ""
+                st.success(f"Saved {path.name}{renamed}; pick it in the sidebar.")
 
 
 def evaluate_pair() -> None:

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
-from engine.data import imagefolder, shapes, vision
+from engine.data import imagefolder, imagenet, shapes, vision
 from engine.data.base import DatasetSpec, TensorImageDataset, check_no_options
 from engine.errors import InvalidParameterError
 
@@ -20,6 +20,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "mnist": vision.MNIST_SPEC,
     "fashion-mnist": vision.FASHION_MNIST_SPEC,
     "cifar10": vision.CIFAR10_SPEC,
+    "cifar100": vision.CIFAR100_SPEC,
+    "imagenet": imagenet.SPEC,
 }
 
 LOADERS: dict[str, Callable[..., Dataset]] = {
@@ -27,6 +29,8 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist": vision.load_mnist,
     "fashion-mnist": vision.load_fashion_mnist,
     "cifar10": vision.load_cifar10,
+    "cifar100": vision.load_cifar100,
+    "imagenet": imagenet.load_imagenet,
     "imagefolder": imagefolder.load_imagefolder,
 }
 
@@ -35,6 +39,8 @@ AVAILABLE: dict[str, Callable[[str | Path | None], bool]] = {
     "mnist": vision.mnist_available,
     "fashion-mnist": vision.fashion_mnist_available,
     "cifar10": vision.cifar10_available,
+    "cifar100": vision.cifar100_available,
+    "imagenet": imagenet.imagenet_available,
     "imagefolder": imagefolder.imagefolder_available,
 }
 
@@ -44,6 +50,8 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "mnist": (),
     "fashion-mnist": (),
     "cifar10": (),
+    "cifar100": ("label_type",),
+    "imagenet": ("image_size", "resize", "interpolation"),
     "imagefolder": ("image_size",),
 }
 
@@ -92,7 +100,10 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None,
         download: download missing files when possible (torchvision sets; shows progress).
         **options: per dataset, see ``OPTIONS``: ``shapes`` takes ``n``, ``variant``,
             ``texture_rate``, ``texture_contrast``, ``seed``, ``image_size`` (see :func:`engine.data.shapes.load_shapes`);
-            ``imagefolder`` takes ``image_size``.
+            ``imagefolder`` takes ``image_size``; ``cifar100`` takes ``label_type`` ("fine"/"coarse");
+            ``imagenet`` takes ``image_size``, ``resize``, ``interpolation`` (see
+            :func:`engine.data.imagenet.load_imagenet`; :func:`engine.data.imagenet.loader_options`
+            reads them from a model card). ImageNet is never downloaded.
 
     Returns:
         A ``torch.utils.data.Dataset`` with a ``spec`` attribute.

@@ -1,13 +1,17 @@
-"""Real image datasets: MNIST and Fashion-MNIST (through torchvision) and CIFAR-10 (binary format).
+"""Real image datasets: MNIST and Fashion-MNIST (through torchvision), CIFAR-10 and CIFAR-100
+(binary formats).
 
 Files live under the data root (``$ROBUSTSCOPE_DATA``, else ``./data``) in torchvision's layout:
-``<root>/MNIST/raw/...``, ``<root>/FashionMNIST/raw/...`` and ``<root>/cifar-10-batches-bin/...``.
+``<root>/MNIST/raw/...``, ``<root>/FashionMNIST/raw/...``, ``<root>/cifar-10-batches-bin/...`` and
+``<root>/cifar-100-binary/...`` (the folders the official archives unpack to).
 Missing files are downloaded when ``download=True`` (torchvision shows the progress); when that
 fails the error names the files and the variable, so an offline user knows what to copy where.
 
 CIFAR-10 is read from its documented *binary* release, never from the Python pickles: each record
 is 1 label byte followed by 3072 pixel bytes (the 1024 red, then green, then blue values of a
-32x32 image, row-major).
+32x32 image, row-major). CIFAR-100's binary release (``train.bin``, ``test.bin``) has 1 coarse
+label byte, 1 fine label byte, then the same 3072 pixel bytes; its label names are in
+``coarse_label_names.txt`` and ``fine_label_names.txt``.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from engine.data.base import (
     check_split,
     resolve_root,
 )
-from engine.errors import DatasetUnavailableError
+from engine.errors import DatasetUnavailableError, InvalidParameterError
 
 MNIST_SPEC = DatasetSpec(
     name="mnist",
@@ -220,6 +224,158 @@ def _fetch(root: Path, files: list[Path], download: bool) -> None:
         raise _unavailable("cifar10", files, "the downloaded archive did not contain them")
 
 
+# ----------------------------------------------------------------------------- CIFAR-100
+
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"
+CIFAR100_MD5 = "03b5dce01913d631647c71ecec9e9cb8"
+CIFAR100_FOLDER = "cifar-100-binary"
+CIFAR100_FILES = {"train": "train.bin", "test": "test.bin"}
+CIFAR100_FINE_NAMES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
+    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
+    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)
+CIFAR100_COARSE_NAMES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2",
+)
+CIFAR100_SPEC = DatasetSpec(
+    name="cifar100",
+    num_classes=100,
+    class_names=CIFAR100_FINE_NAMES,
+    input_shape=(3, 32, 32),
+    mean=(0.5071, 0.4865, 0.4409),
+    std=(0.2673, 0.2564, 0.2762),
+    default_arch="cifar_resnet",
+    description="CIFAR-100, 50,000 train / 10,000 test 32x32 colour, 100 fine / 20 coarse classes (Krizhevsky 2009)",
+)
+CIFAR100_COARSE_SPEC = replace(
+    CIFAR100_SPEC, num_classes=20, class_names=CIFAR100_COARSE_NAMES,
+    description="CIFAR-100 with its 20 coarse labels (superclasses)",
+)
+_RECORD100 = 2 + 3 * 32 * 32
+LABEL_TYPES = ("fine", "coarse")
+
+
+class Cifar100Dataset(TensorImageDataset):
+    """CIFAR-100 images with their fine labels (or coarse, see ``label_type``) and both label sets.
+
+    Attributes:
+        fine_labels, coarse_labels: (N,) long tensors, whatever ``labels`` yields.
+        fine_names, coarse_names: the 100 and 20 label names.
+    """
+
+    def __init__(self, images, fine, coarse, spec, fine_names, coarse_names):
+        super().__init__(images, coarse if spec.num_classes == 20 else fine, spec)
+        self.fine_labels, self.coarse_labels = fine.long(), coarse.long()
+        self.fine_names, self.coarse_names = tuple(fine_names), tuple(coarse_names)
+
+
+def cifar100_files(root: str | Path | None = None, split: str | None = None) -> list[Path]:
+    """The CIFAR-100 binary file of ``split`` (both splits when None)."""
+    folder = resolve_root(root) / CIFAR100_FOLDER
+    splits = ("train", "test") if split is None else (check_split(split),)
+    return [folder / CIFAR100_FILES[s] for s in splits]
+
+
+def read_cifar100_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Read a CIFAR-100 binary file.
+
+    Returns:
+        ``(images uint8 (N, 3, 32, 32), fine labels long (N,), coarse labels long (N,))``.
+
+    Raises:
+        DatasetUnavailableError: empty or truncated file (size not a multiple of 3074 bytes), or a
+            label out of range (fine 0..99, coarse 0..19).
+    """
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % _RECORD100:
+        raise DatasetUnavailableError(
+            f"CIFAR-100 file {path} is corrupt: {raw.size} bytes is not a positive multiple of "
+            f"{_RECORD100} (coarse label byte + fine label byte + 3072 pixel bytes per image). "
+            "Delete it and download again."
+        )
+    records = raw.reshape(-1, _RECORD100)
+    coarse = torch.from_numpy(records[:, 0].astype(np.int64))
+    fine = torch.from_numpy(records[:, 1].astype(np.int64))
+    if int(coarse.max()) >= 20 or int(fine.max()) >= 100:
+        raise DatasetUnavailableError(
+            f"CIFAR-100 file {path} is corrupt: labels out of range (coarse max {int(coarse.max())}, fine max {int(fine.max())})"
+        )
+    images = torch.from_numpy(records[:, 2:].reshape(-1, 3, 32, 32).copy())
+    return images, fine, coarse
+
+
+def _names_file(path: Path, default: tuple[str, ...]) -> tuple[str, ...]:
+    if not path.is_file():
+        return default
+    names = tuple(line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip())
+    return names if len(names) == len(default) else default
+
+
+def cifar100_class_names(root: str | Path | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(fine names, coarse names)`` from the release's text files when well-formed, else the standard ones."""
+    folder = resolve_root(root) / CIFAR100_FOLDER
+    return (_names_file(folder / "fine_label_names.txt", CIFAR100_FINE_NAMES),
+            _names_file(folder / "coarse_label_names.txt", CIFAR100_COARSE_NAMES))
+
+
+def _download_cifar100(root: Path) -> None:
+    download_and_extract_archive(CIFAR100_URL, download_root=str(root), md5=CIFAR100_MD5)
+
+
+def load_cifar100(split: str = "test", root: str | Path | None = None, download: bool = True,
+                  label_type: str = "fine") -> Cifar100Dataset:
+    """Load CIFAR-100 from its binary release as (3, 32, 32) images in [0, 1].
+
+    Args:
+        split: ``"train"`` (train.bin, 50,000) or ``"test"`` (test.bin, 10,000).
+        root: data root holding ``cifar-100-binary/``; None means ``data_root()``.
+        download: fetch and unpack ``cifar-100-binary.tar.gz`` (md5-checked) if files are missing.
+        label_type: ``"fine"`` (100 classes, the default and what models are trained on) or
+            ``"coarse"`` (the 20 superclasses); both label sets are attributes of the result.
+
+    Raises:
+        InvalidParameterError: unknown split or label type.
+        DatasetUnavailableError: files missing and not downloadable, or a file is corrupt.
+    """
+    check_split(split)
+    if label_type not in LABEL_TYPES:
+        raise InvalidParameterError(f"label_type must be one of {', '.join(LABEL_TYPES)}, got {label_type!r}")
+    root = resolve_root(root)
+    files = cifar100_files(root, split)
+    if not all(f.is_file() for f in files):
+        if not download:
+            raise _unavailable("cifar100", files, "its files are missing and download=False")
+        try:
+            _download_cifar100(root)
+        except (RuntimeError, OSError) as exc:
+            raise _unavailable("cifar100", files, f"its files are missing and the download failed ({exc})") from exc
+        if not all(f.is_file() for f in files):
+            raise _unavailable("cifar100", files, "the downloaded archive did not contain them")
+    images, fine, coarse = read_cifar100_file(files[0])
+    fine_names, coarse_names = cifar100_class_names(root)
+    base = CIFAR100_SPEC if label_type == "fine" else CIFAR100_COARSE_SPEC
+    names = fine_names if label_type == "fine" else coarse_names
+    spec = base if names == base.class_names else replace(base, class_names=names)
+    return Cifar100Dataset(images, fine, coarse, spec, fine_names, coarse_names)
+
+
+def cifar100_available(root: str | Path | None = None) -> bool:
+    """True when both CIFAR-100 binary files are on disk (no download attempted)."""
+    return all(f.is_file() for f in cifar100_files(root))
+
+
 # ----------------------------------------------------------------------------- registry hooks
 
 
@@ -252,4 +408,5 @@ LOADERS: dict[str, Callable[..., TensorImageDataset]] = {
     "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
 }
