@@ -12,6 +12,7 @@ import streamlit as st
 from engine import attacks
 from engine import data as edata
 from engine import images as eimages
+from engine.attacks.base import MAX_RESTARTS, MAX_SEARCH_STEPS, MAX_STEPS, max_eps
 from engine.attacks.export import npz_bytes, result_arrays
 from engine.attribution.state import predict
 from engine.errors import RobustScopeError
@@ -86,14 +87,16 @@ def param_widget(attack: str, name: str, default, norm: str):
         return st.checkbox(label, default, key=key)
     if name == "eps":
         step = 1 / 255 if norm == "linf" else 0.05
-        return float(st.number_input(label, 0.0, None, float(default), step, format="%.4f", key=key,
-                                     help=f"default for {sel.dataset} ({norm}): {default:.4g}"))
+        high = max_eps(norm or "linf", tuple(SPEC.input_shape))  # ℓ∞: 1; ℓ₂: sqrt(C·H·W)
+        return float(st.number_input(label, 0.0, high, min(float(default), high), step, format="%.4f", key=key,
+                                     help=f"default for {sel.dataset} ({norm}): {default:.4g}; at most {high:.4g}"))
     if name == "alpha":
         value = st.number_input(label, 0.0, None, None, 0.001, format="%.4f", key=key,
                                 placeholder="2.5·ε/steps", help="empty: 2.5·ε/steps")
         return None if value is None else float(value)
     if isinstance(default, int):
-        return int(st.number_input(label, 1, 10_000, int(default), key=key))
+        high = {"restarts": MAX_RESTARTS, "search_steps": MAX_SEARCH_STEPS}.get(name, MAX_STEPS)
+        return int(st.number_input(label, 1, high, min(int(default), high), key=key))
     return float(st.number_input(label, 0.0, None, float(default), format="%.4g", key=key))
 
 

@@ -137,3 +137,19 @@ def test_upload_is_decoded_to_the_model_input():
     Image.fromarray(np.full((50, 70, 3), 200, dtype=np.uint8)).save(buf, format="PNG")
     x = decode_image(buf.getvalue(), (3, 32, 32))
     assert tuple(x.shape) == (1, 3, 32, 32) and float(x.max()) == pytest.approx(200 / 255)
+
+
+def test_attack_parameters_are_bounded_in_the_widgets(tiny_checkpoints):
+    """ε at most 1 under ℓ∞ and sqrt(C·H·W) under ℓ₂; steps and restarts at the engine's caps."""
+    import math
+
+    from engine.attacks.base import MAX_RESTARTS, MAX_STEPS
+
+    at = _run(AppTest.from_file(PAGE, default_timeout=120))
+    assert at.number_input(key="atk_pgd_eps_shapes_linf").max == 1.0
+    assert at.number_input(key="atk_pgd_steps_shapes_linf").max == MAX_STEPS
+    assert at.number_input(key="atk_pgd_restarts_shapes_linf").max == MAX_RESTARTS
+    at.selectbox(key="atk_pgd_norm").set_value("l2")
+    _run(at)
+    assert at.number_input(key="atk_pgd_eps_shapes_l2").max == pytest.approx(math.sqrt(3 * 32 * 32))
+

@@ -44,3 +44,43 @@ def test_stop_keeps_the_last_finished_result(tiny_checkpoints):
     assert at.subheader[0].value == heading
     assert len(at.get("plotly_chart")) == 2
     assert not [b for b in at.button if b.key == "cka_stop"]
+
+
+def _extra_checkpoint(name: str, classes: int, shape: tuple, dataset: str) -> str:
+    """A tiny seeded checkpoint beside the ``tiny_checkpoints`` ones; returns its path."""
+    import os
+
+    import torch
+
+    from engine.checkpoints import make_card, save_checkpoint
+    from engine.models import build_model
+
+    torch.manual_seed(7)
+    model = build_model("small_cnn", classes, shape, [0.5] * shape[0], [0.25] * shape[0], width=4, hidden=16)
+    card = make_card(model, dataset, name=name, training={"method": "standard"})
+    return str(save_checkpoint(model.eval(), card, Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"]) / name))
+
+
+def _with_b(path: str) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.selectbox(key="model_b").set_value(path)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_model_of_another_input_shape_is_refused(tiny_checkpoints):
+    at = _with_b(_extra_checkpoint("mnist_sized", 10, (1, 28, 28), "mnist"))
+    assert any("takes inputs of shape (1, 28, 28)" in w.value for w in at.warning)
+    assert not [b for b in at.button if "Compute CKA" in b.label]  # the page stopped before the form
+
+
+def test_a_model_with_other_classes_is_compared_with_a_warning(tiny_checkpoints):
+    at = _with_b(_extra_checkpoint("five_classes", 5, (3, 32, 32), "shapes"))
+    assert any("5 classes" in w.value and "does not use the labels" in w.value for w in at.warning)
+    at.number_input[0].set_value(24)
+    at.number_input[1].set_value(8)
+    next(b for b in at.button if "Compute CKA" in b.label).click().run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 2
