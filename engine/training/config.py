@@ -56,6 +56,8 @@ class TrainConfig:
         eval_steps: PGD steps of the per-epoch robust evaluation (eps/norm as in training;
             alpha = 2.5 * eps / eval_steps; for ``standard`` the eps above is still used).
         name: output checkpoint name (file stem); ``None`` = derived from the recipe.
+        snapshot_every: keep every k-th epoch's checkpoint in the run folder (``epoch-NNNN/model``)
+            for CKA across epochs; 0 = keep only the last and the best.
     """
 
     dataset: str = "shapes"
@@ -83,6 +85,7 @@ class TrainConfig:
     eval_size: int = 256
     eval_steps: int = 10
     name: str | None = None
+    snapshot_every: int = 0
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -166,6 +169,7 @@ class TrainConfig:
         _check_int("seed", self.seed, low=0, high=2**31 - 1)
         _check_int("eval_size", self.eval_size, low=0, high=1_000_000)
         _check_int("eval_steps", self.eval_steps, low=1, high=1000)
+        _check_int("snapshot_every", self.snapshot_every, low=0, high=10000)
         if self.train_size is not None:
             _check_int("train_size", self.train_size, low=1, high=100_000_000)
         if not isinstance(self.amp, bool):

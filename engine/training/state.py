@@ -87,10 +87,33 @@ def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer, scaler=None) 
         scaler.load_state_dict(payload["scaler"])
 
 
-def commit_state(run_dir: Path, state: RunState) -> None:
-    """Point ``state.json`` at the new folders, then delete epoch folders no longer referenced."""
+def is_snapshot(folder_name: str, snapshot_every: int) -> bool:
+    """Whether ``epoch-NNNN`` is one of the run's kept snapshots (every ``snapshot_every`` epochs)."""
+    try:
+        epoch = int(folder_name.split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    return snapshot_every > 0 and epoch % snapshot_every == 0
+
+
+def commit_state(run_dir: Path, state: RunState, snapshot_every: int = 0) -> None:
+    """Point ``state.json`` at the new folders, then delete epoch folders no longer referenced
+    (the last, the best and, with ``snapshot_every`` > 0, every k-th epoch are kept)."""
     write_json_atomic(Path(run_dir) / STATE_FILE, state.__dict__)
     keep = {state.last, state.best}
     for folder in Path(run_dir).glob("epoch-*"):
-        if folder.name not in keep:
+        if folder.name not in keep and not is_snapshot(folder.name, snapshot_every):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def list_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(epoch, checkpoint stem)`` of every epoch checkpoint kept in a run folder, in order."""
+    found = []
+    for folder in Path(run_dir).glob("epoch-*"):
+        try:
+            epoch = int(folder.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if (folder / "model.json").is_file():
+            found.append((epoch, folder / "model"))
+    return sorted(found)

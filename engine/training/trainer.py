@@ -431,7 +431,7 @@ def _save_epoch(run_dir: Path, raw: nn.Module, optimizer, scaler, config: TrainC
     new = RunState(epoch=epoch, last=folder.name, best=folder.name if better else state.best,
                    best_metric=value if better else state.best_metric, history=history,
                    config=config.to_dict())
-    commit_state(run_dir, new)
+    commit_state(run_dir, new, config.snapshot_every)
     return new
 
 
