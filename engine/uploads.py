@@ -13,7 +13,7 @@ from pathlib import Path
 from engine import checkpoints as ckpt
 from engine.checkpoints.importers import default_stem, is_weights_name, save_imported
 from engine.errors import CheckpointError, InvalidParameterError
-from engine.fileio import MAX_NAME_LENGTH, check_name, free_stem
+from engine.fileio import MAX_NAME_LENGTH, check_name, free_stem, slug
 
 #: Accepted weights file names (robustness' ``checkpoint.pt.best``/``.latest`` and ``.pth.tar`` too).
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".pth.tar", ".tar", ".ckpt", ".bin", ".pt.best", ".pt.latest")
@@ -69,8 +69,21 @@ def _check_upload(weights_name: str, weights: bytes) -> None:
 def _destination(name: str | None, weights_name: str, dest_dir: Path, overwrite: bool = False) -> Path:
     """The stem to save under: the checked ``name`` (or one made from the file name), with a free
     suffix (``NAME-2`` ...) when a checkpoint of that name exists, unless ``overwrite``."""
-    wanted = check_name(name, "checkpoint name") if name else safe_name(weights_name)
+    wanted = typed_name(name) if name else safe_name(weights_name)
     return free_stem(dest_dir, wanted, (".safetensors", ".json"), overwrite=overwrite)
+
+
+def typed_name(name: str) -> str:
+    """A name typed in the upload form, checked: paths (``/``, ``\\``, ``..``), NUL and control
+    characters and over-long names are refused with a clear message; spaces and other harmless
+    characters become ``-`` (``"my upload"`` -> ``"my-upload"``)."""
+    if not isinstance(name, str):
+        raise InvalidParameterError(f"checkpoint name must be text, got {type(name).__name__}")
+    stripped = name.strip()
+    if (len(stripped) > MAX_NAME_LENGTH or any(c in stripped for c in "/\\") or stripped in (".", "..")
+            or any(ord(c) < 32 or ord(c) == 127 for c in stripped)):
+        return check_name(stripped, "checkpoint name")  # raises, saying why
+    return check_name(slug(stripped, fallback=""), "checkpoint name")
 
 
 def _load_with_card(folder: Path, weights_name: str, weights: bytes, card: bytes):

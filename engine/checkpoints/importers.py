@@ -219,24 +219,37 @@ def resolve_arch(arch: str, dataset: str, fmt: str) -> str:
     if fmt != "robustness" or ":" in arch or arch.startswith("cifar_"):
         return arch
     name = arch.lower()
+    if dataset in ROBUSTNESS_CIFAR_DATASETS and name in ROBUSTNESS_CIFAR_ARCHS:
+        return ROBUSTNESS_CIFAR_ARCHS[name]
+    if dataset in ROBUSTNESS_IMAGENET_DATASETS and _torchvision_has(name):
+        return f"torchvision:{name}"
+    if _registered(arch):
+        return arch  # a RobustScope architecture named directly
     if dataset in ROBUSTNESS_CIFAR_DATASETS:
-        if name in ROBUSTNESS_CIFAR_ARCHS:
-            return ROBUSTNESS_CIFAR_ARCHS[name]
         raise InvalidParameterError(
             f"robustness' CIFAR architecture {arch!r} is not available in RobustScope; it has "
             f"{', '.join(ROBUSTNESS_CIFAR_ARCHS)} (as {', '.join(ROBUSTNESS_CIFAR_ARCHS.values())})"
         )
     if dataset in ROBUSTNESS_IMAGENET_DATASETS:
-        if _torchvision_has(name):
-            return f"torchvision:{name}"
         raise InvalidParameterError(
             f"robustness' ImageNet architecture {arch!r} is not a torchvision model; robustness' ImageNet "
             "models use torchvision's definitions (resnet18, resnet50, wide_resnet50_2, vgg16_bn, ...)"
         )
     raise InvalidParameterError(
-        f"robustness has no architectures for dataset {dataset!r}; it builds CIFAR models for "
-        f"{', '.join(ROBUSTNESS_CIFAR_DATASETS)} and torchvision models for {', '.join(ROBUSTNESS_IMAGENET_DATASETS)}"
+        f"{arch!r} is neither a RobustScope architecture nor one robustness builds for dataset {dataset!r} "
+        f"(robustness builds CIFAR models for {', '.join(ROBUSTNESS_CIFAR_DATASETS)} and torchvision models "
+        f"for {', '.join(ROBUSTNESS_IMAGENET_DATASETS)})"
     )
+
+
+def _registered(arch: str) -> bool:
+    try:
+        from engine.models import get_arch
+
+        get_arch(arch)
+    except (InvalidParameterError, ImportError):
+        return False
+    return True
 
 
 @dataclass

@@ -414,8 +414,9 @@ def test_robustness_names_resolve_by_dataset():
     assert resolve_arch("cifar_resnet50", "cifar10", "robustness") == "cifar_resnet50"
     with pytest.raises(InvalidParameterError, match="densenet121"):
         resolve_arch("densenet121", "cifar10", "robustness")
-    with pytest.raises(InvalidParameterError, match="no architectures for dataset 'mnist'"):
-        resolve_arch("resnet18", "mnist", "robustness")
+    assert resolve_arch("small_cnn", "mnist", "robustness") == "small_cnn"  # ours, named directly
+    with pytest.raises(InvalidParameterError, match="nor one robustness builds for dataset 'mnist'"):
+        resolve_arch("densenet121", "mnist", "robustness")
 
 
 def test_robustness_best_checkpoint_imports_with_its_own_normaliser(tmp_path, capsys):
