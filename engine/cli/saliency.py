@@ -146,9 +146,12 @@ def _parse_fractions(text: str | None) -> tuple[float, ...]:
     if not text:
         return DEFAULT_FRACTIONS
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise InvalidParameterError(f"--fractions must be comma-separated numbers, got {text!r}") from None
+    if not all(0.0 <= v <= 1.0 for v in values):  # also refuses nan
+        raise InvalidParameterError(f"--fractions must lie in [0, 1], got {text!r}")
+    return values
 
 
 def _check_retrain_args(args: argparse.Namespace) -> None:
@@ -168,6 +171,8 @@ def run_saliency(args: argparse.Namespace) -> int:
     if not 0 <= args.alpha <= 1 or args.scale < 1:
         raise InvalidParameterError("--alpha must be in [0, 1] and --scale >= 1")
     _check_retrain_args(args)
+    if args.curve:
+        _parse_fractions(args.fractions)  # before any map is computed
     params = parse_params(args.param, args.methods)
     device = resolve_device(args.device)
     models = _model_names([engine.load(p, device=str(device)) for p in args.checkpoint])

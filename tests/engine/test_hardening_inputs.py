@@ -145,6 +145,13 @@ def test_attack_cli_refuses_unbounded_parameters_at_once(extra, message, models,
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_saliency_refuses_bad_fractions_before_computing_maps(models, tmp_path, capsys):
+    rc, _, err = run_cli(["saliency", "--checkpoint", models["shapes"], "--curve", "remove", "--fractions", "0,5",
+                          "--n", 4, "--out", tmp_path / "sal"], capsys)
+    assert_user_error(rc, err, "--fractions must lie in [0, 1]")
+    assert not (tmp_path / "sal").exists()
+
+
 def test_evaluate_refuses_more_images_than_the_split_has(models, capsys):
     rc, _, err = run_cli(["evaluate", "--checkpoint", models["shapes"], "--n", 10**9], capsys)
     assert_user_error(rc, err, "--n must be an integer in [1, 2000]")
