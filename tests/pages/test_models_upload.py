@@ -44,3 +44,21 @@ def test_upload_form_offers_the_new_datasets_and_a_normalisation_field(monkeypat
     assert "cifar100" in options and "imagenet" in options
     assert at.text_input(key="up_norm").value == ""
     assert "timm" in at.selectbox(key="up_fmt").options
+
+
+def test_leaderboard_figures_are_shown_beside_not_as_our_metrics(monkeypatch, tmp_path):
+    import os
+
+    from engine.checkpoints import make_card, save_checkpoint
+    from engine.models import build_model
+
+    model = build_model("small_cnn", 4, (3, 32, 32), [0.5] * 3, [0.25] * 3, width=4, hidden=8)
+    board = {"clean_acc": 0.8969, "autoattack_acc": 0.5953, "eps_text": "8/255", "norm": "linf",
+             "from": "RobustBench model_info/cifar10/Linf/Carmon2019Unlabeled.json"}
+    card = make_card(model, "shapes", name="zoo_model", training={"method": "pgd", "norm": "linf", "eps": 8 / 255},
+                     source={"format": "robustbench", "leaderboard": board})
+    save_checkpoint(model, card, Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"]) / "zoo_model")
+    at = _models_page()
+    text = _captions(at)
+    assert "Reported by the leaderboard" in text and "89.69%" in text and "59.53%" in text
+    assert "model_info/cifar10/Linf/Carmon2019Unlabeled.json" in text
