@@ -489,6 +489,7 @@ def load_robustbench(
     normalization: Any = None,
     progress: ProgressFn | None = None,
     url_for: Callable[[Mapping[str, Any]], str] = file_url,
+    allow_pickle: bool = False,
 ) -> LoadedCheckpoint:
     """Load RobustBench's ``name`` as a RobustScope model, from RobustBench's cache layout.
 
@@ -504,6 +505,8 @@ def load_robustbench(
             (``mu``/``sigma`` buffers), else the network's as RobustBench builds it.
         progress: ``progress(done_bytes, total_bytes)`` during a download.
         url_for: maps a table file spec to its address (tests point it at a local server).
+        allow_pickle: DANGEROUS explicit opt-in for a file that needs arbitrary unpickling (see
+            ``engine.checkpoints.safe_io``); by default such a file is refused and nothing runs.
 
     Returns:
         :class:`LoadedCheckpoint`: the model in eval mode on CPU, taking [0, 1] images of
@@ -521,7 +524,7 @@ def load_robustbench(
     entry = get_entry(name, dataset, threat)
     explicit = parse_normalization(normalization)
     path = fetch_checkpoint(entry, model_dir, download=download, progress=progress, url_for=url_for)
-    contents, digest = read_weights(path)
+    contents, digest = read_weights(path, allow_pickle=allow_pickle)
     tensors = robustbench_state_dict(contents, entry, path)
     model, used = assemble_model(
         entry.arch, entry.num_classes, entry.input_shape, ImportedState(tensors),
@@ -592,6 +595,7 @@ def import_robustbench(
     normalization: Any = None,
     progress: ProgressFn | None = None,
     url_for: Callable[[Mapping[str, Any]], str] = file_url,
+    allow_pickle: bool = False,
 ) -> LoadedCheckpoint:
     """:func:`load_robustbench` and save the model in our format (``NAME.safetensors`` + card).
 
@@ -610,8 +614,8 @@ def import_robustbench(
     from engine.fileio import check_name, free_stem
 
     wanted = check_name(save_as if save_as is not None else name, "checkpoint name")
-    loaded = load_robustbench(name, dataset, threat, model_dir, download=download,
-                              normalization=normalization, progress=progress, url_for=url_for)
+    loaded = load_robustbench(name, dataset, threat, model_dir, download=download, normalization=normalization,
+                              progress=progress, url_for=url_for, allow_pickle=allow_pickle)
     folder = Path(out_dir) if out_dir is not None else checkpoints_root()
     folder.mkdir(parents=True, exist_ok=True)
     stem = free_stem(folder, wanted, (".safetensors", ".json"), overwrite=overwrite)

@@ -192,11 +192,14 @@ def _import_robustbench(args: argparse.Namespace) -> int:
     if args.arch or args.arch_kwargs.strip() not in ("", "{}"):
         raise InvalidParameterError("--arch/--arch-kwargs do not apply to --robustbench: the zoo table gives the architecture")
     wanted = args.name or args.robustbench
+    if args.allow_pickle:
+        print("warning: --allow-pickle lets the file run arbitrary code while loading", file=sys.stderr)
     bar = StderrProgress(f"downloading {args.robustbench}")
     try:
         saved = robustbench.import_robustbench(
             args.robustbench, args.dataset, args.threat, args.model_dir, out_dir=_out_folder(args), save_as=wanted,
             overwrite=args.overwrite, download=not args.no_download, normalization=args.normalization, progress=bar,
+            allow_pickle=args.allow_pickle,
         )
     finally:
         bar.finish()

@@ -196,6 +196,27 @@ def test_a_file_of_another_architecture_names_the_keys(zoo, tmp_path):
         rb.load_robustbench("Tiny2024Wrn", model_dir=tmp_path, download=False)
 
 
+class _Trap:
+    """Unpickling this runs ``Path.touch(marker)``: proof of whether code from a file ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_file_with_code_in_it_is_refused_and_nothing_runs(zoo, tmp_path):
+    from engine.errors import UnsafeCheckpointError
+
+    marker = tmp_path / "ran"
+    entry = zoo["Tiny2024Wrn"]
+    save_rb(tmp_path, entry, {"state_dict": tiny_net(entry).state_dict(), "args": _Trap(marker)})
+    with pytest.raises(UnsafeCheckpointError):
+        rb.load_robustbench("Tiny2024Wrn", model_dir=tmp_path, download=False)
+    assert not marker.exists()
+
+
 def test_missing_file_without_download_names_the_path(zoo, tmp_path):
     with pytest.raises(CheckpointError, match=r"cifar10/Linf/Tiny2024Wrn\.pt"):
         rb.load_robustbench("Tiny2024Wrn", model_dir=tmp_path, download=False)
