@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import engine
@@ -23,9 +22,16 @@ from engine.similarity import (
 
 def register(sub) -> None:
     """Add the ``cka`` command."""
-    p = sub.add_parser("cka", help="layer-by-layer CKA within and across two checkpoints")
-    p.add_argument("--a", required=True, help="checkpoint A (stem, .safetensors or .json)")
-    p.add_argument("--b", required=True, help="checkpoint B")
+    p = sub.add_parser("cka", help="layer-by-layer CKA within and across two checkpoints, or across a run's epochs")
+    p.add_argument("--a", help="checkpoint A (stem, .safetensors or .json)")
+    p.add_argument("--b", help="checkpoint B (may be A again with another --b-branch)")
+    p.add_argument("--a-branch", default="main", choices=["main", "aux"], help="BatchNorm branch of A (AdvProp models)")
+    p.add_argument("--b-branch", default="main", choices=["main", "aux"], help="BatchNorm branch of B (AdvProp models)")
+    p.add_argument("--run", action="append", metavar="JOB_OR_DIR",
+                   help="instead of --a/--b: a training run (job id or run folder) whose kept epoch snapshots "
+                        "are compared with each other; give two to compare a standard and a robust run")
+    p.add_argument("--reference", default="final", choices=["final", "consecutive"],
+                   help="with --run: each epoch vs the final one, or vs the previous one")
     p.add_argument("--dataset", help="dataset name (default: A's card dataset)")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
@@ -76,33 +82,39 @@ def comparison_rows(comparison) -> list[dict]:
     ]
 
 
-def write_csv_atomic(rows: list[dict], path: str | os.PathLike) -> Path:
-    """Write ``rows`` as CSV to ``path`` through a temp file in the same folder + rename."""
+def write_rows_atomic(rows: list[dict], path: str | os.PathLike, fields: list[str]) -> Path:
+    """Write ``rows`` as CSV to ``path`` atomically (a regular file only; folders are created)."""
     import csv
+    import io
+
+    from engine.fileio import atomic_write_text
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["map", "row", "col", "cka"])
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(target, text.getvalue(), what="CSV file")
+
+
+def write_csv_atomic(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Write the long-format CKA ``rows`` (map, row, col, cka) to ``path`` atomically."""
+    return write_rows_atomic(rows, path, ["map", "row", "col", "cka"])
 
 
 def run_cka(args: argparse.Namespace) -> int:
     """Load both checkpoints and the data, compute the CKA maps, print JSON or write a CSV."""
     if args.n is None or args.n < 4:
         raise InvalidParameterError(f"--n must be at least 4, got {args.n}")
-    check_int("--batch-size", args.batch_size, 4, MAX_BATCH)
+    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)  # the lower bound (4) is the engine's
+    if args.run:
+        return run_epochs(args)
+    if not args.a or not args.b:
+        raise InvalidParameterError("give two checkpoints (--a and --b) or one or two training runs (--run)")
     device = resolve_device(args.device)
-    loaded_a = engine.load(args.a, device=str(device))
-    loaded_b = engine.load(args.b, device=str(device))
+    loaded_a = engine.load(args.a, device=str(device), bn_branch=args.a_branch)
+    loaded_b = engine.load(args.b, device=str(device), bn_branch=args.b_branch)
     name = args.dataset or loaded_a.card.get("dataset")
     dataset = edata.load_dataset(name, split=args.split)
     # CKA needs no labels: different input shapes are an error, different classes a warning
@@ -125,7 +137,9 @@ def run_cka(args: argparse.Namespace) -> int:
         return 0
     depth, values, pairs = corresponding_depths(comparison.across)
     print_json({
-        "a": str(loaded_a.path), "b": str(loaded_b.path), "dataset": name, "inputs": inputs,
+        "a": str(loaded_a.path), "b": str(loaded_b.path), "a_branch": args.a_branch, "b_branch": args.b_branch,
+        "dataset": name, "inputs": inputs,
+        "block_structure": {"a": _structure(comparison.within_a), "b": _structure(comparison.within_b)},
         "n": comparison.within_a.n, "batch_size": comparison.batch_size, "kernel": args.kernel,
         "estimator": "minibatch", "seconds": round(comparison.seconds, 3),
         "within_a": comparison.within_a.to_dict(), "within_b": comparison.within_b.to_dict(),
@@ -137,4 +151,60 @@ def run_cka(args: argparse.Namespace) -> int:
         "warnings": warnings,
         "device": str(device),
     })
+    return 0
+
+
+def _structure(result) -> dict | None:
+    """The block-structure reading of a within-model map (None when it has too few layers)."""
+    from engine.similarity.structure import block_structure
+
+    try:
+        return block_structure(result.matrix).to_dict()
+    except InvalidParameterError:
+        return None
+
+
+def run_folder(spec: str) -> Path:
+    """A run folder from ``--run``: a job id (its run in the job store) or a folder."""
+    from engine.jobs import JobStore
+
+    if spec.isdigit():
+        folder = JobStore().job_dir(int(spec)) / "run"
+    else:
+        folder = Path(spec)
+    if not folder.is_dir():
+        raise InvalidParameterError(f"no training run at {folder} (give a job id or a run folder)")
+    return folder
+
+
+def run_epochs(args: argparse.Namespace) -> int:
+    """``--run``: per-layer CKA between the kept epoch snapshots of each run."""
+    from engine.similarity.structure import cka_across_epochs
+    from engine.training.state import list_snapshots
+
+    if len(args.run) > 2:
+        raise InvalidParameterError("give at most two runs (e.g. a standard and a robust one)")
+    device = resolve_device(args.device)
+    reports, dataset, name = [], None, None
+    for spec in args.run:
+        folder = run_folder(spec)
+        snapshots = [(epoch, engine.load(stem, device=str(device))) for epoch, stem in list_snapshots(folder)]
+        if len(snapshots) < 2:
+            raise InvalidParameterError(
+                f"{folder} keeps {len(snapshots)} epoch checkpoint(s); train with \"snapshot_every\": k to keep more"
+            )
+        if dataset is None:
+            name = args.dataset or snapshots[-1][1].card.dataset
+            dataset = edata.load_dataset(name, split=args.split)
+        require_compatible([s for _, s in snapshots[-1:]], dataset, classes=False)
+        result = cka_across_epochs([(e, s.model) for e, s in snapshots], dataset, layers=args.layers,
+                                   reference=args.reference, n=args.n, batch_size=args.batch_size,
+                                   kernel=args.kernel, pooling=args.pooling, progress=_progress)
+        reports.append({"run": str(folder), "method": snapshots[-1][1].card.training.method, **result.to_dict()})
+    if args.out:
+        rows = [{"run": r["run"], "epoch": e, "layer": layer, "cka": r["matrix"][i][j]}
+                for r in reports for i, e in enumerate(r["epochs"]) for j, layer in enumerate(r["layers"])]
+        write_rows_atomic(rows, args.out, ["run", "epoch", "layer", "cka"])
+        return 0
+    print_json({"dataset": name, "runs": reports})
     return 0
