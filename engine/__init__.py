@@ -16,8 +16,8 @@ from engine.errors import (  # noqa: F401
 from engine.version import __version__  # noqa: F401,E402
 
 
-def load(path, device="cpu", allow_pickle=False):
+def load(path, device="cpu", allow_pickle=False, bn_branch="main"):
     """Load a RobustScope checkpoint; see :func:`engine.checkpoints.load`."""
     from engine.checkpoints import load as _load
 
-    return _load(path, device=device, allow_pickle=allow_pickle)
+    return _load(path, device=device, allow_pickle=allow_pickle, bn_branch=bn_branch)

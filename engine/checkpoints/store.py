@@ -52,12 +52,15 @@ class LoadedCheckpoint:
         card: the model card (:class:`~engine.checkpoints.card.ModelCard`).
         path: the weights file.
         sha256: hex sha256 of the weights file's bytes.
+        branch: the BatchNorm branch the model uses ("main"; "aux" for an AdvProp model's
+            auxiliary branch, see ``engine.models.use_branch``).
     """
 
     model: nn.Module
     card: ModelCard
     path: Path
     sha256: str
+    branch: str = "main"
 
     @property
     def name(self) -> str:
@@ -334,6 +337,12 @@ def _check_normalisation(card: ModelCard, state: Mapping[str, torch.Tensor], whe
             raise CheckpointError(f"model card {where} says {key}={list(wanted)} but the weights hold {key}={values}")
 
 
+def use_branch(model: nn.Module, branch: str) -> nn.Module:
+    from engine.models import use_branch as _use_branch
+
+    return _use_branch(model, branch)
+
+
 def build_from_card(card: ModelCard, where: Path, meta: bool = False) -> nn.Module:
     """A fresh Classifier with the structure the card describes (on the ``meta`` device: no memory)."""
     from engine.models import build_model
@@ -354,7 +363,8 @@ def _resolve(device) -> torch.device:
     return resolve_device(device)
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu", allow_pickle: bool = False) -> LoadedCheckpoint:
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", allow_pickle: bool = False,
+         bn_branch: str = "main") -> LoadedCheckpoint:
     """Load a RobustScope checkpoint.
 
     Args:
@@ -362,11 +372,13 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", allow_pick
         device: "cpu", "cuda", "auto", ... (see ``engine.device.resolve_device``).
         allow_pickle: only for ``.pt`` weights that need arbitrary unpickling (DANGEROUS, see
             ``engine.checkpoints.safe_io``); safetensors never need it.
+        bn_branch: "main", or "aux" to inspect an AdvProp (dual-BN) model's auxiliary branch.
 
     Returns:
         :class:`LoadedCheckpoint` with the model in eval mode on ``device``.
 
     Raises:
+        InvalidParameterError: ``bn_branch`` "aux" for a model without dual BatchNorm.
         CheckpointError: missing/corrupt/truncated/hostile files, a card that does not describe the
             weights (missing/unexpected keys and shape mismatches are named, checked before the
             model is allocated), a changed weights file.
@@ -388,7 +400,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", allow_pick
     model = build_from_card(card, card_path)
     model.load_state_dict(state)
     model.to(target).eval()
-    return LoadedCheckpoint(model=model, card=card, path=weights_path, sha256=digest)
+    use_branch(model, bn_branch)
+    return LoadedCheckpoint(model=model, card=card, path=weights_path, sha256=digest, branch=bn_branch)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from engine.models.dual_bn import (  # noqa: F401
     BN_BRANCHES,
     DualBatchNorm2d,
     bn_branch,
+    use_branch,
     convert_to_dual_bn,
     dual_bn_layers,
 )

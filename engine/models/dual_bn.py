@@ -45,6 +45,8 @@ class DualBatchNorm2d(nn.Module):
         options = dict(eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats)
         self.main = nn.BatchNorm2d(num_features, **options)
         self.aux = nn.BatchNorm2d(num_features, **options)
+        #: the branch used outside any ``bn_branch`` block (see :func:`use_branch`); not saved.
+        self.default_branch = "main"
 
     @classmethod
     def from_batchnorm(cls, bn: nn.BatchNorm2d) -> "DualBatchNorm2d":
@@ -59,7 +61,7 @@ class DualBatchNorm2d(nn.Module):
     @property
     def active_branch(self) -> str:
         """The branch the next forward pass in this context will use."""
-        return _ACTIVE.get().get(id(self), "main")
+        return _ACTIVE.get().get(id(self), self.default_branch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) -> (B, C, H, W) through the active branch's BatchNorm."""
@@ -89,6 +91,38 @@ def dual_bn_layers(model: nn.Module) -> list[DualBatchNorm2d]:
     return [m for m in model.modules() if isinstance(m, DualBatchNorm2d)]
 
 
+def _check_branch(model: nn.Module, branch: str) -> list[DualBatchNorm2d]:
+    if branch not in BN_BRANCHES:
+        raise InvalidParameterError(f"unknown BN branch {branch!r}; use one of {', '.join(BN_BRANCHES)}")
+    layers = dual_bn_layers(model)
+    if not layers and branch != "main":
+        raise InvalidParameterError(
+            f"this model has no dual BatchNorm, so it has no {branch!r} branch; only AdvProp (dual-BN) "
+            "models have an auxiliary branch"
+        )
+    return layers
+
+
+def use_branch(model: nn.Module, branch: str = "main") -> nn.Module:
+    """Make ``branch`` the BN branch ``model`` uses outside any :func:`bn_branch` block.
+
+    For inspecting an AdvProp model branch by branch: load the checkpoint twice and give each copy
+    its branch, e.g. to compute CKA between the two branches' representations. Only which
+    statistics and affine parameters the forward pass reads changes; nothing is copied, and the
+    other branch's parameters and running statistics are never touched.
+
+    Returns:
+        ``model`` (its ``bn_branch_default`` attribute says the branch).
+
+    Raises:
+        InvalidParameterError: unknown branch, or "aux" for a model without dual BatchNorm.
+    """
+    for layer in _check_branch(model, branch):
+        layer.default_branch = branch
+    model.bn_branch_default = branch
+    return model
+
+
 @contextmanager
 def bn_branch(model: nn.Module, branch: str = "main") -> Iterator[nn.Module]:
     """Use BN branch ``branch`` ("main" or "aux") for every forward pass of ``model`` inside the block.
@@ -109,13 +143,7 @@ def bn_branch(model: nn.Module, branch: str = "main") -> Iterator[nn.Module]:
     Raises:
         InvalidParameterError: unknown branch, or "aux" for a model without dual BatchNorm.
     """
-    if branch not in BN_BRANCHES:
-        raise InvalidParameterError(f"unknown BN branch {branch!r}; use one of {', '.join(BN_BRANCHES)}")
-    layers = dual_bn_layers(model)
-    if not layers and branch != "main":
-        raise InvalidParameterError(
-            f"this model has no dual BatchNorm, so it has no {branch!r} branch; build it with dual_bn=True"
-        )
+    layers = _check_branch(model, branch)
     mapping = dict(_ACTIVE.get())
     mapping.update({id(layer): branch for layer in layers})
     token = _ACTIVE.set(MappingProxyType(mapping))

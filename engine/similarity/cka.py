@@ -324,16 +324,34 @@ def compare_models(
     _check_sizes(total, batch_size)
     names_a = _resolve_layers(model_a, layers_a)
     names_b = [] if model_b is None else _resolve_layers(model_b, layers_b)
-    device = model_device(model_a)
-    if model_b is not None and model_device(model_b) != device:
+    if model_b is not None and model_device(model_b) != model_device(model_a):
         raise InvalidParameterError("models A and B must be on the same device")
     parts = [(model_a, names_a)] + ([] if model_b is None else [(model_b, names_b)])
-    acc = MinibatchCKA([f"A:{x}" for x in names_a] + [f"B:{x}" for x in names_b])
-    warnings: list[str] = []
+    names = [f"A:{x}" for x in names_a] + [f"B:{x}" for x in names_b]
     start_time = time.perf_counter()
-    bounds = batch_bounds(total, batch_size)
+    cka, images, warnings = stream_cka(parts, names, data, total, batch_size, kernel, sigma_fraction,
+                                       pooling, transform, progress, should_stop)
+    return _comparison(cka, names_a, names_b, kernel, images, inputs, batch_size,
+                       time.perf_counter() - start_time, tuple(warnings))
+
+
+def stream_cka(parts, names: Sequence[str], data, total: int, batch_size: int, kernel: str,
+               sigma_fraction, pooling: str, transform=None, progress=None, should_stop=None):
+    """The minibatch CKA among every (model, layer) of ``parts`` in one pass over the data.
+
+    Args:
+        parts: [(model, layer names), ...]; each model runs once per batch.
+        names: one label per (model, layer), in order (for warnings).
+        total: images to use; the rest as in :func:`compare_models`.
+
+    Returns:
+        (CKA (L, L) float64 array over all layers of all parts, images used, warnings).
+    """
+    acc = MinibatchCKA(names)
+    warnings: list[str] = []
+    device = model_device(parts[0][0])
     with eval_mode(*(m for m, _ in parts)):
-        for start, stop in bounds:
+        for start, stop in batch_bounds(total, batch_size):
             if should_stop is not None and should_stop():
                 warnings.append(f"stopped early: used {acc.images} of {total} images")
                 break
@@ -344,9 +362,7 @@ def compare_models(
             if progress is not None:
                 progress(stop, total)
     cka, cka_warnings = acc.cka()
-    warnings += cka_warnings
-    return _comparison(cka, names_a, names_b, kernel, acc.images, inputs, batch_size,
-                       time.perf_counter() - start_time, tuple(warnings))
+    return cka, acc.images, warnings + cka_warnings
 
 
 def _part_grams(part, images: torch.Tensor, pooling: str, kernel: str, sigma_fraction) -> list[torch.Tensor]:
