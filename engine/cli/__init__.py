@@ -38,6 +38,13 @@ def print_json(obj) -> None:
     sys.stdout.write("\n")
 
 
+def add_branch_option(parser, flag: str = "--bn-branch") -> None:
+    """The BatchNorm-branch option of commands that evaluate a model (AdvProp models have two)."""
+    parser.add_argument(flag, default="main", choices=["main", "aux"],
+                        help="BatchNorm branch of AdvProp (dual-BN) models: main (clean, the default) or aux "
+                             "(the adversarial branch)")
+
+
 def warn(message: str) -> None:
     """Print ``warning: message`` on stderr (the CLI's notices never go to stdout)."""
     print(f"warning: {message}", file=sys.stderr)

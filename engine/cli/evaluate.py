@@ -8,7 +8,7 @@ import sys
 import engine
 from engine import data as edata
 from engine.checkpoints.store import update_card
-from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
+from engine.cli import MAX_BATCH, add_branch_option, check_int, print_json, require_compatible
 from engine.errors import InvalidParameterError
 from engine.device import resolve_device
 from engine.evaluation import accuracy
@@ -22,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint path (stem, .safetensors or .json)")
     p.add_argument("--dataset", help="dataset name (default: the card's dataset)")
     p.add_argument("--split", default="test", choices=["test", "train"])
+    add_branch_option(p)
     p.add_argument("--n", type=int, help="number of images (default: the whole split)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
@@ -44,7 +45,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Load the checkpoint and dataset, measure clean accuracy, print it."""
     device = resolve_device(args.device)
     check_recordable(args)
-    loaded = engine.load(args.checkpoint, device=str(device))
+    loaded = engine.load(args.checkpoint, device=str(device), bn_branch=args.bn_branch)
     name = args.dataset or loaded.card.get("dataset")
     dataset = edata.load_dataset(name, split=args.split)
     require_compatible([loaded], dataset)
@@ -56,11 +57,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report = {
         "checkpoint": str(loaded.path), "dataset": name, "split": args.split, "n": result.total,
         "clean_acc": result.accuracy, "seconds": round(result.seconds, 3), "device": str(device),
+        "bn_branch": args.bn_branch,
     }
     if args.attack:
         report.update(_robust_report(args, loaded.model, dataset, name, device))
     if args.record:
-        report["recorded_in"] = str(record_metrics(args.checkpoint, loaded.card, report, args.argv))
+        recorder = record_metrics if args.bn_branch == "main" else record_branch_metrics
+        report["recorded_in"] = str(recorder(args.checkpoint, loaded.card, report, args.argv))
     if args.json:
         print_json(report)
     else:
@@ -90,6 +93,21 @@ def record_metrics(checkpoint: str, card: dict, report: dict, argv: list[str]) -
                    dataset=report["dataset"], measured_with=measured_command(argv))
     if "robust_acc" in report:
         metrics.update(robust_acc=report["robust_acc"], attack=report["attack"])
+    return update_card(checkpoint, {"metrics": metrics})
+
+
+def record_branch_metrics(checkpoint: str, card, report: dict, argv: list[str]) -> object:
+    """Record an AdvProp model's figures through a non-main BN branch under
+    ``metrics.branches.<branch>`` (the headline figures stay the main branch's)."""
+    metrics = dict(card.get("metrics") or {})
+    branches = dict(metrics.get("branches") or {})
+    figures = {k: report[k] for k in ("clean_acc", "robust_acc", "attack") if k in report}
+    previous = dict(branches.get(report["bn_branch"]) or {})
+    if "robust_acc" not in figures:  # a clean-only run keeps the branch's robust figure
+        figures.update({k: previous[k] for k in ("robust_acc", "attack") if k in previous})
+    branches[report["bn_branch"]] = {**figures, "n_test": report["n"], "dataset": report["dataset"],
+                                     "measured_with": measured_command(argv)}
+    metrics["branches"] = branches
     return update_card(checkpoint, {"metrics": metrics})
 
 

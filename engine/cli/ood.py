@@ -11,7 +11,7 @@ import math
 
 import engine
 from engine import data as edata
-from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
+from engine.cli import MAX_BATCH, add_branch_option, check_int, print_json, require_compatible
 from engine.cli.evaluate import stderr_progress
 from engine.data.distortions import DISTORTIONS, SEVERITIES
 from engine.device import resolve_device
@@ -38,6 +38,7 @@ def _common(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    add_branch_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -63,7 +64,7 @@ def _load(args) -> tuple[dict, dict, str, tuple]:
     device = str(resolve_device(args.device))
     models, cards, checkpoints = {}, {}, []
     for path in args.checkpoint:
-        loaded = engine.load(path, device=device)
+        loaded = engine.load(path, device=device, bn_branch=args.bn_branch)
         name = loaded.path.stem
         name = name if name not in models else f"{name} ({len(models) + 1})"
         models[name], cards[name] = loaded.model, loaded.card

@@ -37,7 +37,7 @@ from engine.attribution import (
     retrain_config,
     to_png_bytes,
 )
-from engine.cli import MAX_PNG_SIDE, check_int, print_json, require_compatible
+from engine.cli import MAX_PNG_SIDE, add_branch_option, check_int, print_json, require_compatible
 from engine.device import resolve_device
 from engine.errors import InvalidParameterError
 
@@ -48,6 +48,7 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", required=True, action="append",
                    help="checkpoint path (stem, .safetensors or .json); repeat to compare models")
     p.add_argument("--dataset", help="dataset name (default: the first checkpoint's dataset)")
+    add_branch_option(p)
     p.add_argument("--index", type=int, default=0, help="test-split image index (default 0)")
     p.add_argument("--target", type=int, help="class to attribute (default: each model's prediction)")
     p.add_argument("--methods", nargs="+", default=["saliency"], choices=list(METHODS), metavar="METHOD",
@@ -175,7 +176,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         _parse_fractions(args.fractions)  # before any map is computed
     params = parse_params(args.param, args.methods)
     device = resolve_device(args.device)
-    models = _model_names([engine.load(p, device=str(device)) for p in args.checkpoint])
+    models = _model_names([engine.load(p, device=str(device), bn_branch=args.bn_branch) for p in args.checkpoint])
     dataset_name = args.dataset or next(iter(models.values())).card.get("dataset")
     dataset = edata.load_dataset(dataset_name, split="test")
     require_compatible(list(models.values()), dataset)

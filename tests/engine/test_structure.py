@@ -145,3 +145,24 @@ def test_cli_cka_between_branches_of_one_model(tmp_path, capsys, monkeypatch):
     across = np.array(report["across"]["matrix"])
     assert (np.abs(np.diag(across) - 1.0) > 1e-6).any(), "the two branches represent images differently"
     assert main(["cka", "--a", str(path), "--b", str(path), "--b-branch", "aux", "--n", "24", "--json"]) == 0
+
+
+def test_evaluate_records_the_aux_branch_apart(tmp_path, capsys):
+    model = build_model("small_cnn", 6, (3, 32, 32), [0.5] * 3, [0.25] * 3, dual_bn=True, width=4, hidden=8)
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(16, 3, 32, 32))
+        with bn_branch(model, "aux"):
+            model(torch.rand(16, 3, 32, 32) * 3)
+    card = ckpt.make_card(model, "shapes", name="adv", metrics={"clean_acc": 0.5})
+    path = ckpt.save_checkpoint(model.eval(), card, tmp_path / "adv")
+    assert main(["evaluate", "--checkpoint", str(path), "--bn-branch", "aux", "--json", "--record"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bn_branch"] == "aux"
+    saved = ckpt.read_card(path.with_suffix(".json"))
+    assert saved.metrics.clean_acc == 0.5, "the headline (main-branch) figure is kept"
+    assert saved.metrics.extra["branches"]["aux"]["clean_acc"] == report["clean_acc"]
+    plain = build_model("small_cnn", 6, (3, 32, 32), [0.5] * 3, [0.25] * 3, width=4, hidden=8)
+    other = ckpt.save_checkpoint(plain.eval(), ckpt.make_card(plain, "shapes", name="p"), tmp_path / "p")
+    assert main(["evaluate", "--checkpoint", str(other), "--bn-branch", "aux"]) == 2
+    assert "no dual BatchNorm" in capsys.readouterr().err
