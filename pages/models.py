@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from engine import data as edata
+from engine.data import imagenet as imagenet_data
 from engine import models as emodels
 from engine.evaluation import accuracy
 from engine import selection
@@ -143,10 +144,13 @@ def evaluate_pair() -> None:
     results = []
     try:
         spec = edata.get_spec(sel.dataset)
-        dataset = edata.load_dataset(sel.dataset, split="test")
+        dataset = None if sel.dataset == "imagenet" else edata.load_dataset(sel.dataset, split="test")
         for slot, loaded in (("A", sel.a), ("B", sel.b)):
             if loaded is None:
                 continue
+            if sel.dataset == "imagenet":  # each model at the preprocessing its card records
+                dataset = edata.load_dataset("imagenet", split="test", **imagenet_data.loader_options(loaded.card))
+                spec = dataset.spec
             problem = incompatibility(loaded.card, spec)
             if problem:
                 st.warning(f"Model {slot}: {problem}")
