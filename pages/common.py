@@ -36,16 +36,17 @@ class Selection:
 
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
-def _cached_checkpoint(path: str, mtime: float, device: str):
-    """Load a checkpoint once per (path, file version, device)."""
-    return engine.load(path, device=device)
+def _cached_checkpoint(path: str, mtime: float, device: str, branch: str = "main"):
+    """Load a checkpoint once per (path, file version, device, BN branch)."""
+    return engine.load(path, device=device, bn_branch=branch)
 
 
-def load_checkpoint(path: str, device: str = "cpu"):
-    """Load (and cache) the checkpoint at ``path`` on ``device``; errors are RobustScopeErrors."""
+def load_checkpoint(path: str, device: str = "cpu", branch: str = "main"):
+    """Load (and cache) the checkpoint at ``path`` on ``device``, using BatchNorm ``branch``
+    ("aux" only for AdvProp models); errors are RobustScopeErrors."""
     card = Path(path).with_suffix(".json")
     mtime = card.stat().st_mtime if card.exists() else 0.0
-    return _cached_checkpoint(str(path), mtime, device)
+    return _cached_checkpoint(str(path), mtime, device, branch)
 
 
 @st.cache_data(show_spinner="Loading images…", max_entries=16)
@@ -136,12 +137,27 @@ def _current_index(key: str, default, options: list) -> int:
     return 0
 
 
-def _load_or_report(path: str | None, device: str):
+def _pick_branch(slot: str, infos: list, path: str | None) -> str:
+    """A BatchNorm-branch choice under model ``slot`` when it is an AdvProp (dual-BN) model."""
+    card = next((i.card for i in infos if str(i.path) == path), None)
+    if card is None or not card.dual_bn:
+        return "main"
+    return st.sidebar.radio(
+        f"BN branch of {slot}", ["main", "aux"], key=f"branch_{slot.lower()}", horizontal=True,
+        help="AdvProp models normalise clean images with the main BatchNorm and adversarial ones with "
+             "the auxiliary BatchNorm; inspect either (Xie et al. 2019).",
+    )
+
+
+def _load_or_report(path: str | None, device: str, branch: str = "main"):
     """Load the chosen checkpoint, showing (not raising) a user error in the sidebar."""
     if path is None:
         return None
     try:
-        return load_checkpoint(path, device)
+        loaded = load_checkpoint(path, device, branch)
+        if loaded.branch != "main":
+            st.sidebar.caption(f"{loaded.name}: evaluated through its `{loaded.branch}` BatchNorm branch")
+        return loaded
     except RobustScopeError as exc:
         st.sidebar.error(f"{Path(path).name}: {exc}")
         return None
@@ -154,7 +170,9 @@ def sidebar() -> Selection:
     default = choose_default(infos, available)
     st.sidebar.header("Models")
     a_path = _pick_model("A", infos, default.a)
+    a_branch = _pick_branch("A", infos, a_path)
     b_path = _pick_model("B", infos, default.b)
+    b_branch = _pick_branch("B", infos, b_path)
     names = list(edata.DATASETS)
     a_card = next((i.card for i in infos if str(i.path) == a_path), {}) or {}
     wanted = a_card.get("dataset", default.dataset)
@@ -171,7 +189,7 @@ def sidebar() -> Selection:
     if notice:
         st.sidebar.info(notice)
     return Selection(
-        _load_or_report(a_path, device), _load_or_report(b_path, device), a_path, b_path,
+        _load_or_report(a_path, device, a_branch), _load_or_report(b_path, device, b_branch), a_path, b_path,
         dataset, device, notice,
     )
 

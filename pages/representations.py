@@ -10,9 +10,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from engine.errors import RobustScopeError
+from engine.jobs.store import runs_dir
 from engine.models import default_layers, list_layers
 from engine.similarity import KERNELS, attack_transform, compare_models, corresponding_depths
-from pages import common
+from pages import common, structure_view
 
 st.header("Representations: CKA within and across models")
 st.caption(
@@ -116,7 +117,7 @@ if submitted or "cka_result" in st.session_state:
         try:
             with common.stop_button(st, "cka_stop", "interrupts the computation (the last finished result stays)"):
                 st.session_state["cka_result"] = _compare(
-                    (sel.a_path, sel.a.sha256), (sel.b_path, sel.b.sha256), sel.dataset, int(n),
+                    (sel.a_path, sel.a.sha256, sel.a.branch), (sel.b_path, sel.b.sha256, sel.b.branch), sel.dataset, int(n),
                     int(batch_size), kernel, inputs, craft_on, tuple(layers_a), tuple(layers_b))
         except RobustScopeError as exc:
             common.show_error(exc)
@@ -127,6 +128,7 @@ if submitted or "cka_result" in st.session_state:
         st.warning(warning)
     fig = heatmaps(comp)
     st.plotly_chart(fig, width="stretch")
+    structure_view.show_block_structure(comp)
     st.markdown("**CKA between corresponding depths of A and B**")
     st.plotly_chart(depth_plot(comp), width="stretch")
     csv = "".join(f"# {t}\n{r.to_csv()}" for t, r in
@@ -137,3 +139,5 @@ if submitted or "cka_result" in st.session_state:
     d3.download_button("Interactive HTML", fig.to_html(include_plotlyjs="cdn"), "cka.html", "text/html")
 else:
     st.info("Choose the layers and press **Compute CKA**.")
+
+structure_view.across_epochs_section(sel.dataset, sel.device, runs_dir())
