@@ -73,7 +73,7 @@ def run_cached(label, fn, *args):
 
 
 models = {names["A"]: sel.a.model, names["B"]: sel.b.model}
-keys = (sel.a.sha256, sel.b.sha256, sel.device)
+keys = (sel.a.sha256, sel.a.branch, sel.b.sha256, sel.b.branch, sel.device)
 robust_name, standard_name = names[robust], names[standard]
 
 with st.sidebar.expander("Generalisation settings", expanded=True):

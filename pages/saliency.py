@@ -29,6 +29,7 @@ sel = common.current_selection()
 common.require_models(sel, both=False)
 MODELS = {slot: m for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None}
 PATHS = {"A": sel.a_path, "B": sel.b_path}
+BRANCHES = {"A": getattr(sel.a, "branch", "main"), "B": getattr(sel.b, "branch", "main")}
 
 
 def model_title(slot: str) -> str:
@@ -46,7 +47,7 @@ def image_pool(dataset: str):
 @st.cache_data(show_spinner="Computing attribution maps…", max_entries=32)
 def grid_cells(paths: tuple, device: str, image: np.ndarray, methods_json: str, target, reduce, percentile):
     """Cells of ``attribution_grid`` as plain dicts (cached by checkpoint, image and settings)."""
-    models = {slot: common.load_checkpoint(path, device).model for slot, path in paths}
+    models = {slot: common.load_checkpoint(path, device, branch).model for slot, path, branch in paths}
     cells = attr.attribution_grid(models, image, json.loads(methods_json), target=target,
                                   reduce=reduce, percentile=percentile)
     return [
@@ -178,7 +179,7 @@ def maps_section() -> None:
     as_overlay = st.toggle("Overlay on the image", value=True, key="sal_overlay")
     target = None if display["target_mode"] == "prediction" else label
     try:
-        cells = grid_cells(tuple((s, PATHS[s]) for s in MODELS), sel.device, image, json.dumps(params),
+        cells = grid_cells(tuple((s, PATHS[s], BRANCHES[s]) for s in MODELS), sel.device, image, json.dumps(params),
                            target, display["reduce"], display["percentile"])
     except RobustScopeError as exc:
         common.show_error(exc)
