@@ -11,7 +11,6 @@ import importlib
 import json
 import pkgutil
 import sys
-from pathlib import Path
 
 from engine.errors import RobustScopeError
 
@@ -21,15 +20,37 @@ MAX_BATCH = 4096
 MAX_PNG_SIDE = 4096
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the top-level parser with every discovered sub-command registered."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Return the top-level parser with every discovered sub-command registered.
+
+    Args:
+        only: register only the module of this name (``cka`` for ``python -m engine cka ...``):
+            :func:`main` uses it when the command names a module, so running one command does not
+            import every other command's module. Command modules keep heavy imports (torch) inside
+            their functions so that building the full parser (``--help``) stays fast.
+    """
     parser = argparse.ArgumentParser(prog="python -m engine", description="RobustScope engine CLI")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if only is not None and info.name != only:
+            continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "register"):
             module.register(sub)
     return parser
+
+
+def _parser_for(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser for ``argv``: only the command's own module when the first argument names one
+    that registers that command, else every module."""
+    first = argv[0] if argv else None
+    if first and not first.startswith("-") and first.isidentifier() and \
+            any(info.name == first for info in pkgutil.iter_modules(__path__)):
+        parser = build_parser(only=first)
+        commands = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+        if first in commands:
+            return parser
+    return build_parser()
 
 
 def print_json(obj) -> None:
@@ -48,18 +69,6 @@ def add_branch_option(parser, flag: str = "--bn-branch") -> None:
 def warn(message: str) -> None:
     """Print ``warning: message`` on stderr (the CLI's notices never go to stdout)."""
     print(f"warning: {message}", file=sys.stderr)
-
-
-def model_card(loaded) -> dict:
-    """The card of a loaded checkpoint, its input shape and class count filled in from the model
-    when the card does not record them."""
-    card = dict(getattr(loaded, "card", None) or {})
-    model = getattr(loaded, "model", None)
-    for key in ("input_shape", "num_classes"):
-        if not card.get(key) and getattr(model, key, None) is not None:
-            card[key] = getattr(model, key)
-    card.setdefault("name", Path(str(getattr(loaded, "path", "model"))).stem)
-    return card
 
 
 def require_compatible(checkpoints, spec, classes: bool = True) -> list[str]:
@@ -87,13 +96,13 @@ def require_compatible(checkpoints, spec, classes: bool = True) -> list[str]:
     spec = getattr(spec, "spec", None) or spec  # a loaded dataset carries its spec
     notes = []
     for loaded in checkpoints:
-        card = model_card(loaded)
+        card = loaded.card
         problem = incompatibility(card, spec, classes=classes)
         if problem:
             raise InvalidParameterError(problem)
         note = class_mismatch(card, spec)
-        if note is None and card.get("dataset") and card["dataset"] != spec.name:
-            note = (f"{card['name']} was trained on `{card['dataset']}`, not `{spec.name}`: its "
+        if note is None and card.dataset and card.dataset != spec.name:
+            note = (f"{loaded.name} was trained on `{card.dataset}`, not `{spec.name}`: its "
                     "classes are not this dataset's labels")
         if note:
             notes.append(note)
@@ -115,9 +124,10 @@ def check_int(flag: str, value, low: int = 1, high: int | None = None, why: str 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; user errors print ``error: ...`` and exit 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as typed (for provenance)
+    typed = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser_for(typed)
+    args = parser.parse_args(typed)
+    args.argv = typed  # the command as typed (for provenance)
     try:
         return int(args.func(args) or 0)
     except RobustScopeError as exc:

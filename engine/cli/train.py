@@ -1,4 +1,5 @@
-"""``python -m engine train | jobs submit|list|cancel|resume|logs | worker``: training from the shell."""
+"""``python -m engine train | worker``: training from the shell, and the job actions that
+``engine/cli/jobs.py`` registers as ``python -m engine jobs submit|list|cancel|resume|logs|wait|result``."""
 from __future__ import annotations
 
 import argparse
@@ -85,10 +86,14 @@ def cmd_list(args) -> int:
     if args.json:
         print_json([j.to_dict() for j in jobs])
         return 0
-    print(f"{'id':>4}  {'status':<11} {'method':<8} {'epochs':>6}  name")
+    print(f"{'id':>4}  {'status':<11} {'kind':<12} {'progress':>8}  name")
     for j in jobs:
-        done = len(store.history(j.id))
-        print(f"{j.id:>4}  {j.status:<11} {j.config.method:<8} {done:>2}/{j.config.epochs:<3}  {j.name}")
+        if j.is_analysis:
+            last = store.latest_progress(j.id) if j.status == "running" else None
+            where = f"{last.batch}/{last.batches}" if last is not None and last.batches else (j.result_key or "")[:8]
+        else:
+            where = f"{len(store.history(j.id))}/{j.config.epochs} ep"
+        print(f"{j.id:>4}  {j.status:<11} {(j.config.method if not j.is_analysis else j.kind):<12} {where:>8}  {j.name}")
     return 0
 
 
@@ -125,9 +130,9 @@ def cmd_worker(args) -> int:
     from engine.jobs import JobStore, run_worker
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    ran = run_worker(JobStore(args.runs), once=args.once, idle_exit_s=args.idle_exit)
+    ran = run_worker(JobStore(args.runs), once=args.once, idle_exit_s=args.idle_exit, lane=args.lane)
     if ran < 0:
-        print("another worker is already running for this runs folder", file=sys.stderr)
+        print(f"another {args.lane}-lane worker is already running for this runs folder", file=sys.stderr)
         return 1
     print(json.dumps({"jobs_run": ran}))
     return 0
@@ -137,19 +142,22 @@ def _add_worker_args(w: argparse.ArgumentParser) -> None:
     w.add_argument("--once", action="store_true", help="exit when the queue is empty")
     w.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
     w.add_argument("--runs", default=None, help="runs folder (default $ROBUSTSCOPE_RUNS or ./runs)")
+    w.add_argument("--lane", default="all", choices=["all", "analysis"],
+                   help="all: analyses first, then training (default); analysis: analyses only (a second "
+                        "worker so analyses do not wait behind a training run)")
     w.set_defaults(func=cmd_worker)
 
 
 def worker_main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m engine.jobs`` (the worker without the CLI's command discovery)."""
-    parser = argparse.ArgumentParser(prog="python -m engine.jobs", description="RobustScope training worker")
+    parser = argparse.ArgumentParser(prog="python -m engine.jobs", description="RobustScope job worker")
     _add_worker_args(parser)
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 
 
 def register(subparsers) -> None:
-    """Add ``train``, ``jobs`` and ``worker``."""
+    """Add ``train`` and ``worker`` (``jobs`` is registered by ``engine/cli/jobs.py``)."""
     p = subparsers.add_parser("train", help="train a model in the foreground from a JSON config")
     p.add_argument("--config", required=True, help="TrainConfig JSON file")
     p.add_argument("--run-dir", default=None, help="resumable state folder (default runs/train/<name>)")
@@ -158,20 +166,4 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_train)
 
-    jobs = subparsers.add_parser("jobs", help="background training jobs")
-    jobs.add_argument("--runs", default=None, help="runs folder (default $ROBUSTSCOPE_RUNS or ./runs)")
-    sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
-    s = sub.add_parser("submit", help="queue a job from a JSON config")
-    s.add_argument("--config", required=True)
-    s.set_defaults(func=cmd_submit)
-    s = sub.add_parser("list", help="list jobs")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_list)
-    for name, func, text in (("cancel", cmd_cancel, "cancel a job (running: at the next batch)"),
-                             ("resume", cmd_resume, "queue a cancelled/failed/interrupted job again"),
-                             ("logs", cmd_logs, "print a job's log")):
-        s = sub.add_parser(name, help=text)
-        s.add_argument("id", type=int)
-        s.set_defaults(func=func)
-
-    _add_worker_args(subparsers.add_parser("worker", help="run queued training jobs"))
+    _add_worker_args(subparsers.add_parser("worker", help="run queued jobs (training and analyses)"))

@@ -6,6 +6,12 @@ the next job is atomic (two workers never run the same job).
 
 Statuses: ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled``; a running job whose
 worker died becomes ``interrupted`` and is claimed again (it resumes from its last checkpoint).
+
+Kinds: ``train`` (a :class:`~engine.training.TrainConfig`) or an analysis kind of
+``engine.analysis.ANALYSES`` (``cka``, ``ood`` ...; the ``config`` column then holds
+``{"request": ..., "use_cache": ..., "device": ...}`` and a done job names its stored result in
+``result_key``). The ``kind`` and ``result_key`` columns were added in schema version 2; an older
+``jobs.sqlite`` is migrated in place when opened (its jobs become ``train`` jobs).
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.errors import InvalidParameterError, RobustScopeError
-from engine.training.config import TrainConfig
+from engine.paths import runs_dir  # noqa: F401  (re-exported: engine.jobs.runs_dir)
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 CLAIMABLE = ("queued", "interrupted")
@@ -28,6 +34,11 @@ FINISHED = ("done", "failed", "cancelled")
 STALE_AFTER_S = 30.0
 #: a job whose worker died this many times is not claimed again (it is marked failed; resume retries).
 MAX_ATTEMPTS = 3
+#: the schema version written to ``PRAGMA user_version`` (1: before job kinds)
+SCHEMA_VERSION = 2
+TRAIN = "train"
+#: worker lanes: which kinds a worker claims (``all``: analyses first, then training)
+LANES = ("all", "train", "analysis")
 
 
 class JobStoreError(RobustScopeError):
@@ -49,7 +60,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     checkpoint TEXT,
     best_checkpoint TEXT,
-    submitter TEXT
+    submitter TEXT,
+    kind TEXT NOT NULL DEFAULT 'train',
+    result_key TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, id);
 CREATE TABLE IF NOT EXISTS events (
@@ -69,12 +82,27 @@ CREATE INDEX IF NOT EXISTS events_job ON events(job_id, id);
 
 
 @dataclass
+class AnalysisJob:
+    """What an analysis job runs: the request, whether a stored result may answer it, the device."""
+
+    request: object
+    use_cache: bool = True
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return {"request": self.request.to_dict(), "use_cache": self.use_cache, "device": self.device}
+
+
+@dataclass
 class Job:
-    """One row of the job table (times are UNIX seconds)."""
+    """One row of the job table (times are UNIX seconds).
+
+    ``config`` is a ``TrainConfig`` for ``kind == "train"``, else an :class:`AnalysisJob`.
+    """
 
     id: int
     name: str
-    config: TrainConfig
+    config: object
     status: str
     created: float
     started: float | None
@@ -86,6 +114,12 @@ class Job:
     error: str | None
     checkpoint: str | None
     best_checkpoint: str | None
+    kind: str = TRAIN
+    result_key: str | None = None
+
+    @property
+    def is_analysis(self) -> bool:
+        return self.kind != TRAIN
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (config as a dict)."""
@@ -108,11 +142,6 @@ class Event:
     batches: int | None
     eta_s: float | None
     metrics: dict
-
-
-def runs_dir() -> Path:
-    """The runs folder: ``$ROBUSTSCOPE_RUNS``, else ``./runs``."""
-    return Path(os.environ.get("ROBUSTSCOPE_RUNS") or "runs")
 
 
 class JobStore:
@@ -144,6 +173,21 @@ class JobStore:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
             con.execute("SELECT COUNT(*) FROM jobs").fetchone()  # reads a page: finds corruption now
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store written before job kinds (schema 1) to :data:`SCHEMA_VERSION`: add the
+        ``kind`` (existing rows: ``train``) and ``result_key`` columns. One immediate transaction,
+        so two processes opening an old store at once migrate it once."""
+        with self._transaction() as con:
+            columns = {row["name"] for row in con.execute("PRAGMA table_info(jobs)").fetchall()}
+            if "kind" not in columns:
+                con.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'")
+            if "result_key" not in columns:
+                con.execute("ALTER TABLE jobs ADD COLUMN result_key TEXT")
+            con.execute("CREATE INDEX IF NOT EXISTS jobs_kind ON jobs(kind, status, id)")
+            if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _move_aside(self) -> Path:
         """Rename a corrupt database (and its WAL files) to ``jobs.sqlite.corrupt-<time>``."""
@@ -220,11 +264,13 @@ class JobStore:
         return self.job_dir(job_id) / "log.txt"
 
     # ------------------------------------------------------------------ jobs
-    def submit(self, config: TrainConfig, submitter: str | None = None) -> Job:
-        """Validate ``config`` and queue it; returns the new :class:`Job`.
+    def submit(self, config, submitter: str | None = None) -> Job:
+        """Validate ``config`` (a ``TrainConfig``) and queue it; returns the new :class:`Job`.
 
         A config without ``name`` gets ``<recipe name>-j<id>`` so every job publishes its own files.
         """
+        from engine.training.config import TrainConfig
+
         config.validate()
         now = time.time()
         with self._transaction() as con:
@@ -240,6 +286,31 @@ class JobStore:
             self._event(con, job_id, "status", {"status": "queued"})
         return self.get(job_id)
 
+    def submit_analysis(self, request, use_cache: bool = True, device: str = "auto",
+                        submitter: str | None = None, done_key: str | None = None) -> Job:
+        """Queue an analysis request (``engine.analysis``); returns the new :class:`Job`.
+
+        Args:
+            request: a validated request (``request.kind`` names the analysis).
+            use_cache: whether a stored result may answer it (``--no-cache``: False).
+            device: where the worker computes it.
+            done_key: the key of a stored result that already answers it: the job is recorded
+                as done at once, pointing at that result.
+        """
+        request.validate()
+        spec = AnalysisJob(request, bool(use_cache), str(device))
+        now = time.time()
+        status = "done" if done_key else "queued"
+        with self._transaction() as con:
+            cur = con.execute(
+                "INSERT INTO jobs (name, config, status, created, submitter, kind, result_key, started, finished) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (request.describe()[:200], json.dumps(spec.to_dict(), sort_keys=True), status, now, submitter,
+                 request.kind, done_key, now if done_key else None, now if done_key else None),
+            )
+            self._event(con, cur.lastrowid, "status", {"status": status, "cached": bool(done_key)})
+        return self.get(cur.lastrowid)
+
     def get(self, job_id: int) -> Job:
         """The job with ``job_id`` (``InvalidParameterError`` when there is none)."""
         with self._reading() as con:
@@ -248,22 +319,29 @@ class JobStore:
             raise InvalidParameterError(f"no job with id {job_id}")
         return _job(row)
 
-    def list(self, statuses: tuple[str, ...] | None = None, limit: int = 200) -> list[Job]:
-        """Jobs, newest first, optionally only those with one of ``statuses``."""
-        sql, args = "SELECT * FROM jobs", []
+    def list(self, statuses: tuple[str, ...] | None = None, limit: int = 200, lane: str = "all") -> list[Job]:
+        """Jobs, newest first, optionally only those with one of ``statuses`` and of one lane
+        (``"train"``: training jobs, ``"analysis"``: analyses, ``"all"``)."""
+        sql, args, where = "SELECT * FROM jobs", [], []
         if statuses:
-            sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
             args += list(statuses)
+        where += _lane_filter(lane)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         with self._reading() as con:
             return [_job(r) for r in con.execute(sql, args + [int(limit)]).fetchall()]
 
-    def claim(self, worker_pid: int | None = None) -> Job | None:
-        """Atomically take the oldest queued/interrupted job and mark it running (or ``None``).
+    def claim(self, worker_pid: int | None = None, lane: str = "all") -> Job | None:
+        """Atomically take the next queued/interrupted job of ``lane`` and mark it running (or ``None``).
 
-        An interrupted job whose worker already died ``MAX_ATTEMPTS`` times is marked failed
-        instead (it would likely kill the next worker too); ``resume`` gives it new attempts.
+        Analyses come before training jobs (oldest first within each), so a short analysis never
+        waits behind a queue of training runs. An interrupted job whose worker already died
+        ``MAX_ATTEMPTS`` times is marked failed instead (it would likely kill the next worker
+        too); ``resume`` gives it new attempts.
         """
+        lane_sql = "".join(f" AND {clause}" for clause in _lane_filter(lane))
         now = time.time()
         with self._transaction() as con:
             for dead in con.execute("SELECT id, attempts FROM jobs WHERE status = 'interrupted' AND attempts >= ?",
@@ -276,7 +354,7 @@ class JobStore:
                 self._event(con, dead["id"], "status", {"status": "failed", "error": error})
             row = con.execute(
                 f"SELECT id FROM jobs WHERE status IN ({','.join('?' * len(CLAIMABLE))}) "
-                "AND cancel_requested = 0 ORDER BY id LIMIT 1", CLAIMABLE,
+                f"AND cancel_requested = 0{lane_sql} ORDER BY (kind = 'train'), id LIMIT 1", CLAIMABLE,
             ).fetchone()
             if row is None:
                 return None
@@ -296,16 +374,18 @@ class JobStore:
         return bool(row and row["cancel_requested"])
 
     def finish(self, job_id: int, status: str, error: str | None = None,
-               checkpoint: str | None = None, best_checkpoint: str | None = None) -> None:
-        """Record the end of a run: ``done``, ``failed`` (with ``error``) or ``cancelled``."""
+               checkpoint: str | None = None, best_checkpoint: str | None = None,
+               result_key: str | None = None) -> None:
+        """Record the end of a run: ``done``, ``failed`` (with ``error``) or ``cancelled``
+        (an analysis names its stored result in ``result_key``)."""
         if status not in FINISHED:
             raise InvalidParameterError(f"finish status must be one of {FINISHED}, got {status!r}")
         with self._transaction() as con:
             con.execute(
                 "UPDATE jobs SET status = ?, finished = ?, error = ?, "
                 "checkpoint = COALESCE(?, checkpoint), best_checkpoint = COALESCE(?, best_checkpoint), "
-                "cancel_requested = 0 WHERE id = ?",
-                (status, time.time(), error, checkpoint, best_checkpoint, int(job_id)),
+                "result_key = COALESCE(?, result_key), cancel_requested = 0 WHERE id = ?",
+                (status, time.time(), error, checkpoint, best_checkpoint, result_key, int(job_id)),
             )
             self._event(con, job_id, "status", {"status": status, "error": error})
 
@@ -456,10 +536,53 @@ def _not_zombie(pid: int) -> bool:
         return True
 
 
+def _lane_filter(lane: str) -> list[str]:
+    """SQL conditions selecting the jobs of a worker lane."""
+    if lane not in LANES:
+        raise InvalidParameterError(f"lane must be one of {LANES}, got {lane!r}")
+    return {"all": [], "train": ["kind = 'train'"], "analysis": ["kind != 'train'"]}[lane]
+
+
+def _config(kind: str, text: str):
+    """The job's config: a TrainConfig, or an AnalysisJob (request parsed by its registry entry)."""
+    if kind == TRAIN:
+        from engine.training.config import TrainConfig
+
+        return TrainConfig.from_json(text)
+    from engine.analysis.registry import request_from_dict
+
+    try:
+        data = json.loads(text)
+        request = request_from_dict(kind, data["request"])
+    except (ValueError, KeyError, TypeError, RobustScopeError) as exc:  # e.g. a kind this version lacks
+        return AnalysisJob(_UnreadableRequest(kind, text, str(exc)), False, "auto")
+    return AnalysisJob(request, bool(data.get("use_cache", True)), str(data.get("device", "auto")))
+
+
+@dataclass(frozen=True)
+class _UnreadableRequest:
+    """An analysis job this version cannot parse (listed, never run: running it fails plainly)."""
+
+    kind: str
+    text: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return {"unreadable": self.text, "error": self.error}
+
+    def describe(self) -> str:
+        return f"{self.kind}: (unreadable request: {self.error})"
+
+    def validate(self):
+        raise InvalidParameterError(f"this {self.kind} job's request cannot be read: {self.error}")
+
+
 def _job(row: sqlite3.Row) -> Job:
+    kind = row["kind"] or TRAIN
     return Job(
-        id=row["id"], name=row["name"], config=TrainConfig.from_json(row["config"]), status=row["status"],
+        id=row["id"], name=row["name"], config=_config(kind, row["config"]), status=row["status"],
         created=row["created"], started=row["started"], finished=row["finished"], heartbeat=row["heartbeat"],
         worker_pid=row["worker_pid"], attempts=row["attempts"], cancel_requested=bool(row["cancel_requested"]),
         error=row["error"], checkpoint=row["checkpoint"], best_checkpoint=row["best_checkpoint"],
+        kind=kind, result_key=row["result_key"],
     )

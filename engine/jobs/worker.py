@@ -1,10 +1,16 @@
-"""The worker: claim a job -> train it -> record the outcome, one job at a time.
+"""The worker: claim a job -> train it or run its analysis -> record the outcome, one job at a time.
 
 Liveness: a running worker holds an exclusive ``fcntl`` lock on ``<runs>/worker.lock`` (released by
 the OS even on ``kill -9``) and writes its pid to ``<runs>/worker.pid``; a background thread
 refreshes the running job's heartbeat and picks up cancel requests. On start the worker marks
 running jobs left by a dead worker ``interrupted``; they are claimed again and resume from their
-last completed epoch.
+last completed epoch (training) or their last saved partial state (CKA) or from the start.
+
+Lanes (one worker per lane and runs folder): the ``all`` lane (``python -m engine worker``, lock
+``worker.lock``) runs analyses and training, analyses first; the ``analysis`` lane (lock
+``analysis-worker.lock``, started by ``--background`` and the dashboard when an analysis is queued)
+runs analyses only. So a short analysis never waits hours behind a training run: while the main
+worker trains, the analysis worker takes it (the two then share the CPU).
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.jobs.store import Job, JobStore
+from engine.jobs.store import LANES, Job, JobStore
 
 HEARTBEAT_S = 2.0
 BATCH_EVENT_EVERY_S = 1.0
@@ -51,45 +57,52 @@ class WorkerLock:
             self._fh = None
 
 
-def lock_path(store: JobStore) -> Path:
-    return store.root / "worker.lock"
+def _lane_prefix(lane: str) -> str:
+    if lane not in LANES or lane == "train":
+        raise ValueError(f"worker lane must be 'all' or 'analysis', got {lane!r}")
+    return "" if lane == "all" else f"{lane}-"
 
 
-def pid_path(store: JobStore) -> Path:
-    return store.root / "worker.pid"
+def lock_path(store: JobStore, lane: str = "all") -> Path:
+    return store.root / f"{_lane_prefix(lane)}worker.lock"
 
 
-def worker_alive(store: JobStore | None = None) -> bool:
-    """Whether a worker currently holds the store's lock (i.e. is alive)."""
+def pid_path(store: JobStore, lane: str = "all") -> Path:
+    return store.root / f"{_lane_prefix(lane)}worker.pid"
+
+
+def worker_alive(store: JobStore | None = None, lane: str = "all") -> bool:
+    """Whether a worker of ``lane`` currently holds the store's lock (i.e. is alive)."""
     store = store or JobStore()
-    probe = WorkerLock(lock_path(store))
+    probe = WorkerLock(lock_path(store, lane))
     if probe.acquire():
         probe.release()
         return False
     return True
 
 
-def ensure_worker(store: JobStore | None = None, idle_exit_s: float | None = 1800.0) -> int | None:
-    """Start a detached worker process (new session) unless one is alive.
+def ensure_worker(store: JobStore | None = None, idle_exit_s: float | None = 1800.0, lane: str = "all") -> int | None:
+    """Start a detached worker process (new session) unless one of ``lane`` is alive.
 
     Args:
         store: the job store (default: ``$ROBUSTSCOPE_RUNS``).
         idle_exit_s: the started worker exits after this many idle seconds (``None`` = never);
             the dashboard calls this on every run, so a new one starts when needed.
+        lane: "all" (training and analyses) or "analysis" (analyses only).
 
     Returns:
         The pid of the started process, or ``None`` when a worker was already alive.
     """
     store = store or JobStore()
-    if worker_alive(store):
+    if worker_alive(store, lane):
         return None
-    cmd = [sys.executable, "-m", "engine.jobs", "--runs", str(store.root.resolve())]
+    cmd = [sys.executable, "-m", "engine.jobs", "--runs", str(store.root.resolve()), "--lane", lane]
     if idle_exit_s is not None:
         cmd += ["--idle-exit", str(idle_exit_s)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["ROBUSTSCOPE_RUNS"] = str(store.root.resolve())
-    with open(store.root / "worker.log", "ab") as out:
+    with open(store.root / f"{_lane_prefix(lane)}worker.log", "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                                 cwd=os.getcwd(), start_new_session=True)
     return proc.pid
@@ -139,12 +152,67 @@ def _job_logger(path: Path) -> tuple[logging.Logger, logging.Handler]:
     return logger, handler
 
 
+class _AnalysisReporter:
+    """Progress callback of an analysis: ``batch`` events (done/total, ETA), at most once a second."""
+
+    def __init__(self, store: JobStore, job_id: int):
+        self.store, self.job_id, self.last, self.start = store, job_id, 0.0, time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < BATCH_EVENT_EVERY_S and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (total - done) / rate if done and rate > 0 else None
+        self.store.add_event(self.job_id, "batch", {"done": done, "total": total}, batch=done, batches=total, eta_s=eta)
+
+
+def run_analysis_job(store: JobStore, job: Job) -> str:
+    """Run an analysis job (already claimed) through ``engine.analysis.run_analysis``; the result
+    goes to ``<runs>/results`` and its key onto the job. Same logging/heartbeat/cancel as training."""
+    from engine.analysis import AnalysisCancelled, ResultStore, run_analysis
+
+    logger, handler = _job_logger(store.log_path(job.id))
+    beat = _Heartbeat(store, job.id)
+    beat.start()
+    try:
+        spec = job.config
+        logger.info("job %d (%s) attempt %d started by worker pid %d", job.id, job.name, job.attempts, os.getpid())
+        spec.request.validate()
+        result = run_analysis(spec.request, progress=_AnalysisReporter(store, job.id), should_stop=beat.cancel.is_set,
+                              use_cache=spec.use_cache, device=spec.device, store=ResultStore(store.root / "results"))
+        for note in result.notes:
+            logger.warning(note)
+        store.finish(job.id, "done", result_key=result.key)
+        logger.info("job %d done: result %s (%s, %.1f s)", job.id, result.key,
+                    "stored earlier" if result.cached else "computed", result.seconds)
+        return "done"
+    except AnalysisCancelled:
+        store.finish(job.id, "cancelled")
+        logger.info("job %d cancelled; nothing stored", job.id)
+        return "cancelled"
+    except Exception:  # noqa: BLE001 - any crash is recorded as a failed job with its traceback
+        text = traceback.format_exc()
+        logger.error("job %d failed:\n%s", job.id, text)
+        store.finish(job.id, "failed", error=text)
+        return "failed"
+    finally:
+        beat.stopped.set()
+        beat.join(timeout=5)
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def run_job(store: JobStore, job: Job) -> str:
-    """Train ``job`` (already claimed), recording events, log, heartbeat and the outcome.
+    """Run ``job`` (already claimed): train it, or run its analysis; record events, log,
+    heartbeat and the outcome.
 
     Returns:
         The final status: ``"done"``, ``"cancelled"`` or ``"failed"`` (with the traceback stored).
     """
+    if job.is_analysis:
+        return run_analysis_job(store, job)
     from engine.training import train
 
     logger, handler = _job_logger(store.log_path(job.id))
@@ -182,13 +250,19 @@ def _clean_leftovers(store: JobStore) -> None:
     for folder in [store.root, *default_roots()]:
         for path in remove_stale_temps(folder):
             logging.getLogger("engine.jobs").info("removed leftover temp file %s", path)
+    from engine.analysis.store import ResultStore
+
+    for path in ResultStore(store.root / "results").clean():
+        logging.getLogger("engine.jobs").info("removed leftover result folder %s", path)
 
 
 def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float = 1.0,
-               idle_exit_s: float | None = None) -> int:
+               idle_exit_s: float | None = None, lane: str = "all") -> int:
     """The worker loop: recover orphaned jobs, then claim -> run -> record until stopped.
 
     Args:
+        lane: "all" (analyses first, then training; lock ``worker.lock``) or "analysis"
+            (analyses only; lock ``analysis-worker.lock``). One worker per lane.
         once: run jobs until the queue is empty, then return.
         poll_s: seconds between looks at an empty queue.
         idle_exit_s: return after this many seconds without work (``None`` = never).
@@ -197,16 +271,16 @@ def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float 
         The number of jobs run; ``-1`` when another worker already holds the lock.
     """
     store = store or JobStore()
-    lock = WorkerLock(lock_path(store))
+    lock = WorkerLock(lock_path(store, lane))
     if not lock.acquire():
         return -1
-    pid_path(store).write_text(str(os.getpid()))
+    pid_path(store, lane).write_text(str(os.getpid()))
     _clean_leftovers(store)
     ran, idle_since = 0, time.monotonic()
     try:
         while True:
             store.recover()
-            job = store.claim(os.getpid())
+            job = store.claim(os.getpid(), lane=lane)
             if job is not None:
                 run_job(store, job)
                 ran, idle_since = ran + 1, time.monotonic()
@@ -215,5 +289,5 @@ def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float 
                 return ran
             time.sleep(poll_s)
     finally:
-        pid_path(store).unlink(missing_ok=True)
+        pid_path(store, lane).unlink(missing_ok=True)
         lock.release()

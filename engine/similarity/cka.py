@@ -237,6 +237,22 @@ class MinibatchCKA:
         self.batches += 1
         self.images += grams.shape[1]
 
+    def state(self) -> dict:
+        """The running sums as plain values (``{"total": (L, L) float64 array, "batches",
+        "images", "names"}``), to save and :meth:`restore` later (resume after a crash)."""
+        total = None if self.total is None else self.total.detach().cpu().numpy().copy()
+        return {"total": total, "batches": self.batches, "images": self.images, "names": list(self.names)}
+
+    def restore(self, state: dict) -> None:
+        """Continue from a :meth:`state` of an accumulator over the same layers."""
+        if list(state.get("names", [])) != self.names:
+            raise InvalidParameterError("saved CKA state is for other layers; it cannot be resumed")
+        total = state.get("total")
+        if total is not None and tuple(np.shape(total)) != (len(self.names), len(self.names)):
+            raise InvalidParameterError("saved CKA state has the wrong shape; it cannot be resumed")
+        self.total = None if total is None else torch.as_tensor(np.asarray(total, dtype=np.float64))
+        self.batches, self.images = int(state["batches"]), int(state["images"])
+
     def cka(self) -> tuple[np.ndarray, list[str]]:
         """(L, L) CKA from the batches so far, and warnings (see :func:`hsic_to_cka`)."""
         if self.total is None:
@@ -286,6 +302,9 @@ def compare_models(
     inputs: str = "clean",
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    forward_batch: int | None = None,
+    state: dict | None = None,
+    save_state: Callable[[dict], None] | None = None,
 ) -> CKAComparison:
     """Minibatch CKA maps A×A, B×B and A×B in one pass (one forward per model per batch).
 
@@ -311,6 +330,13 @@ def compare_models(
         progress: called as ``progress(images_done, images_total)`` after each batch.
         should_stop: polled before each batch; when it returns True the result covers the
             batches done so far and says so in ``warnings``.
+        forward_batch: run each model (and the transform) on at most this many images at a time
+            and assemble the batch's features from the pieces (same numbers; peak memory of the
+            forward pass bounded independently of ``batch_size``). ``None``: the whole batch.
+        state: a ``save_state`` snapshot of an earlier run of the same computation: batches it
+            covered are skipped (resume after a crash).
+        save_state: called as ``save_state(snapshot)`` after each batch (the caller decides
+            whether to write it; :meth:`MinibatchCKA.state` plus ``"done"`` batches).
 
     Returns:
         :class:`CKAComparison` with estimator "minibatch".
@@ -330,44 +356,78 @@ def compare_models(
     names = [f"A:{x}" for x in names_a] + [f"B:{x}" for x in names_b]
     start_time = time.perf_counter()
     cka, images, warnings = stream_cka(parts, names, data, total, batch_size, kernel, sigma_fraction,
-                                       pooling, transform, progress, should_stop)
+                                       pooling, transform, progress, should_stop, forward_batch=forward_batch,
+                                       state=state, save_state=save_state)
     return _comparison(cka, names_a, names_b, kernel, images, inputs, batch_size,
                        time.perf_counter() - start_time, tuple(warnings))
 
 
 def stream_cka(parts, names: Sequence[str], data, total: int, batch_size: int, kernel: str,
-               sigma_fraction, pooling: str, transform=None, progress=None, should_stop=None):
+               sigma_fraction, pooling: str, transform=None, progress=None, should_stop=None,
+               forward_batch: int | None = None, state: dict | None = None, save_state=None):
     """The minibatch CKA among every (model, layer) of ``parts`` in one pass over the data.
 
     Args:
         parts: [(model, layer names), ...]; each model runs once per batch.
         names: one label per (model, layer), in order (for warnings).
-        total: images to use; the rest as in :func:`compare_models`.
+        total: images to use; the rest (``forward_batch``, ``state``, ``save_state``) as in
+            :func:`compare_models`.
 
     Returns:
         (CKA (L, L) float64 array over all layers of all parts, images used, warnings).
     """
     acc = MinibatchCKA(names)
+    if state is not None:
+        acc.restore(state)
     warnings: list[str] = []
     device = model_device(parts[0][0])
+    step = None if forward_batch is None else max(1, int(forward_batch))
     with eval_mode(*(m for m, _ in parts)):
-        for start, stop in batch_bounds(total, batch_size):
+        for index, (start, stop) in enumerate(batch_bounds(total, batch_size)):
+            if index < acc.batches:                            # covered by the resumed state
+                continue
             if should_stop is not None and should_stop():
                 warnings.append(f"stopped early: used {acc.images} of {total} images")
                 break
             images, labels = slice_batch(data, start, stop)
-            x = prepare_inputs(images, labels, transform, device)
-            grams = [g for part in parts for g in _part_grams(part, x, pooling, kernel, sigma_fraction)]
+            x = _prepared(images, labels, transform, device, step)
+            grams = [g for part in parts for g in _part_grams(part, x, pooling, kernel, sigma_fraction, step)]
             acc.update(torch.stack(grams))
+            del grams, x
+            if save_state is not None:
+                save_state(acc.state())
             if progress is not None:
                 progress(stop, total)
     cka, cka_warnings = acc.cka()
     return cka, acc.images, warnings + cka_warnings
 
 
-def _part_grams(part, images: torch.Tensor, pooling: str, kernel: str, sigma_fraction) -> list[torch.Tensor]:
-    """Gram matrices (n, n) of one model's layers on one batch (activations freed as we go)."""
-    features = forward_features([part], images, pooling)
+def _prepared(images, labels, transform, device, step: int | None) -> torch.Tensor:
+    """The batch on ``device``, transformed (attack/distortion) ``step`` images at a time."""
+    if step is None or step >= len(images) or transform is None:
+        return prepare_inputs(images, labels, transform, device)
+    return torch.cat([prepare_inputs(images[i:i + step], None if labels is None else labels[i:i + step],
+                                     transform, device) for i in range(0, len(images), step)])
+
+
+def _part_grams(part, images: torch.Tensor, pooling: str, kernel: str, sigma_fraction,
+                step: int | None = None) -> list[torch.Tensor]:
+    """Gram matrices (n, n) of one model's layers on one batch (activations freed as we go).
+
+    With ``step``, the model runs on ``step`` images at a time and each layer's (n, d) feature
+    matrix is filled piece by piece (one buffer per layer, no concatenation copies).
+    """
+    if step is None or step >= len(images):
+        features = forward_features([part], images, pooling)
+    else:
+        features = []
+        for i in range(0, len(images), step):
+            pieces = forward_features([part], images[i:i + step], pooling)
+            if not features:
+                features = [p.new_empty((len(images), p.shape[1])) for p in pieces]
+            for buffer, piece in zip(features, pieces):
+                buffer[i:i + len(piece)] = piece
+            del pieces
     gram = get_kernel(kernel)
     grams = []
     while features:

@@ -1,0 +1,185 @@
+"""The typed requests of the analyses (frozen dataclasses, JSON round trip, validated).
+
+A request names everything that decides the numbers: the models (path + sha256 + BN branch),
+the dataset and every parameter. It is the result key (``request.key()``), the job payload and
+the permalink target. Execution choices that do not change the numbers (device, progress, the
+size of the pieces a forward pass is cut into) are not part of it.
+
+Names that come from torch-side registries (datasets, distortions, attacks, layers) are checked
+when the analysis runs (before any image is read) and when a job is submitted; everything else
+is checked here, without importing torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.analysis.base import ModelRef, Request, check_choice, check_float, check_int, check_names
+from engine.errors import InvalidParameterError
+
+#: the same names as ``engine.similarity.KERNELS`` / ``POOLINGS`` (checked by the tests)
+CKA_KERNELS = ("linear", "rbf")
+CKA_POOLINGS = ("flatten", "avg")
+SPLITS = ("test", "train")
+#: most images one request may name (bounds time, not memory: everything is streamed)
+MAX_IMAGES = 1_000_000
+MAX_BATCH = 4096
+#: the severities of ``engine.data.distortions.SEVERITIES``
+SEVERITY_LEVELS = (1, 2, 3, 4, 5)
+
+
+def _dataset(name) -> str:
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise InvalidParameterError(f"dataset must be a dataset name, got {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class CKARequest(Request):
+    """Minibatch CKA maps A×A, B×B and A×B (``engine.similarity.compare_models``).
+
+    Attributes:
+        a, b: the two models (``b`` may be ``a`` with the other BN branch).
+        dataset, split: the images (the first ``n`` of the split, in order).
+        n: images used (>= 4); batch_size: images per minibatch of the estimator (>= 4).
+        layers_a, layers_b: layer names (None: the model's default layers).
+        kernel: "linear" or "rbf"; sigma_fraction: RBF bandwidth (None: 0.8).
+        pooling: "flatten" or "avg".
+        inputs: "clean", or "adv" (crafted by ``attack`` with ``eps``/``steps`` on ``craft_on``).
+    """
+
+    kind = "cka"
+    MODEL_FIELDS = ("a", "b")
+
+    a: ModelRef
+    b: ModelRef
+    dataset: str
+    split: str = "test"
+    n: int = 2000
+    batch_size: int = 200
+    layers_a: tuple[str, ...] | None = None
+    layers_b: tuple[str, ...] | None = None
+    kernel: str = "linear"
+    sigma_fraction: float | None = None
+    pooling: str = "flatten"
+    inputs: str = "clean"
+    attack: str = "pgd"
+    eps: float | None = None
+    steps: int | None = None
+    craft_on: str = "a"
+
+    def _check(self) -> None:
+        _dataset(self.dataset)
+        check_choice("split", self.split, SPLITS)
+        check_int("n", self.n, 4, MAX_IMAGES)
+        check_int("batch_size", self.batch_size, 4, MAX_BATCH)
+        check_names("layers_a", self.layers_a)
+        check_names("layers_b", self.layers_b)
+        check_choice("kernel", self.kernel, CKA_KERNELS)
+        check_float("sigma_fraction", self.sigma_fraction, 1e-6, 1e6)
+        check_choice("pooling", self.pooling, CKA_POOLINGS)
+        check_choice("inputs", self.inputs, ("clean", "adv"))
+        if not isinstance(self.attack, str) or not self.attack:
+            raise InvalidParameterError(f"attack must be an attack name, got {self.attack!r}")
+        check_float("eps", self.eps, 0.0, 1e4)
+        if self.steps is not None:
+            check_int("steps", self.steps, 1, 10_000)
+        check_choice("craft_on", self.craft_on, ("a", "b"))
+
+    def describe(self) -> str:
+        inputs = "clean" if self.inputs == "clean" else f"{self.attack} on {self.craft_on.upper()}"
+        return f"{super().describe()} · {self.dataset} · {self.n} images · {inputs}"
+
+
+@dataclass(frozen=True)
+class OODRequest(Request):
+    """Accuracy under distortions x severities (+ ``shapes`` image sets) and shape bias.
+
+    Attributes:
+        models: one to eight models, evaluated on the same distorted images.
+        dataset: test split, first ``n`` images; batch_size also sets the distortion seeds
+            (batch b uses ``seed + b``), so it is part of the request.
+        distortions: names (None: all of ``engine.data.distortions.DISTORTIONS``).
+        severities: subset of 1..5.
+        shape_bias: also score shape bias on cue-conflict images (``shapes`` only).
+    """
+
+    kind = "ood"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    n: int = 500
+    batch_size: int = 128
+    seed: int = 0
+    distortions: tuple[str, ...] | None = None
+    severities: tuple[int, ...] = SEVERITY_LEVELS
+    shape_bias: bool = True
+
+    def _check(self) -> None:
+        if not isinstance(self.models, tuple) or not 1 <= len(self.models) <= 8:
+            raise InvalidParameterError("models must list one to eight checkpoints")
+        _dataset(self.dataset)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("seed", self.seed, 0, 2**31 - 1)
+        check_names("distortions", self.distortions)
+        if not isinstance(self.severities, tuple) or not self.severities or \
+                any(s not in SEVERITY_LEVELS or isinstance(s, bool) for s in self.severities):
+            raise InvalidParameterError(f"severities must be a non-empty subset of 1..5, got {self.severities!r}")
+        if not isinstance(self.shape_bias, bool):
+            raise InvalidParameterError(f"shape_bias must be true or false, got {self.shape_bias!r}")
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.dataset} · {self.n} images"
+
+
+@dataclass(frozen=True)
+class TopKRequest(Request):
+    """Feature top-k: the held-out images maximising units / random directions of one layer.
+
+    Attributes:
+        model: the model; layer: dotted layer name.
+        targets: ``(("unit", i), ("direction", seed), ...)``: a unit eᵢ or a seeded random
+            unit-norm direction (Szegedy et al. 2013), at most 64.
+        position: ``(y, x)``: score one neuron per channel instead of the spatial mean.
+        dataset, n, sample_seed: ``n`` test images drawn with ``sample_seed`` (a generated set is
+            generated at size ``n``), as ``python -m engine featvis`` and the Features page do.
+        k: images per target (1 <= k <= n).
+        batch_size: images per forward pass (memory only; the ranking does not depend on it).
+    """
+
+    kind = "featvis_topk"
+    MODEL_FIELDS = ("model",)
+
+    model: ModelRef
+    layer: str
+    targets: tuple[tuple[str, int], ...]
+    dataset: str
+    position: tuple[int, int] | None = None
+    n: int = 1000
+    sample_seed: int = 0
+    k: int = 9
+    batch_size: int = 32
+
+    def _check(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise InvalidParameterError(f"layer must be a layer name, got {self.layer!r}")
+        if not isinstance(self.targets, tuple) or not 1 <= len(self.targets) <= 64:
+            raise InvalidParameterError("targets must list one to 64 (kind, value) pairs")
+        for target in self.targets:
+            if not (isinstance(target, tuple) and len(target) == 2 and target[0] in ("unit", "direction")):
+                raise InvalidParameterError(f"a target is (\"unit\", i) or (\"direction\", seed), got {target!r}")
+            check_int(f"target {target[0]}", target[1], 0, 2**31 - 1)
+        _dataset(self.dataset)
+        if self.position is not None:
+            if not (isinstance(self.position, tuple) and len(self.position) == 2):
+                raise InvalidParameterError(f"position must be (y, x), got {self.position!r}")
+            for v in self.position:
+                check_int("position", v, 0, 100_000)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("sample_seed", self.sample_seed, 0, 2**31 - 1)
+        check_int("k", self.k, 1, self.n)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.layer} · top-{self.k} of {self.n} {self.dataset} images"

@@ -1,0 +1,248 @@
+"""``run_analysis``: one request in, one stored result out; and the job-side helpers.
+
+    result = run_analysis(CKARequest(a=ModelRef.of("checkpoints/std"), b=ModelRef.of("checkpoints/rob"),
+                                     dataset="cifar10", n=2000))
+    result.cached          # True when the same request was answered before (same weights, version)
+    result.value()         # the CKAComparison the page plots
+
+The same call serves the CLI, the dashboard and the job worker. A finished result is stored under
+``<runs>/results/<key>/`` (``engine.analysis.store``); a stopped run raises
+:class:`~engine.analysis.base.AnalysisCancelled` and stores nothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from engine.analysis.base import AnalysisCancelled, AnalysisResult, ModelRef, Progress, Request, ShouldStop
+from engine.analysis.registry import get_analysis
+from engine.analysis.store import CorruptResult, ResultStore
+from engine.errors import CheckpointError, InvalidParameterError
+from engine.fileio import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("engine.analysis")
+
+#: partial state (resume) is written at most this often, in seconds
+STATE_EVERY_S = 1.0
+STATE_ARRAYS, STATE_META = "state.npz", "state.json"
+
+
+class RunContext:
+    """What a run function gets besides its request: models, device, progress, stop, resume state.
+
+    Attributes:
+        request, key: the request and its result key.
+        progress, should_stop: the caller's callbacks (may be None).
+        state_dir: where partial state is kept between attempts (None: no resume).
+    """
+
+    def __init__(self, request: Request, key: str, device: str = "auto", progress: Progress | None = None,
+                 should_stop: ShouldStop | None = None, state_dir: Path | None = None, loaded: Iterable = ()):
+        self.request, self.key = request, key
+        self._device_name = device
+        self.progress, self.should_stop = progress, should_stop
+        self.state_dir = state_dir
+        self._loaded = {(str(m.sha256), str(getattr(m, "branch", "main"))): m for m in loaded if m is not None}
+        self._last_save = 0.0
+        self.resumed = False
+
+    @property
+    def device(self) -> str:
+        from engine.device import resolve_device
+
+        return str(resolve_device(self._device_name))
+
+    def load(self, ref: ModelRef):
+        """The ``LoadedCheckpoint`` of ``ref`` (one the caller already loaded, else from disk).
+
+        Raises:
+            CheckpointError: the file's weights are not the ones the request names (the
+                checkpoint was replaced after the request was made).
+        """
+        found = self._loaded.get((ref.sha256, ref.branch))
+        if found is not None:
+            return found
+        import engine
+
+        loaded = engine.load(ref.path, device=self.device, bn_branch=ref.branch)
+        if loaded.sha256 != ref.sha256:
+            raise CheckpointError(
+                f"{ref.path} now holds other weights (sha256 {loaded.sha256[:12]}…, the request names "
+                f"{ref.sha256[:12]}…): the checkpoint was replaced; make the request again"
+            )
+        self._loaded[(ref.sha256, ref.branch)] = loaded
+        return loaded
+
+    def stopped(self) -> bool:
+        return self.should_stop is not None and bool(self.should_stop())
+
+    def check_stop(self) -> None:
+        """Raise AnalysisCancelled when the caller asked to stop."""
+        if self.stopped():
+            raise AnalysisCancelled(f"{self.request.kind} stopped before it finished; nothing was stored")
+
+    def report(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(int(done), int(total))
+
+    # ------------------------------------------------------------------ resume state
+    def load_state(self) -> dict | None:
+        """The partial state saved by an earlier attempt of this request, or None."""
+        if self.state_dir is None or not (self.state_dir / STATE_META).is_file():
+            return None
+        try:
+            state = json.loads((self.state_dir / STATE_META).read_text(encoding="utf-8"))
+            if (self.state_dir / STATE_ARRAYS).is_file():
+                with np.load(self.state_dir / STATE_ARRAYS, allow_pickle=False) as npz:
+                    state.update({name: npz[name] for name in npz.files})
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable partial state in %s: %s", self.state_dir, exc)
+            return None
+        self.resumed = True
+        return state
+
+    def save_state(self, state: dict, force: bool = False) -> None:
+        """Keep ``state`` (arrays + JSON values) for a later attempt; at most every STATE_EVERY_S."""
+        if self.state_dir is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_save < STATE_EVERY_S:
+            return
+        self._last_save = now
+        import io
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        arrays = {k: np.asarray(v) for k, v in state.items() if isinstance(v, np.ndarray)}
+        plain = {k: v for k, v in state.items() if k not in arrays}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(self.state_dir / STATE_ARRAYS, buffer.getvalue(), what="partial state")
+        atomic_write_text(self.state_dir / STATE_META, json.dumps(plain), what="partial state")
+
+    def clear_state(self) -> None:
+        if self.state_dir is not None and self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def run_analysis(request: Request, progress: Progress | None = None, should_stop: ShouldStop | None = None, *,
+                 use_cache: bool = True, device: str = "auto", store: ResultStore | None = None,
+                 loaded: Iterable = (), resume: bool = True) -> AnalysisResult:
+    """Answer ``request`` from the result store, else compute, store and return it.
+
+    Args:
+        request: a request of a registered kind (``engine.analysis.ANALYSES``).
+        progress: ``progress(done, total)`` while computing.
+        should_stop: polled between batches; True stops the run (AnalysisCancelled, nothing stored).
+        use_cache: False recomputes even when a stored result exists (and replaces it).
+        device: where to compute ("auto", "cpu", "cuda", ...); not part of the result key.
+        store: the result store (default ``<runs>/results``).
+        loaded: already loaded checkpoints (``LoadedCheckpoint``) to use instead of loading the
+            request's models again; matched by sha256 and BN branch.
+        resume: continue from partial state an interrupted attempt of the same request left.
+
+    Returns:
+        :class:`AnalysisResult`; ``cached`` says whether it came from the store. A damaged
+        stored entry is moved aside, recomputed and named in ``notes``.
+
+    Raises:
+        InvalidParameterError / CheckpointError / DatasetUnavailableError: bad input.
+        AnalysisCancelled: ``should_stop`` returned True.
+    """
+    request.validate()
+    analysis = get_analysis(request.kind)
+    store = store or ResultStore()
+    key = request.key()
+    notes: list[str] = []
+    if use_cache:
+        found, note = cached_result(key, store)
+        if found is not None:
+            return found
+        notes += [note] if note else []
+    ctx = RunContext(request, key, device, progress, should_stop,
+                     store.partial_dir(key) if resume else None, loaded)
+    from engine.version import __version__
+
+    start = time.perf_counter()
+    try:
+        payload = analysis.run(request, ctx)
+    except AnalysisCancelled:
+        ctx.clear_state()
+        raise
+    ctx.check_stop()
+    seconds = time.perf_counter() - start
+    result = AnalysisResult(request.kind, key, request, payload.arrays, payload.meta, seconds, time.time(),
+                            cached=False, version=__version__, notes=tuple(notes))
+    store.save(result)
+    ctx.clear_state()
+    return result
+
+
+def cached_result(key: str, store: ResultStore | None = None) -> tuple[AnalysisResult | None, str | None]:
+    """``(stored result or None, note)``: a damaged entry is moved aside and named in the note."""
+    store = store or ResultStore()
+    try:
+        return store.load(key), None
+    except CorruptResult as exc:
+        moved = store.quarantine(key)
+        note = f"the stored result was damaged ({exc}); it was moved aside to {moved.name} and recomputed"
+        log.warning(note)
+        return None, note
+
+
+def load_result(key: str, store: ResultStore | None = None) -> AnalysisResult:
+    """The stored result ``key`` (InvalidParameterError when there is none; CorruptResult when damaged)."""
+    found = (store or ResultStore()).load(key)
+    if found is None:
+        raise InvalidParameterError(f"no stored result {key}")
+    return found
+
+
+def preflight(request: Request) -> Request:
+    """The checks that need torch-side registries, before a request is queued: the dataset and
+    distortion names exist and every checkpoint still holds the weights the request names."""
+    from engine import data as edata
+
+    request.validate()
+    dataset = getattr(request, "dataset", None)
+    if dataset is not None and dataset not in edata.DATASETS:
+        raise InvalidParameterError(f"unknown dataset {dataset!r}; choose one of: {', '.join(edata.DATASETS)}")
+    names = getattr(request, "distortions", None)
+    if names:
+        from engine.data.distortions import get_distortion
+
+        for name in names:
+            get_distortion(name)
+    for ref in request.model_refs():
+        current = ModelRef.of(ref.path, ref.branch)
+        if current.sha256 != ref.sha256:
+            raise CheckpointError(f"{ref.path} holds other weights than the request names (it was replaced)")
+    return request
+
+
+def submit_analysis(request: Request, use_cache: bool = True, device: str = "auto", submitter: str | None = None,
+                    jobs=None, results: ResultStore | None = None, start_worker: bool = True):
+    """Queue ``request`` as a background job; returns the :class:`engine.jobs.Job`.
+
+    A request whose result is already stored (and ``use_cache``) becomes a job that is done at
+    once, pointing at that result. Otherwise an analysis worker is started when none runs
+    (``start_worker``; it exits after 10 idle minutes).
+    """
+    from engine.jobs import JobStore, ensure_worker
+
+    preflight(request)
+    jobs = jobs or JobStore()
+    results = results or ResultStore(jobs.root / "results")
+    done_key = None
+    if use_cache:
+        found, _ = cached_result(request.key(), results)
+        done_key = found.key if found is not None else None
+    job = jobs.submit_analysis(request, use_cache=use_cache, device=device, submitter=submitter, done_key=done_key)
+    if done_key is None and start_worker:
+        ensure_worker(jobs, idle_exit_s=600.0, lane="analysis")
+    return job
