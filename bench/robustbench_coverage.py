@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     from engine.checkpoints import robustbench as rb
     from engine.errors import RobustScopeError
 
-    counts = defaultdict(lambda: [0, 0, 0, 0])  # loads, total, logits checked, logits equal
+    counts = defaultdict(lambda: [0, 0, 0, 0, 0.0])  # loads, total, logits checked, logits equal, max |diff|
     reasons = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
@@ -270,15 +270,16 @@ def main(argv=None) -> int:
                         ok, diff = logits_check(entry, spec["model"], dataset, scratch)
                         counts[key][2] += 1
                         counts[key][3] += int(ok)
+                        counts[key][4] = max(counts[key][4], diff)
                         note = f" logits max|diff| {diff:.2e}{'' if ok else '  MISMATCH'}"
                         if not ok:
                             reasons[key].append(f"{name}: logits differ by {diff:.3g}")
                     if args.verbose:
                         print(f"  ok {dataset} {threat} {name} ({params / 1e6:.1f} M params){note}", flush=True)
     total_loads = total = 0
-    for (dataset, threat), (loads, n, checked, equal) in counts.items():
+    for (dataset, threat), (loads, n, checked, equal, worst) in counts.items():
         total_loads, total = total_loads + loads, total + n
-        extra = f"; logits identical for {equal} of {checked} compared" if checked else ""
+        extra = f"; logits agree within 1e-4 for {equal} of {checked} compared (max |diff| {worst:.1e})" if checked else ""
         print(f"{loads} of {n} {TITLES[dataset]} {threat} entries load{extra}")
         if args.verbose:
             for reason in reasons[(dataset, threat)]:
