@@ -30,7 +30,7 @@ CONTRACT_ARCHS = {"small_cnn", "cifar_resnet", "resnet18", "resnet50"}
 
 
 def test_registry_has_the_contract_names():
-    assert set(DATASETS) == {"shapes", "mnist", "fashion-mnist", "cifar10"}
+    assert set(DATASETS) == {"shapes", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagenet"}
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
@@ -56,7 +56,7 @@ def test_known_spec_values():
 
 def test_unknown_names_raise_listing_the_choices():
     with pytest.raises(InvalidParameterError, match="mnist.*cifar10|cifar10.*mnist"):
-        get_spec("imagenet")
+        get_spec("tiny-imagenet")
     with pytest.raises(InvalidParameterError, match="imagefolder_spec"):
         get_spec("imagefolder")
     with pytest.raises(InvalidParameterError, match="unknown dataset 'svhn'"):
