@@ -4,35 +4,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from engine.checkpoints.card import ModelCard
+
 OFFLINE_DEFAULT = "shapes"
 PREFERRED_DATASETS = ("mnist", OFFLINE_DEFAULT)
 
 
-def training_method(card: dict[str, Any]) -> str:
+def training_method(card: ModelCard) -> str:
     """The card's training method ("standard", "pgd", "trades", "fast", "advprop", ...)."""
-    training = card.get("training") or {}
-    return str(training.get("method") or "standard")
+    return card.training.method
 
 
 #: Training methods whose model is meant to resist attacks. AdvProp trains on adversarial
 #: examples too, but through an auxiliary BatchNorm: its deployed (main-BN) model serves clean
 #: inputs and is not robust, so it is neither the "standard" nor the "robust" side of a pair.
-ROBUST_METHODS = ("pgd", "trades", "fast")
+ROBUST_METHODS = ("pgd", "trades", "fast", "adversarial")  # "adversarial": an imported robust zoo model
 
 
-def is_robust(card: dict[str, Any]) -> bool:
+def is_robust(card: ModelCard) -> bool:
     """True when the card records adversarial training meant for robustness (PGD, TRADES, fast-AT)."""
     return training_method(card) in ROBUST_METHODS
 
 
-def threat_of(card: dict[str, Any]) -> tuple[str | None, float | None]:
+def threat_of(card: ModelCard) -> tuple[str | None, float | None]:
     """(norm, ε) of the card's adversarial training, or (None, None) for standard training (whose
     config may still carry an unused default ε). AdvProp reports the ε its auxiliary-BN examples
     were crafted at; for the ε the deployed model is robust to use :func:`robust_threat`."""
-    if training_method(card) == "standard":
-        return None, None
-    training = card.get("training") or {}
-    return training.get("norm"), training.get("eps")
+    return card.training.threat()
 
 
 #: Training methods whose deployed model learnt from clean images only: standard training, and
@@ -40,7 +38,7 @@ def threat_of(card: dict[str, Any]) -> tuple[str | None, float | None]:
 CLEAN_METHODS = ("standard", "advprop")
 
 
-def robust_threat(card: dict[str, Any]) -> tuple[str | None, float | None]:
+def robust_threat(card: ModelCard) -> tuple[str | None, float | None]:
     """(norm, ε) the deployed model was trained to resist: (None, 0.0) for standard training and
     AdvProp (clean models, at ε = 0 on an ε axis), else the card's training threat (PGD, TRADES,
     fast-AT, or an imported recipe that records one; (None, None) when it does not)."""
@@ -49,29 +47,20 @@ def robust_threat(card: dict[str, Any]) -> tuple[str | None, float | None]:
     return threat_of(card)
 
 
-def describe_recipe(card: dict[str, Any]) -> str:
-    """A short recipe label, e.g. "standard" or "pgd ℓinf ε=0.3" (ε only for adversarial training)."""
-    method = training_method(card)
-    norm, eps = threat_of(card)
-    if not isinstance(eps, (int, float)):
-        return method
-    return f"{method} {'ℓ' + norm + ' ' if norm else ''}ε={eps:.3g}"
+def describe_recipe(card: ModelCard) -> str:
+    """A short recipe label, e.g. "standard" or "pgd ℓ∞ ε=0.3" (ε only for adversarial training)."""
+    return card.describe_recipe()
 
 
-def describe_attack(metrics: dict[str, Any]) -> str:
+def describe_attack(card: ModelCard) -> str:
     """The attack behind a card's robust accuracy, e.g. "PGD-40 ℓ∞ ε=0.3" ("" when none)."""
-    attack = (metrics or {}).get("attack") or {}
-    if not attack:
-        return ""
-    steps = f"-{attack['steps']}" if attack.get("steps") else ""
-    norm = {"linf": " ℓ∞", "l2": " ℓ₂"}.get(attack.get("norm"), f" {attack['norm']}" if attack.get("norm") else "")
-    eps = f" ε={attack['eps']:.3g}" if isinstance(attack.get("eps"), (int, float)) else ""
-    return f"{str(attack.get('attack', '?')).upper()}{steps}{norm}{eps}"
+    attack = card.metrics.attack
+    return attack.label() if attack is not None else ""
 
 
-def model_title(slot: str, card: dict[str, Any]) -> str:
+def model_title(slot: str, card: ModelCard) -> str:
     """How pages name model ``slot``: "A: name (recipe)"."""
-    return f"{slot}: {card.get('name', '?')} ({describe_recipe(card)})"
+    return f"{slot}: {card.title} ({describe_recipe(card)})"
 
 
 @dataclass(frozen=True)
@@ -86,7 +75,7 @@ class DefaultChoice:
 
 def _pair_for(dataset: str, infos: Sequence[Any]) -> tuple[str | None, str | None]:
     """Paths of the first standard and the first robust checkpoint trained on ``dataset``."""
-    on_set = [i for i in infos if (i.card or {}).get("dataset") == dataset]
+    on_set = [i for i in infos if i.card is not None and i.card.dataset == dataset]
     standard = next((str(i.path) for i in on_set if training_method(i.card) == "standard"), None)
     robust = next((str(i.path) for i in on_set if is_robust(i.card)), None)
     return standard, robust
@@ -120,7 +109,7 @@ def _offline_reason(available: dict[str, bool]) -> str:
     )
 
 
-def incompatibility(card: dict[str, Any], spec: Any, classes: bool = True) -> str | None:
+def incompatibility(card: ModelCard, spec: Any, classes: bool = True) -> str | None:
     """Why a model (by its card) cannot run on a dataset (by its spec), or None when it can.
 
     Args:
@@ -129,18 +118,17 @@ def incompatibility(card: dict[str, Any], spec: Any, classes: bool = True) -> st
             only: enough for label-free comparisons such as CKA, where :func:`class_mismatch`
             gives the warning to show instead.
     """
-    shape = tuple(int(s) for s in card.get("input_shape") or ())
-    if shape and tuple(spec.input_shape) != shape:
-        return (f"{card.get('name', 'the model')} takes inputs of shape {shape}, but `{spec.name}` "
+    shape = tuple(card.input_shape)
+    if tuple(spec.input_shape) != shape:
+        return (f"{card.title} takes inputs of shape {shape}, but `{spec.name}` "
                 f"images are {tuple(spec.input_shape)}; pick the dataset it was trained on "
-                f"(`{card.get('dataset', '?')}`).")
+                f"(`{card.dataset or '?'}`).")
     return class_mismatch(card, spec) if classes else None
 
 
-def class_mismatch(card: dict[str, Any], spec: Any) -> str | None:
+def class_mismatch(card: ModelCard, spec: Any) -> str | None:
     """Why a model's classes are not the dataset's labels (a different count), or None."""
-    classes = card.get("num_classes")
-    if classes and classes != spec.num_classes:
-        return (f"{card.get('name', 'the model')} has {classes} classes but `{spec.name}` has "
-                f"{spec.num_classes}; pick `{card.get('dataset', '?')}`.")
+    if card.num_classes != spec.num_classes:
+        return (f"{card.title} has {card.num_classes} classes but `{spec.name}` has "
+                f"{spec.num_classes}; pick `{card.dataset or '?'}`.")
     return None

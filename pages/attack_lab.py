@@ -43,7 +43,7 @@ def class_name(index: int) -> str:
 
 
 def model_title(slot: str) -> str:
-    return selection.model_title(slot, MODELS[slot].card or {})
+    return selection.model_title(slot, MODELS[slot].card)
 
 
 @st.cache_data(show_spinner="Loading images…", max_entries=8)

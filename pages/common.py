@@ -114,8 +114,7 @@ def stop_button(where: Any, key: str, help: str = "interrupts the computation") 
 
 def _label(info) -> str:
     """A select-box label for a checkpoint listing: name, dataset and training recipe."""
-    card = info.card or {}
-    return f"{info.name} · {card.get('dataset', '?')} · {describe_recipe(card)}"
+    return f"{info.name} · {info.card.dataset or '?'} · {describe_recipe(info.card)}"
 
 
 def _pick_model(slot: str, infos: list, default: str | None) -> str | None:
@@ -174,8 +173,8 @@ def sidebar() -> Selection:
     b_path = _pick_model("B", infos, default.b)
     b_branch = _pick_branch("B", infos, b_path)
     names = list(edata.DATASETS)
-    a_card = next((i.card for i in infos if str(i.path) == a_path), {}) or {}
-    wanted = a_card.get("dataset", default.dataset)
+    a_card = next((i.card for i in infos if str(i.path) == a_path), None)
+    wanted = (a_card.dataset if a_card is not None else None) or default.dataset
     dataset = st.sidebar.selectbox("Dataset", names, index=_current_index("dataset", wanted, names), key="dataset")
     notice = default.reason if dataset == default.dataset else ""
     if not available.get(dataset, False) and dataset != "shapes":
@@ -252,11 +251,11 @@ def require_compatible(sel: Selection, models: dict, classes: bool = True):
         show_error(exc)
         st.stop()
     for slot, loaded in models.items():
-        problem = incompatibility(loaded.card or {}, spec, classes=classes)
+        problem = incompatibility(loaded.card, spec, classes=classes)
         if problem:
             st.warning(f"Model {slot}: {problem}")
             st.stop()
-        note = None if classes else class_mismatch(loaded.card or {}, spec)
+        note = None if classes else class_mismatch(loaded.card, spec)
         if note:
             st.warning(f"Model {slot}: {note} (shown anyway: this view does not use the labels)")
     return spec

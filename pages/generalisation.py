@@ -22,9 +22,9 @@ sel = common.current_selection()
 common.require_models(sel, both=True)
 common.require_compatible(sel, {"A": sel.a, "B": sel.b})
 
-cards = {"A": sel.a.card or {}, "B": sel.b.card or {}}
+cards = {"A": sel.a.card, "B": sel.b.card}
 robust, standard, note = gen.robust_and_standard(cards)
-names = {"A": f"A: {cards['A'].get('name', 'model A')}", "B": f"B: {cards['B'].get('name', 'model B')}"}
+names = {"A": f"A: {cards['A'].name or 'model A'}", "B": f"B: {cards['B'].name or 'model B'}"}
 if note:
     st.info(note)
 st.markdown(f"Robust model: **{names[robust]}** · standard model: **{names[standard]}**")

@@ -11,7 +11,7 @@ from engine.evaluation import accuracy
 from engine import selection
 from engine.selection import incompatibility
 from engine.uploads import ALLOW_PICKLE_ENV, MAX_UPLOAD_BYTES, install_upload, pickle_uploads_allowed
-from pages import common
+from pages import advprop_view, common
 
 st.title("Models")
 st.caption("Standard and robust checkpoints side by side: their model cards, and clean accuracy.")
@@ -34,14 +34,16 @@ def show_table() -> None:
     """A table of every checkpoint found, with its card's headline fields."""
     rows = []
     for info in infos:
-        card = info.card or {}
-        training, metrics = card.get("training") or {}, card.get("metrics") or {}
+        card = info.card
+        if card is None:
+            rows.append({"name": info.name, "problem": info.error, "path": str(info.path)})
+            continue
         norm, eps = selection.threat_of(card)
         rows.append({
-            "name": info.name, "dataset": card.get("dataset"), "arch": card.get("arch"),
-            "method": training.get("method"), "norm": norm, "ε": eps,
-            "clean acc": metrics.get("clean_acc"), "robust acc": metrics.get("robust_acc"),
-            "under": selection.describe_attack(metrics), "test images": metrics.get("n_test"),
+            "name": info.name, "dataset": card.dataset, "arch": card.arch,
+            "method": card.training.method, "norm": norm, "ε": eps,
+            "clean acc": card.metrics.clean_acc, "robust acc": card.metrics.robust_acc,
+            "under": selection.describe_attack(card), "test images": card.metrics.n_images,
             "problem": getattr(info, "error", None), "path": str(info.path),
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True)
@@ -54,22 +56,22 @@ def show_card(slot: str, loaded) -> None:
         st.write("— none selected —")
         return
     card = loaded.card
-    training, metrics = card.get("training") or {}, card.get("metrics") or {}
-    st.markdown(f"**{card.get('name', loaded.path.stem)}** · `{card.get('arch')}` on `{card.get('dataset')}`")
+    branch = f" · `{loaded.branch}` BN branch" if loaded.branch != "main" else ""
+    st.markdown(f"**{loaded.name}** · `{card.arch}` on `{card.dataset}`{branch}")
     cols = st.columns(3)
-    cols[0].metric("method", str(training.get("method", "?")))
-    clean = metrics.get("clean_acc")
-    cols[1].metric("clean acc (card)", f"{clean:.2%}" if isinstance(clean, float) else "—")
-    robust = metrics.get("robust_acc")
-    cols[2].metric("robust acc (card)", f"{robust:.2%}" if isinstance(robust, float) else "—")
+    cols[0].metric("method", card.describe_recipe())
+    clean, robust = card.metrics.clean_acc, card.metrics.robust_acc
+    cols[1].metric("clean acc (card)", f"{clean:.2%}" if clean is not None else "—")
+    cols[2].metric("robust acc (card)", f"{robust:.2%}" if robust is not None else "—",
+                   help=selection.describe_attack(card) or None)
     show_leaderboard(card)
     with st.expander("Full model card"):
-        st.json(card)
+        st.json(card.to_dict())
 
 
 def show_leaderboard(card) -> None:
     """A leaderboard's reported figures for an imported zoo model, beside (not as) our measurements."""
-    board = (card.get("source") or {}).get("leaderboard")
+    board = (card.source or {}).get("leaderboard")
     if not isinstance(board, dict):
         return
     parts = []
@@ -158,7 +160,7 @@ def evaluate_pair() -> None:
             update, finish = common.progress_callback(f"Model {slot}")
             res = accuracy(loaded.model, dataset, n=int(n), device=sel.device, progress=update)
             finish()
-            results.append({"model": slot, "name": loaded.card.get("name"), "clean acc": res.accuracy,
+            results.append({"model": slot, "name": loaded.name, "clean acc": res.accuracy,
                             "images": res.total, "seconds": round(res.seconds, 2)})
     except Exception as exc:
         common.show_error(exc)
@@ -181,9 +183,11 @@ else:
         show_card("B", sel.b)
     if sel.a is not None or sel.b is not None:
         evaluate_pair()
+    advprop_view.show_advprop_comparison(infos, sel.device)
 upload_form()
 st.download_button(
     "Download the listing (JSON)",
-    json.dumps([{"path": str(i.path), "card": i.card} for i in infos], indent=2, default=str),
+    json.dumps([{"path": str(i.path), "card": i.card.to_dict() if i.card else None, "problem": i.error}
+                for i in infos], indent=2, default=str),
     "checkpoints.json", "application/json",
 )

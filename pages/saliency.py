@@ -33,7 +33,7 @@ BRANCHES = {"A": getattr(sel.a, "branch", "main"), "B": getattr(sel.b, "branch",
 
 
 def model_title(slot: str) -> str:
-    return selection.model_title(slot, MODELS[slot].card or {})
+    return selection.model_title(slot, MODELS[slot].card)
 
 
 @st.cache_data(show_spinner="Loading images…", max_entries=8)
@@ -225,7 +225,7 @@ def retrain_options(n_models: int, n_modes: int, n_fractions: int) -> dict | Non
     n_train = cols[1].select_slider("Training images", RETRAIN_SIZES, value=2048, key="curve_retrain_n")
     config = attr.retrain_config(sel.dataset, epochs=epochs)
     runs = n_models * n_modes * n_fractions
-    arch = (next(iter(MODELS.values())).card or {}).get("arch")
+    arch = next(iter(MODELS.values())).card.arch
     cost = attr.retrain_cost(config, n_train, runs, sel.device, arch)
     cols[2].caption(
         f"**{runs} trainings from scratch** ({n_models} model(s) × {n_modes} curve(s) × {n_fractions} fractions), "
@@ -319,7 +319,7 @@ def curves_section() -> None:
 def epsilon_candidates(dataset: str) -> list:
     """Listed checkpoints on ``dataset`` whose card records a training ε."""
     return [i for i in common.checkpoint_listing()
-            if not getattr(i, "error", None) and (i.card or {}).get("dataset") == dataset
+            if not getattr(i, "error", None) and i.card is not None and i.card.dataset == dataset
             and attr.training_epsilon(i.card) is not None]
 
 
@@ -385,8 +385,8 @@ def tradeoff_section() -> None:
     if cols[2].button("Measure", type="primary", key="eps_run") and chosen:
         try:
             loaded = [common.load_checkpoint(p, sel.device) for p in chosen]
-            size = tuple(loaded[0].card.get("input_shape") or (3, 32, 32))
-            same = [c for c in loaded if tuple(c.card.get("input_shape") or ()) == size]
+            size = tuple(loaded[0].card.input_shape)
+            same = [c for c in loaded if tuple(c.card.input_shape) == size]
             if len(same) < len(loaded):
                 st.warning(f"Skipped {len(loaded) - len(same)} checkpoint(s) whose input shape differs from {size}.")
             data = attr.evaluation_set(dataset, n, image_size=size[-1])

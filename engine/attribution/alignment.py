@@ -59,13 +59,13 @@ def mask_area(masks) -> np.ndarray:
     return m.reshape(m.shape[0], -1).mean(axis=1) if m.ndim >= 3 else np.asarray(m.mean())
 
 
-def training_epsilon(card: dict) -> float | None:
+def training_epsilon(card) -> float | None:
     """The ε a model card's deployed model was trained to resist: 0 for standard training and for
     AdvProp (whose deployed main-BN model only saw clean images: a clean model, not a point on
     the ℓ∞ curve at its crafting ε), ``training.eps`` for adversarial training, ``None`` when the
     card does not say."""
-    _, eps = robust_threat(card or {})
-    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+    _, eps = robust_threat(card)
+    return None if eps is None else float(eps)
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class TradeoffPoint:
 
 def with_training_epsilon(checkpoints: Sequence) -> list:
     """The checkpoints (anything with ``.card``) whose card records a training ε, in order."""
-    return [c for c in checkpoints if training_epsilon(getattr(c, "card", None) or {}) is not None]
+    return [c for c in checkpoints if training_epsilon(c.card) is not None]
 
 
 def epsilon_tradeoff(
@@ -151,7 +151,7 @@ def epsilon_tradeoff(
 
 def _tradeoff_point(ckpt, images, labels, masks, method, method_params, reduce, batch_size, chance) -> TradeoffPoint:
     """Measure one checkpoint: accuracy, and alignment of its attribution maps with the masks."""
-    card = getattr(ckpt, "card", None) or {}
+    card = ckpt.card
     eps = training_epsilon(card)
     path = str(getattr(ckpt, "path", ""))
     if eps is None:
@@ -160,7 +160,7 @@ def _tradeoff_point(ckpt, images, labels, masks, method, method_params, reduce, 
     scores = alignment_score(REDUCTIONS[reduce](result.maps), masks)
     acc = accuracy(ckpt.model, images, labels, batch_size=batch_size, device=model_device(ckpt.model)).accuracy
     norm, _ = robust_threat(card)
-    name = card.get("name") or (path.rsplit("/", 1)[-1].rsplit(".", 1)[0] if path else "model")
+    name = card.name or (path.rsplit("/", 1)[-1].rsplit(".", 1)[0] if path else "model")
     return TradeoffPoint(
         str(name), path, training_method(card), str(norm or "") if eps else "",
         eps, acc, float(np.nanmean(scores)), float(np.nanstd(scores)), chance, int(images.shape[0]),

@@ -29,10 +29,6 @@ class UnsupportedModelError(InvalidParameterError):
     """A method cannot be applied to this model (e.g. guided backprop on functional ReLUs)."""
 
 
-class UnsupportedModelError(InvalidParameterError):
-    """A method cannot be applied to this model (e.g. guided backprop on functional ReLUs)."""
-
-
 @dataclass(frozen=True)
 class ParamSpec:
     """One method parameter: its default (whose type is the parameter's type), range or choices."""

@@ -229,6 +229,16 @@ class Metrics:
     history: tuple = ()
     extra: dict = field(default_factory=dict)
 
+    @property
+    def n_images(self) -> int | None:
+        """How many test images the headline figures used (``n_test``, else the training run's
+        per-epoch evaluation subset)."""
+        if self.n_test is not None:
+            return self.n_test
+        subset = self.extra.get("eval_subset")
+        n = subset.get("n") if isinstance(subset, Mapping) else None
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
+
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> "Metrics":
         known, extra = _split(_as_dict(data, where, "metrics"), cls)

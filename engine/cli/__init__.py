@@ -71,6 +71,49 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def stderr_progress(label: str):
+    """A ``progress(done, total)`` callback that redraws one line on stderr."""
+    def update(done: int, total: int) -> None:
+        print(f"\r{label}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    return update
+
+
+def add_analysis_options(parser) -> None:
+    """``--background`` and ``--no-cache``: the options of every command that runs an
+    ``engine.analysis`` request (its result is stored under ``<runs>/results``)."""
+    parser.add_argument("--background", action="store_true",
+                        help="queue it as a job instead of computing here (with --json prints {\"job\": ID}); "
+                             "then `python -m engine jobs wait ID` and `jobs result ID`")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="compute again even when the same request's result is stored (and replace it)")
+
+
+def run_request(request, args, label: str, out_handler=None) -> int:
+    """Run an analysis request for a CLI command: queue it (``--background``) or answer it from
+    the result store / compute it here, then print it (``--json``) or hand it to ``out_handler``.
+
+    Torch is imported only when something is computed, so a stored result prints at once.
+    """
+    from engine.analysis import run_analysis, submit_analysis
+
+    device = getattr(args, "device", "auto")
+    if getattr(args, "background", False):
+        job = submit_analysis(request, use_cache=not args.no_cache, device=device, submitter="cli")
+        print_json({"job": job.id, "status": job.status, "kind": job.kind, "result": job.result_key})
+        if job.status != "done":
+            print(f"queued job {job.id}: `python -m engine jobs wait {job.id}` then "
+                  f"`python -m engine jobs result {job.id} --json`", file=sys.stderr)
+        return 0
+    result = run_analysis(request, progress=stderr_progress(label), use_cache=not args.no_cache, device=device)
+    if out_handler is not None:
+        for note in result.notes:
+            warn(note)
+        return out_handler(result)
+    from engine.cli.jobs import emit
+
+    return emit(result, args)
+
+
 def require_compatible(checkpoints, spec, classes: bool = True) -> list[str]:
     """Refuse a dataset the checkpoints cannot run on, before any model sees an image.
 

@@ -64,7 +64,7 @@ def run_attack_command(args: argparse.Namespace) -> int:
     """Load checkpoint and images, run the attack, write the NPZ atomically, print a summary."""
     device = resolve_device(args.device)
     loaded = engine.load(args.checkpoint, device=str(device))
-    name = args.dataset or loaded.card.get("dataset")
+    name = args.dataset or loaded.card.dataset
     dataset = edata.load_dataset(name, split=args.split)
     require_compatible([loaded], dataset)
     check_int("--n", args.n, 1, len(dataset), f"the {name} {args.split} split's size")

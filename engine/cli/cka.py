@@ -6,18 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-import engine
-from engine import data as edata
-from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
-from engine.device import resolve_device
+from engine.analysis.requests import CKA_KERNELS, CKA_POOLINGS
+from engine.cli import MAX_BATCH, add_analysis_options, check_int, print_json, require_compatible
 from engine.errors import InvalidParameterError
-from engine.similarity import (
-    KERNELS,
-    POOLINGS,
-    attack_transform,
-    compare_models,
-    corresponding_depths,
-)
 
 
 def register(sub) -> None:
@@ -38,15 +29,16 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=200, help="images per minibatch (>= 4)")
     p.add_argument("--layers", nargs="+", help="layers of A (and of B unless --layers-b); default: main blocks")
     p.add_argument("--layers-b", nargs="+", help="layers of B (default: --layers, else B's main blocks)")
-    p.add_argument("--kernel", default="linear", choices=list(KERNELS))
+    p.add_argument("--kernel", default="linear", choices=list(CKA_KERNELS))
     p.add_argument("--sigma-fraction", type=float, help="RBF bandwidth as a fraction of the median distance")
-    p.add_argument("--pooling", default="flatten", choices=list(POOLINGS))
+    p.add_argument("--pooling", default="flatten", choices=list(CKA_POOLINGS))
     p.add_argument("--inputs", default="clean", choices=["clean", "adv"])
     p.add_argument("--attack", default="pgd", help="attack for --inputs adv (engine.attacks name)")
     p.add_argument("--eps", type=float, help="attack ε (default: the dataset's usual one)")
     p.add_argument("--steps", type=int, help="attack steps (PGD)")
     p.add_argument("--craft-on", default="a", choices=["a", "b"], help="model the attack is crafted on")
     p.add_argument("--device", default="auto")
+    add_analysis_options(p)
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--json", action="store_true", help="print the three maps as JSON")
     out.add_argument("--out", help="write the maps to this CSV file (long format, atomic)")
@@ -56,20 +48,6 @@ def register(sub) -> None:
 def _progress(done: int, total: int) -> None:
     """Redraw one progress line on stderr."""
     print(f"\rcka: {done}/{total} images", end="" if done < total else "\n", file=sys.stderr, flush=True)
-
-
-def _transform(args, loaded_a, loaded_b, dataset: str):
-    """None for clean inputs, else an attack transform crafted on the chosen model."""
-    if args.inputs == "clean":
-        return None, "clean"
-    from engine.attacks import make_attack
-
-    params = {"eps": args.eps}
-    if args.steps is not None:
-        params["steps"] = args.steps
-    attack = make_attack(args.attack, dataset, **params)
-    target = loaded_a if args.craft_on == "a" else loaded_b
-    return attack_transform(attack, target.model), f"adversarial ({args.attack} on {args.craft_on.upper()})"
 
 
 def comparison_rows(comparison) -> list[dict]:
@@ -103,8 +81,29 @@ def write_csv_atomic(rows: list[dict], path: str | os.PathLike) -> Path:
     return write_rows_atomic(rows, path, ["map", "row", "col", "cka"])
 
 
+def cka_request(args: argparse.Namespace):
+    """The :class:`~engine.analysis.CKARequest` of ``cka --a A --b B ...`` (no torch needed)."""
+    from engine.analysis import CKARequest, ModelRef
+    from engine.analysis.base import read_card
+
+    a, b = ModelRef.of(args.a, args.a_branch), ModelRef.of(args.b, args.b_branch)
+    dataset = args.dataset or read_card(a.path).get("dataset")
+    if not dataset:
+        raise InvalidParameterError(f"{a.path}'s card names no dataset; give --dataset")
+    return CKARequest(
+        a=a, b=b, dataset=dataset, split=args.split, n=args.n, batch_size=args.batch_size,
+        layers_a=tuple(args.layers) if args.layers else None,
+        layers_b=tuple(args.layers_b or args.layers) if (args.layers_b or args.layers) else None,
+        kernel=args.kernel, sigma_fraction=args.sigma_fraction, pooling=args.pooling, inputs=args.inputs,
+        attack=args.attack, eps=args.eps, steps=args.steps, craft_on=args.craft_on,
+    ).validate()
+
+
 def run_cka(args: argparse.Namespace) -> int:
-    """Load both checkpoints and the data, compute the CKA maps, print JSON or write a CSV."""
+    """Answer the request from the result store or compute the CKA maps; print JSON or write a CSV
+    (``--background``: queue it as a job)."""
+    from engine.cli import run_request
+
     if args.n is None or args.n < 4:
         raise InvalidParameterError(f"--n must be at least 4, got {args.n}")
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)  # the lower bound (4) is the engine's
@@ -112,56 +111,16 @@ def run_cka(args: argparse.Namespace) -> int:
         return run_epochs(args)
     if not args.a or not args.b:
         raise InvalidParameterError("give two checkpoints (--a and --b) or one or two training runs (--run)")
-    device = resolve_device(args.device)
-    loaded_a = engine.load(args.a, device=str(device), bn_branch=args.a_branch)
-    loaded_b = engine.load(args.b, device=str(device), bn_branch=args.b_branch)
-    name = args.dataset or loaded_a.card.get("dataset")
-    dataset = edata.load_dataset(name, split=args.split)
-    # CKA needs no labels: different input shapes are an error, different classes a warning
-    notes = require_compatible([loaded_a, loaded_b], dataset, classes=False)
-    check_int("--n", args.n, 4, len(dataset), f"the {name} {args.split} split's size")
-    transform, inputs = _transform(args, loaded_a, loaded_b, name)
-    comparison = compare_models(
-        loaded_a.model, loaded_b.model, dataset,
-        layers_a=args.layers, layers_b=args.layers_b or args.layers,
-        n=args.n, batch_size=args.batch_size, kernel=args.kernel,
-        sigma_fraction=args.sigma_fraction, pooling=args.pooling,
-        transform=transform, inputs=inputs, progress=_progress,
-    )
-    for warning in comparison.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    warnings = notes + list(comparison.warnings)
-    if args.out:
-        path = write_csv_atomic(comparison_rows(comparison), args.out)
-        print(f"wrote {path} ({comparison.within_a.n} images, {comparison.seconds:.1f} s)", file=sys.stderr)
+
+    def write_csv(result) -> int:
+        from engine.analysis.cka import rows
+
+        path = write_csv_atomic(rows(result), args.out)
+        print(f"wrote {path} ({result.meta['n']} images, {result.seconds:.1f} s"
+              f"{', stored earlier' if result.cached else ''})", file=sys.stderr)
         return 0
-    depth, values, pairs = corresponding_depths(comparison.across)
-    print_json({
-        "a": str(loaded_a.path), "b": str(loaded_b.path), "a_branch": args.a_branch, "b_branch": args.b_branch,
-        "dataset": name, "inputs": inputs,
-        "block_structure": {"a": _structure(comparison.within_a), "b": _structure(comparison.within_b)},
-        "n": comparison.within_a.n, "batch_size": comparison.batch_size, "kernel": args.kernel,
-        "estimator": "minibatch", "seconds": round(comparison.seconds, 3),
-        "within_a": comparison.within_a.to_dict(), "within_b": comparison.within_b.to_dict(),
-        "across": comparison.across.to_dict(),
-        "corresponding_depths": [
-            {"depth": float(d), "a": pa, "b": pb, "cka": float(v)}
-            for d, v, (pa, pb) in zip(depth, values, pairs)
-        ],
-        "warnings": warnings,
-        "device": str(device),
-    })
-    return 0
 
-
-def _structure(result) -> dict | None:
-    """The block-structure reading of a within-model map (None when it has too few layers)."""
-    from engine.similarity.structure import block_structure
-
-    try:
-        return block_structure(result.matrix).to_dict()
-    except InvalidParameterError:
-        return None
+    return run_request(cka_request(args), args, "cka", out_handler=write_csv if args.out else None)
 
 
 def run_folder(spec: str) -> Path:
@@ -179,6 +138,9 @@ def run_folder(spec: str) -> Path:
 
 def run_epochs(args: argparse.Namespace) -> int:
     """``--run``: per-layer CKA between the kept epoch snapshots of each run."""
+    import engine
+    from engine import data as edata
+    from engine.device import resolve_device
     from engine.similarity.structure import cka_across_epochs
     from engine.training.state import list_snapshots
 

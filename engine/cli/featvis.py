@@ -6,12 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-import engine
-from engine import data as edata
-from engine import featvis
-from engine.cli import check_int, print_json, require_compatible
-from engine.device import resolve_device
-from engine.data.registry import OPTIONS
+from engine.cli import add_analysis_options, check_int, print_json, require_compatible, stderr_progress, warn
 from engine.errors import InvalidParameterError
 
 #: most held-out images one top-k search reads (a generated set is generated at this size)
@@ -41,14 +36,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output folder for PNGs and featvis.json")
     p.add_argument("--json", action="store_true", help="also print the JSON report on stdout")
+    add_analysis_options(p)  # the top-k search is a stored analysis; --background queues only it
     p.set_defaults(func=run_featvis)
-
-
-def stderr_progress(label: str):
-    """A ``progress(done, total)`` callback that redraws one line on stderr."""
-    def update(done: int, total: int) -> None:
-        print(f"\r{label}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
-    return update
 
 
 def parse_position(text: str | None) -> tuple[int, int] | None:
@@ -72,8 +61,24 @@ def layer_channels(model, layer: str) -> int:
     raise InvalidParameterError(f"unknown or non-tensor layer {layer!r}; see `python -m engine models --layers`")
 
 
+def topk_request(args: argparse.Namespace, dataset: str, position):
+    """The :class:`~engine.analysis.TopKRequest` of ``featvis`` (the same sample as before: ``--n``
+    test images drawn with seed 0)."""
+    from engine.analysis import ModelRef, TopKRequest
+
+    target = ("unit", args.unit) if args.unit is not None else ("direction", args.direction_seed)
+    return TopKRequest(model=ModelRef.of(args.checkpoint), layer=args.layer, targets=(target,), dataset=dataset,
+                       position=position, n=args.n, sample_seed=0, k=args.top_k).validate()
+
+
 def run_featvis(args: argparse.Namespace) -> int:
     """Compute the top-k images and/or the visualisation; write PNGs and featvis.json."""
+    import engine
+    from engine import featvis
+    from engine.device import resolve_device
+
+    if args.background:
+        return _queue_top_k(args)
     if args.top_k < 0 or args.steps < 0:
         raise InvalidParameterError("--top-k and --steps must be >= 0")
     check_int("--steps", args.steps, 0, featvis.MAX_VIS_STEPS)
@@ -83,7 +88,7 @@ def run_featvis(args: argparse.Namespace) -> int:
     featvis.VisConfig(steps=args.steps, lr=args.lr, seed=args.seed).validate()
     device = resolve_device(args.device)
     loaded = engine.load(args.checkpoint, device=str(device))
-    _, height, width = loaded.card.get("input_shape") or getattr(loaded.model, "input_shape", (0, 32, 32))
+    _, height, width = loaded.card.input_shape
     if args.top_k:
         featvis.check_grid(args.top_k, int(height), int(width), scale=args.scale)  # before any compute
     position = parse_position(args.position)
@@ -111,37 +116,51 @@ def run_featvis(args: argparse.Namespace) -> int:
     return 0
 
 
-def held_out_sample(name: str, n: int):
-    """``(images, labels, dataset)``: ``n`` seeded test-split images of ``name`` (a generated set
-    is generated at that size only) and the dataset they came from."""
-    check_int("--n", n, 1, MAX_SEARCHED, "held-out images searched")
-    options = {"n": n} if "n" in OPTIONS.get(name, ()) else {}
-    dataset = edata.load_dataset(name, split="test", **options)
-    images, labels = edata.take(dataset, min(n, len(dataset)), seed=0)
-    return images, labels, dataset
+def _queue_top_k(args: argparse.Namespace) -> int:
+    """``--background``: queue the top-k search (the lucent visualisation runs in the foreground only)."""
+    from engine.analysis import submit_analysis
+    from engine.analysis.base import read_card
+
+    check_int("--n", args.n, 1, MAX_SEARCHED, "held-out images searched")
+    check_int("--top-k", args.top_k, 1, args.n, "at most --n; --background queues the top-k search")
+    dataset = args.dataset or read_card(args.checkpoint).get("dataset")
+    job = submit_analysis(topk_request(args, dataset, parse_position(args.position)), use_cache=not args.no_cache,
+                          device=args.device, submitter="cli")
+    if args.steps:
+        warn("--background queues the top-k search only; run the lucent visualisation in the foreground "
+             "(it is cached by checkpoint hash)")
+    print_json({"job": job.id, "status": job.status, "kind": job.kind, "result": job.result_key})
+    return 0
 
 
 def write_top_k(loaded, args, target, out: Path) -> dict:
-    """Search ``args.n`` held-out images; write topk.png; return indices, scores and labels."""
-    name = args.dataset or loaded.card.get("dataset")
-    images, labels, dataset = held_out_sample(name, args.n)
+    """Search ``args.n`` held-out images (a stored result answers a repeated search); write
+    topk.png; return indices, scores and labels."""
+    from engine import featvis
+    from engine.analysis import run_analysis
+    from engine.analysis.topk import picked_images, sample
+
+    check_int("--n", args.n, 1, MAX_SEARCHED, "held-out images searched")
+    name = args.dataset or loaded.card.dataset
+    request = topk_request(args, name, target.position)
+    dataset, _ = sample(request)
     require_compatible([loaded], dataset, classes=False)  # labels are only shown: warn if they differ
-    [best] = featvis.top_k_many(loaded.model, args.layer, images, [target], min(args.top_k, len(images)),
-                                progress=stderr_progress("top-k"))
-    picked = featvis.to_hwc(images[best.indices])
+    result = run_analysis(request, progress=stderr_progress("top-k"), use_cache=not args.no_cache,
+                          device=args.device, loaded=[loaded])
+    picked = featvis.to_hwc(picked_images(result)[0])
     (out / "topk.png").write_bytes(featvis.png_bytes(featvis.grid(picked, scale=args.scale)))
-    class_names = loaded.card.get("class_names") or []
-    chosen = labels[best.indices].tolist()
     return {
-        "dataset": name, "split": "test", "n_searched": int(len(images)), "sample_seed": 0,
-        "indices": best.indices.tolist(), "scores": best.scores.tolist(), "labels": chosen,
-        "label_names": [class_names[i] if i < len(class_names) else str(i) for i in chosen],
-        "png": "topk.png",
+        "dataset": name, "split": "test", "n_searched": int(result.meta["n_searched"]), "sample_seed": 0,
+        "indices": result.arrays["positions"][0].tolist(), "scores": result.arrays["scores"][0].astype(float).tolist(),
+        "labels": result.arrays["labels"][0].tolist(), "label_names": list(result.meta["class_names"][0]),
+        "png": "topk.png", "result": result.key, "cached": result.cached,
     }
 
 
 def write_visualisation(loaded, args, target, out: Path) -> dict:
     """Render (or fetch from the cache) the lucent visualisation; write vis.png."""
+    from engine import featvis
+
     config = featvis.VisConfig(steps=args.steps, lr=args.lr, seed=args.seed)
     result = featvis.cached_visualise(loaded, args.layer, [target], config,
                                       progress=stderr_progress("visualisation"))

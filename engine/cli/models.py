@@ -61,19 +61,19 @@ def register(sub) -> None:
 
 def _summary(info) -> dict:
     """One row of the listing: name, path and the card's headline fields."""
-    card = info.card or {}
-    training = card.get("training") or {}
-    metrics = card.get("metrics") or {}
+    card = info.card
+    norm, eps = card.training.threat() if card is not None else (None, None)
     return {
         "name": info.name,
         "path": str(info.path),
-        "dataset": card.get("dataset"),
-        "arch": card.get("arch"),
-        "method": training.get("method", "standard" if card else None),
-        "eps": training.get("eps"),
-        "norm": training.get("norm"),
-        "clean_acc": metrics.get("clean_acc"),
-        "robust_acc": metrics.get("robust_acc"),
+        "dataset": card.dataset if card else None,
+        "arch": card.arch if card else None,
+        "method": card.training.method if card else None,
+        "eps": eps,  # only for adversarial training: a standard config's default ε is not shown
+        "norm": norm,
+        "clean_acc": card.metrics.clean_acc if card else None,
+        "robust_acc": card.metrics.robust_acc if card else None,
+        "under": card.metrics.attack.label() if card and card.metrics.attack else None,
         "error": getattr(info, "error", None),
     }
 
@@ -82,7 +82,7 @@ def list_models(args: argparse.Namespace) -> int:
     """Print the checkpoints found under the roots, as JSON or a table."""
     infos = ckpt.list_checkpoints(args.root)
     if args.json:
-        print_json([dict(_summary(i), card=i.card) for i in infos])
+        print_json([dict(_summary(i), card=i.card.to_dict() if i.card else None) for i in infos])
         return 0
     if not infos:
         print("no checkpoints found; train one (python -m engine train) or import one (python -m engine import)")

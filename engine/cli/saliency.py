@@ -177,7 +177,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     params = parse_params(args.param, args.methods)
     device = resolve_device(args.device)
     models = _model_names([engine.load(p, device=str(device), bn_branch=args.bn_branch) for p in args.checkpoint])
-    dataset_name = args.dataset or next(iter(models.values())).card.get("dataset")
+    dataset_name = args.dataset or next(iter(models.values())).card.dataset
     dataset = edata.load_dataset(dataset_name, split="test")
     require_compatible(list(models.values()), dataset)
     side = max(dataset.spec.input_shape[1:]) if getattr(dataset, "spec", None) else 1

@@ -42,13 +42,13 @@ def run_tradeoff(args: argparse.Namespace) -> int:
     """Measure every checkpoint and print one row per ε (sorted)."""
     device = resolve_device(args.device)
     loaded = [engine.load(path, device=str(device)) for path in args.checkpoint]
-    dataset = args.dataset or loaded[0].card.get("dataset")
-    others = [str(c.path) for c in loaded if c.card.get("dataset") != dataset]
+    dataset = args.dataset or loaded[0].card.dataset
+    others = [str(c.path) for c in loaded if c.card.dataset != dataset]
     if others:
         raise InvalidParameterError(f"all checkpoints must be trained on `{dataset}`; not: {', '.join(others)}")
     check_int("--n", args.n, 1, MAX_ALIGNMENT_IMAGES, "held-out images")
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
-    size = tuple(loaded[0].card.get("input_shape") or (3, 32, 32))
+    size = tuple(loaded[0].card.input_shape)
     data = evaluation_set(dataset, args.n, image_size=size[-1])
     spec = get_spec(dataset)
     spec = replace(spec, input_shape=tuple(data.images.shape[1:]))  # shapes is generated at the model's size

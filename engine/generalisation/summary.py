@@ -7,7 +7,7 @@ and the CLI show these lines verbatim, so a pair that does not reproduce the pap
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -115,7 +115,7 @@ def findings_line(findings: list[Finding]) -> str:
     return line + (" Not reproduced: " + "; ".join(missed) + "." if missed else "")
 
 
-def robust_and_standard(cards: Mapping[str, dict]) -> tuple[str, str, str]:
+def robust_and_standard(cards: Mapping[str, Any]) -> tuple[str, str, str]:
     """Which of two models (name -> model card) is the robust one, and which the standard one.
 
     Uses the cards' training method (``engine.selection.is_robust``). When both or neither card
@@ -130,7 +130,7 @@ def robust_and_standard(cards: Mapping[str, dict]) -> tuple[str, str, str]:
     names = list(cards)
     if len(names) != 2:
         raise InvalidParameterError("comparing robust and standard needs exactly two models")
-    flags = [is_robust(cards[n] or {}) for n in names]
+    flags = [is_robust(cards[n]) for n in names]
     if flags == [True, False]:
         return names[0], names[1], ""
     if flags == [False, True]:

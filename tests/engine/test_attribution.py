@@ -375,11 +375,19 @@ def test_alignment_score_is_exact_on_constructed_maps():
         alignment_score(heat[:3], masks[:2])
 
 
+def _card(training: dict):
+    from engine.checkpoints import ModelCard
+
+    return ModelCard.from_dict({"arch": "small_cnn", "num_classes": 2, "input_shape": [C, H, W], "mean": [0.5] * C,
+                                "std": [0.5] * C, "training": training})
+
+
 def test_training_epsilon_reads_the_card():
-    assert training_epsilon({"training": {"method": "standard", "eps": 0.3}}) == 0.0
-    assert training_epsilon({}) == 0.0
-    assert training_epsilon({"training": {"method": "pgd", "eps": 0.1}}) == pytest.approx(0.1)
-    assert training_epsilon({"training": {"method": "pgd"}}) is None
+    assert training_epsilon(_card({"method": "standard", "eps": 0.3})) == 0.0
+    assert training_epsilon(_card({})) == 0.0
+    assert training_epsilon(_card({"method": "advprop", "eps": 0.1})) == 0.0
+    assert training_epsilon(_card({"method": "pgd", "eps": 0.1})) == pytest.approx(0.1)
+    assert training_epsilon(_card({"method": "pgd"})) is None
 
 
 def test_epsilon_tradeoff_sorts_by_epsilon_and_measures_each_checkpoint():
@@ -390,8 +398,8 @@ def test_epsilon_tradeoff_sorts_by_epsilon_and_measures_each_checkpoint():
     masks[:, :, 2, 3] = True  # the object is the one pixel the model looks at
     ckpts = [
         SimpleNamespace(model=nn.Sequential(OnePixelNet()), path="/c/robust.safetensors",
-                        card={"training": {"method": "pgd", "eps": 0.3, "norm": "linf"}}),
-        SimpleNamespace(model=tiny_cnn(), path="/c/standard.safetensors", card={"training": {"method": "standard"}}),
+                        card=_card({"method": "pgd", "eps": 0.3, "norm": "linf"})),
+        SimpleNamespace(model=tiny_cnn(), path="/c/standard.safetensors", card=_card({"method": "standard"})),
     ]
     done = []
     points = epsilon_tradeoff(ckpts, x, y, masks, progress=lambda d, t: done.append(d))
@@ -403,7 +411,7 @@ def test_epsilon_tradeoff_sorts_by_epsilon_and_measures_each_checkpoint():
     assert robust.chance == pytest.approx(1 / (H * W)) and robust.norm == "linf" and robust.n == 4
     assert 0 <= points[0].alignment < 1
     with pytest.raises(InvalidParameterError, match="training ε"):
-        epsilon_tradeoff([SimpleNamespace(model=tiny_cnn(), path="p", card={"training": {"method": "pgd"}})], x, y, masks)
+        epsilon_tradeoff([SimpleNamespace(model=tiny_cnn(), path="p", card=_card({"method": "pgd"}))], x, y, masks)
 
 
 # --- grid and CLI --------------------------------------------------------------------------

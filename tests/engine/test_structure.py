@@ -166,3 +166,25 @@ def test_evaluate_records_the_aux_branch_apart(tmp_path, capsys):
     other = ckpt.save_checkpoint(plain.eval(), ckpt.make_card(plain, "shapes", name="p"), tmp_path / "p")
     assert main(["evaluate", "--checkpoint", str(other), "--bn-branch", "aux"]) == 2
     assert "no dual BatchNorm" in capsys.readouterr().err
+
+
+def test_branch_comparison_rows_differ_by_branch(tmp_path):
+    from types import SimpleNamespace
+
+    from engine.attacks import make_attack
+    from engine.generalisation.advprop import compare_branches, comparison_entries
+
+    model = _advprop_model()
+    path = ckpt.save_checkpoint(model, ckpt.make_card(model, "tiny", name="adv", training={"method": "advprop"}),
+                                tmp_path / "adv")
+    infos = ckpt.list_checkpoints(tmp_path)
+    entries = comparison_entries(infos, str(path))
+    assert [(e.label, e.branch) for e in entries] == [("adv (main BN)", "main"), ("adv (aux BN)", "aux")]
+    with pytest.raises(InvalidParameterError, match="not an AdvProp"):
+        comparison_entries([SimpleNamespace(path=path, name="adv", card=ckpt.read_card(path.with_suffix(".json")).replace(dual_bn=False))], str(path))
+    models = {e.label: engine.load(e.path, bn_branch=e.branch).model for e in entries}
+    torch.manual_seed(0)
+    images, labels = torch.rand(12, 3, 16, 16), torch.randint(0, 3, (12,))
+    table = compare_branches(models, images, labels, make_attack("pgd", "shapes", steps=2),
+                             distortions=["gaussian_blur"])
+    assert list(table["model"]) == ["adv (main BN)", "adv (aux BN)"] and (table["images"] == 12).all()

@@ -93,7 +93,7 @@ def test_retrained_kar_roar_curves(tiny_checkpoints):
     assert any(b.label == "Download curves (CSV)" for b in at.get("download_button"))
     names = {trace["name"] for trace in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert names == {f"{model} · remove{kind}" for kind in ("", " · ROAR (retrained)")
-                     for model in ("A: tiny_standard (standard)", "B: tiny_robust (pgd ℓlinf ε=0.0314)")}
+                     for model in ("A: tiny_standard (standard)", "B: tiny_robust (pgd ℓ∞ ε=0.0314)")}
     published = sorted(p.name for p in Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"]).rglob("*") if p.is_file())
     assert published == ["tiny_robust.json", "tiny_robust.safetensors", "tiny_standard.json", "tiny_standard.safetensors"]
 

@@ -76,3 +76,32 @@ def test_branch_selector_for_advprop_models(tiny_checkpoints):
     radio.set_value("aux").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("evaluated through its `aux` BatchNorm branch" in c.value for c in at.sidebar.caption)
+
+
+def test_models_page_compares_advprop_branches_with_standard_and_robust(tiny_checkpoints):
+    from engine.checkpoints import make_card, save_checkpoint
+    from engine.data import get_spec
+    from engine.models import bn_branch, build_model
+
+    spec = get_spec("shapes")
+    torch.manual_seed(4)
+    model = build_model("small_cnn", spec.num_classes, spec.input_shape, spec.mean, spec.std, dual_bn=True,
+                        width=4, hidden=16)
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(16, *spec.input_shape))
+        with bn_branch(model, "aux"):
+            model(torch.rand(16, *spec.input_shape) * 3)
+    root = Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"])
+    save_checkpoint(model.eval(), make_card(model, "shapes", name="tiny_advprop", training={"method": "advprop"}),
+                    root / "tiny_advprop")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.number_input(key="advprop_n").set_value(16)
+    at.number_input(key="advprop_steps").set_value(1)
+    next(b for b in at.button if "Compare branches" in str(b.label)).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(d.value for d in at.dataframe if "PGD acc" in d.value.columns)
+    assert list(table["model"]) == ["tiny_advprop (main BN)", "tiny_advprop (aux BN)", "tiny_standard", "tiny_robust"]
+    assert table[["clean acc", "PGD acc", "distorted acc"]].apply(lambda c: c.between(0, 1)).all().all()
