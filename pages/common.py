@@ -16,6 +16,7 @@ import engine
 from engine import checkpoints as ckpt
 from engine import data as edata
 from engine import device as edevice
+from engine.data.registry import NOT_DOWNLOADABLE
 from engine.errors import RobustScopeError
 from engine.selection import choose_default, class_mismatch, describe_recipe, incompatibility
 
@@ -178,10 +179,9 @@ def sidebar() -> Selection:
     dataset = st.sidebar.selectbox("Dataset", names, index=_current_index("dataset", wanted, names), key="dataset")
     notice = default.reason if dataset == default.dataset else ""
     if not available.get(dataset, False) and dataset != "shapes":
-        notice = (
-            f"`{dataset}` files were not found under {edata.data_root()} (set ROBUSTSCOPE_DATA); "
-            "pages will try to download it and say so if that fails."
-        )
+        fetch = ("it is never downloaded: put its files there by hand (pages that need images say what is "
+                 "expected)" if dataset in NOT_DOWNLOADABLE else "pages will try to download it and say so if that fails")
+        notice = f"`{dataset}` files were not found under {edata.data_root()} (set ROBUSTSCOPE_DATA); {fetch}."
     devices = ["auto", "cpu"] + (["cuda"] if edevice.resolve_device("auto").type == "cuda" else [])
     device_name = st.sidebar.selectbox("Device", devices, key="device")
     device = str(edevice.resolve_device(device_name))

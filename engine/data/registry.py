@@ -79,6 +79,10 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+#: Datasets that are never downloaded (their files must be put in place by hand).
+NOT_DOWNLOADABLE = ("imagenet", "imagefolder")
+
+
 def dataset_available(name: str, root: str | Path | None = None) -> bool:
     """True when ``name`` can be loaded without a download (files on disk; ``shapes`` always).
 
@@ -118,6 +122,45 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None,
     return LOADERS[name](split=split, root=root, download=download, **options)
 
 
+def take_indices(size: int, n: int, seed: int | None = None) -> torch.Tensor:
+    """The indices :func:`take` reads: ``0..n-1``, or ``n`` distinct seeded random ones."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= size:
+        raise InvalidParameterError(f"n must be an integer in [1, {size}] (the dataset's size), got {n!r}")
+    if seed is None:
+        return torch.arange(n)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))[:n]
+
+
+class Sample(Dataset):
+    """The examples :func:`take` would return, read lazily (one batch at a time).
+
+    Args:
+        dataset: any dataset yielding ``(image, label)``; n, seed: as in :func:`take`.
+
+    ``sample[i]`` is ``dataset[indices[i]]``; ``sample.batch(positions)`` returns
+    ``(images (B, C, H, W), labels (B,))``; ``sample.indices`` are the indices into ``dataset``.
+    """
+
+    def __init__(self, dataset: Dataset, n: int, seed: int | None = None):
+        self.dataset = dataset
+        self.indices = take_indices(len(dataset), n, seed)
+        self.spec = getattr(dataset, "spec", None)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[int(self.indices[i])]
+
+    def batch(self, positions) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = self.indices[torch.as_tensor(positions, dtype=torch.long)]
+        if isinstance(self.dataset, TensorImageDataset):
+            return self.dataset.batch(chosen)
+        items = [self.dataset[int(i)] for i in chosen]
+        images = torch.stack([torch.as_tensor(image, dtype=torch.float32) for image, _ in items])
+        return images, torch.tensor([int(label) for _, label in items], dtype=torch.long)
+
+
 def take(dataset: Dataset, n: int, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``n`` examples as tensors: the first ``n``, or a seeded random subset.
 
@@ -130,13 +173,7 @@ def take(dataset: Dataset, n: int, seed: int | None = None) -> tuple[torch.Tenso
     Returns:
         ``(images (n, C, H, W) float32 in [0, 1], labels (n,) long)``.
     """
-    size = len(dataset)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= size:
-        raise InvalidParameterError(f"n must be an integer in [1, {size}] (the dataset's size), got {n!r}")
-    if seed is None:
-        indices = torch.arange(n)
-    else:
-        indices = torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))[:n]
+    indices = take_indices(len(dataset), n, seed)
     if isinstance(dataset, TensorImageDataset):
         return dataset.batch(indices)
     items = [dataset[int(i)] for i in indices]
