@@ -117,14 +117,25 @@ def _checkpoint_files(given: Path) -> tuple[Path, Path]:
     return weights, card
 
 
+def read_card(path: str | os.PathLike) -> dict:
+    """The raw JSON of the model card of the checkpoint at ``path`` (``{}`` when unreadable).
+
+    Only for quick look-ups that need no torch (the default dataset of a command); the loader
+    (``engine.load``) validates the card properly before any model is built from it.
+    """
+    try:
+        _, card = _checkpoint_files(Path(path))
+        if card.stat().st_size > 8 << 20:
+            return {}
+        data = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, ValueError, CheckpointError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _card_sha256(card: Path) -> str | None:
     """The card's ``weights_sha256`` when it records a well-formed one (else None: hash the file)."""
-    try:
-        if card.stat().st_size > 8 << 20:
-            return None
-        value = json.loads(card.read_text(encoding="utf-8")).get("weights_sha256")
-    except (OSError, ValueError, AttributeError):
-        return None
+    value = read_card(card).get("weights_sha256")
     return value if isinstance(value, str) and len(value) == 64 and set(value) <= _HEX else None
 
 

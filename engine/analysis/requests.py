@@ -71,7 +71,7 @@ class CKARequest(Request):
         _dataset(self.dataset)
         check_choice("split", self.split, SPLITS)
         check_int("n", self.n, 4, MAX_IMAGES)
-        check_int("batch_size", self.batch_size, 4, MAX_BATCH)
+        check_int("batch size", self.batch_size, 4, MAX_BATCH)
         check_names("layers_a", self.layers_a)
         check_names("layers_b", self.layers_b)
         check_choice("kernel", self.kernel, CKA_KERNELS)
@@ -120,12 +120,12 @@ class OODRequest(Request):
             raise InvalidParameterError("models must list one to eight checkpoints")
         _dataset(self.dataset)
         check_int("n", self.n, 1, MAX_IMAGES)
-        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
         check_int("seed", self.seed, 0, 2**31 - 1)
         check_names("distortions", self.distortions)
         if not isinstance(self.severities, tuple) or not self.severities or \
                 any(s not in SEVERITY_LEVELS or isinstance(s, bool) for s in self.severities):
-            raise InvalidParameterError(f"severities must be a non-empty subset of 1..5, got {self.severities!r}")
+            raise InvalidParameterError(f"every severity must be one of 1..5 (at least one), got {self.severities!r}")
         if not isinstance(self.shape_bias, bool):
             raise InvalidParameterError(f"shape_bias must be true or false, got {self.shape_bias!r}")
 
@@ -179,7 +179,7 @@ class TopKRequest(Request):
         check_int("n", self.n, 1, MAX_IMAGES)
         check_int("sample_seed", self.sample_seed, 0, 2**31 - 1)
         check_int("k", self.k, 1, self.n)
-        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
 
     def describe(self) -> str:
         return f"{super().describe()} · {self.layer} · top-{self.k} of {self.n} {self.dataset} images"

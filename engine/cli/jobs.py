@@ -88,7 +88,8 @@ def emit(result, args, notes=()) -> int:
     from engine.cli import print_json, warn
     from engine.fileio import atomic_write_bytes, atomic_write_text
 
-    for note in list(notes) + list(result.notes):
+    for note in list(notes) + list(result.notes) + list(result.meta.get("notes", [])) + \
+            list(result.meta.get("warnings", [])):
         warn(note)
     body = {**get_analysis(result.kind).report(result), "cached": result.cached, "result": result.key}
     out = getattr(args, "out", None)

@@ -8,26 +8,24 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
-import engine
-from engine import data as edata
-from engine.cli import MAX_BATCH, add_branch_option, check_int, print_json, require_compatible
-from engine.cli.evaluate import stderr_progress
-from engine.data.distortions import DISTORTIONS, SEVERITIES
-from engine.device import resolve_device
-from engine.errors import InvalidParameterError
-from engine.generalisation import (
-    CUE_CONFLICT_UNAVAILABLE,
-    compare_units,
-    cue_conflict_set,
-    evaluate_ood,
-    findings_line,
-    paper_findings,
-    robust_and_standard,
-    shape_bias,
-    shapes_image_sets,
-    units_frame,
+from engine.cli import (
+    MAX_BATCH,
+    add_analysis_options,
+    add_branch_option,
+    check_int,
+    print_json,
+    require_compatible,
+    stderr_progress,
 )
+from engine.analysis.base import finite as _finite
+from engine.errors import InvalidParameterError
+
+#: the names of ``engine.data.distortions.DISTORTIONS`` (checked against it by the tests), kept here
+#: so building the parser imports no torch
+DISTORTION_NAMES = ("gaussian_blur", "gaussian_noise", "contrast", "low_pass", "high_pass", "edges", "silhouette",
+                    "patch_shuffle")
 
 
 def _common(p: argparse.ArgumentParser, n_default: int) -> None:
@@ -46,8 +44,9 @@ def register(sub) -> None:
     """Add the ``ood`` and ``units`` commands."""
     p = sub.add_parser("ood", help="accuracy under distortions (+ shape bias on shapes)")
     _common(p, 500)
-    p.add_argument("--distortions", nargs="+", choices=list(DISTORTIONS), help="default: all")
-    p.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
+    p.add_argument("--distortions", nargs="+", choices=list(DISTORTION_NAMES), help="default: all")
+    p.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    add_analysis_options(p)
     p.set_defaults(func=run_ood)
     p = sub.add_parser("units", help="per-unit smoothness and label complexity of layers")
     _common(p, 500)
@@ -58,6 +57,10 @@ def register(sub) -> None:
 
 def _load(args) -> tuple[dict, dict, str, tuple]:
     """name -> model and name -> card for every --checkpoint; the dataset; its (images, labels)."""
+    import engine
+    from engine import data as edata
+    from engine.device import resolve_device
+
     if args.n is None or args.n < 1:
         raise InvalidParameterError(f"--n must be at least 1, got {args.n}")
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
@@ -77,18 +80,9 @@ def _load(args) -> tuple[dict, dict, str, tuple]:
     return models, cards, dataset, data
 
 
-def _finite(obj):
-    """Replace NaN/inf floats (nested) by None so the JSON output is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _findings(cards: dict, **numbers) -> dict:
+    from engine.generalisation import findings_line, paper_findings, robust_and_standard
+
     if len(cards) != 2:
         return {}
     robust, standard, note = robust_and_standard(cards)
@@ -105,38 +99,48 @@ def _print_findings(report: dict) -> None:
             print(f"  [{mark}] {f['claim']}: {f['detail']}")
 
 
+def ood_request(args: argparse.Namespace):
+    """The :class:`~engine.analysis.OODRequest` of ``ood --checkpoint ...`` (no torch needed)."""
+    from engine.analysis import ModelRef, OODRequest
+    from engine.analysis.base import read_card
+
+    if args.n is None or args.n < 1:
+        raise InvalidParameterError(f"--n must be at least 1, got {args.n}")
+    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
+    refs = tuple(ModelRef.of(path, args.bn_branch) for path in args.checkpoint)
+    dataset = args.dataset or read_card(refs[0].path).get("dataset")
+    if not dataset:
+        raise InvalidParameterError(f"{refs[0].path}'s card names no dataset; give --dataset")
+    return OODRequest(models=refs, dataset=dataset, n=args.n, batch_size=args.batch_size, seed=args.seed,
+                      distortions=tuple(args.distortions) if args.distortions else None,
+                      severities=tuple(args.severities)).validate()
+
+
 def run_ood(args: argparse.Namespace) -> int:
-    """Accuracy table under every distortion/severity, shapes variants and shape bias."""
-    models, cards, dataset, (images, labels) = _load(args)
-    size = int(images.shape[-1])
-    sets = shapes_image_sets(args.n, seed=args.seed, image_size=size) if dataset == "shapes" else None
-    result = evaluate_ood(models, images, labels, args.distortions, args.severities, image_sets=sets,
-                          batch_size=args.batch_size, seed=args.seed, progress=stderr_progress("ood"))
-    conflict = cue_conflict_set(dataset, args.n, seed=args.seed, image_size=size)
-    bias = {} if conflict is None else {name: shape_bias(m, *conflict, batch_size=args.batch_size)
-                                        for name, m in models.items()}
-    report = {
-        "dataset": dataset, "n": args.n, "seed": args.seed, "seconds": round(result.seconds, 3),
-        "rows": result.table.to_dict(orient="records"),
-        "shape_bias": {name: r._asdict() for name, r in bias.items()} or None,
-        "shape_bias_note": "" if conflict is not None else CUE_CONFLICT_UNAVAILABLE.format(dataset=dataset),
-        **_findings(cards, ood_table=result.table, shape_bias=bias),
-    }
-    if args.json:
-        print_json(_finite(report))
+    """Accuracy table under every distortion/severity, shapes variants and shape bias (answered
+    from the result store when the same request ran before; ``--background`` queues it)."""
+    from engine.cli import run_request
+
+    def text(result) -> int:
+        report = result.value()
+        wide = report.table.pivot_table(index=["distortion", "severity"], columns="model", values="accuracy",
+                                        sort=False)
+        print(wide.to_string(float_format=lambda v: f"{v:.3f}"))
+        for name, r in report.shape_bias.items():
+            print(f"shape bias {name}: {r.shape_bias:.3f} (shape {r.shape_fraction:.2f}, texture {r.texture_fraction:.2f})")
+        if report.shape_bias_note:
+            print(report.shape_bias_note)
+        _print_findings(result.meta.get("findings") or {})
+        for note in result.meta.get("notes", []):
+            print(f"warning: {note}", file=sys.stderr)
         return 0
-    wide = result.table.pivot_table(index=["distortion", "severity"], columns="model", values="accuracy", sort=False)
-    print(wide.to_string(float_format=lambda v: f"{v:.3f}"))
-    for name, r in bias.items():
-        print(f"shape bias {name}: {r.shape_bias:.3f} (shape {r.shape_fraction:.2f}, texture {r.texture_fraction:.2f})")
-    if report["shape_bias_note"]:
-        print(report["shape_bias_note"])
-    _print_findings(report)
-    return 0
+
+    return run_request(ood_request(args), args, "ood", out_handler=None if args.json or args.background else text)
 
 
 def run_units(args: argparse.Namespace) -> int:
     """Per-unit roughness / high-frequency share / label complexity per layer, per model."""
+    from engine.generalisation import compare_units, units_frame
     from engine.models import default_layers
 
     models, cards, dataset, (images, labels) = _load(args)

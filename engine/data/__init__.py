@@ -9,10 +9,12 @@ from engine.data.imagefolder import imagefolder_spec
 from engine.data.registry import (
     DATASETS,
     LOADERS,
+    Sample,
     dataset_available,
     get_spec,
     load_dataset,
     take,
+    take_indices,
 )
 
 __all__ = [
@@ -26,5 +28,7 @@ __all__ = [
     "get_spec",
     "imagefolder_spec",
     "load_dataset",
+    "Sample",
     "take",
+    "take_indices",
 ]

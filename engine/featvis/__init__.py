@@ -1,6 +1,7 @@
 """Feature visualisation: units (the natural basis) vs random directions (Szegedy et al. 2013).
 
-- Dataset examples: :func:`top_k`, :func:`top_k_many`, :func:`unit_scores`, :func:`layer_features`.
+- Dataset examples: :func:`top_k`, :func:`top_k_many`, :func:`stream_top_k` (flat memory),
+  :func:`unit_scores`, :func:`layer_features`.
 - Targets: :func:`unit_target`, :func:`direction_target`, :func:`random_direction`.
 - Images: :func:`grid`, :func:`check_grid`, :func:`fitting_grid`, :func:`png_bytes`, :func:`to_hwc`.
 - Bounds (time and memory of one call): :data:`MAX_VIS_STEPS`, :data:`MAX_VIS_SIDE`,
@@ -13,6 +14,7 @@ from engine.featvis.examples import (  # noqa: F401
     TopK,
     layer_features,
     rank,
+    stream_top_k,
     target_scores,
     top_k,
     top_k_many,

@@ -96,13 +96,80 @@ def rank(scores: np.ndarray, k: int) -> TopK:
 
 def top_k_many(
     model, layer: str, images, targets: Sequence[FeatureTarget], k: int,
-    batch_size: int = 256, device=None, progress: Progress | None = None,
+    batch_size: int = 64, device=None, progress: Progress | None = None,
 ) -> list[TopK]:
-    """:func:`top_k` for several targets with one forward pass per distinct position."""
-    features = {}
+    """:func:`top_k` for several targets with one streamed pass per distinct position.
+
+    ``images`` may also be a Dataset (or an ``(images, labels)`` pair): see :func:`stream_top_k`.
+    """
+    if isinstance(images, np.ndarray):
+        images = as_image_tensor(images)
+    out: dict[int, TopK] = {}
     for position in dict.fromkeys(t.position for t in targets):
-        features[position] = layer_features(model, layer, images, position, batch_size, device, progress)
-    return [rank(target_scores(features[t.position], t), k) for t in targets]
+        group = [i for i, t in enumerate(targets) if t.position == position]
+        found = stream_top_k(model, layer, images, [targets[i] for i in group], k, position=position,
+                             batch_size=batch_size, device=device, progress=progress)
+        out.update(zip(group, found))
+    return [out[i] for i in range(len(targets))]
+
+
+def stream_top_k(
+    model, layer: str, data, targets: Sequence, k: int, position: tuple[int, int] | None = None,
+    batch_size: int = 64, device=None, progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[TopK]:
+    """The top-k images per target in one pass, keeping only the k best per target as it goes.
+
+    Memory is one batch of images and activations plus (targets × k) scores, whatever the number
+    of images: nothing of size N is held (the (N, C) feature matrix of :func:`layer_features`
+    is never formed). Ties are broken by the lower index, as in :func:`rank`.
+
+    Args:
+        model: classifier taking images in [0, 1] (eval mode on its own device, mode restored).
+        layer: dotted layer name with output (N, C, H, W) or (N, C).
+        data: images (N, C, H, W), an ``(images, labels)`` pair, or a Dataset of (image, label)
+            read batch by batch.
+        targets: :class:`FeatureTarget` values, or callables ``dim -> FeatureTarget`` for targets
+            that need the layer's channel count (random directions); all at ``position``.
+        k: images per target (1 <= k <= N).
+        position: ``(y, x)`` to score one neuron per channel (else the spatial mean).
+        batch_size: images per forward pass.
+        device: ``None`` or the model's device; progress: ``progress(done, total)``.
+        should_stop: polled before each batch; True raises ``InterruptedError``.
+
+    Returns:
+        One :class:`TopK` per target (indices into ``data``, best first).
+    """
+    from engine.similarity.features import dataset_size, slice_batch
+
+    where = _check_device(model, device)
+    total = dataset_size(data)
+    if int(batch_size) < 1:
+        raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
+    if not 1 <= int(k) <= total:
+        raise InvalidParameterError(f"k must be between 1 and the number of images ({total}), got {k}")
+    best_scores = best_index = weights = None
+    with frozen_eval(model, freeze=False), torch.no_grad(), record_activations(model, layer) as rec:
+        for start in range(0, total, int(batch_size)):
+            if should_stop is not None and should_stop():
+                raise InterruptedError("top-k search stopped")
+            stop = min(start + int(batch_size), total)
+            images, _ = slice_batch(data, start, stop)
+            model(as_image_tensor(images).to(where))
+            feats = _reduce(rec.outputs.pop(layer), position).float().cpu()      # (B, C)
+            if weights is None:
+                resolved = [t(feats.shape[1]) if callable(t) else t for t in targets]
+                weights = torch.as_tensor(np.stack([t.weights(feats.shape[1]) for t in resolved], axis=1))  # (C, T)
+            scores = feats @ weights                                              # (B, T)
+            index = torch.arange(start, stop).expand(len(resolved), -1)          # (T, B)
+            cand_scores = scores.T if best_scores is None else torch.cat([best_scores, scores.T], dim=1)
+            cand_index = index if best_index is None else torch.cat([best_index, index], dim=1)
+            order = torch.sort(-cand_scores, dim=1, stable=True).indices[:, : int(k)]
+            best_scores, best_index = cand_scores.gather(1, order), cand_index.gather(1, order)
+            if progress is not None:
+                progress(stop, total)
+    return [TopK(best_index[i].numpy().astype(np.int64), best_scores[i].numpy().astype(np.float32))
+            for i in range(len(resolved))]
 
 
 def top_k(

@@ -1,0 +1,121 @@
+"""The OOD suite as an analysis: accuracy under distortions (+ ``shapes`` sets) and shape bias.
+
+``run`` is what ``python -m engine ood`` and the Generalisation page computed before, once:
+``engine.generalisation.evaluate_ood`` over the first ``n`` test images, every model on the same
+distorted batches, then the Geirhos shape bias on cue-conflict images where the dataset has them.
+The table is stored as records (model names are the checkpoints' file stems, de-duplicated, in
+request order; ``meta["names"]``); the paper's findings for a pair are stored with it.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from engine.analysis.base import AnalysisCancelled, Payload, finite
+from engine.errors import InvalidParameterError
+
+
+class OODReport(NamedTuple):
+    """The decoded result: the tidy accuracy table, shape bias per model, and the note shown when
+    the dataset has no cue-conflict images."""
+
+    table: object            # pandas.DataFrame with engine.generalisation.ood.COLUMNS
+    shape_bias: dict         # model name -> ShapeBiasResult
+    shape_bias_note: str
+    names: list[str]
+    seconds: float
+
+
+def model_names(refs) -> list[str]:
+    """The display names of the models: file stems, ``"stem (2)"`` for repeats (as the CLI did)."""
+    names: list[str] = []
+    for ref in refs:
+        name = ref.name
+        names.append(name if name not in names else f"{name} ({len(names) + 1})")
+    return names
+
+
+def run(request, ctx) -> Payload:
+    """Evaluate the request's models under its distortions (see the module docstring)."""
+    from engine import data as edata
+    from engine.analysis.cka import check_models
+    from engine.generalisation import (
+        CUE_CONFLICT_UNAVAILABLE,
+        cue_conflict_set,
+        evaluate_ood,
+        robust_and_standard,
+        shape_bias,
+        shapes_image_sets,
+    )
+
+    loaded = [ctx.load(ref) for ref in request.models]
+    names = model_names(request.models)
+    split = edata.load_dataset(request.dataset, split="test")
+    notes = check_models(loaded, split, request.dataset, classes=True)
+    if request.n > len(split):
+        raise InvalidParameterError(f"n must be at most {len(split)} (the {request.dataset} test split's size), "
+                                    f"got {request.n}")
+    images, labels = edata.take(split, request.n)
+    size = int(images.shape[-1])
+    sets = shapes_image_sets(request.n, seed=request.seed, image_size=size) if request.dataset == "shapes" else None
+    models = {name: m.model for name, m in zip(names, loaded)}
+    result = evaluate_ood(models, images, labels, None if request.distortions is None else list(request.distortions),
+                          list(request.severities), image_sets=sets, batch_size=request.batch_size, seed=request.seed,
+                          progress=ctx.report, should_stop=ctx.stopped)
+    if result.stopped:
+        raise AnalysisCancelled("OOD evaluation stopped before it finished; nothing was stored")
+    conflict = cue_conflict_set(request.dataset, request.n, seed=request.seed, image_size=size) \
+        if request.shape_bias else None
+    bias = {} if conflict is None else {name: shape_bias(m, *conflict, batch_size=request.batch_size)
+                                        for name, m in models.items()}
+    note = "" if conflict is not None else CUE_CONFLICT_UNAVAILABLE.format(dataset=request.dataset)
+    findings = {}
+    if len(loaded) == 2:
+        from engine.generalisation import findings_line, paper_findings
+
+        cards = dict(zip(names, (m.card for m in loaded)))
+        robust, standard, pair_note = robust_and_standard(cards)
+        found = paper_findings(robust, standard, ood_table=result.table, shape_bias=bias)
+        findings = {"robust": robust, "standard": standard, "note": pair_note, "summary": findings_line(found),
+                    "findings": [f._asdict() for f in found]}
+    meta = finite({
+        "names": names, "rows": result.table.to_dict(orient="records"),
+        "shape_bias": {name: r._asdict() for name, r in bias.items()}, "shape_bias_note": note,
+        "findings": findings, "notes": notes, "device": ctx.device, "compute_seconds": result.seconds,
+    })
+    return Payload({}, meta)
+
+
+def decode(result, names: dict | None = None, **_options) -> OODReport:
+    """The table as a DataFrame and shape bias as ``ShapeBiasResult``s; ``names`` renames models
+    (stored name -> shown name, e.g. the page's "A: ..." labels)."""
+    import math
+
+    import pandas as pd
+
+    from engine.generalisation import ShapeBiasResult
+    from engine.generalisation.ood import COLUMNS
+
+    rename = names or {}
+    table = pd.DataFrame(result.meta["rows"], columns=list(COLUMNS))
+    table["model"] = table["model"].map(lambda m: rename.get(m, m))
+    table["accuracy"] = table["accuracy"].astype(float)
+    bias = {rename.get(k, k): ShapeBiasResult(**{f: (math.nan if v is None else v) for f, v in r.items()})
+            for k, r in result.meta.get("shape_bias", {}).items()}
+    return OODReport(table, bias, result.meta.get("shape_bias_note", ""),
+                     [rename.get(n, n) for n in result.meta["names"]], float(result.seconds))
+
+
+def report(result) -> dict:
+    """The CLI's JSON of an OOD result (torch-free)."""
+    request, meta = result.request, result.meta
+    return {
+        "dataset": request.dataset, "n": request.n, "seed": request.seed, "seconds": round(result.seconds, 3),
+        "rows": meta["rows"], "shape_bias": meta.get("shape_bias") or None,
+        "shape_bias_note": meta.get("shape_bias_note", ""), **(meta.get("findings") or {}),
+        "warnings": list(meta.get("notes", [])),
+    }
+
+
+def rows(result) -> list[dict]:
+    """The accuracy table's rows (CSV)."""
+    return list(result.meta["rows"])
