@@ -19,6 +19,7 @@ PAGES = [
     ("pages/features.py", "Features", ":material/visibility:"),
     ("pages/generalisation.py", "Generalisation", ":material/shape_line:"),
     ("pages/training.py", "Training", ":material/model_training:"),
+    ("pages/results.py", "Results", ":material/folder_open:"),
 ]
 
 navigation = st.navigation(

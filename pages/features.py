@@ -11,6 +11,8 @@ import streamlit as st
 
 from engine import featvis
 from engine import models as emodels
+from engine.analysis import ModelRef, TopKRequest, run_analysis
+from engine.analysis.topk import picked_images
 from engine.errors import RobustScopeError
 from pages import common
 
@@ -50,10 +52,19 @@ def show_image(where, images, caption: str) -> None:
     where.image(tiled_images[:, :, 0] if tiled_images.shape[2] == 1 else tiled_images, caption=caption, clamp=True)
 
 
+def topk_request(loaded, layer: str, targets: list, k: int, n_images: int) -> TopKRequest:
+    """The stored-analysis request of one model's top-k search (``n_images`` test images, seed 0)."""
+    specs = tuple(("unit", int(t.channel)) if t.kind != "direction" else ("direction", int(t.seed)) for t in targets)
+    return TopKRequest(model=ModelRef.from_loaded(loaded), layer=layer, targets=specs, dataset=sel.dataset,
+                       n=n_images, sample_seed=0, k=min(k, n_images))
+
+
 def compute(layer: str, n_units: int, n_dirs: int, seed: int, k: int, n_images: int, steps: int) -> dict:
-    """Top-k images (and lucent images when ``steps``) of every row, for models A and B."""
-    images, _ = common.dataset_sample(sel.dataset, n_images, 0)
-    results = {}
+    """Top-k images (and lucent images when ``steps``) of every row, for models A and B.
+
+    The search is one stored ``engine.analysis`` request per model (streamed: memory does not grow
+    with the number of images searched; a repeated search reads the stored result)."""
+    results, images = {}, {}
     for slot, loaded in MODELS.items():
         dim = layer_dims(loaded.model).get(layer)
         if dim is None:
@@ -61,8 +72,12 @@ def compute(layer: str, n_units: int, n_dirs: int, seed: int, k: int, n_images: 
             continue
         targets = make_targets(dim, n_units, n_dirs, seed)
         update, finish = common.progress_callback(f"Model {slot}: top-{k} images")
-        best = featvis.top_k_many(loaded.model, layer, images, targets, min(k, len(images)), progress=update)
-        finish()
+        try:
+            found = run_analysis(topk_request(loaded, layer, targets, k, n_images), update, loaded=[loaded],
+                                 device=sel.device)
+        finally:
+            finish()
+        best, images[slot] = found.value().top, picked_images(found)
         vis = None
         if steps:
             update, finish = common.progress_callback(f"Model {slot}: lucent visualisation")
@@ -107,7 +122,7 @@ if state is None or state["settings"] != settings:
     st.info("Choose a layer and the rows, then press **Show** to search the top-k images"
             + (" and render the lucent visualisations." if steps else "."))
     st.stop()
-images, results = state["images"], state["results"]
+picked, results = state["images"], state["results"]
 models = list(MODELS.items())
 
 n_rows = int(n_units) + int(n_dirs)
@@ -127,7 +142,7 @@ for row, index in enumerate(order):
         target = targets[index]
         title = f"Model {slot}" + ("" if teaching else f" · {target.label}")
         column.markdown(title)
-        show_image(column, featvis.to_hwc(images[best[index].indices]),
+        show_image(column, featvis.to_hwc(picked[slot][index]),
                    "top-k: " + ", ".join(f"{s:.2f}" for s in best[index].scores))
         if vis is not None:
             show_image(column, vis.images[index:index + 1], f"lucent, objective {vis.trajectories[-1, index]:.3f}")

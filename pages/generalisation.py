@@ -9,9 +9,10 @@ import streamlit as st
 
 from engine import generalisation as gen
 from engine import models as emodels
+from engine.analysis import ModelRef, OODRequest
 from engine.data import distortions as dist
 from engine.errors import RobustScopeError
-from pages import common
+from pages import analysis_ui, common
 
 st.title("Generalisation")
 st.caption(
@@ -28,18 +29,6 @@ names = {"A": f"A: {cards['A'].name or 'model A'}", "B": f"B: {cards['B'].name o
 if note:
     st.info(note)
 st.markdown(f"Robust model: **{names[robust]}** · standard model: **{names[standard]}**")
-
-
-def ood_table(keys, dataset, n, distortions, severities, seed, _models, _progress):
-    """Accuracy table and shape bias per model (cached by ``run_cached`` per hashes and settings)."""
-    images, labels = common.dataset_sample(dataset, n)
-    size = int(images.shape[-1])
-    sets = gen.shapes_image_sets(n, seed=seed, image_size=size) if dataset == "shapes" else None
-    result = gen.evaluate_ood(_models, images, labels, list(distortions), list(severities),
-                              image_sets=sets, seed=seed, progress=_progress)
-    conflict = gen.cue_conflict_set(dataset, n, seed=seed, image_size=size)
-    bias = {} if conflict is None else {k: gen.shape_bias(m, *conflict) for k, m in _models.items()}
-    return result.table, bias
 
 
 def unit_table(keys, dataset, n, layers, top_k, _models, _progress):
@@ -84,22 +73,59 @@ with st.sidebar.expander("Generalisation settings", expanded=True):
 
 # ----------------------------------------------------------------------------- OOD accuracy
 st.header("Accuracy under distortions")
-table, bias = run_cached("Evaluating distortions", ood_table, keys, sel.dataset, int(n), tuple(chosen),
-                         tuple(sorted(severities)), int(seed), models)
-st.caption("`keeps` says which cue survives: shape (texture removed), texture (shape destroyed) "
-           "or both (common corruptions). Severity 0 = clean images or a fixed image set.")
-per_distortion = table.groupby(["distortion", "model", "keeps"], sort=False)["accuracy"].mean().reset_index()
-st.plotly_chart(px.bar(per_distortion, x="distortion", y="accuracy", color="model", barmode="group",
-                       hover_data=["keeps"], title="Mean accuracy per distortion (over severities)",
-                       range_y=[0, 1]), width="stretch")
-curves = table[table["severity"] > 0]
-if len(curves):
-    st.plotly_chart(px.line(curves, x="severity", y="accuracy", color="model", facet_col="distortion",
-                            facet_col_wrap=4, markers=True, range_y=[0, 1], title="Severity curves"),
-                    width="stretch")
-st.dataframe(table.pivot_table(index=["distortion", "severity", "keeps"], columns="model",
-                               values="accuracy", sort=False), width="stretch")
-st.download_button("Download accuracy table (CSV)", table.to_csv(index=False), "ood_accuracy.csv", "text/csv")
+
+
+def ood_result():
+    """The OOD suite of the sidebar's settings (one ``engine.analysis`` request: stored, run here
+    when short, else offered as a background job), or the permalinked one (``?result=<key>``)."""
+    linked = analysis_ui.permalinked("ood")
+    if linked is not None:
+        return linked
+    if not chosen or not severities:
+        st.warning("Choose at least one distortion and one severity.")
+        return None
+    request = OODRequest(models=(ModelRef.from_loaded(sel.a), ModelRef.from_loaded(sel.b)), dataset=sel.dataset,
+                         n=int(n), seed=int(seed), distortions=tuple(chosen), severities=tuple(sorted(severities)))
+    try:
+        return analysis_ui.auto_run(request, [sel.a, sel.b], "Evaluating distortions", sel.device, key="ood")
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        st.stop()
+
+
+def shown_names(result) -> dict:
+    """Stored model names -> this page's "A: ..."/"B: ..." when the result is for the sidebar's
+    models (else the stored names stay)."""
+    mine = [(sel.a.sha256, sel.a.branch), (sel.b.sha256, sel.b.branch)]
+    theirs = [(r.sha256, r.branch) for r in result.request.models]
+    if theirs != mine:
+        st.info("This OOD result is for other models than the sidebar's: "
+                + ", ".join(f"`{r.name}`" for r in result.request.models))
+        return {}
+    return dict(zip(result.meta["names"], [names["A"], names["B"]]))
+
+
+ood = ood_result()
+table, bias = None, {}
+if ood is not None:
+    analysis_ui.show_permalink(ood)
+    report = ood.value(names=shown_names(ood))
+    table, bias = report.table, report.shape_bias
+if table is not None:
+    st.caption("`keeps` says which cue survives: shape (texture removed), texture (shape destroyed) "
+               "or both (common corruptions). Severity 0 = clean images or a fixed image set.")
+    per_distortion = table.groupby(["distortion", "model", "keeps"], sort=False)["accuracy"].mean().reset_index()
+    st.plotly_chart(px.bar(per_distortion, x="distortion", y="accuracy", color="model", barmode="group",
+                           hover_data=["keeps"], title="Mean accuracy per distortion (over severities)",
+                           range_y=[0, 1]), width="stretch")
+    curves = table[table["severity"] > 0]
+    if len(curves):
+        st.plotly_chart(px.line(curves, x="severity", y="accuracy", color="model", facet_col="distortion",
+                                facet_col_wrap=4, markers=True, range_y=[0, 1], title="Severity curves"),
+                        width="stretch")
+    st.dataframe(table.pivot_table(index=["distortion", "severity", "keeps"], columns="model",
+                                   values="accuracy", sort=False), width="stretch")
+    st.download_button("Download accuracy table (CSV)", table.to_csv(index=False), "ood_accuracy.csv", "text/csv")
 
 st.subheader("Example images")
 example_severity = st.select_slider("Severity of the examples", list(dist.SEVERITIES), 3, key="gen_ex_sev")
@@ -118,8 +144,10 @@ if bias:
                            title="Decisions on cue-conflict images (shape bias = shape / (shape + texture))"),
                     width="stretch")
     st.dataframe(bias_rows, width="stretch")
+elif ood is None:
+    st.info("Shape bias comes with the accuracy result above.")
 else:
-    st.info(gen.CUE_CONFLICT_UNAVAILABLE.format(dataset=sel.dataset))
+    st.info(report.shape_bias_note or gen.CUE_CONFLICT_UNAVAILABLE.format(dataset=ood.request.dataset))
 
 # ----------------------------------------------------------------------------- unit statistics
 st.header("Unit statistics")

@@ -1,7 +1,8 @@
 """Representations: layer-by-layer CKA within and across models (Cianfarani et al. 2022).
 
 Heatmaps A×A, B×B and A×B on one colour scale, clean or adversarial inputs, minibatch unbiased
-CKA (Nguyen, Raghu & Kornblith 2021) computed by ``engine.similarity.compare_models``.
+CKA (Nguyen, Raghu & Kornblith 2021): one ``engine.analysis`` request (stored result, background job
+when long, permalink ``?result=<key>``).
 """
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from engine.analysis import CKARequest, ModelRef
 from engine.errors import RobustScopeError
-from engine.jobs.store import runs_dir
 from engine.models import default_layers, list_layers
-from engine.similarity import KERNELS, attack_transform, compare_models, corresponding_depths
-from pages import common, structure_view
+from engine.paths import runs_dir
+from engine.similarity import KERNELS, corresponding_depths
+from pages import analysis_ui, common, structure_view
 
 st.header("Representations: CKA within and across models")
 st.caption(
@@ -22,46 +24,39 @@ st.caption(
     "(Nguyen, Raghu & Kornblith 2021): memory does not grow with the number of images."
 )
 sel = common.current_selection()
-common.require_models(sel, both=True)
-# CKA compares representations, not predictions: inputs must match the dataset, classes need not
-common.require_compatible(sel, {"A": sel.a, "B": sel.b}, classes=False)
+shown = analysis_ui.permalinked("cka") or analysis_ui.job_status("cka")  # ?result=<key> / ?job=<id>
+if shown is None or (sel.a is not None and sel.b is not None):
+    common.require_models(sel, both=True)
+    # CKA compares representations, not predictions: inputs must match the dataset, classes need not
+    common.require_compatible(sel, {"A": sel.a, "B": sel.b}, classes=False)
 
 
 def _layer_names(model) -> list[str]:
     return [info.name for info in list_layers(model)]
 
 
-with st.form("cka_form"):
-    c1, c2, c3, c4 = st.columns(4)
-    n = c1.number_input("Images", min_value=8, max_value=10000, value=500, step=100)
-    batch_size = c2.number_input("Batch size", min_value=4, max_value=1000, value=100, step=50)
-    kernel = c3.selectbox("Kernel", list(KERNELS))
-    inputs = c4.radio("Inputs", ["clean", "adversarial"], horizontal=True)
-    craft_on = st.radio("Adversarial examples crafted on", ["A", "B"], horizontal=True)
-    layers_a = st.multiselect("Layers of A", _layer_names(sel.a.model), default=default_layers(sel.a.model))
-    layers_b = st.multiselect("Layers of B", _layer_names(sel.b.model), default=default_layers(sel.b.model))
-    submitted = st.form_submit_button("Compute CKA", type="primary")
+submitted = False
+if sel.a is not None and sel.b is not None:  # (a permalinked result shows without models)
+    with st.form("cka_form"):
+        c1, c2, c3, c4 = st.columns(4)
+        n = c1.number_input("Images", min_value=8, max_value=10000, value=500, step=100)
+        batch_size = c2.number_input("Batch size", min_value=4, max_value=1000, value=100, step=50)
+        kernel = c3.selectbox("Kernel", list(KERNELS))
+        inputs = c4.radio("Inputs", ["clean", "adversarial"], horizontal=True)
+        craft_on = st.radio("Adversarial examples crafted on", ["A", "B"], horizontal=True)
+        layers_a = st.multiselect("Layers of A", _layer_names(sel.a.model), default=default_layers(sel.a.model))
+        layers_b = st.multiselect("Layers of B", _layer_names(sel.b.model), default=default_layers(sel.b.model))
+        mode = analysis_ui.mode_picker(st, "cka_mode")
+        submitted = st.form_submit_button("Compute CKA", type="primary")
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _compare(a_key, b_key, dataset, n, batch_size, kernel, inputs, craft_on, layers_a, layers_b):
-    """Cached engine call (keys: checkpoint paths + hashes; models come from the selection)."""
-    images, labels = common.dataset_sample(dataset, n)
-    transform = None
-    label = "clean"
-    if inputs == "adversarial":
-        from engine.attacks import make_attack
-
-        target = sel.a.model if craft_on == "A" else sel.b.model
-        transform = attack_transform(make_attack("pgd", dataset), target)
-        label = f"adversarial (PGD on {craft_on})"
-    progress, finish = common.progress_callback("Computing CKA…")
-    try:
-        return compare_models(sel.a.model, sel.b.model, (images, labels), list(layers_a), list(layers_b),
-                              batch_size=batch_size, kernel=kernel, transform=transform, inputs=label,
-                              progress=progress)
-    finally:
-        finish()
+def cka_request() -> CKARequest:
+    """The request of the form's settings (models by path + sha256 + BN branch)."""
+    return CKARequest(
+        a=ModelRef.from_loaded(sel.a), b=ModelRef.from_loaded(sel.b), dataset=sel.dataset, n=int(n),
+        batch_size=int(batch_size), layers_a=tuple(layers_a), layers_b=tuple(layers_b), kernel=kernel,
+        inputs="adv" if inputs == "adversarial" else "clean", craft_on=craft_on.lower(),
+    )
 
 
 def heatmaps(comp) -> go.Figure:
@@ -109,21 +104,24 @@ def matrices_png(comp) -> bytes:
     return buf.getvalue()
 
 
-if submitted or "cka_result" in st.session_state:
-    if submitted:
-        if not layers_a or not layers_b:
-            st.warning("Choose at least one layer for each model.")
-            st.stop()
-        try:
-            with common.stop_button(st, "cka_stop", "interrupts the computation (the last finished result stays)"):
-                st.session_state["cka_result"] = _compare(
-                    (sel.a_path, sel.a.sha256, sel.a.branch), (sel.b_path, sel.b.sha256, sel.b.branch), sel.dataset, int(n),
-                    int(batch_size), kernel, inputs, craft_on, tuple(layers_a), tuple(layers_b))
-        except RobustScopeError as exc:
-            common.show_error(exc)
-            st.stop()
-    comp = st.session_state["cka_result"]
+if submitted:
+    if not layers_a or not layers_b:
+        st.warning("Choose at least one layer for each model.")
+        st.stop()
+    try:
+        with common.stop_button(st, "cka_stop", "interrupts the computation (the last finished result stays)"):
+            computed = analysis_ui.run_or_queue(cka_request(), [sel.a, sel.b], mode, "Computing CKA…", sel.device)
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        st.stop()
+    if computed is not None:
+        shown = computed
+if shown is not None:
+    analysis_ui.show_permalink(shown)
+    comp = shown.value()
     st.subheader(f"{comp.inputs} inputs · {comp.within_a.n} images · {comp.seconds:.1f} s")
+    request = shown.request
+    st.caption(f"A: `{request.a.name}` · B: `{request.b.name}` · {request.dataset}")
     for warning in comp.warnings:
         st.warning(warning)
     fig = heatmaps(comp)
@@ -137,7 +135,7 @@ if submitted or "cka_result" in st.session_state:
     d1.download_button("CSV", csv, "cka.csv", "text/csv")
     d2.download_button("PNG (matplotlib)", matrices_png(comp), "cka.png", "image/png")
     d3.download_button("Interactive HTML", fig.to_html(include_plotlyjs="cdn"), "cka.html", "text/html")
-else:
+elif not st.query_params.get(analysis_ui.JOB_PARAM):
     st.info("Choose the layers and press **Compute CKA**.")
 
 structure_view.across_epochs_section(sel.dataset, sel.device, runs_dir())

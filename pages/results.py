@@ -1,0 +1,103 @@
+"""Results: every stored analysis (CKA maps, OOD suites, feature top-k ...) and the analysis jobs.
+
+Reads ``<runs>/results`` (``engine.analysis.ResultStore``) and the job store; opening a result goes
+to its page with ``?result=<key>`` (the permalink), which renders it without computing anything.
+Job progress is read from the job store, so any browser session sees it, and a job finishes
+whether or not a tab is open.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from engine.analysis import ANALYSES, CorruptResult, ResultStore
+from engine.analysis.base import finite
+from engine.errors import RobustScopeError
+
+st.title("Results")
+st.caption("Every analysis run here, from the CLI (`python -m engine cka ...`) or as a background job is stored "
+           "under the runs folder and opens again at once. Same request + same weights + same engine version "
+           "= same result.")
+
+
+def _when(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S") if stamp else "?"
+
+
+@st.fragment(run_every=3)
+def jobs_view() -> None:
+    """Queued, running and recent analysis jobs with their progress (refreshed every 3 s)."""
+    from engine.jobs import JobStore
+
+    try:
+        store = JobStore()
+        jobs = store.list(limit=30, lane="analysis")
+    except RobustScopeError as exc:
+        st.warning(str(exc))
+        return
+    if not jobs:
+        st.caption("No analysis jobs yet: choose **Run: in the background** on a page, or "
+                   "`python -m engine cka ... --background`.")
+        return
+    rows = []
+    for job in jobs:
+        last = store.latest_progress(job.id) if job.status == "running" else None
+        rows.append({"job": job.id, "status": job.status, "what": job.name,
+                     "progress": f"{last.batch}/{last.batches}" if last is not None and last.batches else "",
+                     "queued": _when(job.created), "result": job.result_key or ""})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    active = [j for j in jobs if j.status in ("queued", "running", "interrupted")]
+    for job in active:
+        last = store.latest_progress(job.id)
+        if job.status == "running" and last is not None and last.batches:
+            st.progress(min(last.batch / last.batches, 1.0), text=f"job {job.id}: {job.name}")
+        if st.button(f"Cancel job {job.id}", key=f"results_cancel_{job.id}"):
+            store.cancel(job.id)
+
+
+st.subheader("Background analysis jobs")
+jobs_view()
+
+st.subheader("Stored results")
+store = ResultStore()
+entries = store.list()
+if not entries:
+    st.info("No stored results yet. Compute CKA on **Representations (CKA)**, the OOD suite on **Generalisation** "
+            "or top-k images on **Features**; each result is stored here.")
+    st.stop()
+table = pd.DataFrame([{
+    "when": _when(e.created), "what": ANALYSES[e.kind].title if e.kind in ANALYSES else e.kind,
+    "details": e.title if e.error is None else f"damaged: {e.error}", "models": ", ".join(e.models),
+    "compute s": round(e.seconds, 1), "key": e.key} for e in entries])
+st.dataframe(table, hide_index=True, width="stretch")
+
+keys = [e.key for e in entries if e.error is None]
+if not keys:
+    st.warning("Every stored entry is damaged; they are recomputed when their request runs again.")
+    st.stop()
+wanted = st.query_params.get("result")
+key = st.selectbox("Open", keys, index=keys.index(wanted) if wanted in keys else 0,
+                   format_func=lambda k: next(f"{_when(e.created)} · {e.title}" for e in entries if e.key == k),
+                   key="results_pick")
+try:
+    result = store.load(key)
+except CorruptResult as exc:
+    st.warning(f"This stored result is damaged ({exc}); run its request again to recompute it.")
+    st.stop()
+analysis = ANALYSES[result.kind]
+link = f"/{analysis.page}?result={result.key}"
+st.markdown(f"**{result.request.describe()}**  \ncomputed {_when(result.created)} in {result.seconds:.1f} s "
+            f"(engine {result.version}) · permalink: [`{link}`]({link})")
+if st.button(f"Open on the {analysis.page.title()} page", key="results_open", type="primary"):
+    try:
+        st.switch_page(f"pages/{analysis.page}.py", query_params={"result": result.key})
+    except st.errors.StreamlitAPIException:
+        st.info(f"Open {link} (this page runs outside the app's navigation).")
+report = finite(analysis.report(result))
+st.download_button("Download (JSON)", json.dumps(report, indent=2, default=str), f"{result.kind}-{result.key}.json",
+                   "application/json", key="results_json")
+with st.expander("Request"):
+    st.json(result.request.to_dict())
