@@ -82,6 +82,18 @@ def check_output_file(path: str | os.PathLike, what: str = "output file") -> Pat
     return target
 
 
+def output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as an output folder (created), refusing a file, symlink or device in its place."""
+    folder = Path(path)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise InvalidParameterError(f"{what} {folder} exists and is not a folder; give a folder for the results")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidParameterError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
 def _temp_beside(target: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{target.name[:60]}.", suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)

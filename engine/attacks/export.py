@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +38,11 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` to ``path`` (.npz) atomically: temp file in the same folder, then rename."""
+    from engine.fileio import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(npz_bytes(arrays))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, npz_bytes(arrays), what="NPZ file")
 
 
 def result_rows(result: AttackResult, class_names=None) -> list[dict]:

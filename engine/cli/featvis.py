@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.cli import add_analysis_options, check_int, print_json, require_compatible, stderr_progress, warn
 from engine.errors import InvalidParameterError
+from engine.fileio import atomic_write_bytes, atomic_write_text, output_folder
 
 #: most held-out images one top-k search reads (a generated set is generated at this size)
 MAX_SEARCHED = 50_000
@@ -97,8 +98,7 @@ def run_featvis(args: argparse.Namespace) -> int:
     else:
         dim = layer_channels(loaded.model, args.layer)
         target = featvis.direction_target(dim, seed=args.direction_seed, position=position)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(args.out))
     report = {
         "checkpoint": str(loaded.path), "sha256": loaded.sha256, "layer": args.layer,
         "target": {"kind": target.kind, "key": target.key, "label": target.label, "unit": target.channel,
@@ -108,7 +108,7 @@ def run_featvis(args: argparse.Namespace) -> int:
         report["top_k"] = write_top_k(loaded, args, target, out)
     if args.steps:
         report["visualisation"] = write_visualisation(loaded, args, target, out)
-    (out / "featvis.json").write_text(json.dumps(report, indent=2, default=str))
+    atomic_write_text(out / "featvis.json", json.dumps(report, indent=2, default=str))
     if args.json:
         print_json(report)
     else:
@@ -148,7 +148,7 @@ def write_top_k(loaded, args, target, out: Path) -> dict:
     result = run_analysis(request, progress=stderr_progress("top-k"), use_cache=not args.no_cache,
                           device=args.device, loaded=[loaded])
     picked = featvis.to_hwc(picked_images(result)[0])
-    (out / "topk.png").write_bytes(featvis.png_bytes(featvis.grid(picked, scale=args.scale)))
+    atomic_write_bytes(out / "topk.png", featvis.png_bytes(featvis.grid(picked, scale=args.scale)))
     return {
         "dataset": name, "split": "test", "n_searched": int(result.meta["n_searched"]), "sample_seed": 0,
         "indices": result.arrays["positions"][0].tolist(), "scores": result.arrays["scores"][0].astype(float).tolist(),
@@ -164,7 +164,7 @@ def write_visualisation(loaded, args, target, out: Path) -> dict:
     config = featvis.VisConfig(steps=args.steps, lr=args.lr, seed=args.seed)
     result = featvis.cached_visualise(loaded, args.layer, [target], config,
                                       progress=stderr_progress("visualisation"))
-    (out / "vis.png").write_bytes(featvis.png_bytes(featvis.grid(result.images, scale=args.scale)))
+    atomic_write_bytes(out / "vis.png", featvis.png_bytes(featvis.grid(result.images, scale=args.scale)))
     trajectory = result.trajectories[:, 0]
     return {
         "config": config.as_dict(), "png": "vis.png", "steps_done": result.steps_done,

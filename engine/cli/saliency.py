@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -112,17 +110,11 @@ def _parse_value(default, text: str, item: str):
 
 
 def write_atomic(path: Path, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``payload`` to ``path`` atomically (a regular file only; its folder is created)."""
+    from engine.fileio import atomic_write_bytes, output_folder
+
+    output_folder(path.parent)
+    return atomic_write_bytes(path, payload)
 
 
 def _stderr_progress(label: str):

@@ -7,15 +7,16 @@ written atomically (temporary file + rename), so a reader never sees half a file
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from engine.errors import InvalidParameterError
+from engine.fileio import atomic_write_bytes
 from engine.featvis.render import VisConfig, VisResult, visualise
 from engine.featvis.targets import FeatureTarget
 
@@ -53,16 +54,9 @@ def save_cached(key: str, arrays: dict[str, np.ndarray], root: Path | None = Non
     """Write ``arrays`` under ``key`` atomically; returns the file's path."""
     folder = root or cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{key}.npz"
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{key[:12]}-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write_bytes(folder / f"{key}.npz", buffer.getvalue(), what="cache file")
 
 
 def cached_visualise(

@@ -410,3 +410,30 @@ def test_history_includes_epochs_saved_but_never_reported(tmp_path):
 def test_dashboard_listens_on_loopback_by_default():
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "127.0.0.1"
+
+
+def test_cli_out_never_replaces_a_symlink_or_device(tmp_path, capsys):
+    from engine.cli import main
+    from engine.data import get_spec
+
+    spec = get_spec("shapes")
+    torch.manual_seed(0)
+    model = build_model("small_cnn", spec.num_classes, spec.input_shape, spec.mean, spec.std, width=4, hidden=8).eval()
+    path = ckpt.save_checkpoint(model, ckpt.make_card(model, "shapes", name="m"), tmp_path / "c" / "m")
+    keep = tmp_path / "keep.txt"
+    keep.write_text("precious")
+    link = tmp_path / "out.csv"
+    link.symlink_to(keep)
+    cka = ["cka", "--a", str(path), "--b", str(path), "--n", "8", "--batch-size", "4"]
+    assert main(cka + ["--out", str(tmp_path / "ok.csv")]) == 0  # the same command works on a plain path
+    capsys.readouterr()
+    assert main(cka + ["--out", str(link)]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert keep.read_text() == "precious" and link.is_symlink()
+    assert main(["attack", "--checkpoint", str(path), "--attack", "fgsm", "--n", "4", "--out", "/dev/null"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    out_file = tmp_path / "file"
+    out_file.write_text("x")
+    assert main(["featvis", "--checkpoint", str(path), "--layer", "net.block1", "--unit", "0", "--top-k", "2",
+                 "--n", "8", "--out", str(out_file)]) == 2
+    assert "not a folder" in capsys.readouterr().err and out_file.read_text() == "x"
