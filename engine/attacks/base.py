@@ -19,6 +19,7 @@ from torch import nn
 
 from engine.models.state import frozen_eval, model_device  # noqa: F401 (re-exported)
 from engine.errors import InvalidParameterError, RobustScopeError
+from engine.attacks.losses import Loss, get_loss, loss_name
 from engine.attacks.steps import STEPS
 
 Progress = Callable[[int, int], None]
@@ -41,6 +42,11 @@ class AttackResult:
         logits_clean, logits_adv: (B, K) model logits on the clean and adversarial images.
         labels: (B,) true labels; targets: (B,) target labels for targeted attacks, else None.
         config: the attack's name and parameters (JSON-friendly).
+        queries: (B,) model queries (forward passes) each example used, for attacks that count
+            them (score-based black-box attacks such as Square), else None.
+        found_by: (B,) for an ensemble of attacks (AutoAttack): the position in
+            ``config["attacks"]`` of the attack whose example is kept, -1 where none succeeded
+            (and for images misclassified before any attack); else None.
     """
 
     adv: torch.Tensor
@@ -53,6 +59,8 @@ class AttackResult:
     labels: torch.Tensor
     targets: torch.Tensor | None
     config: dict
+    queries: torch.Tensor | None = None
+    found_by: torch.Tensor | None = None
 
     @property
     def preds_clean(self) -> torch.Tensor:
@@ -77,7 +85,7 @@ class AttackResult:
             values = [getattr(r, f.name) for r in results]
             if f.name == "config":
                 fields[f.name] = values[0]
-            elif values[0] is None:
+            elif any(v is None for v in values):
                 fields[f.name] = None
             else:
                 fields[f.name] = torch.cat(values)
@@ -151,11 +159,22 @@ def is_success(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor
     return preds == targets if targets is not None else preds != labels
 
 
-def attack_loss(logits, labels, targets):
-    """(B,) loss to *ascend*: CE with the label (untargeted) or minus CE with the target."""
-    if targets is not None:
-        return -F.cross_entropy(logits, targets, reduction="none")
-    return F.cross_entropy(logits, labels, reduction="none")
+def attack_loss(logits, labels, targets, loss: str | Loss = "ce"):
+    """(B,) loss to *ascend*: by default CE with the label (untargeted) or minus CE with the
+    target. ``loss``: a name of :data:`engine.attacks.losses.LOSSES` ("ce", "dlr", "margin") or
+    a callable ``loss(logits, labels, targets) -> (B,)``."""
+    if isinstance(loss, str) and loss == "ce":
+        if targets is not None:
+            return -F.cross_entropy(logits, targets, reduction="none")
+        return F.cross_entropy(logits, labels, reduction="none")
+    return get_loss(loss)(logits, labels, targets)
+
+
+def check_loss(loss) -> str | Loss:
+    """``loss`` if it names a loss of :data:`engine.attacks.losses.LOSSES` or is callable, else
+    InvalidParameterError listing the names."""
+    get_loss(loss)
+    return loss
 
 
 def runner_up(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -262,8 +281,11 @@ class Attack:
     bounded = True
 
     def config(self) -> dict:
-        """The attack's name and parameters, JSON-friendly."""
-        return {"attack": self.name, **dataclasses.asdict(self)}
+        """The attack's name and parameters, JSON-friendly (a callable ``loss`` by its name)."""
+        config = {"attack": self.name, **dataclasses.asdict(self)}
+        if "loss" in config:
+            config["loss"] = loss_name(getattr(self, "loss"))
+        return config
 
     def __call__(
         self,
@@ -303,7 +325,9 @@ class Attack:
                 targets = torch.as_tensor(targets).to(device, torch.long)
             elif getattr(self, "targeted", False):
                 targets = runner_up(logits_clean, y)
-            adv, logits_adv = self._craft(fwd, x, y, targets, logits_clean)
+            crafted = self._craft(fwd, x, y, targets, logits_clean)
+            adv, logits_adv = crafted[0], crafted[1]
+            extras = crafted[2] if len(crafted) > 2 else {}
             if logits_adv is None:
                 with torch.no_grad():
                     logits_adv = fwd(adv)
@@ -314,7 +338,7 @@ class Attack:
             success=is_success(logits_adv, y, targets),
             linf_norm=delta.flatten(1).abs().amax(dim=1), l2_norm=delta.flatten(1).norm(dim=1),
             logits_clean=logits_clean, logits_adv=logits_adv.detach(), labels=y, targets=targets,
-            config=self.config(),
+            config=self.config(), queries=extras.get("queries"), found_by=extras.get("found_by"),
         )
         if out_device != device:
             result = AttackResult(**{
@@ -324,5 +348,7 @@ class Attack:
         return result
 
     def _craft(self, fwd: Forward, x, y, targets, logits_clean):
-        """Return ``(adv (B,C,H,W), logits_adv (B,K) or None)``; implemented by each attack."""
+        """Return ``(adv (B,C,H,W), logits_adv (B,K) or None)``, optionally with a third item, a
+        dict of per-example extras (``queries``, ``found_by``: see :class:`AttackResult`);
+        implemented by each attack."""
         raise NotImplementedError

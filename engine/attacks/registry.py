@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 
+from engine.attacks.apgd import APGD, APGDDLR, APGDT
+from engine.attacks.autoattack import AutoAttack
 from engine.attacks.base import Attack, check_eps
 from engine.attacks.deepfool import DeepFool
+from engine.attacks.fab import FAB, FABT
 from engine.attacks.penalty import CW, LBFGS
 from engine.attacks.pgd import FGSM, PGD
+from engine.attacks.square import Square
 from engine.data.registry import DATASETS as DATASET_SPECS
 from engine.errors import InvalidParameterError
 
-ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "lbfgs": LBFGS, "cw": CW, "deepfool": DeepFool}
+ATTACKS: dict[str, type[Attack]] = {
+    "fgsm": FGSM, "pgd": PGD, "lbfgs": LBFGS, "cw": CW, "deepfool": DeepFool,
+    "apgd-ce": APGD, "apgd-dlr": APGDDLR, "apgd-t": APGDT, "fab": FAB, "fab-t": FABT, "square": Square,
+    "autoattack": AutoAttack,
+}
+#: the attacks of the AutoAttack family (evaluated attack by attack: engine.attacks.evaluate_autoattack)
+AUTOATTACK_FAMILY = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "autoattack")
 
 #: the usual ε per dataset and norm (Madry et al.: 0.3 ℓ∞ on MNIST, 8/255 ℓ∞ on CIFAR-10)
 DEFAULT_EPS: dict[str, dict[str, float]] = {
@@ -33,6 +43,13 @@ EXPOSED: dict[str, tuple[str, ...]] = {
     "lbfgs": ("search_steps", "initial_const", "max_iter"),
     "cw": ("steps", "lr", "kappa", "search_steps", "initial_const", "targeted"),
     "deepfool": ("steps", "overshoot", "norm"),
+    "apgd-ce": ("eps", "norm", "steps", "restarts", "seed"),
+    "apgd-dlr": ("eps", "norm", "steps", "restarts", "seed"),
+    "apgd-t": ("eps", "norm", "steps", "n_target_classes", "seed"),
+    "fab": ("eps", "norm", "steps", "restarts", "seed"),
+    "fab-t": ("eps", "norm", "steps", "n_target_classes", "seed"),
+    "square": ("eps", "norm", "queries", "p_init", "restarts", "seed"),
+    "autoattack": ("eps", "norm", "version", "seed"),
 }
 
 
