@@ -82,9 +82,23 @@ def param_widget(attack: str, name: str, default, norm: str):
     per-dataset default applies when they change)."""
     key = f"atk_{attack}_{name}_{sel.dataset}_{norm}"
     label = {"eps": "ε", "alpha": "step size α", "initial_const": "initial c", "kappa": "κ (confidence)",
-             "lr": "learning rate", "early_stop": "early stop", "random_start": "random start"}.get(name, name)
+             "lr": "learning rate", "early_stop": "early stop", "random_start": "random start",
+             "n_target_classes": "target classes", "p_init": "p_init (window share)",
+             "queries": "queries (Square)"}.get(name, name)
     if isinstance(default, bool):
         return st.checkbox(label, default, key=key)
+    if name == "version":
+        versions = list(attacks.AUTOATTACK_VERSIONS)
+        return st.selectbox("AutoAttack version", versions, index=versions.index(default), key=key,
+                            help="standard: APGD-CE → APGD-T → FAB-T → Square; plus: more restarts and attacks; "
+                                 "rand: for randomised defences")
+    if name == "seed":
+        return int(st.number_input(label, 0, 2**31 - 1, int(default), key=key, help="seeds the random starts/search"))
+    if name == "queries":
+        return int(st.number_input(label, 1, 100_000, int(default), step=500, key=key,
+                                   help="the black-box attack's budget of model queries"))
+    if name == "p_init":
+        return float(st.number_input(label, 0.01, 1.0, float(default), 0.05, key=key))
     if name == "eps":
         step = 1 / 255 if norm == "linf" else 0.05
         high = max_eps(norm or "linf", tuple(SPEC.input_shape))  # ℓ∞: 1; ℓ₂: sqrt(C·H·W)
@@ -193,6 +207,8 @@ def summary_frame(state: dict, v: dict) -> pd.DataFrame:
                      "p_clean": float(p["clean"].max()), "pred_adv": class_name(r["adversarial"]),
                      "p_adv": float(p["adversarial"].max()), "fooled": r["fooled"],
                      "linf": float(result.linf_norm[0]), "l2": float(result.l2_norm[0]), "attack": config})
+        if result.queries is not None:
+            rows[-1]["queries"] = int(result.queries[0])
     return pd.DataFrame(rows)
 
 
@@ -217,6 +233,15 @@ def show_result(state: dict, stem: str) -> None:
     goal = "its target" if result.targets is not None else "a wrong class"
     st.caption(f"The attack {success} {goal} on {src} · ‖δ‖∞ = {float(result.linf_norm[0]):.4f} "
                f"({float(result.linf_norm[0]) * 255:.1f}/255) · ‖δ‖₂ = {float(result.l2_norm[0]):.4f}")
+    if result.queries is not None:
+        st.caption(f"Black-box: the attack queried {src} **{int(result.queries[0]):,}** times (outputs only, no "
+                   f"gradients; budget {result.config.get('queries', '?'):,}).")
+    if result.found_by is not None:
+        index = int(result.found_by[0])
+        names = result.config.get("attacks", [])
+        found = names[index] if 0 <= index < len(names) else None
+        st.caption(f"AutoAttack ({result.config.get('version')}): "
+                   + (f"broken by **{found}**." if found else "no attack in the sequence broke it."))
     cols = st.columns(3)
     cols[0].image(eimages.to_uint8(state["x"][0]), caption=f"original (label {class_name(state['label'])})",
                   width=IMAGE_PX)

@@ -191,3 +191,4 @@ st.download_button(
                 for i in infos], indent=2, default=str),
     "checkpoints.json", "application/json",
 )
+from pages.report_view import report_section; report_section(sel)  # noqa: E702 (the robustness report)

@@ -98,7 +98,7 @@ class RobustnessReport:
                          "source": "measured", "n": self.n})
         if self.autoattack:
             for stage in self.autoattack["per_attack"]:
-                rows.append({"measure": f"  after {stage['attack']}", "accuracy": stage["robust_acc_after"],
+                rows.append({"measure": f"AutoAttack, after {stage['attack']}", "accuracy": stage["robust_acc_after"],
                              "threat": threat, "source": "measured", "n": self.n})
             rows.append({"measure": f"AutoAttack ({self.autoattack['version']})",
                          "accuracy": self.autoattack["robust_acc"], "threat": threat, "source": "measured",

@@ -1,0 +1,133 @@
+"""Models page part: a checkpoint's robustness report, RobustBench-style — clean, PGD, AutoAttack
+attack by attack, the gradient-masking checks and an ε-sweep, with an imported RobustBench model's
+leaderboard figures beside ours. Rendering only; the numbers come from
+``engine.attacks.report.robustness_report``."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from engine import data as edata
+from engine.attacks import AUTOATTACK_VERSIONS, default_eps
+from engine.attacks.report import png_export_available, robustness_report
+from engine.errors import RobustScopeError
+from engine.selection import incompatibility, threat_of, training_method
+from pages import common
+
+SIZES = [16, 32, 64, 128, 256, 512, 1000]
+STATE_KEY = "report_result"
+STATUS_ICON = {"pass": "✅ pass", "flag": "⚠️ flag", "skipped": "— skipped"}
+
+
+def _default_threat(card, dataset: str) -> tuple[str, float]:
+    """The card's training threat for a robust model, else ℓ∞ at the dataset's usual ε."""
+    norm, eps = threat_of(card)
+    norm = norm if norm in ("linf", "l2") else "linf"
+    return norm, float(eps) if eps else default_eps(dataset, norm)
+
+
+def report_section(sel) -> None:
+    """The "Robustness report" section: pick model A or B, images and ε, run with progress and a
+    Stop button, then tables, the ε-sweep plot and downloads."""
+    st.divider()
+    st.subheader("Robustness report")
+    st.caption("Clean accuracy, PGD, AutoAttack (APGD-CE → APGD-T → FAB-T → Square, each on the points still "
+               "robust; Croce & Hein 2020), the gradient-masking checks (Athalye et al. 2018; Carlini et al. "
+               "2019) and an ε-sweep, on the first test images. AutoAttack is the field's standard figure; "
+               "PGD alone can overstate robustness.")
+    slots = {slot: m for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None}
+    if not slots:
+        st.info("Choose a model in the sidebar to measure its robustness report.")
+        return
+    try:
+        spec = edata.get_spec(sel.dataset)
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        return
+    cols = st.columns([2, 1, 1, 1])
+    slot = cols[0].radio("Model", list(slots), horizontal=True, key="report_slot",
+                         format_func=lambda s: f"{s}: {slots[s].card.get('name') or slots[s].path.stem}")
+    loaded = slots[slot]
+    problem = incompatibility(loaded.card, spec)
+    if problem:
+        st.warning(f"Model {slot}: {problem}")
+        return
+    norm0, eps0 = _default_threat(loaded.card, sel.dataset)
+    norm = cols[1].selectbox("Norm", ["linf", "l2"], index=["linf", "l2"].index(norm0),
+                             key=f"report_norm_{slot}_{sel.dataset}", format_func={"linf": "ℓ∞", "l2": "ℓ₂"}.get)
+    eps = cols[2].number_input("ε", 0.0, None, eps0 if norm == norm0 else default_eps(sel.dataset, norm),
+                               1 / 255 if norm == "linf" else 0.05, format="%.4f",
+                               key=f"report_eps_{slot}_{sel.dataset}_{norm}")
+    n = cols[3].select_slider("Images", SIZES, value=64, key="report_n",
+                              help="AutoAttack on CPU takes time: start small (RobustBench uses 10,000)")
+    opts = st.columns([1, 1, 2])
+    version = opts[0].selectbox("AutoAttack version", list(AUTOATTACK_VERSIONS), key="report_version")
+    masking = opts[1].checkbox("Gradient-masking checks", True, key="report_masking")
+    other = "B" if slot == "A" else "A"
+    source = slots.get(other)
+    use_source = False
+    if source is not None and training_method(source.card) == "standard" and not incompatibility(source.card, spec):
+        use_source = opts[2].checkbox(f"Transfer check from {other} (standard)", True, key="report_transfer",
+                                      disabled=not masking)
+    run_cols = st.columns([1, 1, 4])
+    if run_cols[0].button("Measure report", type="primary", key="report_run"):
+        try:
+            with common.stop_button(run_cols[1], "report_stop", "interrupts the report"):
+                images, labels = common.dataset_sample(sel.dataset, int(n))
+                update, finish = common.progress_callback("Robustness report")
+                report = robustness_report(
+                    loaded.model, images, labels, float(eps), norm, name=loaded.card.get("name") or loaded.path.stem,
+                    checkpoint=str(loaded.path), dataset=sel.dataset, card=loaded.card, version=version,
+                    source_model=source.model if use_source else None, masking=masking, device=sel.device,
+                    progress=update)
+                finish()
+            st.session_state[STATE_KEY] = report
+        except RobustScopeError as exc:
+            common.show_error(exc)
+    report = st.session_state.get(STATE_KEY)
+    if report is not None:
+        show_report(report)
+
+
+def show_report(report) -> None:
+    """Tables, the sweep plot, the leaderboard beside ours, and downloads of one report."""
+    threat = f"{'ℓ∞' if report.norm == 'linf' else 'ℓ₂'} ε={report.eps:.4g}"
+    st.markdown(f"**{report.model}** on {report.n} `{report.dataset}` test images, {threat} · "
+                f"{report.seconds:.1f} s{' · stopped early' if report.stopped else ''}")
+    tables = report.tables()
+    left, right = st.columns(2)
+    with left:
+        st.dataframe(pd.DataFrame(tables["summary"]), hide_index=True, key="report_summary")
+        if tables["autoattack"]:
+            st.caption("AutoAttack, attack by attack: each runs on the points still robust.")
+            st.dataframe(pd.DataFrame(tables["autoattack"]), hide_index=True, key="report_aa")
+        for note in (report.autoattack or {}).get("notes", []):
+            st.warning(note)
+    with right:
+        if report.sweep or report.autoattack:
+            st.plotly_chart(report.figure(), key="report_sweep_chart")
+    if tables["checks"]:
+        st.markdown("**Gradient-masking checks**")
+        frame = pd.DataFrame(tables["checks"])
+        frame["status"] = frame["status"].map(STATUS_ICON)
+        st.dataframe(frame, hide_index=True, key="report_checks")
+        flagged = (report.masking or {}).get("flagged") or []
+        if flagged:
+            st.error(f"Flagged: {', '.join(flagged)} — the robust figure may rest on masked gradients; attack "
+                     "adaptively before trusting it.")
+        else:
+            st.success("No check flagged: the gradient-based figures behave like an honest evaluation's.")
+    board = report.leaderboard or {}
+    if board:
+        st.caption(f"Leaderboard figures come from {board.get('from', 'the source')} (not measured here; "
+                   f"RobustBench evaluates the full test set).")
+    stem = f"robustness_report_{report.model}"
+    dl = st.columns(5)
+    dl[0].download_button("Report (JSON)", report.to_json(), f"{stem}.json", "application/json", key="report_dl_json")
+    for i, name in enumerate(("summary", "autoattack", "checks", "sweep"), start=1):
+        if tables[name]:
+            dl[i].download_button(f"{name.capitalize()} (CSV)", report.csv(name), f"{stem}_{name}.csv", "text/csv",
+                                  key=f"report_dl_{name}")
+    if png_export_available() and (report.sweep or report.autoattack):
+        st.download_button("ε-sweep (PNG)", report.figure().to_image(format="png"), f"{stem}_sweep.png",
+                           "image/png", key="report_dl_png")
