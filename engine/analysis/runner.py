@@ -226,14 +226,20 @@ def preflight(request: Request) -> Request:
 
 
 def submit_analysis(request: Request, use_cache: bool = True, device: str = "auto", submitter: str | None = None,
-                    jobs=None, results: ResultStore | None = None, start_worker: bool = True):
+                    jobs=None, results: ResultStore | None = None, start_worker: bool | None = None):
     """Queue ``request`` as a background job; returns the :class:`engine.jobs.Job`.
 
     A request whose result is already stored (and ``use_cache``) becomes a job that is done at
     once, pointing at that result. Otherwise an analysis worker is started when none runs
-    (``start_worker``; it exits after 10 idle minutes).
+    (``start_worker``; default: unless ``ROBUSTSCOPE_AUTOSTART_WORKER=0``; it exits after 10 idle
+    minutes).
     """
+    import os
+
     from engine.jobs import JobStore, ensure_worker
+
+    if start_worker is None:
+        start_worker = os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0"
 
     preflight(request)
     jobs = jobs or JobStore()
