@@ -14,7 +14,7 @@ from engine.analysis.base import AnalysisCancelled, Payload
 from engine.errors import InvalidParameterError
 
 #: images per forward pass inside one CKA minibatch (bounds activation memory; same numbers)
-FORWARD_BATCH = 32
+FORWARD_BATCH = 16
 
 
 def _inputs(request, loaded_a, loaded_b):

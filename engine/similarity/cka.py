@@ -429,9 +429,11 @@ def _part_grams(part, images: torch.Tensor, pooling: str, kernel: str, sigma_fra
                 buffer[i:i + len(piece)] = piece
             del pieces
     gram = get_kernel(kernel)
+    owned = step is not None and step < len(images)     # our own buffers: centre them in place
     grams = []
     while features:
-        grams.append(gram(features.pop(0), sigma_fraction))
+        grams.append(gram(features.pop(0), sigma_fraction, inplace=owned) if owned else
+                     gram(features.pop(0), sigma_fraction))
     return grams
 
 

@@ -18,28 +18,36 @@ from engine.errors import InvalidParameterError
 DEFAULT_SIGMA_FRACTION = 0.8
 
 
-def centre(features: torch.Tensor) -> torch.Tensor:
-    """Subtract the column means of ``features`` (n, d); float64 input stays float64, else float32."""
+def centre(features: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Subtract the column means of ``features`` (n, d); float64 input stays float64, else float32.
+
+    ``inplace``: overwrite ``features`` (float32/float64 only) instead of allocating a centred
+    copy, for callers that own the buffer (the streamed CKA: it halves the peak memory of the
+    largest layer's Gram step).
+    """
     dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+    if inplace and features.dtype == dtype:
+        return features.sub_(features.mean(dim=0, keepdim=True))
     x = features.to(dtype)
     return x - x.mean(dim=0, keepdim=True)
 
 
-def gram_linear(features: torch.Tensor, sigma_fraction: float | None = None) -> torch.Tensor:
+def gram_linear(features: torch.Tensor, sigma_fraction: float | None = None, inplace: bool = False) -> torch.Tensor:
     """Linear-kernel Gram matrix K = X Xᵀ of the centred features.
 
     Args:
         features: (n, d) float tensor, one row per image.
         sigma_fraction: ignored (present so every kernel has the same signature).
+        inplace: centre ``features`` in place (see :func:`centre`).
 
     Returns:
         (n, n) symmetric tensor (float64 for float64 input, else float32).
     """
-    x = centre(features)
+    x = centre(features, inplace)
     return x @ x.T
 
 
-def gram_rbf(features: torch.Tensor, sigma_fraction: float | None = None) -> torch.Tensor:
+def gram_rbf(features: torch.Tensor, sigma_fraction: float | None = None, inplace: bool = False) -> torch.Tensor:
     """RBF Gram matrix K_ij = exp(-‖x_i - x_j‖² / (2σ²)), σ = fraction × median pairwise distance.
 
     The median is taken over the n(n-1)/2 distinct pairs (i < j) of this batch (Kornblith et al.
@@ -55,7 +63,7 @@ def gram_rbf(features: torch.Tensor, sigma_fraction: float | None = None) -> tor
     frac = DEFAULT_SIGMA_FRACTION if sigma_fraction is None else float(sigma_fraction)
     if not frac > 0:
         raise InvalidParameterError(f"RBF sigma fraction must be > 0, got {sigma_fraction!r}")
-    x = centre(features)
+    x = centre(features, inplace)
     dot = x @ x.T                                             # (n, n)
     sq_norms = dot.diagonal()
     sq_dist = (sq_norms[:, None] + sq_norms[None, :] - 2 * dot).clamp_min(0)

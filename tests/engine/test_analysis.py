@@ -375,3 +375,23 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(kind, tmp_path, req
         numbers = json.loads(out.stdout.strip().splitlines()[-1])
         peaks[n] = (numbers["peak_kb"] - numbers["base_kb"]) / 1024
     assert peaks[1600] - peaks[400] < 8, f"peak MB above a warmed-up run of 100 images: {peaks}"
+
+
+def test_forward_pieces_and_resumed_state_give_the_same_maps(tiny_checkpoints):
+    """The streamed CKA's options change memory, never the numbers: forward pieces (centred in
+    place) and a run resumed from a saved state agree with one plain pass."""
+    from engine.checkpoints import load
+    from engine.data import load_dataset
+    from engine.similarity import compare_models
+
+    a, b = (load(tiny_checkpoints[k]).model for k in ("standard", "robust"))
+    data = load_dataset("shapes", split="test")
+    plain = compare_models(a, b, data, n=40, batch_size=10)
+    pieces = compare_models(a, b, data, n=40, batch_size=10, forward_batch=3)
+    saved = []
+    compare_models(a, b, data, n=20, batch_size=10, save_state=saved.append)   # the first two batches
+    resumed = compare_models(a, b, data, n=40, batch_size=10, forward_batch=4, state=saved[-1])
+    for other in (pieces, resumed):
+        np.testing.assert_allclose(other.across.matrix, plain.across.matrix, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(other.within_a.matrix, plain.within_a.matrix, rtol=1e-5, atol=1e-6)
+    assert saved[-1]["batches"] == 2 and resumed.within_a.n == 40
