@@ -91,7 +91,7 @@ except RobustScopeError as exc:
 
 @st.fragment(run_every=3)
 def queue_view() -> None:
-    jobs = store.list(limit=50)
+    jobs = store.list(limit=50, lane="train")  # analysis jobs are on the Results page
     if not jobs:
         st.info("No training jobs yet: fill in the form above and queue one.")
         return
