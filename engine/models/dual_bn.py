@@ -97,8 +97,8 @@ def _check_branch(model: nn.Module, branch: str) -> list[DualBatchNorm2d]:
     layers = dual_bn_layers(model)
     if not layers and branch != "main":
         raise InvalidParameterError(
-            f"this model has no dual BatchNorm, so it has no {branch!r} branch; only AdvProp (dual-BN) "
-            "models have an auxiliary branch"
+            f"this model has no dual BatchNorm, so it has no {branch!r} branch; only AdvProp models "
+            "(built with dual_bn=True) have an auxiliary branch"
         )
     return layers
 

@@ -110,21 +110,27 @@ def test_cka_warns_when_only_the_classes_differ(models, capsys):
     assert len(report["across"]["rows"]) > 0
 
 
-def test_require_compatible_uses_the_model_when_the_card_is_silent():
-    model = SimpleNamespace(input_shape=(1, 28, 28), num_classes=10)
+def _card(**fields):
+    from engine.checkpoints import ModelCard
+
+    base = {"arch": "small_cnn", "num_classes": 10, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.5]}
+    return ModelCard.from_dict({**base, **fields})
+
+
+def test_require_compatible_names_both_shapes():
     spec = SimpleNamespace(name="shapes", input_shape=(3, 32, 32), num_classes=6)
     with pytest.raises(InvalidParameterError, match=r"\(1, 28, 28\)"):
-        require_compatible([SimpleNamespace(card={}, model=model, path="m.safetensors")], spec)
+        require_compatible([SimpleNamespace(card=_card(), name="m", path="m.safetensors")], spec)
 
 
 def test_incompatibility_can_skip_the_classes():
     from engine.selection import class_mismatch, incompatibility
 
     spec = SimpleNamespace(name="shapes", input_shape=(3, 32, 32), num_classes=6)
-    card = {"name": "five", "input_shape": [3, 32, 32], "num_classes": 5, "dataset": "shapes"}
+    card = _card(name="five", input_shape=[3, 32, 32], mean=[0.5] * 3, std=[0.5] * 3, num_classes=5, dataset="shapes")
     assert incompatibility(card, spec, classes=False) is None
     assert "5 classes" in incompatibility(card, spec) and "5 classes" in class_mismatch(card, spec)
-    assert incompatibility({**card, "input_shape": [1, 28, 28]}, spec, classes=False)
+    assert incompatibility(card.replace(input_shape=(1, 28, 28), mean=(0.5,), std=(0.5,)), spec, classes=False)
 
 
 # ------------------------------------------------------------------ parameter upper bounds
@@ -242,11 +248,11 @@ def test_advprop_is_a_clean_model_on_the_epsilon_axis():
     from engine.attribution.alignment import epsilon_tradeoff
     from engine.selection import robust_threat, threat_of
 
-    advprop = {"name": "adv", "training": {"method": "advprop", "norm": "linf", "eps": 0.1}}
+    advprop = _card(name="adv", training={"method": "advprop", "norm": "linf", "eps": 0.1})
     assert threat_of(advprop) == ("linf", 0.1)  # the recipe still says how it was trained
     assert robust_threat(advprop) == (None, 0.0)
     assert training_epsilon(advprop) == 0.0
-    assert robust_threat({"training": {"method": "pgd", "norm": "l2", "eps": 1.0}}) == ("l2", 1.0)
+    assert robust_threat(_card(training={"method": "pgd", "norm": "l2", "eps": 1.0})) == ("l2", 1.0)
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))

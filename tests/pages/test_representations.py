@@ -62,9 +62,15 @@ def _extra_checkpoint(name: str, classes: int, shape: tuple, dataset: str) -> st
 
 
 def _with_b(path: str) -> AppTest:
+    """The page with A = the tiny standard model on ``shapes`` and B = ``path`` (set explicitly:
+    with MNIST data present the default pair would be an MNIST one)."""
+    import os
+
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
+    at.selectbox(key="model_a").set_value(str(Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"]) / "tiny_standard.safetensors"))
     at.selectbox(key="model_b").set_value(path)
+    at.selectbox(key="dataset").set_value("shapes")
     at.run()
     assert not at.exception, at.exception
     return at
