@@ -101,7 +101,10 @@ runs = []
 for _ in range(req["repeats"]):
     messages.clear()
     aa = AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[req["norm"]], eps=req["eps"], version=req["version"],
-                    seed=req["seed"], device=device)
+                    seed=req["seed"], device=device, attacks=req["attacks"])
+    for key, value in req["overrides"].items():  # e.g. {"fab.n_iter": 20, "square.n_queries": 300}
+        part, attr = key.split(".")
+        setattr(getattr(aa, part), attr, value)
     aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, k - 1)
     aa.fab.n_target_classes = min(aa.fab.n_target_classes, k - 1)
     if device.type == "cuda": torch.cuda.synchronize()
@@ -124,10 +127,14 @@ print(json.dumps({"runs": runs, "n_classes": k}))
 
 def run_reference(checkpoint: str, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
                   version: str = "standard", seed: int = 0, batch_size: int = 250, repeats: int = 1,
-                  threads: int | None = None, device: str = "cpu", python: Path | None = None) -> dict:
+                  threads: int | None = None, device: str = "cpu", python: Path | None = None,
+                  attacks: list[str] | None = None, overrides: dict | None = None) -> dict:
     """Run the reference AutoAttack on ``checkpoint`` with images ``x`` / labels ``y``.
 
-    Returns ``{"runs": [{"seconds", "robust" (list of bool), "after" (attack -> accuracy)}], ...}``.
+    ``attacks``: the sequence of ``version="custom"``; ``overrides``: reference attributes to set,
+    ``{"fab.n_iter": 20, "square.n_queries": 300}`` (not APGD's ``n_iter``: its checkpoints are
+    derived from it when it is built). Returns ``{"runs": [{"seconds", "robust" (list of bool),
+    "after" (attack -> accuracy)}], "n_classes"}``.
     """
     py = python or reference_python()
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +143,7 @@ def run_reference(checkpoint: str, x: torch.Tensor, y: torch.Tensor, eps: float,
         request.write_text(json.dumps({
             "checkpoint": str(checkpoint), "data": str(data), "eps": eps, "norm": norm, "version": version,
             "seed": seed, "batch_size": batch_size, "repeats": repeats, "device": device,
-            "threads": threads or torch.get_num_threads(),
+            "threads": threads or torch.get_num_threads(), "attacks": attacks, "overrides": overrides or {},
         }))
         out = subprocess.run([str(py), "-c", RUNNER, str(REPO), str(request)], capture_output=True, text=True)
     if out.returncode != 0:

@@ -165,6 +165,8 @@ class AutoAttack(Attack):
             return adv, logits.argmax(dim=1), extras.get("queries")
 
         outcome = run_sequence(members, y, logits_clean.argmax(dim=1), run_one, batch_size=len(x), x=x)
+        if outcome.stopped:
+            raise AttackCancelled("attack stopped by the user")
         return outcome.adv, None, {"found_by": outcome.found_by}
 
 
