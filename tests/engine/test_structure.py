@@ -15,6 +15,7 @@ from engine.models import bn_branch, build_model, use_branch
 from engine.similarity.structure import block_contrast, block_structure, cka_across_epochs, mean_off_diagonal
 from engine.training import TrainConfig, train
 from engine.training.state import list_snapshots
+from factories import advprop_model
 
 
 def block_map(sizes, within=0.9, between=0.2):
@@ -102,14 +103,7 @@ def test_cli_cka_run_prints_each_run(run_dir, capsys):
 
 
 def _advprop_model(seed=0):
-    torch.manual_seed(seed)
-    model = build_model("small_cnn", 3, (3, 16, 16), [0.5] * 3, [0.25] * 3, dual_bn=True, width=4, hidden=8)
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(16, 3, 16, 16))
-        with bn_branch(model, "aux"):
-            model(torch.rand(16, 3, 16, 16) * 3)
-    return model.eval()
+    return advprop_model(3, (3, 16, 16), seed)
 
 
 def test_branch_choice_changes_outputs_and_never_the_other_branch(tmp_path):
@@ -131,13 +125,8 @@ def test_branch_choice_changes_outputs_and_never_the_other_branch(tmp_path):
 
 
 def test_cli_cka_between_branches_of_one_model(tmp_path, capsys, monkeypatch):
-    model = build_model("small_cnn", 8, (3, 32, 32), [0.5] * 3, [0.25] * 3, dual_bn=True, width=4, hidden=8)
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(16, 3, 32, 32))
-        with bn_branch(model, "aux"):
-            model(torch.rand(16, 3, 32, 32) * 3)
-    path = ckpt.save_checkpoint(model.eval(), ckpt.make_card(model, "shapes", name="adv"), tmp_path / "adv")
+    model = advprop_model(8, (3, 32, 32))
+    path = ckpt.save_checkpoint(model, ckpt.make_card(model, "shapes", name="adv"), tmp_path / "adv")
     assert main(["cka", "--a", str(path), "--b", str(path), "--a-branch", "main", "--b-branch", "aux",
                  "--n", "24", "--batch-size", "12", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -148,14 +137,9 @@ def test_cli_cka_between_branches_of_one_model(tmp_path, capsys, monkeypatch):
 
 
 def test_evaluate_records_the_aux_branch_apart(tmp_path, capsys):
-    model = build_model("small_cnn", 6, (3, 32, 32), [0.5] * 3, [0.25] * 3, dual_bn=True, width=4, hidden=8)
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(16, 3, 32, 32))
-        with bn_branch(model, "aux"):
-            model(torch.rand(16, 3, 32, 32) * 3)
+    model = advprop_model(6, (3, 32, 32))
     card = ckpt.make_card(model, "shapes", name="adv", metrics={"clean_acc": 0.5})
-    path = ckpt.save_checkpoint(model.eval(), card, tmp_path / "adv")
+    path = ckpt.save_checkpoint(model, card, tmp_path / "adv")
     assert main(["evaluate", "--checkpoint", str(path), "--bn-branch", "aux", "--json", "--record"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["bn_branch"] == "aux"

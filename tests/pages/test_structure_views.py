@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
+from factories import advprop_model
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,19 +52,11 @@ def test_across_epochs_view_draws_each_run(tiny_checkpoints):
 def test_branch_selector_for_advprop_models(tiny_checkpoints):
     from engine.checkpoints import make_card, save_checkpoint
     from engine.data import get_spec
-    from engine.models import bn_branch, build_model
 
     spec = get_spec("shapes")
-    torch.manual_seed(3)
-    model = build_model("small_cnn", spec.num_classes, spec.input_shape, spec.mean, spec.std, dual_bn=True,
-                        width=4, hidden=16)
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(16, *spec.input_shape))
-        with bn_branch(model, "aux"):
-            model(torch.rand(16, *spec.input_shape) * 3)
+    model = advprop_model(spec.num_classes, spec.input_shape, seed=3)
     root = Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"])
-    path = save_checkpoint(model.eval(), make_card(model, "shapes", name="tiny_advprop",
+    path = save_checkpoint(model, make_card(model, "shapes", name="tiny_advprop",
                                                    training={"method": "advprop"}), root / "tiny_advprop")
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.run()
@@ -81,19 +73,11 @@ def test_branch_selector_for_advprop_models(tiny_checkpoints):
 def test_models_page_compares_advprop_branches_with_standard_and_robust(tiny_checkpoints):
     from engine.checkpoints import make_card, save_checkpoint
     from engine.data import get_spec
-    from engine.models import bn_branch, build_model
 
     spec = get_spec("shapes")
-    torch.manual_seed(4)
-    model = build_model("small_cnn", spec.num_classes, spec.input_shape, spec.mean, spec.std, dual_bn=True,
-                        width=4, hidden=16)
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(16, *spec.input_shape))
-        with bn_branch(model, "aux"):
-            model(torch.rand(16, *spec.input_shape) * 3)
+    model = advprop_model(spec.num_classes, spec.input_shape, seed=4)
     root = Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"])
-    save_checkpoint(model.eval(), make_card(model, "shapes", name="tiny_advprop", training={"method": "advprop"}),
+    save_checkpoint(model, make_card(model, "shapes", name="tiny_advprop", training={"method": "advprop"}),
                     root / "tiny_advprop")
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
     at.run()
