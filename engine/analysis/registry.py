@@ -15,7 +15,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from engine.analysis.requests import CKARequest, OODRequest, TopKRequest
+from engine.analysis.requests import CKARequest, OODRequest, SaliencyGridRequest, TopKRequest
 from engine.errors import InvalidParameterError
 
 
@@ -67,9 +67,12 @@ ANALYSES: dict[str, Analysis] = {
     "cka": Analysis(CKARequest, "engine.analysis.cka", "CKA maps", "representations"),
     "ood": Analysis(OODRequest, "engine.analysis.ood", "OOD accuracy and shape bias", "generalisation"),
     "featvis_topk": Analysis(TopKRequest, "engine.analysis.topk", "Feature top-k images", "features"),
-    # Not wired yet (hooks for the next capabilities; same pattern as above):
-    #   "saliency_grid": SaliencyGridRequest, "engine.analysis.saliency"   (pages/saliency.py, cli/saliency.py)
-    #   "robust_accuracy" / "autoattack": EvaluateRequest, "engine.analysis.evaluate" (cli/evaluate.py, report)
+    "saliency_grid": Analysis(SaliencyGridRequest, "engine.analysis.saliency", "Saliency maps", "saliency"),
+    # Hook for the next capability (same pattern): robust accuracy / AutoAttack, e.g.
+    #   "robust_accuracy": Analysis(EvaluateRequest, "engine.analysis.evaluate", "Robust accuracy", "models"),
+    # with EvaluateRequest(model, dataset, n, attack name + its config) in engine.analysis.requests and
+    # run/decode/report in engine/analysis/evaluate.py calling engine.attacks; cli/evaluate.py and
+    # `python -m engine report` then call run_analysis / run_request as cli/cka.py does.
 }
 
 

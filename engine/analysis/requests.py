@@ -183,3 +183,62 @@ class TopKRequest(Request):
 
     def describe(self) -> str:
         return f"{super().describe()} · {self.layer} · top-{self.k} of {self.n} {self.dataset} images"
+
+
+#: the names of ``engine.attribution.METHODS`` / ``REDUCTIONS`` are checked when the grid runs
+_PARAM_TYPES = (bool, int, float, str)
+
+
+@dataclass(frozen=True)
+class SaliencyGridRequest(Request):
+    """Attribution maps of one test image, every method for every model (``attribution_grid``).
+
+    Attributes:
+        models: one to eight models; dataset, index: the image (test split).
+        target: the class attributed (None: each model's own prediction).
+        methods: ``engine.attribution.METHODS`` names, in display order.
+        params: ``((method, name, value), ...)`` overriding a method's defaults.
+        reduce, percentile: the heatmap's channel reduction and clipping percentile.
+    """
+
+    kind = "saliency_grid"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    index: int = 0
+    target: int | None = None
+    methods: tuple[str, ...] = ("saliency",)
+    params: tuple[tuple[str, str, object], ...] = ()
+    reduce: str = "abs_sum"
+    percentile: float = 99.0
+
+    def _check(self) -> None:
+        if not isinstance(self.models, tuple) or not 1 <= len(self.models) <= 8:
+            raise InvalidParameterError("models must list one to eight checkpoints")
+        _dataset(self.dataset)
+        check_int("index", self.index, 0, 100_000_000)
+        if self.target is not None:
+            check_int("target", self.target, 0, 1_000_000)
+        check_names("methods", self.methods, optional=False, limit=32)
+        if not isinstance(self.params, tuple) or len(self.params) > 256:
+            raise InvalidParameterError("params must be a list of (method, name, value) triples")
+        for item in self.params:
+            if not (isinstance(item, tuple) and len(item) == 3 and all(isinstance(v, str) for v in item[:2])
+                    and isinstance(item[2], _PARAM_TYPES)):
+                raise InvalidParameterError(f"a parameter is (method, name, value), got {item!r}")
+            if item[0] not in self.methods:
+                raise InvalidParameterError(f"parameter {item[0]}.{item[1]} is for a method not chosen")
+        if not isinstance(self.reduce, str) or not self.reduce:
+            raise InvalidParameterError(f"reduce must be a reduction name, got {self.reduce!r}")
+        check_float("percentile", self.percentile, 50.0, 100.0, optional=False)
+
+    def method_params(self) -> dict[str, dict]:
+        """``{method: {name: value}}`` in method order."""
+        out: dict[str, dict] = {m: {} for m in self.methods}
+        for method, name, value in self.params:
+            out[method][name] = value
+        return out
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.dataset} #{self.index} · {', '.join(self.methods)}"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from engine.cli import add_analysis_options, check_int, print_json, require_compatible, stderr_progress, warn

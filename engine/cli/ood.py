@@ -7,7 +7,6 @@ computed from the numbers (``engine.generalisation.paper_findings``).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from engine.cli import (

@@ -25,7 +25,6 @@ from engine.attribution import (
     REDUCTIONS,
     REPLACEMENTS,
     RetrainProgress,
-    attribution_grid,
     image_to_rgb,
     keep_remove_curves,
     method_params,
@@ -35,7 +34,9 @@ from engine.attribution import (
     retrain_config,
     to_png_bytes,
 )
-from engine.cli import MAX_PNG_SIDE, add_branch_option, check_int, print_json, require_compatible
+from engine.cli import MAX_PNG_SIDE, add_analysis_options, add_branch_option, check_int, print_json, require_compatible
+from engine.analysis import run_analysis
+from engine.analysis.saliency import model_names as grid_names
 from engine.device import resolve_device
 from engine.errors import InvalidParameterError
 
@@ -72,6 +73,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
+    add_analysis_options(p)  # the maps are a stored analysis; --background queues them (not --curve)
     p.set_defaults(func=run_saliency)
 
 
@@ -123,18 +125,6 @@ def _stderr_progress(label: str):
     return update
 
 
-def _model_names(loaded: list) -> dict[str, object]:
-    """Unique display names (file stems) for the loaded checkpoints."""
-    names: dict[str, object] = {}
-    for ckpt in loaded:
-        stem, k = Path(ckpt.path).stem, 2
-        name = stem
-        while name in names:
-            name, k = f"{stem}-{k}", k + 1
-        names[name] = ckpt
-    return names
-
-
 def _parse_fractions(text: str | None) -> tuple[float, ...]:
     if not text:
         return DEFAULT_FRACTIONS
@@ -167,9 +157,13 @@ def run_saliency(args: argparse.Namespace) -> int:
     if args.curve:
         _parse_fractions(args.fractions)  # before any map is computed
     params = parse_params(args.param, args.methods)
+    request = grid_request(args, params)
+    if args.background:
+        return _queue_grid(args, request)
     device = resolve_device(args.device)
-    models = _model_names([engine.load(p, device=str(device), bn_branch=args.bn_branch) for p in args.checkpoint])
-    dataset_name = args.dataset or next(iter(models.values())).card.dataset
+    loaded = [engine.load(ref.path, device=str(device), bn_branch=ref.branch) for ref in request.models]
+    models = dict(zip(grid_names(request.models), loaded))
+    dataset_name = request.dataset
     dataset = edata.load_dataset(dataset_name, split="test")
     require_compatible(list(models.values()), dataset)
     side = max(dataset.spec.input_shape[1:]) if getattr(dataset, "spec", None) else 1
@@ -180,11 +174,11 @@ def run_saliency(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--index must be in [0, {len(dataset) - 1}] for {dataset_name}, got {args.index}")
     image, label = dataset[args.index]
     out = Path(args.out)
-    cells = attribution_grid(
-        {n: c.model for n, c in models.items()}, image, {m: params[m] for m in args.methods},
-        target=args.target, reduce=args.reduce, percentile=args.percentile, progress=_stderr_progress("maps"),
-    )
+    result = run_analysis(request, progress=_stderr_progress("maps"), use_cache=not args.no_cache,
+                          device=str(device), loaded=loaded)
+    cells = result.value()
     summary = {
+        "result": result.key, "cached": result.cached,
         "dataset": dataset_name, "index": args.index, "label": int(label), "device": str(device),
         "checkpoints": {n: str(c.path) for n, c in models.items()},
         "input": str(write_atomic(out / f"input_{args.index}.png", to_png_bytes(image_to_rgb(image), args.scale))),
@@ -203,6 +197,34 @@ def run_saliency(args: argparse.Namespace) -> int:
         for curve in summary.get("curve", {}).get("curves", {}).values():
             print(_curve_line(curve))
         print(f"summary: {out / 'saliency.json'}")
+    return 0
+
+
+def grid_request(args: argparse.Namespace, params: dict):
+    """The :class:`~engine.analysis.SaliencyGridRequest` of the maps (``--curve`` is not part of it)."""
+    from engine.analysis import ModelRef
+    from engine.analysis.base import read_card
+    from engine.analysis.requests import SaliencyGridRequest
+
+    refs = tuple(ModelRef.of(path, args.bn_branch) for path in args.checkpoint)
+    dataset = args.dataset or read_card(refs[0].path).get("dataset")
+    if not dataset:
+        raise InvalidParameterError(f"{refs[0].path}'s card names no dataset; give --dataset")
+    chosen = tuple((m, k, v) for m in args.methods for k, v in params.get(m, {}).items())
+    return SaliencyGridRequest(models=refs, dataset=dataset, index=args.index, target=args.target,
+                               methods=tuple(args.methods), params=chosen, reduce=args.reduce,
+                               percentile=args.percentile).validate()
+
+
+def _queue_grid(args, request) -> int:
+    """``--background``: queue the maps as a job (PNGs come from ``jobs result ID --out F.npz`` or
+    from running the same command again, which then reads the stored maps)."""
+    from engine.analysis import submit_analysis
+
+    if args.curve:
+        raise InvalidParameterError("--background queues the maps only; run --curve in the foreground")
+    job = submit_analysis(request, use_cache=not args.no_cache, device=args.device, submitter="cli")
+    print_json({"job": job.id, "status": job.status, "kind": job.kind, "result": job.result_key})
     return 0
 
 

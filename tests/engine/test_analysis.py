@@ -395,3 +395,28 @@ def test_forward_pieces_and_resumed_state_give_the_same_maps(tiny_checkpoints):
         np.testing.assert_allclose(other.across.matrix, plain.across.matrix, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(other.within_a.matrix, plain.within_a.matrix, rtol=1e-5, atol=1e-6)
     assert saved[-1]["batches"] == 2 and resumed.within_a.n == 40
+
+
+def test_saliency_grid_is_stored_and_decodes_to_the_same_cells(tiny_checkpoints):
+    from engine.analysis.requests import SaliencyGridRequest
+    from engine.attribution import attribution_grid
+    from engine.checkpoints import load
+    from engine.data import load_dataset
+
+    a, b = refs(tiny_checkpoints)
+    request = SaliencyGridRequest(models=(a, b), dataset="shapes", index=3,
+                                  methods=("saliency", "integrated_gradients"),
+                                  params=(("integrated_gradients", "steps", 8),))
+    assert SaliencyGridRequest.from_json(request.to_json()) == request
+    result = run_analysis(request)
+    cells = run_analysis(request).value()
+    image, _ = load_dataset("shapes", split="test")[3]
+    models = {"tiny_standard": load(tiny_checkpoints["standard"]).model,
+              "tiny_robust": load(tiny_checkpoints["robust"]).model}
+    direct = attribution_grid(models, image, request.method_params())
+    assert not result.cached and [(c.model, c.method) for c in cells] == [(c.model, c.method) for c in direct]
+    for got, want in zip(cells, direct):
+        np.testing.assert_allclose(got.attribution.maps, want.attribution.maps, rtol=1e-4, atol=1e-6)
+        assert got.predicted == want.predicted and got.attribution.params == want.attribution.params
+    with pytest.raises(InvalidParameterError, match="not chosen"):
+        SaliencyGridRequest(models=(a,), dataset="shapes", params=(("smoothgrad", "n_samples", 4),)).validate()
