@@ -17,6 +17,10 @@ from engine.analysis import ANALYSES, CorruptResult, ResultStore
 from engine.analysis.base import finite
 from engine.errors import RobustScopeError
 
+#: kinds whose page reopens a result from ``?result=<key>`` (the others read it back when the same
+#: request is made there again)
+PERMALINKED = ("cka", "ood")
+
 st.title("Results")
 st.caption("Every analysis run here, from the CLI (`python -m engine cka ...`) or as a background job is stored "
            "under the runs folder and opens again at once. Same request + same weights + same engine version "
@@ -89,13 +93,18 @@ except CorruptResult as exc:
     st.stop()
 analysis = ANALYSES[result.kind]
 link = f"/{analysis.page}?result={result.key}"
+where = f" · permalink: [`{link}`]({link})" if result.kind in PERMALINKED else ""
 st.markdown(f"**{result.request.describe()}**  \ncomputed {_when(result.created)} in {result.seconds:.1f} s "
-            f"(engine {result.version}) · permalink: [`{link}`]({link})")
-if st.button(f"Open on the {analysis.page.title()} page", key="results_open", type="primary"):
+            f"(engine {result.version}){where}")
+if result.kind in PERMALINKED and st.button(f"Open on the {analysis.page.title()} page", key="results_open",
+                                           type="primary"):
     try:
         st.switch_page(f"pages/{analysis.page}.py", query_params={"result": result.key})
     except st.errors.StreamlitAPIException:
         st.info(f"Open {link} (this page runs outside the app's navigation).")
+elif result.kind not in PERMALINKED:
+    st.caption(f"The {analysis.page.title()} page reads this result back when you ask for the same thing there "
+               "(same models, image or layer, and settings); the numbers are in the JSON below.")
 report = finite(analysis.report(result))
 st.download_button("Download (JSON)", json.dumps(report, indent=2, default=str), f"{result.kind}-{result.key}.json",
                    "application/json", key="results_json")

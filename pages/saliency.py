@@ -11,6 +11,8 @@ from plotly.subplots import make_subplots
 
 from engine import attribution as attr
 from engine import data as edata
+from engine.analysis import ModelRef, run_analysis
+from engine.analysis.requests import SaliencyGridRequest
 from engine.errors import RobustScopeError
 from engine import selection
 from pages import common
@@ -45,11 +47,17 @@ def image_pool(dataset: str):
 
 
 @st.cache_data(show_spinner="Computing attribution maps…", max_entries=32)
-def grid_cells(paths: tuple, device: str, image: np.ndarray, methods_json: str, target, reduce, percentile):
-    """Cells of ``attribution_grid`` as plain dicts (cached by checkpoint, image and settings)."""
-    models = {slot: common.load_checkpoint(path, device, branch).model for slot, path, branch in paths}
-    cells = attr.attribution_grid(models, image, json.loads(methods_json), target=target,
-                                  reduce=reduce, percentile=percentile)
+def grid_cells(paths: tuple, device: str, dataset: str, index: int, methods_json: str, target, reduce, percentile):
+    """Cells of the attribution grid as plain dicts: one stored ``engine.analysis`` request (a grid
+    computed before, here or by ``python -m engine saliency``, is read back, not recomputed)."""
+    loaded = [common.load_checkpoint(path, device, branch) for _, path, branch in paths]
+    methods = json.loads(methods_json)
+    request = SaliencyGridRequest(
+        models=tuple(ModelRef.from_loaded(m) for m in loaded), dataset=dataset, index=index, target=target,
+        methods=tuple(methods), params=tuple((m, k, v) for m, values in methods.items() for k, v in values.items()),
+        reduce=reduce, percentile=percentile)
+    result = run_analysis(request, loaded=loaded, device=device)
+    cells = result.value(names=dict(zip(result.meta["names"], [slot for slot, _, _ in paths])))
     return [
         {"model": c.model, "method": c.method, "heatmap": c.heatmap, "error": c.error,
          "maps": None if c.attribution is None else c.attribution.maps[0], "predicted": c.predicted,
@@ -179,8 +187,8 @@ def maps_section() -> None:
     as_overlay = st.toggle("Overlay on the image", value=True, key="sal_overlay")
     target = None if display["target_mode"] == "prediction" else label
     try:
-        cells = grid_cells(tuple((s, PATHS[s], BRANCHES[s]) for s in MODELS), sel.device, image, json.dumps(params),
-                           target, display["reduce"], display["percentile"])
+        cells = grid_cells(tuple((s, PATHS[s], BRANCHES[s]) for s in MODELS), sel.device, sel.dataset, index,
+                           json.dumps(params), target, display["reduce"], display["percentile"])
     except RobustScopeError as exc:
         common.show_error(exc)
         return
