@@ -224,6 +224,11 @@ def test_fab_l2_projection_without_the_box_is_the_euclidean_one():
     step = project_to_hyperplane(t, w, b, "l2")
     expected = -((w * t).sum(1) - b)[:, None] * w / (w * w).sum()
     assert torch.allclose(step, expected, atol=1e-6)
+    # out of the box's reach: every coordinate goes as far as it can (the nearest box corner)
+    far = torch.tensor([-10.0])
+    for norm in ("linf", "l2"):
+        z = t + project_to_hyperplane(t, w, far, norm)
+        assert z.tolist() == [[0.0, 1.0, 0.0, 0.5]]  # w > 0 -> 0, w < 0 -> 1, w = 0 stays
 
 
 # ------------------------------------------------------------------------------ AutoAttack's sequence
