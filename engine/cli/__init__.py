@@ -40,10 +40,49 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _static_commands() -> list[tuple[str, str | None]] | None:
+    """``(name, help)`` of every command, read from the command modules' source with ``ast``
+    (nothing imported), or None when some module's ``register`` cannot be read that way (a
+    computed name or help text): then the modules are imported as usual."""
+    import ast
+    from pathlib import Path
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        try:
+            tree = ast.parse((Path(__path__[0]) / f"{info.name}.py").read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            return None
+        register = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "register"), None)
+        if register is None or not register.args.args:
+            continue
+        holder = register.args.args[0].arg
+        for node in ast.walk(register):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_parser"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == holder):
+                continue
+            name = node.args[0] if node.args else None
+            text = next((k.value for k in node.keywords if k.arg == "help"), None)
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)) or \
+                    (text is not None and not (isinstance(text, ast.Constant) and isinstance(text.value, str))):
+                return None
+            found.append((name.value, None if text is None else text.value))
+    return found or None
+
+
 def _parser_for(argv: list[str]) -> argparse.ArgumentParser:
     """The parser for ``argv``: only the command's own module when the first argument names one
-    that registers that command, else every module."""
+    that registers that command; for ``--help`` (or no command) a listing read from the modules'
+    source without importing them; else every module."""
     first = argv[0] if argv else None
+    if first is None or first in ("-h", "--help"):
+        commands = _static_commands()
+        if commands:
+            parser = argparse.ArgumentParser(prog="python -m engine", description="RobustScope engine CLI")
+            sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+            for name, text in commands:
+                sub.add_parser(name, help=text, add_help=False)  # listing only: the command's own
+            return parser                                       # module parses its options
     if first and not first.startswith("-") and first.isidentifier() and \
             any(info.name == first for info in pkgutil.iter_modules(__path__)):
         parser = build_parser(only=first)

@@ -420,3 +420,16 @@ def test_saliency_grid_is_stored_and_decodes_to_the_same_cells(tiny_checkpoints)
         assert got.predicted == want.predicted and got.attribution.params == want.attribution.params
     with pytest.raises(InvalidParameterError, match="not chosen"):
         SaliencyGridRequest(models=(a,), dataset="shapes", params=(("smoothgrad", "n_samples", 4),)).validate()
+
+
+def test_top_level_help_lists_every_command_without_importing_them():
+    code = ("import io, sys, contextlib; from engine.cli import main, build_parser\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+            "quick, heavy = out.getvalue(), 'torch' in sys.modules\n"
+            "full = io.StringIO(); build_parser().print_help(full)\n"
+            "print(heavy, quick == full.getvalue() and 'cka' in quick and 'jobs' in quick)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["False", "True"], out.stdout
