@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,7 +25,9 @@ CACHE_VERSION = 1
 
 def cache_dir() -> Path:
     """``$ROBUSTSCOPE_RUNS/featvis-cache``, else ``./runs/featvis-cache`` (not created here)."""
-    return Path(os.environ.get("ROBUSTSCOPE_RUNS") or "runs") / "featvis-cache"
+    from engine.paths import runs_dir
+
+    return runs_dir() / "featvis-cache"
 
 
 def cache_key(sha256: str, layer: str, target: FeatureTarget, config: VisConfig) -> str:

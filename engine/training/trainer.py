@@ -81,8 +81,10 @@ class TrainResult:
 
 # --------------------------------------------------------------------------- folders
 def runs_root() -> Path:
-    """The runs folder: ``$ROBUSTSCOPE_RUNS``, else ``./runs``."""
-    return Path(os.environ.get("ROBUSTSCOPE_RUNS") or "runs")
+    """The runs folder: ``$ROBUSTSCOPE_RUNS``, else ``./runs`` (``engine.paths.runs_dir``)."""
+    from engine.paths import runs_dir
+
+    return runs_dir()
 
 
 def checkpoints_root() -> Path:
