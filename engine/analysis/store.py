@@ -111,17 +111,32 @@ class ResultStore:
             }
             text = json.dumps(finite(record), indent=1, sort_keys=True, default=_json_default, allow_nan=False)
             atomic_write_bytes(temp / RESULT_FILE, text.encode("utf-8"), what="result record")
-            if final.exists():
-                aside = self.root / f".old-{result.key}-{uuid.uuid4().hex[:8]}"
-                os.rename(final, aside)
-                os.rename(temp, final)
-                shutil.rmtree(aside, ignore_errors=True)
-            else:
-                os.rename(temp, final)
+            self._publish(temp, final)
         finally:
             if temp.exists():
                 shutil.rmtree(temp, ignore_errors=True)
         return final
+
+    def _publish(self, temp: Path, final: Path) -> None:
+        """Rename the finished temp folder into place; an existing entry (``--no-cache``, or a
+        concurrent writer of the same request) is moved aside first. If another writer wins the
+        race in between, its entry (the same request's result) stays and ours is dropped."""
+        try:
+            os.rename(temp, final)
+            return
+        except OSError:
+            pass  # an entry exists: replace it
+        aside = self.root / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:
+            pass
+        try:
+            os.rename(temp, final)
+        except OSError:
+            if not (final / RESULT_FILE).is_file():
+                raise
+        shutil.rmtree(aside, ignore_errors=True)
 
     # ------------------------------------------------------------------ read
     def _record(self, folder: Path) -> dict:

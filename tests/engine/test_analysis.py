@@ -433,3 +433,28 @@ def test_top_level_help_lists_every_command_without_importing_them():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["False", "True"], out.stdout
+
+
+def test_concurrent_writers_of_one_result_leave_one_readable_entry(tiny_checkpoints):
+    import threading
+
+    store = ResultStore()
+    result = run_analysis(cka_request(tiny_checkpoints))
+    errors = []
+
+    def write_many():
+        try:
+            for _ in range(20):
+                store.save(result)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write_many) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    np.testing.assert_array_equal(store.load(result.key).arrays["across"], result.arrays["across"])
+    assert [e.key for e in store.list()] == [result.key]
+    assert not [p for p in store.root.iterdir() if p.name.startswith(".tmp-")]
