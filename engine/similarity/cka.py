@@ -233,6 +233,8 @@ class MinibatchCKA:
         if grams.shape[0] != len(self.names):
             raise InvalidParameterError(f"expected {len(self.names)} Gram matrices, got {grams.shape[0]}")
         hsic = hsic_unbiased_matrix(grams)
+        if self.total is not None and self.total.device != hsic.device:   # restored on the CPU
+            self.total = self.total.to(hsic.device)
         self.total = hsic if self.total is None else self.total + hsic
         self.batches += 1
         self.images += grams.shape[1]
