@@ -234,8 +234,10 @@ def show_result(state: dict, stem: str) -> None:
     st.caption(f"The attack {success} {goal} on {src} · ‖δ‖∞ = {float(result.linf_norm[0]):.4f} "
                f"({float(result.linf_norm[0]) * 255:.1f}/255) · ‖δ‖₂ = {float(result.l2_norm[0]):.4f}")
     if result.queries is not None:
-        st.caption(f"Black-box: the attack queried {src} **{int(result.queries[0]):,}** times (outputs only, no "
-                   f"gradients; budget {result.config.get('queries', '?'):,}).")
+        used = int(result.queries[0])
+        st.caption(f"Black-box: the attack queried {src} **{used:,}** times (outputs only, no gradients; budget "
+                   f"{result.config.get('queries', '?'):,})." if used else
+                   f"Black-box: {src} already misclassifies this image, so the attack spent no queries.")
     if result.found_by is not None:
         index = int(result.found_by[0])
         names = result.config.get("attacks", [])

@@ -532,3 +532,33 @@ def test_models_page_report_section(tiny_checkpoints):
     assert report.n == 16 and report.autoattack["robust_acc"] == 0.0 and math.isclose(report.eps, 0.5)
     labels = {b.label for b in at.get("download_button")}
     assert {"Report (JSON)", "Summary (CSV)", "Checks (CSV)"} <= labels
+
+
+def test_attack_lab_square_shows_its_query_count(tiny_checkpoints):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    page = str(Path(__file__).resolve().parents[2] / "pages" / "attack_lab.py")
+    at = AppTest.from_file(page, default_timeout=300)
+    at.run()
+    at.selectbox(key="atk_name").set_value("square")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    model = engine.load(tiny_checkpoints["standard"]).model  # model A; the page attacks its first correct image
+    images, labels = take(load_dataset("shapes"), 256)
+    with torch.no_grad():
+        index = int((model(images).argmax(1) == labels).nonzero()[0])
+    at.number_input(key="atk_index").set_value(index)
+    at.number_input(key="atk_square_queries_shapes_linf").set_value(200)
+    at.number_input(key="atk_square_eps_shapes_linf").set_value(0.02)
+    at.button(key="atk_craft").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    result = at.session_state["atk_state"]["result"]
+    queries = int(result.queries[0])
+    assert 1 <= queries <= 201 and float(result.linf_norm[0]) <= 0.02 + 1e-6
+    assert any(f"**{queries:,}** times" in c.value for c in at.caption)
+    at.selectbox(key="atk_name").set_value("autoattack")
+    at.run()
+    assert at.selectbox(key="atk_autoattack_version_shapes_linf").value == "standard"
