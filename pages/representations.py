@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 
 from engine.analysis import CKARequest, ModelRef
 from engine.errors import RobustScopeError
-from engine.models import default_layers, list_layers
+from engine.models import block_layers, default_layers, list_layers
 from engine.paths import runs_dir
 from engine.similarity import KERNELS, corresponding_depths
 from pages import analysis_ui, common, structure_view
@@ -35,8 +35,14 @@ def _layer_names(model) -> list[str]:
     return [info.name for info in list_layers(model)]
 
 
+LAYER_SETS = {"every block": block_layers, "main blocks": default_layers}
+
 submitted = False
 if sel.a is not None and sel.b is not None:  # (a permalinked result shows without models)
+    layer_set = st.radio("Layer set", list(LAYER_SETS), horizontal=True, key="cka_layer_set",
+                         help="'every block' lists each residual block of a ResNet-style model: the finer "
+                              "map on which block structure shows; 'main blocks' one layer per stage.")
+    pick = LAYER_SETS[layer_set]
     with st.form("cka_form"):
         c1, c2, c3, c4 = st.columns(4)
         n = c1.number_input("Images", min_value=8, max_value=10000, value=500, step=100)
@@ -44,8 +50,10 @@ if sel.a is not None and sel.b is not None:  # (a permalinked result shows witho
         kernel = c3.selectbox("Kernel", list(KERNELS))
         inputs = c4.radio("Inputs", ["clean", "adversarial"], horizontal=True)
         craft_on = st.radio("Adversarial examples crafted on", ["A", "B"], horizontal=True)
-        layers_a = st.multiselect("Layers of A", _layer_names(sel.a.model), default=default_layers(sel.a.model))
-        layers_b = st.multiselect("Layers of B", _layer_names(sel.b.model), default=default_layers(sel.b.model))
+        layers_a = st.multiselect("Layers of A", _layer_names(sel.a.model), default=pick(sel.a.model),
+                                  key=f"cka_layers_a_{layer_set}")
+        layers_b = st.multiselect("Layers of B", _layer_names(sel.b.model), default=pick(sel.b.model),
+                                  key=f"cka_layers_b_{layer_set}")
         mode = analysis_ui.mode_picker(st, "cka_mode")
         submitted = st.form_submit_button("Compute CKA", type="primary")
 

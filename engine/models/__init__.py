@@ -6,7 +6,7 @@ Public API (docs/ENGINE_API.md):
   :func:`default_normalization` -> :class:`Normalization` (what published weights expect);
 - :func:`guided_backprop_problem` (can guided backprop be applied faithfully?);
 - :class:`DualBatchNorm2d`, :func:`bn_branch` (AdvProp's main/aux BatchNorm);
-- :func:`list_layers` -> list of :class:`LayerInfo`, :func:`default_layers`;
+- :func:`list_layers` -> list of :class:`LayerInfo`, :func:`default_layers`, :func:`block_layers`;
 - :func:`record_activations` (``engine.models.hooks``).
 """
 from engine.models.activations import ActivationReport, activation_report, guided_backprop_problem  # noqa: F401
@@ -27,5 +27,5 @@ from engine.models.dual_bn import (  # noqa: F401
     dual_bn_layers,
 )
 from engine.models.hooks import ActivationRecorder, record_activations, resolve_layer  # noqa: F401
-from engine.models.layers import LayerInfo, default_layers, list_layers  # noqa: F401
+from engine.models.layers import LayerInfo, block_layers, default_layers, list_layers  # noqa: F401
 from engine.models.wrapper import Classifier, Normalize  # noqa: F401

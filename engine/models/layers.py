@@ -98,3 +98,19 @@ def default_layers(model: nn.Module) -> list[str]:
         return names
     root, prefix = (model.net, "net.") if isinstance(getattr(model, "net", None), nn.Module) else (model, "")
     return [prefix + name for name, child in root.named_children() if any(True for _ in child.parameters())]
+
+
+def block_layers(model: nn.Module) -> list[str]:
+    """A finer layer set than :func:`default_layers`: each default layer that is a stage of
+    repeated blocks (an ``nn.Sequential`` whose children are all of one block class, e.g. a ResNet's
+    ``layer1`` of ``BasicBlock``s) is replaced by its blocks; others are kept. Within-model CKA
+    maps over these layers show block structure (Nguyen et al. 2021, Cianfarani et al. 2022)."""
+    modules = dict(model.named_modules())
+    names: list[str] = []
+    for name in default_layers(model):
+        module = modules.get(name)
+        children = list(module.named_children()) if isinstance(module, nn.Sequential) else []
+        same_kind = len(children) > 1 and len({type(child) for _, child in children}) == 1
+        repeated = same_kind and all(any(True for _ in child.children()) for _, child in children)
+        names += [f"{name}.{child}" for child, _ in children] if repeated else [name]
+    return names

@@ -172,3 +172,15 @@ def test_branch_comparison_rows_differ_by_branch(tmp_path):
     table = compare_branches(models, images, labels, make_attack("pgd", "shapes", steps=2),
                              distortions=["gaussian_blur"])
     assert list(table["model"]) == ["adv (main BN)", "adv (aux BN)"] and (table["images"] == 12).all()
+
+
+def test_block_layers_expand_stages_of_repeated_blocks_only():
+    from engine.models import block_layers, default_layers, list_layers
+
+    resnet = build_model("cifar_resnet", 6, (3, 32, 32), [0.5] * 3, [0.25] * 3, depth=14)
+    names = block_layers(resnet)
+    assert names == ["net.stem", "net.layer1.0", "net.layer1.1", "net.layer2.0", "net.layer2.1",
+                     "net.layer3.0", "net.layer3.1", "net.fc"]
+    assert set(names) <= {info.name for info in list_layers(resnet)}
+    cnn = build_model("small_cnn", 6, (3, 32, 32), [0.5] * 3, [0.25] * 3)
+    assert block_layers(cnn) == default_layers(cnn)  # conv-BN-ReLU stages are not repeated blocks
