@@ -396,7 +396,7 @@ def test_agrees_with_the_reference_autoattack(tmp_path):
         raise
     model = _trained_shapes_model()
     path = ckpt.save_checkpoint(model, ckpt.make_card(model, "shapes"), tmp_path / "agree")
-    x, y = take(load_dataset("shapes", image_size=16), 150)
+    x, y = take(load_dataset("shapes", image_size=16), 100)
     eps = 0.004
     ours = evaluate_autoattack(model, x, y, AutoAttack(eps=eps, seed=0), batch_size=250)
     ref = run_reference(str(path), x, y, eps, seed=0, batch_size=250, threads=1, python=python)["runs"][0]
