@@ -91,7 +91,7 @@ def square_run(model_fn, x, y, norm: str, eps: float, budget: int, p_init: float
 
     Args:
         model_fn: images -> logits (no gradient needed).
-        objective: ``objective(logits, y) -> (B,)`` to *minimise*.
+        objective: ``objective(logits, y) -> (B,)`` to *minimise*; None: the margin itself.
     Returns:
         ``(adv (B,C,H,W), fooled (B,) bool, queries (B,) long)``.
     """
@@ -114,7 +114,8 @@ def square_run(model_fn, x, y, norm: str, eps: float, budget: int, p_init: float
         start = (x + eps * delta / (_l2(delta, (1, 2, 3)) + 1e-12)).clamp(0.0, 1.0)
     with torch.no_grad():
         logits = model_fn(start)
-    st = {"x": x, "y": y, "best": start, "margin": margin(logits, y), "loss": objective(logits, y)}
+    first = margin(logits, y)
+    st = {"x": x, "y": y, "best": start, "margin": first, "loss": first if objective is None else objective(logits, y)}
     rows = torch.arange(b_size, device=x.device)
 
     def retire(mask):
@@ -164,7 +165,8 @@ def square_run(model_fn, x, y, norm: str, eps: float, budget: int, p_init: float
             candidate = (st["x"] + eps * delta / (_l2(delta, (1, 2, 3)) + 1e-12)).clamp(0.0, 1.0)
         with torch.no_grad():
             logits = model_fn(candidate)
-        new_margin, new_loss = margin(logits, st["y"]), objective(logits, st["y"])
+        new_margin = margin(logits, st["y"])
+        new_loss = new_margin if objective is None else objective(logits, st["y"])
         better = new_loss < st["loss"]
         st["loss"] = torch.where(better, new_loss, st["loss"])
         accept = better | (new_margin <= 0)
@@ -225,9 +227,9 @@ class Square(Attack):
         self.seed = _check_seed(self.seed)
 
     def _objective(self):
-        """(logits, y) -> (B,) to minimise."""
+        """(logits, y) -> (B,) to minimise; None for the margin z_y − max others (the reference's)."""
         if self.loss == "margin":
-            return lambda logits, y: margin(logits, y)  # z_y − max others (the reference's margin)
+            return None
         fn = get_loss(self.loss)
         return lambda logits, y: -fn(logits, y, None)
 
