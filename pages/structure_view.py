@@ -11,6 +11,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import engine
+from engine.models import block_layers
 from engine.errors import RobustScopeError
 from engine.similarity.structure import block_structure, cka_across_epochs
 from engine.training.state import list_snapshots
@@ -44,11 +45,13 @@ def show_block_structure(comp) -> None:
     st.dataframe(table, hide_index=True)
 
 
+SNAPSHOTS_FOLDER = "snapshots"
+
+
 @st.cache_data(ttl=30, show_spinner=False)
-def _runs(root: str) -> list[str]:
-    """Run folders under the runs root that keep at least two epoch snapshots."""
-    base = Path(root)
-    found = [p.parent for p in base.glob("**/state.json") if len(list_snapshots(p.parent)) >= 2]
+def _runs(roots: tuple[str, ...]) -> list[str]:
+    """Run folders under the roots that keep at least two epoch snapshots."""
+    found = {p.parent for root in roots for p in Path(root).glob("**/state.json") if len(list_snapshots(p.parent)) >= 2}
     return sorted(str(p) for p in found)
 
 
@@ -58,6 +61,7 @@ def _epoch_map(folder: str, dataset: str, n: int, reference: str, device: str):
     progress, finish = common.progress_callback(f"CKA across epochs of {Path(folder).name}…")
     try:
         return snapshots[-1][1].card, cka_across_epochs([(e, s.model) for e, s in snapshots], (images, labels),
+                                                         layers=block_layers(snapshots[-1][1].model),
                                                          reference=reference, n=n, batch_size=min(100, n),
                                                          progress=progress)
     finally:
@@ -77,18 +81,22 @@ def epochs_figure(results) -> go.Figure:
 
 
 def across_epochs_section(dataset: str, device: str, runs_root: Path) -> None:
-    """Pick one or two training runs with snapshots and show each layer's CKA across epochs."""
+    """Pick one or two training runs with snapshots (under the runs folder, or shipped under
+    ``checkpoints/snapshots/``) and show each layer's CKA across epochs."""
     st.subheader("Across epochs")
     st.caption("Runs trained with `\"snapshot_every\": k` keep every k-th epoch. Each layer's CKA between an "
                "epoch and the final one (or the previous one): robust overfitting is expected to move the "
                "deeper layers most (Cianfarani et al. 2022).")
-    runs = _runs(str(runs_root))
+    from engine.checkpoints import checkpoints_root
+
+    runs = _runs((str(runs_root), str(checkpoints_root() / SNAPSHOTS_FOLDER)))
     if not runs:
         st.info(f"No training run with at least two kept epochs under `{runs_root}`. Train with "
                 "`\"snapshot_every\": 1` (Training page or `python -m engine train`), then come back.")
         return
     with st.form("epochs_form"):
-        chosen = st.multiselect("Runs (standard and robust side by side)", runs, default=runs[:2], max_selections=2)
+        chosen = st.multiselect("Runs (standard and robust side by side)", runs, default=runs[-2:], max_selections=2,
+                                format_func=lambda p: f"{Path(p).parent.name}/{Path(p).name}")
         c1, c2 = st.columns(2)
         n = c1.number_input("Images", min_value=8, max_value=5000, value=300, step=100, key="epochs_n")
         reference = c2.radio("Compare each epoch with", ["final", "consecutive"], horizontal=True)
