@@ -168,30 +168,15 @@ class _AnalysisReporter:
         self.store.add_event(self.job_id, "batch", {"done": done, "total": total}, batch=done, batches=total, eta_s=eta)
 
 
-def run_analysis_job(store: JobStore, job: Job) -> str:
-    """Run an analysis job (already claimed) through ``engine.analysis.run_analysis``; the result
-    goes to ``<runs>/results`` and its key onto the job. Same logging/heartbeat/cancel as training."""
-    from engine.analysis import AnalysisCancelled, ResultStore, run_analysis
-
+def _supervised(store: JobStore, job: Job, body) -> str:
+    """Run ``body(logger, beat) -> status`` with the job's log file and heartbeat; a crash is
+    recorded as a failed job with its traceback. Returns the final status."""
     logger, handler = _job_logger(store.log_path(job.id))
     beat = _Heartbeat(store, job.id)
     beat.start()
     try:
-        spec = job.config
         logger.info("job %d (%s) attempt %d started by worker pid %d", job.id, job.name, job.attempts, os.getpid())
-        spec.request.validate()
-        result = run_analysis(spec.request, progress=_AnalysisReporter(store, job.id), should_stop=beat.cancel.is_set,
-                              use_cache=spec.use_cache, device=spec.device, store=ResultStore(store.root / "results"))
-        for note in result.notes:
-            logger.warning(note)
-        store.finish(job.id, "done", result_key=result.key)
-        logger.info("job %d done: result %s (%s, %.1f s)", job.id, result.key,
-                    "stored earlier" if result.cached else "computed", result.seconds)
-        return "done"
-    except AnalysisCancelled:
-        store.finish(job.id, "cancelled")
-        logger.info("job %d cancelled; nothing stored", job.id)
-        return "cancelled"
+        return body(logger, beat)
     except Exception:  # noqa: BLE001 - any crash is recorded as a failed job with its traceback
         text = traceback.format_exc()
         logger.error("job %d failed:\n%s", job.id, text)
@@ -202,6 +187,32 @@ def run_analysis_job(store: JobStore, job: Job) -> str:
         beat.join(timeout=5)
         logger.removeHandler(handler)
         handler.close()
+
+
+def run_analysis_job(store: JobStore, job: Job) -> str:
+    """Run an analysis job (already claimed) through ``engine.analysis.run_analysis``; the result
+    goes to ``<runs>/results`` and its key onto the job. Same logging/heartbeat/cancel as training."""
+    from engine.analysis import AnalysisCancelled, ResultStore, run_analysis
+
+    def body(logger, beat) -> str:
+        spec = job.config
+        spec.request.validate()
+        try:
+            result = run_analysis(spec.request, progress=_AnalysisReporter(store, job.id),
+                                  should_stop=beat.cancel.is_set, use_cache=spec.use_cache, device=spec.device,
+                                  store=ResultStore(store.root / "results"))
+        except AnalysisCancelled:
+            store.finish(job.id, "cancelled")
+            logger.info("job %d cancelled; nothing stored", job.id)
+            return "cancelled"
+        for note in result.notes:
+            logger.warning(note)
+        store.finish(job.id, "done", result_key=result.key)
+        logger.info("job %d done: result %s (%s, %.1f s)", job.id, result.key,
+                    "stored earlier" if result.cached else "computed", result.seconds)
+        return "done"
+
+    return _supervised(store, job, body)
 
 
 def run_job(store: JobStore, job: Job) -> str:
@@ -215,11 +226,7 @@ def run_job(store: JobStore, job: Job) -> str:
         return run_analysis_job(store, job)
     from engine.training import train
 
-    logger, handler = _job_logger(store.log_path(job.id))
-    beat = _Heartbeat(store, job.id)
-    beat.start()
-    try:
-        logger.info("job %d (%s) attempt %d started by worker pid %d", job.id, job.name, job.attempts, os.getpid())
+    def body(logger, beat) -> str:
         result = train(job.config, run_dir=store.job_dir(job.id) / "run", progress=_Reporter(store, job.id),
                        should_stop=beat.cancel.is_set)
         store.finish(job.id, result.status,
@@ -227,16 +234,8 @@ def run_job(store: JobStore, job: Job) -> str:
                      best_checkpoint=str(result.best_checkpoint) if result.best_checkpoint else None)
         logger.info("job %d %s after %d epoch(s)", job.id, result.status, result.epochs_completed)
         return result.status
-    except Exception:  # noqa: BLE001 - any crash is recorded as a failed job with its traceback
-        text = traceback.format_exc()
-        logger.error("job %d failed:\n%s", job.id, text)
-        store.finish(job.id, "failed", error=text)
-        return "failed"
-    finally:
-        beat.stopped.set()
-        beat.join(timeout=5)
-        logger.removeHandler(handler)
-        handler.close()
+
+    return _supervised(store, job, body)
 
 
 def _clean_leftovers(store: JobStore) -> None:
