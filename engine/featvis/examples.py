@@ -214,10 +214,15 @@ def top_k(
 
 
 def _reduce(output: torch.Tensor, position) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C) by spatial mean or at ``position``; (B, C) passes through."""
-    if not isinstance(output, torch.Tensor) or output.ndim not in (2, 4):
+    """(B, C, H, W) -> (B, C) by spatial mean or at ``position``; transformer tokens (B, T, C) ->
+    (B, C) by the mean over tokens; (B, C) passes through."""
+    if not isinstance(output, torch.Tensor) or output.ndim not in (2, 3, 4):
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise InvalidParameterError(f"layer output must be (N, C, H, W) or (N, C), got {shape}")
+        raise InvalidParameterError(f"layer output must be (N, C, H, W), (N, tokens, C) or (N, C), got {shape}")
+    if output.ndim == 3:
+        if position is not None:
+            raise InvalidParameterError("a position needs a layer with spatial output (N, C, H, W)")
+        return output.mean(dim=1)
     if output.ndim == 2:
         if position is not None:
             raise InvalidParameterError("a position needs a layer with spatial output (N, C, H, W)")
