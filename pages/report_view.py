@@ -46,7 +46,7 @@ def report_section(sel) -> None:
         return
     cols = st.columns([2, 1, 1, 1])
     slot = cols[0].radio("Model", list(slots), horizontal=True, key="report_slot",
-                         format_func=lambda s: f"{s}: {slots[s].card.get('name') or slots[s].path.stem}")
+                         format_func=lambda s: f"{s}: {slots[s].name}")
     loaded = slots[slot]
     problem = incompatibility(loaded.card, spec)
     if problem:
@@ -76,7 +76,7 @@ def report_section(sel) -> None:
                 images, labels = common.dataset_sample(sel.dataset, int(n))
                 update, finish = common.progress_callback("Robustness report")
                 report = robustness_report(
-                    loaded.model, images, labels, float(eps), norm, name=loaded.card.get("name") or loaded.path.stem,
+                    loaded.model, images, labels, float(eps), norm, name=loaded.name,
                     checkpoint=str(loaded.path), dataset=sel.dataset, card=loaded.card, version=version,
                     source_model=source.model if use_source else None, masking=masking, device=sel.device,
                     progress=update)

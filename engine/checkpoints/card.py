@@ -397,21 +397,6 @@ class ModelCard:
         candidate = replace(self, **changes)
         return ModelCard.from_dict(candidate.to_dict(), f"for {candidate.name or 'this model'}")
 
-    # ----------------------------------------------------------------- read-only dict view
-    # Transitional: lets code written against the old dict card read it (``card["arch"]``,
-    # ``dict(card)``); new code reads the typed attributes.
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.to_dict().get(key, default)
-
-    def keys(self):
-        return self.to_dict().keys()
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.to_dict()
-
     # ----------------------------------------------------------------- views
     @property
     def title(self) -> str:

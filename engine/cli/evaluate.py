@@ -60,7 +60,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     check_recordable(args)
     loaded = engine.load(args.checkpoint, device=str(device), bn_branch=args.bn_branch)
-    name = args.dataset or loaded.card.get("dataset")
+    name = args.dataset or loaded.card.dataset
     dataset = edata.load_dataset(name, split=args.split)
     require_compatible([loaded], dataset)
     if args.n is not None:
@@ -120,7 +120,7 @@ def measured_command(argv: list[str]) -> str:
 
 def record_metrics(checkpoint: str, card: dict, report: dict, argv: list[str]) -> object:
     """Replace the card's headline figures with ``report``'s (atomic card rewrite)."""
-    metrics = {k: v for k, v in card.get("metrics", {}).items()
+    metrics = {k: v for k, v in card.metrics.to_dict().items()
                if k not in ("clean_acc", "robust_acc", "attack", "eval_subset", "n_test", "split")}
     metrics.update(clean_acc=report["clean_acc"], n_test=report["n"], split=report["split"],
                    dataset=report["dataset"], measured_with=measured_command(argv))
@@ -132,7 +132,7 @@ def record_metrics(checkpoint: str, card: dict, report: dict, argv: list[str]) -
 def record_branch_metrics(checkpoint: str, card, report: dict, argv: list[str]) -> object:
     """Record an AdvProp model's figures through a non-main BN branch under
     ``metrics.branches.<branch>`` (the headline figures stay the main branch's)."""
-    metrics = dict(card.get("metrics") or {})
+    metrics = card.metrics.to_dict()
     branches = dict(metrics.get("branches") or {})
     figures = {k: report[k] for k in ("clean_acc", "robust_acc", "attack") if k in report}
     previous = dict(branches.get(report["bn_branch"]) or {})
@@ -149,7 +149,7 @@ def record_autoattack(checkpoint: str, card, report: dict, argv: list[str]) -> o
     headline ``metrics.autoattack_acc`` for AutoAttack; under ``metrics.branches.<branch>`` for a
     non-main BN branch), leaving every other figure (clean, the PGD ``robust_acc``/``attack``) as
     it was."""
-    metrics = dict(card.get("metrics") or {})
+    metrics = card.metrics.to_dict()
     attack = report["attack"]["attack"]
     record = {
         "robust_acc": report["robust_acc"], "clean_acc": report["attack_clean_acc"], "n": report["attack_n"],

@@ -69,7 +69,7 @@ def run_report(args: argparse.Namespace) -> int:
     """Load the checkpoint (and the transfer source), measure, print or write the report."""
     device = resolve_device(args.device)
     loaded = engine.load(args.checkpoint, device=str(device))
-    name = args.dataset or loaded.card.get("dataset")
+    name = args.dataset or loaded.card.dataset
     dataset = edata.load_dataset(name, split="test")
     require_compatible([loaded], dataset)
     check_int("--n", args.n, 1, len(dataset), f"the {name} test split's size")
@@ -87,7 +87,7 @@ def run_report(args: argparse.Namespace) -> int:
         source = src.model
     images, labels = edata.take(dataset, args.n)
     report = robustness_report(
-        loaded.model, images, labels, eps, norm, name=loaded.card.get("name") or loaded.path.stem,
+        loaded.model, images, labels, eps, norm, name=loaded.name,
         checkpoint=str(loaded.path), dataset=name, card=loaded.card, pgd_steps=args.pgd_steps,
         version=args.version, seed=args.seed, source_model=source, masking=args.masking, sweep_eps=sweep,
         batch_size=args.batch_size, device=device, progress=_progress(),

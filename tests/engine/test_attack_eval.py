@@ -166,7 +166,7 @@ def test_cli_evaluate_record_writes_full_test_figures_into_the_card(trained, tmp
             "--record", "--json"]
     assert cli_main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    card = engine.load(stem).card
+    card = engine.load(stem).card.to_dict()
     metrics = card["metrics"]
     assert report["n"] == len(load_dataset("shapes")) == metrics["n_test"]  # the whole test split
     assert metrics["clean_acc"] == report["clean_acc"] and metrics["robust_acc"] == report["robust_acc"]

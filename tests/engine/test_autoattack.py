@@ -461,7 +461,7 @@ def test_cli_evaluate_autoattack_json_and_record(tiny_ckpt, capsys):
     assert sum(s["broken"] for s in out["per_attack"]) == round((out["attack_clean_acc"] - out["robust_acc"]) * 12)
     assert out["seed"] == 0 and out["version"] == "standard" and out["robustscope_version"]
     assert all(s["seconds"] >= 0 for s in out["per_attack"]) and out["attack_seconds"] > 0
-    metrics = engine.load(tiny_ckpt).card["metrics"]
+    metrics = engine.load(tiny_ckpt).card.to_dict()["metrics"]
     assert metrics["autoattack"]["robust_acc"] == out["robust_acc"] == metrics["autoattack_acc"]
     assert metrics["autoattack"]["n"] == 12 and "--record" not in metrics["autoattack"]["measured_with"]
     # the PGD headline and the clean figure are kept

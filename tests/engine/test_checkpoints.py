@@ -80,8 +80,8 @@ def test_round_trip_gives_identical_logits(tmp_path, form):
     assert torch.equal(logits(loaded.model), logits(model))
     assert not any(m.training for m in loaded.model.modules())
     assert loaded.path == path and loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert loaded.card["training"] == {"method": "pgd", "eps": 0.1} and loaded.card["metrics"] == {"clean_acc": 0.5}
-    assert loaded.card["name"] == "m" and loaded.card["class_names"] == ["a", "b", "c"]
+    assert loaded.card.to_dict()["training"] == {"method": "pgd", "eps": 0.1} and loaded.card.to_dict()["metrics"] == {"clean_acc": 0.5}
+    assert loaded.card.to_dict()["name"] == "m" and loaded.card.to_dict()["class_names"] == ["a", "b", "c"]
     assert engine.load(arg).sha256 == loaded.sha256
 
 
@@ -136,9 +136,9 @@ def test_failed_save_does_not_clobber_the_existing_checkpoint(tmp_path, monkeypa
 def test_bad_cards_are_refused_before_writing(tmp_path):
     model = tiny_model()
     with pytest.raises(InvalidParameterError, match="JSON"):
-        ckpt.save_checkpoint(model, dict(ckpt.make_card(model, "tiny"), metrics={"x": object()}), tmp_path / "a")
+        ckpt.save_checkpoint(model, dict(ckpt.make_card(model, "tiny").to_dict(), metrics={"x": object()}), tmp_path / "a")
     with pytest.raises(InvalidParameterError, match="'arch'"):
-        ckpt.save_checkpoint(model, dict(ckpt.make_card(model, "tiny"), arch="cifar_resnet"), tmp_path / "a")
+        ckpt.save_checkpoint(model, dict(ckpt.make_card(model, "tiny").to_dict(), arch="cifar_resnet"), tmp_path / "a")
     with pytest.raises(InvalidParameterError, match="class names"):
         ckpt.make_card(model, "tiny", class_names=["only-one"])
     assert list(tmp_path.iterdir()) == []
@@ -229,7 +229,7 @@ def test_list_checkpoints_default_roots_and_broken_entries(tmp_path):
     no_weights.unlink()
     infos = {info.name: info for info in ckpt.list_checkpoints()}
     assert set(infos) == {"good", "uploaded", "broken", "lonely", "noweights"}
-    assert infos["good"].error is None and infos["good"].card["arch"] == "small_cnn"
+    assert infos["good"].error is None and infos["good"].card.to_dict()["arch"] == "small_cnn"
     assert infos["good"].path == (root / "good.safetensors").resolve()
     assert infos["uploaded"].error is None
     assert "not valid JSON" in infos["broken"].error and infos["broken"].card is None
@@ -264,9 +264,9 @@ def test_robustness_checkpoint_imports_with_identical_logits(tmp_path, key, fmt)
     loaded = ckpt.import_checkpoint(src, "small_cnn", SPEC, fmt=fmt, arch_kwargs={"width": 4})
     assert torch.equal(logits(loaded.model), logits(reference))
     assert loaded.model.mean == pytest.approx((0.45, 0.5, 0.55))  # the file's normaliser, not the spec's
-    assert loaded.card["source"]["format"] == "robustness"
-    assert loaded.card["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
-    assert loaded.card["dataset"] == "tiny" and loaded.card["class_names"] == ["a", "b", "c"]
+    assert loaded.card.to_dict()["source"]["format"] == "robustness"
+    assert loaded.card.to_dict()["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert loaded.card.to_dict()["dataset"] == "tiny" and loaded.card.to_dict()["class_names"] == ["a", "b", "c"]
 
 
 def test_robustbench_style_state_dict_with_module_prefix(tmp_path):
@@ -300,7 +300,7 @@ def test_import_with_dest_writes_our_format(tmp_path):
     assert loaded.path == tmp_path / "out" / "converted.safetensors"
     again = ckpt.load(loaded.path)
     assert torch.equal(logits(again.model), logits(reference))
-    assert again.sha256 == loaded.sha256 and again.card["name"] == "converted"
+    assert again.sha256 == loaded.sha256 and again.card.to_dict()["name"] == "converted"
 
 
 def test_import_mismatch_names_keys(tmp_path):
@@ -337,7 +337,7 @@ def test_import_by_dataset_name_uses_engine_data(tmp_path):
     x = torch.rand(2, *spec.input_shape)
     with torch.no_grad():
         assert torch.equal(loaded.model(x), reference(x))
-    assert loaded.card["class_names"] == list(spec.class_names)
+    assert loaded.card.to_dict()["class_names"] == list(spec.class_names)
 
 
 # --- unsafe pickles ---------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def test_a_model_for_missing_data_still_opens(tmp_path):
     model = build_model("small_cnn", 1000, (3, 224, 224), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], width=4, hidden=8)
     path = save_checkpoint(model, make_card(model, "imagenet"), tmp_path / "ck" / "tiny_imagenet")
     loaded = load(path)
-    assert loaded.card["dataset"] == "imagenet" and loaded.card["class_names"][0] == "tench"
+    assert loaded.card.to_dict()["dataset"] == "imagenet" and loaded.card.to_dict()["class_names"][0] == "tench"
     assert list_layers(loaded.model)
     with pytest.raises(DatasetUnavailableError, match="imagenet/val"):
-        edata.load_dataset(loaded.card["dataset"], root=tmp_path / "no-data")
+        edata.load_dataset(loaded.card.to_dict()["dataset"], root=tmp_path / "no-data")

@@ -35,5 +35,5 @@ def test_two_process_gloo_ddp_writes_loadable_checkpoint(tmp_path):
     assert "RESULT rank0 done 2" in out.stdout and "RESULT rank1 done 2" in out.stdout
     from engine.checkpoints import load
     loaded = load(Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"]) / "ddp-tiny")
-    assert loaded.card["training"]["epochs_completed"] == 2
-    assert len(loaded.card["metrics"]["history"]) == 2
+    assert loaded.card.to_dict()["training"]["epochs_completed"] == 2
+    assert len(loaded.card.to_dict()["metrics"]["history"]) == 2

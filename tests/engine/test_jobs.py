@@ -35,7 +35,7 @@ def test_submit_run_done_with_events_log_and_checkpoint(tmp_path):
     assert [h["epoch"] for h in store.history(job.id)] == [1, 2]
     assert "job %d done" % job.id in store.read_log(job.id)
     from engine.checkpoints import load
-    assert load(done.checkpoint).card["training"]["epochs_completed"] == 2
+    assert load(done.checkpoint).card.to_dict()["training"]["epochs_completed"] == 2
 
 
 def test_cancel_queued_and_running(tmp_path):
@@ -127,4 +127,4 @@ def test_kill_9_worker_then_restart_finishes_job(tmp_path):
     assert [h["epoch"] for h in store.history(job.id)] == [1, 2, 3, 4]
     from engine.checkpoints import load
     for path in (done.checkpoint, done.best_checkpoint):
-        assert load(path).card["training"]["epochs_completed"] >= 1
+        assert load(path).card.to_dict()["training"]["epochs_completed"] >= 1

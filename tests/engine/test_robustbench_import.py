@@ -143,7 +143,7 @@ def test_cache_layout_file_loads_with_identical_logits(zoo, tmp_path):
     x = images()
     with torch.no_grad():
         assert torch.equal(loaded.model(x), net(x))
-    card = loaded.card
+    card = loaded.card.to_dict()
     assert card["mean"] == [0.0] * 3 and card["std"] == [1.0] * 3  # this entry takes raw [0, 1] images
     assert card["source"]["leaderboard"] == LEADERBOARD
     assert card["source"]["robustbench"]["name"] == "Tiny2024Wrn"
@@ -160,7 +160,7 @@ def test_model_prefix_and_mu_sigma_in_the_file_win_over_the_table(zoo, tmp_path)
     x = images()
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), net((x - mu) / sigma), atol=1e-6)
-    assert loaded.card["source"]["normalization"] == "file"
+    assert loaded.card.to_dict()["source"]["normalization"] == "file"
     explicit = rb.load_robustbench("Tiny2024Mu", "cifar10", "L2", tmp_path, download=False, normalization="none")
     with torch.no_grad():
         assert torch.allclose(explicit.model(x), net(x), atol=1e-6)
@@ -176,7 +176,7 @@ def test_table_normalisation_when_the_file_has_none(zoo, tmp_path):
     x = images()
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), net((x - mean) / std), atol=1e-5)
-    assert loaded.card["num_classes"] == 100 and loaded.card["dataset"] == "cifar100"
+    assert loaded.card.to_dict()["num_classes"] == 100 and loaded.card.to_dict()["dataset"] == "cifar100"
 
 
 def test_checkpoint_key_last_is_what_robustbench_reads(zoo, tmp_path):
@@ -282,7 +282,7 @@ def test_missing_file_is_downloaded_into_the_cache_then_loaded(zoo, tmp_path, se
     path = tmp_path / "models" / "cifar10" / "Linf" / "Tiny2024Wrn.pt"
     assert path.read_bytes() == body and not path.with_name(path.name + ".part").exists()
     assert seen[-1] == (len(body), len(body))
-    assert loaded.card["source"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert loaded.card.to_dict()["source"]["sha256"] == hashlib.sha256(body).hexdigest()
 
 
 def test_a_partial_download_resumes_with_a_range_request(tmp_path, server):
@@ -457,7 +457,7 @@ def test_robustness_best_checkpoint_imports_with_its_own_normaliser(tmp_path, ca
     from engine import load
 
     loaded = load(saved)
-    assert loaded.card["arch"] == "cifar_resnet18"
+    assert loaded.card.to_dict()["arch"] == "cifar_resnet18"
     x = images()
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), net((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)), atol=1e-5)
@@ -491,15 +491,15 @@ def test_normalisation_precedence_option_file_architecture_dataset(tmp_path):
 
     path, _ = _plain_file(tmp_path, "small_cnn", (1, 28, 28))
     loaded = importers.import_checkpoint(path, "small_cnn", "mnist")
-    assert loaded.card["source"]["normalization"] == "dataset"
-    assert loaded.card["mean"] == pytest.approx(list(get_spec("mnist").mean))
+    assert loaded.card.to_dict()["source"]["normalization"] == "dataset"
+    assert loaded.card.to_dict()["mean"] == pytest.approx(list(get_spec("mnist").mean))
     dm, _ = _plain_file(tmp_path, "dm_wide_resnet", (3, 32, 32), depth=10, width=1)
     loaded = importers.import_checkpoint(dm, "dm_wide_resnet", "cifar10", arch_kwargs={"depth": 10, "width": 1})
-    assert loaded.card["source"]["normalization"] == "architecture"
-    assert loaded.card["std"] != pytest.approx(list(get_spec("cifar10").std), abs=1e-6)
+    assert loaded.card.to_dict()["source"]["normalization"] == "architecture"
+    assert loaded.card.to_dict()["std"] != pytest.approx(list(get_spec("cifar10").std), abs=1e-6)
     loaded = importers.import_checkpoint(dm, "dm_wide_resnet", "cifar10", arch_kwargs={"depth": 10, "width": 1},
                                          normalization="none")
-    assert loaded.card["source"]["normalization"] == "option" and loaded.card["std"] == [1.0] * 3
+    assert loaded.card.to_dict()["source"]["normalization"] == "option" and loaded.card.to_dict()["std"] == [1.0] * 3
 
 
 def test_state_dict_of_a_loaded_robustbench_model_unwraps_with_its_normalisation(tmp_path):
@@ -513,9 +513,9 @@ def test_state_dict_of_a_loaded_robustbench_model_unwraps_with_its_normalisation
     x = images()
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), net((x - mean) / std), atol=1e-6)
-    assert loaded.card["source"]["normalization"] == "file"
+    assert loaded.card.to_dict()["source"]["normalization"] == "file"
     override = importers.import_checkpoint(path, "wide_resnet", "cifar10", arch_kwargs=WRN, normalization=Normalization())
-    assert override.card["mean"] == [0.0] * 3
+    assert override.card.to_dict()["mean"] == [0.0] * 3
 
 
 def test_torchvision_names_import_plain_state_dicts(tmp_path):
@@ -524,10 +524,10 @@ def test_torchvision_names_import_plain_state_dicts(tmp_path):
 
     spec = DatasetSpec("tiny", 7, tuple("abcdefg"), (3, 64, 64), (0.5,) * 3, (0.5,) * 3, "small_cnn", "test")
     loaded = importers.import_checkpoint(path, "torchvision:resnet18", spec, fmt="torchvision")
-    assert loaded.card["arch"] == "torchvision:resnet18"
-    assert loaded.card["source"]["normalization"] in ("architecture", "dataset")
-    mean = torch.tensor(loaded.card["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(loaded.card["std"]).view(1, 3, 1, 1)
+    assert loaded.card.to_dict()["arch"] == "torchvision:resnet18"
+    assert loaded.card.to_dict()["source"]["normalization"] in ("architecture", "dataset")
+    mean = torch.tensor(loaded.card.to_dict()["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.card.to_dict()["std"]).view(1, 3, 1, 1)
     x = images(2, 64)
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), net.eval()((x - mean) / std), atol=1e-5)

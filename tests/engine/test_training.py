@@ -44,8 +44,8 @@ def test_each_method_lowers_the_loss(method):
     assert losses[-1] < losses[0]
     from engine.checkpoints import load
     loaded = load(result.checkpoint)
-    assert loaded.card["training"]["method"] == method
-    assert len(loaded.card["metrics"]["history"]) == 3
+    assert loaded.card.to_dict()["training"]["method"] == method
+    assert len(loaded.card.to_dict()["metrics"]["history"]) == 3
     assert loaded.model.dual_bn == (method == "advprop")
 
 
