@@ -117,7 +117,7 @@ def _checkpoint_files(given: Path) -> tuple[Path, Path]:
     return weights, card
 
 
-def read_card(path: str | os.PathLike) -> dict:
+def card_json(path: str | os.PathLike) -> dict:
     """The raw JSON of the model card of the checkpoint at ``path`` (``{}`` when unreadable).
 
     Only for quick look-ups that need no torch (the default dataset of a command); the loader
@@ -135,7 +135,7 @@ def read_card(path: str | os.PathLike) -> dict:
 
 def _card_sha256(card: Path) -> str | None:
     """The card's ``weights_sha256`` when it records a well-formed one (else None: hash the file)."""
-    value = read_card(card).get("weights_sha256")
+    value = card_json(card).get("weights_sha256")
     return value if isinstance(value, str) and len(value) == 64 and set(value) <= _HEX else None
 
 

@@ -84,10 +84,10 @@ def write_csv_atomic(rows: list[dict], path: str | os.PathLike) -> Path:
 def cka_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.CKARequest` of ``cka --a A --b B ...`` (no torch needed)."""
     from engine.analysis import CKARequest, ModelRef
-    from engine.analysis.base import read_card
+    from engine.analysis.base import card_json
 
     a, b = ModelRef.of(args.a, args.a_branch), ModelRef.of(args.b, args.b_branch)
-    dataset = args.dataset or read_card(a.path).get("dataset")
+    dataset = args.dataset or card_json(a.path).get("dataset")
     if not dataset:
         raise InvalidParameterError(f"{a.path}'s card names no dataset; give --dataset")
     return CKARequest(

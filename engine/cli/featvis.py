@@ -118,11 +118,11 @@ def run_featvis(args: argparse.Namespace) -> int:
 def _queue_top_k(args: argparse.Namespace) -> int:
     """``--background``: queue the top-k search (the lucent visualisation runs in the foreground only)."""
     from engine.analysis import submit_analysis
-    from engine.analysis.base import read_card
+    from engine.analysis.base import card_json
 
     check_int("--n", args.n, 1, MAX_SEARCHED, "held-out images searched")
     check_int("--top-k", args.top_k, 1, args.n, "at most --n; --background queues the top-k search")
-    dataset = args.dataset or read_card(args.checkpoint).get("dataset")
+    dataset = args.dataset or card_json(args.checkpoint).get("dataset")
     job = submit_analysis(topk_request(args, dataset, parse_position(args.position)), use_cache=not args.no_cache,
                           device=args.device, submitter="cli")
     if args.steps:

@@ -71,7 +71,7 @@ def _load(args) -> tuple[dict, dict, str, tuple]:
         name = name if name not in models else f"{name} ({len(models) + 1})"
         models[name], cards[name] = loaded.model, loaded.card
         checkpoints.append(loaded)
-    dataset = args.dataset or next(iter(cards.values())).get("dataset")
+    dataset = args.dataset or next(iter(cards.values())).dataset
     split = edata.load_dataset(dataset, split="test")
     require_compatible(checkpoints, split)
     check_int("--n", args.n, 1, len(split), f"the {dataset} test split's size")
@@ -101,13 +101,13 @@ def _print_findings(report: dict) -> None:
 def ood_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.OODRequest` of ``ood --checkpoint ...`` (no torch needed)."""
     from engine.analysis import ModelRef, OODRequest
-    from engine.analysis.base import read_card
+    from engine.analysis.base import card_json
 
     if args.n is None or args.n < 1:
         raise InvalidParameterError(f"--n must be at least 1, got {args.n}")
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     refs = tuple(ModelRef.of(path, args.bn_branch) for path in args.checkpoint)
-    dataset = args.dataset or read_card(refs[0].path).get("dataset")
+    dataset = args.dataset or card_json(refs[0].path).get("dataset")
     if not dataset:
         raise InvalidParameterError(f"{refs[0].path}'s card names no dataset; give --dataset")
     return OODRequest(models=refs, dataset=dataset, n=args.n, batch_size=args.batch_size, seed=args.seed,

@@ -203,11 +203,11 @@ def run_saliency(args: argparse.Namespace) -> int:
 def grid_request(args: argparse.Namespace, params: dict):
     """The :class:`~engine.analysis.SaliencyGridRequest` of the maps (``--curve`` is not part of it)."""
     from engine.analysis import ModelRef
-    from engine.analysis.base import read_card
+    from engine.analysis.base import card_json
     from engine.analysis.requests import SaliencyGridRequest
 
     refs = tuple(ModelRef.of(path, args.bn_branch) for path in args.checkpoint)
-    dataset = args.dataset or read_card(refs[0].path).get("dataset")
+    dataset = args.dataset or card_json(refs[0].path).get("dataset")
     if not dataset:
         raise InvalidParameterError(f"{refs[0].path}'s card names no dataset; give --dataset")
     chosen = tuple((m, k, v) for m in args.methods for k, v in params.get(m, {}).items())

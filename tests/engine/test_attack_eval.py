@@ -177,4 +177,4 @@ def test_cli_evaluate_record_writes_full_test_figures_into_the_card(trained, tmp
     # a subset is refused, and the card is left as it was
     assert cli_main(["evaluate", "--checkpoint", str(stem), "--n", "10", "--record"]) == 2
     assert "whole test split" in capsys.readouterr().err
-    assert engine.load(stem).card == card
+    assert engine.load(stem).card.to_dict() == card
