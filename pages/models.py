@@ -43,7 +43,8 @@ def show_table() -> None:
             "name": info.name, "dataset": card.dataset, "arch": card.arch,
             "method": card.training.method, "norm": norm, "ε": eps,
             "clean acc": card.metrics.clean_acc, "robust acc": card.metrics.robust_acc,
-            "under": selection.describe_attack(card), "test images": card.metrics.n_images,
+            "under": selection.describe_attack(card), "AutoAttack": card.metrics.autoattack_acc,
+            "test images": card.metrics.n_images,
             "problem": getattr(info, "error", None), "path": str(info.path),
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True)
@@ -58,12 +59,15 @@ def show_card(slot: str, loaded) -> None:
     card = loaded.card
     branch = f" · `{loaded.branch}` BN branch" if loaded.branch != "main" else ""
     st.markdown(f"**{loaded.name}** · `{card.arch}` on `{card.dataset}`{branch}")
-    cols = st.columns(3)
+    cols = st.columns(4)
     cols[0].metric("method", card.describe_recipe())
-    clean, robust = card.metrics.clean_acc, card.metrics.robust_acc
+    clean, robust, auto = card.metrics.clean_acc, card.metrics.robust_acc, card.metrics.autoattack_acc
     cols[1].metric("clean acc (card)", f"{clean:.2%}" if clean is not None else "—")
-    cols[2].metric("robust acc (card)", f"{robust:.2%}" if robust is not None else "—",
+    cols[2].metric("PGD acc (card)", f"{robust:.2%}" if robust is not None else "—",
                    help=selection.describe_attack(card) or None)
+    cols[3].metric("AutoAttack (card)", f"{auto:.2%}" if auto is not None else "—",
+                   help="python -m engine evaluate --attack autoattack --record" if auto is None else
+                   f"standard AutoAttack on {card.metrics.extra.get('autoattack', {}).get('n', '?')} test images")
     show_leaderboard(card)
     with st.expander("Full model card"):
         st.json(card.to_dict())

@@ -226,6 +226,7 @@ class Metrics:
     robust_acc: float | None = None
     attack: AttackRecord | None = None
     n_test: int | None = None
+    autoattack_acc: float | None = None
     history: tuple = ()
     extra: dict = field(default_factory=dict)
 
@@ -248,6 +249,7 @@ class Metrics:
         return cls(
             clean_acc=_as_float(known.get("clean_acc"), where, "metrics.clean_acc"),
             robust_acc=_as_float(known.get("robust_acc"), where, "metrics.robust_acc"),
+            autoattack_acc=_as_float(known.get("autoattack_acc"), where, "metrics.autoattack_acc"),
             attack=AttackRecord.from_dict(known.get("attack"), where),
             n_test=None if known.get("n_test") is None else _as_int(known["n_test"], where, "metrics.n_test", 0, 10**9),
             history=tuple(dict(h) for h in history),
@@ -256,7 +258,7 @@ class Metrics:
 
     def to_dict(self) -> dict:
         out = dict(self.extra)
-        for key in ("clean_acc", "robust_acc", "n_test"):
+        for key in ("clean_acc", "robust_acc", "autoattack_acc", "n_test"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.attack is not None:

@@ -89,3 +89,17 @@ def test_models_page_compares_advprop_branches_with_standard_and_robust(tiny_che
     table = next(d.value for d in at.dataframe if "PGD acc" in d.value.columns)
     assert list(table["model"]) == ["tiny_advprop (main BN)", "tiny_advprop (aux BN)", "tiny_standard", "tiny_robust"]
     assert table[["clean acc", "PGD acc", "distorted acc"]].apply(lambda c: c.between(0, 1)).all().all()
+
+
+def test_models_page_shows_pgd_and_autoattack_side_by_side(tiny_checkpoints):
+    from engine.checkpoints import update_card
+
+    update_card(tiny_checkpoints["robust"], {"metrics": {"clean_acc": 0.9, "robust_acc": 0.6, "autoattack_acc": 0.42,
+                                                         "attack": {"attack": "pgd", "steps": 20, "eps": 0.03, "norm": "linf"}}})
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    listing = at.dataframe[0].value.set_index("name")
+    assert listing.loc["tiny_robust", "AutoAttack"] == 0.42 and listing.loc["tiny_robust", "robust acc"] == 0.6
+    shown = [(m.label, m.value) for m in at.metric]
+    assert ("AutoAttack (card)", "42.00%") in shown and ("PGD acc (card)", "60.00%") in shown
