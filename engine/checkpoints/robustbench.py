@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import json
 import os
 import socket
@@ -46,7 +45,7 @@ from engine.checkpoints.importers import (
     parse_normalization,
     save_imported,
 )
-from engine.checkpoints.safe_io import read_weights
+from engine.checkpoints.safe_io import read_weights, sha256_file
 from engine.checkpoints.store import LoadedCheckpoint
 from engine.errors import CheckpointError, InvalidParameterError
 
@@ -379,20 +378,12 @@ def download_file(
         part.unlink()
         raise DownloadError(f"{url} did not send a PyTorch checkpoint (the file starts with {head[:16]!r}); the download was removed")
     if sha256:
-        digest = _sha256(part)
+        digest = sha256_file(part)
         if not digest.startswith(sha256.lower()):
             part.unlink()
             raise DownloadError(f"{url}: sha256 {digest[:16]}... does not match the expected {sha256}; the download was removed")
     os.replace(part, dest)
     return dest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_checkpoint(

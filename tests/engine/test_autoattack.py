@@ -384,9 +384,10 @@ def _trained_shapes_model():
     return model
 
 
-@pytest.mark.slow
-def test_agrees_with_the_reference_autoattack(tmp_path):
-    from bench.autoattack import reference_python, registry_reachable, run_reference
+def _reference_setup(tmp_path):
+    """(reference interpreter, trained test model, its checkpoint path); skips only when the
+    registry is unreachable (the reference cannot be installed)."""
+    from bench.autoattack import reference_python, registry_reachable
 
     try:
         python = reference_python()
@@ -395,7 +396,14 @@ def test_agrees_with_the_reference_autoattack(tmp_path):
             pytest.skip("the package registry is unreachable, so the reference (pyautoattack 0.2.0) cannot be installed")
         raise
     model = _trained_shapes_model()
-    path = ckpt.save_checkpoint(model, ckpt.make_card(model, "shapes"), tmp_path / "agree")
+    return python, model, ckpt.save_checkpoint(model, ckpt.make_card(model, "shapes"), tmp_path / "agree")
+
+
+@pytest.mark.slow
+def test_agrees_with_the_reference_autoattack(tmp_path):
+    from bench.autoattack import run_reference
+
+    python, model, path = _reference_setup(tmp_path)
     x, y = take(load_dataset("shapes", image_size=16), 100)
     eps = 0.004
     ours = evaluate_autoattack(model, x, y, AutoAttack(eps=eps, seed=0), batch_size=250)
@@ -411,16 +419,9 @@ def test_agrees_with_the_reference_autoattack(tmp_path):
 @pytest.mark.slow
 def test_fab_t_and_square_agree_with_the_reference_in_l2(tmp_path):
     """Square then FAB-T (ℓ₂), each breaking points (no APGD before them), with shorter budgets."""
-    from bench.autoattack import reference_python, registry_reachable, run_reference
+    from bench.autoattack import run_reference
 
-    try:
-        python = reference_python()
-    except Exception:
-        if not registry_reachable():
-            pytest.skip("the package registry is unreachable, so the reference (pyautoattack 0.2.0) cannot be installed")
-        raise
-    model = _trained_shapes_model()
-    path = ckpt.save_checkpoint(model, ckpt.make_card(model, "shapes"), tmp_path / "agree")
+    python, model, path = _reference_setup(tmp_path)
     x, y = take(load_dataset("shapes", image_size=16), 60)
     eps = 0.1
     ours = evaluate_autoattack(model, x, y, AutoAttack(eps=eps, norm="l2", version="custom",
