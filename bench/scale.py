@@ -68,7 +68,7 @@ def bare_forward(models, data, piece: int) -> float:
     """Seconds of the forward passes alone: every model over every image, ``piece`` at a time."""
     import torch
 
-    from engine.similarity.features import slice_batch
+    from engine.data import slice_batch
 
     start = time.perf_counter()
     with torch.no_grad():

@@ -57,6 +57,13 @@ def dataset_sample(name: str, n: int, seed: int | None = None, split: str = "tes
     return edata.take(dataset, n, seed=seed)
 
 
+@st.cache_resource(show_spinner="Opening the dataset…", max_entries=8)
+def dataset_stream(name: str, n: int, seed: int | None = None, split: str = "test"):
+    """The ``n`` images ``dataset_sample`` would return, as an ``engine.data.Sample`` read one batch
+    at a time (for analyses whose memory must not grow with ``n``)."""
+    return edata.Sample(edata.load_dataset(name, split=split), n, seed=seed)
+
+
 @st.cache_data(ttl=5, show_spinner=False)
 def _listing(roots: tuple[str, ...]) -> list:
     return ckpt.list_checkpoints(list(roots))

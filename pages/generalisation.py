@@ -33,8 +33,8 @@ st.markdown(f"Robust model: **{names[robust]}** · standard model: **{names[stan
 
 def unit_table(keys, dataset, n, layers, top_k, _models, _progress):
     """Per-unit statistics table (cached by ``run_cached`` per hashes and settings)."""
-    images, labels = common.dataset_sample(dataset, n)
-    reports = gen.compare_units(_models, images, labels, list(layers), top_k=top_k, progress=_progress)
+    sample = common.dataset_stream(dataset, n)
+    reports = gen.compare_units(_models, sample, None, list(layers), top_k=top_k, progress=_progress)
     return gen.units_frame(reports)
 
 

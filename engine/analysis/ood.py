@@ -54,11 +54,11 @@ def run(request, ctx) -> Payload:
     if request.n > len(split):
         raise InvalidParameterError(f"n must be at most {len(split)} (the {request.dataset} test split's size), "
                                     f"got {request.n}")
-    images, labels = edata.take(split, request.n)
-    size = int(images.shape[-1])
+    sample = edata.Sample(split, request.n)  # read batch by batch: memory independent of n
+    size = int(sample[0][0].shape[-1])
     sets = shapes_image_sets(request.n, seed=request.seed, image_size=size) if request.dataset == "shapes" else None
     models = {name: m.model for name, m in zip(names, loaded)}
-    result = evaluate_ood(models, images, labels, None if request.distortions is None else list(request.distortions),
+    result = evaluate_ood(models, sample, None, None if request.distortions is None else list(request.distortions),
                           list(request.severities), image_sets=sets, batch_size=request.batch_size, seed=request.seed,
                           progress=ctx.report, should_stop=ctx.stopped)
     if result.stopped:

@@ -54,8 +54,9 @@ def register(sub) -> None:
     p.set_defaults(func=run_units)
 
 
-def _load(args) -> tuple[dict, dict, str, tuple]:
-    """name -> model and name -> card for every --checkpoint; the dataset; its (images, labels)."""
+def _load(args) -> tuple[dict, dict, str, object]:
+    """name -> model and name -> card for every --checkpoint; the dataset; the first --n test
+    images as an ``engine.data.Sample`` (read batch by batch)."""
     import engine
     from engine import data as edata
     from engine.device import resolve_device
@@ -75,8 +76,7 @@ def _load(args) -> tuple[dict, dict, str, tuple]:
     split = edata.load_dataset(dataset, split="test")
     require_compatible(checkpoints, split)
     check_int("--n", args.n, 1, len(split), f"the {dataset} test split's size")
-    data = edata.take(split, args.n)
-    return models, cards, dataset, data
+    return models, cards, dataset, edata.Sample(split, args.n)  # streamed: memory independent of --n
 
 
 def _findings(cards: dict, **numbers) -> dict:
@@ -142,9 +142,9 @@ def run_units(args: argparse.Namespace) -> int:
     from engine.generalisation import compare_units, units_frame
     from engine.models import default_layers
 
-    models, cards, dataset, (images, labels) = _load(args)
+    models, cards, dataset, sample = _load(args)
     layers = {name: args.layer or default_layers(m) for name, m in models.items()}
-    reports = compare_units(models, images, labels, layers, top_k=args.top_k,
+    reports = compare_units(models, sample, None, layers, top_k=args.top_k,
                             batch_size=args.batch_size, progress=stderr_progress("units"))
     frame = units_frame(reports)
     active = frame[frame["active"]]

@@ -11,8 +11,11 @@ from engine.data.registry import (
     LOADERS,
     Sample,
     dataset_available,
+    dataset_size,
     get_spec,
+    iter_batches,
     load_dataset,
+    slice_batch,
     take,
     take_indices,
 )
@@ -29,6 +32,9 @@ __all__ = [
     "imagefolder_spec",
     "load_dataset",
     "Sample",
+    "dataset_size",
+    "iter_batches",
+    "slice_batch",
     "take",
     "take_indices",
 ]

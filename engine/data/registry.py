@@ -161,6 +161,43 @@ class Sample(Dataset):
         return images, torch.tensor([int(label) for _, label in items], dtype=torch.long)
 
 
+def dataset_size(data) -> int:
+    """Number of images in ``data``: an (images, labels) pair, an images tensor, or a Dataset."""
+    if isinstance(data, torch.Tensor):
+        return data.shape[0]
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return data[0].shape[0]
+    try:
+        return len(data)
+    except TypeError:
+        raise InvalidParameterError(
+            "data must be an images tensor, an (images, labels) pair or a sized Dataset"
+        ) from None
+
+
+def slice_batch(data, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images (B, C, H, W) and labels (B,) or None for items [start, stop) of ``data``."""
+    if isinstance(data, torch.Tensor):
+        return data[start:stop], None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        labels = data[1]
+        return data[0][start:stop], (None if labels is None else torch.as_tensor(labels)[start:stop])
+    if callable(getattr(data, "batch", None)):          # engine.data.TensorImageDataset
+        return data.batch(torch.arange(start, stop))
+    items = [data[i] for i in range(start, stop)]
+    images = torch.stack([torch.as_tensor(item[0]) for item in items])
+    labels = torch.as_tensor([int(item[1]) for item in items])
+    return images, labels
+
+
+def iter_batches(data, batch_size: int):
+    """``(images (B, C, H, W), labels (B,) or None)`` of ``data`` (as :func:`slice_batch` reads it)
+    in order, ``batch_size`` at a time: one batch in memory, however many images."""
+    total = dataset_size(data)
+    for start in range(0, total, batch_size):
+        yield slice_batch(data, start, min(start + batch_size, total))
+
+
 def take(dataset: Dataset, n: int, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``n`` examples as tensors: the first ``n``, or a seeded random subset.
 

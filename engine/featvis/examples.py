@@ -140,7 +140,7 @@ def stream_top_k(
     Returns:
         One :class:`TopK` per target (indices into ``data``, best first).
     """
-    from engine.similarity.features import dataset_size, slice_batch
+    from engine.data import dataset_size, slice_batch
 
     where = _check_device(model, device)
     total = dataset_size(data)

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from engine.data import dataset_size, iter_batches
 from engine.data import distortions as dist
 from engine.errors import InvalidParameterError
 from engine.evaluation import eval_mode
@@ -62,8 +63,7 @@ class _Task(NamedTuple):
     distortion: str
     severity: int
     keeps: str
-    images: torch.Tensor
-    labels: torch.Tensor
+    data: object  # an (images, labels) pair or a Dataset (engine.data.Sample): read batch by batch
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -90,26 +90,32 @@ def _check_batch_size(batch_size: int) -> None:
         raise InvalidParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def _check_inputs(models: Mapping[str, nn.Module], images, labels) -> None:
+def _check_inputs(models: Mapping[str, nn.Module], images, labels) -> object:
+    """The data to read batch by batch: ``(images, labels)``, or ``images`` itself when it is a
+    Dataset (``labels`` None)."""
     if not models:
         raise InvalidParameterError("give at least one model to evaluate")
+    if labels is None and not isinstance(images, torch.Tensor):
+        if dataset_size(images) == 0:
+            raise InvalidParameterError("the image sample is empty")
+        return images
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
         raise InvalidParameterError("images must be a non-empty tensor (N, C, H, W) in [0, 1]")
     if not isinstance(labels, torch.Tensor) or labels.shape != (len(images),):
         raise InvalidParameterError("labels must be a tensor (N,) matching the images")
+    return images, labels
 
 
-def _tasks(images, labels, distortions, severities, image_sets, include_clean) -> list[_Task]:
+def _tasks(data, distortions, severities, image_sets, include_clean) -> list[_Task]:
     """Every (distortion, severity) cell to evaluate, in table order."""
     names = list(dist.DISTORTIONS) if distortions is None else list(distortions)
     for name in names:
         dist.get_distortion(name)
     levels = [dist.check_severity(s) for s in severities]
-    tasks = [_Task(CLEAN, 0, "both", images, labels)] if include_clean else []
-    tasks += [_Task(n, s, dist.DISTORTIONS[n].keeps, images, labels) for n in names for s in levels]
+    tasks = [_Task(CLEAN, 0, "both", data)] if include_clean else []
+    tasks += [_Task(n, s, dist.DISTORTIONS[n].keeps, data) for n in names for s in levels]
     for set_name, image_set in (image_sets or {}).items():
-        _check_inputs({"-": None}, image_set.images, image_set.labels)
-        tasks.append(_Task(set_name, 0, image_set.keeps, image_set.images, image_set.labels))
+        tasks.append(_Task(set_name, 0, image_set.keeps, _check_inputs({"-": None}, image_set.images, image_set.labels)))
     if not tasks:
         raise InvalidParameterError("nothing to evaluate: choose distortions or keep the clean rows")
     return tasks
@@ -117,17 +123,16 @@ def _tasks(images, labels, distortions, severities, image_sets, include_clean) -
 
 def _batches(task: _Task, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(distorted images, labels) per batch; batch b uses seed ``seed + b``."""
-    for b, start in enumerate(range(0, len(task.labels), batch_size)):
-        x = task.images[start:start + batch_size]
+    for b, (x, y) in enumerate(iter_batches(task.data, batch_size)):
         if task.severity > 0:
             x = dist.apply(task.distortion, x, task.severity, seed=seed + b)
-        yield x, task.labels[start:start + batch_size]
+        yield x, y
 
 
 def evaluate_ood(
     models: Mapping[str, nn.Module],
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    images,
+    labels: torch.Tensor | None = None,
     distortions: Sequence[str] | None = None,
     severities: Iterable[int] = dist.SEVERITIES,
     image_sets: Mapping[str, ImageSet] | None = None,
@@ -145,7 +150,8 @@ def evaluate_ood(
     Args:
         models: name -> classifier taking (B, C, H, W) images in [0, 1]; each runs on its own
             device in eval mode, and its mode is restored.
-        images: (N, C, H, W) float in [0, 1]; labels: (N,) long.
+        images: (N, C, H, W) float in [0, 1] with ``labels`` (N,) long; or, with ``labels`` None, an
+            Dataset such as ``engine.data.Sample``, read one batch at a time (memory independent of N).
         distortions: names from ``engine.data.distortions.DISTORTIONS`` (default: all).
         severities: subset of 1..5.
         image_sets: extra fixed sets (name -> :class:`ImageSet`), evaluated as severity 0.
@@ -161,10 +167,10 @@ def evaluate_ood(
     Raises:
         InvalidParameterError: unknown distortion, severity outside 1..5, bad shapes, no models.
     """
-    _check_inputs(models, images, labels)
+    data = _check_inputs(models, images, labels)
     _check_batch_size(batch_size)
-    tasks = _tasks(images, labels, distortions, list(severities), image_sets, include_clean)
-    total = sum(-(-len(t.labels) // batch_size) for t in tasks)
+    tasks = _tasks(data, distortions, list(severities), image_sets, include_clean)
+    total = sum(-(-dataset_size(t.data) // batch_size) for t in tasks)
     start, done, rows, stopped = time.perf_counter(), 0, [], False
     for task in tasks:
         correct = dict.fromkeys(models, 0)
@@ -179,8 +185,9 @@ def evaluate_ood(
                 progress(done, total)
         if stopped:
             break
-        rows += [(name, task.distortion, task.severity, task.keeps, c / len(task.labels), c,
-                  len(task.labels)) for name, c in correct.items()]
+        size = dataset_size(task.data)
+        rows += [(name, task.distortion, task.severity, task.keeps, c / size, c, size)
+                 for name, c in correct.items()]
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     return OODResult(table, stopped, time.perf_counter() - start)
 

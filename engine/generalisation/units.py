@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from engine.data import dataset_size, iter_batches
 from engine.errors import InvalidParameterError
 from engine.evaluation import eval_mode
-from engine.featvis.examples import rank
 from engine.generalisation.ood import model_device
 from engine.models.hooks import record_activations
 
@@ -160,60 +160,98 @@ def label_complexity(top_labels) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------- one pass over images
 
 
+class _RunningTopK:
+    """Each unit's k best scores so far, their image indices and labels (U, k), merged batch by
+    batch exactly as :func:`~engine.featvis.examples.rank` over all images would order them
+    (float32 scores, ties to the lower index: earlier candidates come first in a stable sort)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.scores = self.index = self.labels = None
+
+    def add(self, scores: torch.Tensor, start: int, labels: torch.Tensor) -> None:
+        """Merge a batch's scores (B, U) of images ``start .. start+B-1`` with labels (B,)."""
+        units, batch = scores.shape[1], scores.shape[0]
+        new = (scores.T.float(), torch.arange(start, start + batch).expand(units, -1),
+               labels.long().expand(units, -1))
+        if self.scores is not None:
+            new = tuple(torch.cat([old, part], dim=1) for old, part in zip((self.scores, self.index, self.labels), new))
+        order = torch.sort(-new[0], dim=1, stable=True).indices[:, :self.k]
+        self.scores, self.index, self.labels = (part.gather(1, order) for part in new)
+
+
 class _LayerSums:
-    """Running sums for one layer over batches."""
+    """Running sums for one layer over batches: nothing of size N is kept (memory is one batch
+    plus (U, k) top-k entries)."""
 
-    def __init__(self) -> None:
+    def __init__(self, k: int) -> None:
         self.sums: list[torch.Tensor] | None = None  # tv, mass, high, energy (U,)
-        self.scores: list[torch.Tensor] = []  # (B, U) spatial means
+        self.top = _RunningTopK(k)
+        self.total = self.low = self.high = None      # Σ, min, max of the spatial means (U,)
+        self.seen = 0
 
-    def add(self, output: torch.Tensor) -> None:
+    def add(self, output: torch.Tensor, labels: torch.Tensor) -> None:
         if not isinstance(output, torch.Tensor) or output.ndim not in (2, 4):
             raise InvalidParameterError(
                 "unit statistics need a layer whose output is (N, C, H, W) or (N, C)")
         if output.ndim == 2:
-            self.scores.append(output.float().cpu())
-            return
-        maps = output.detach().to(torch.float64)
-        self.scores.append(maps.mean(dim=(2, 3)).float().cpu())
-        parts = [*_tv_sums(maps), *_spectrum_sums(maps, HIGH_FREQUENCY_CUTOFF)]
-        self.sums = parts if self.sums is None else [a + b for a, b in zip(self.sums, parts)]
+            scores = output.float().cpu()
+        else:
+            maps = output.detach().to(torch.float64)
+            scores = maps.mean(dim=(2, 3)).float().cpu()
+            parts = [*_tv_sums(maps), *_spectrum_sums(maps, HIGH_FREQUENCY_CUTOFF)]
+            self.sums = parts if self.sums is None else [a + b for a, b in zip(self.sums, parts)]
+        self.top.add(scores, self.seen, labels)
+        batch = (scores.double().sum(0), scores.min(0).values, scores.max(0).values)
+        if self.total is None:
+            self.total, self.low, self.high = batch
+        else:
+            self.total = self.total + batch[0]
+            self.low, self.high = torch.minimum(self.low, batch[1]), torch.maximum(self.high, batch[2])
+        self.seen += len(scores)
 
-    def finish(self, layer: str, labels: np.ndarray, k: int) -> UnitStats:
-        scores = torch.cat(self.scores).numpy()  # (N, U)
-        units = scores.shape[1]
+    def finish(self, layer: str) -> UnitStats:
+        units = len(self.total)
         if self.sums is None:
             roughness = high = np.full(units, np.nan)
         else:
             tv, mass, high_energy, energy = self.sums
             roughness, high = _ratio(tv, mass), _ratio(high_energy, energy)
-        top = np.stack([rank(scores[:, u], k).indices for u in range(units)])  # (U, k)
-        entropy, distinct = label_complexity(labels[top])
-        active = scores.max(axis=0) > scores.min(axis=0)
-        return UnitStats(layer, roughness, high, entropy, distinct, scores.mean(axis=0), top, active)
+        entropy, distinct = label_complexity(self.top.labels.numpy())
+        active = (self.high > self.low).numpy()
+        mean = (self.total / self.seen).float().numpy()
+        return UnitStats(layer, roughness, high, entropy, distinct, mean, self.top.index.numpy().astype(np.int64),
+                         active)
 
 
-def _check_unit_args(images, labels, layers, top_k, batch_size) -> list[str]:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
+def _check_unit_args(images, labels, layers, top_k, batch_size) -> tuple[list[str], object]:
+    """The layer names and the data to stream: ``(images, labels)`` or a Dataset (``labels`` None)."""
+    if labels is None and not isinstance(images, torch.Tensor):
+        data, n = images, dataset_size(images)
+    else:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise InvalidParameterError("images must be a non-empty tensor (N, C, H, W) in [0, 1]")
+        if len(torch.as_tensor(labels)) != len(images):
+            raise InvalidParameterError("labels must have one entry per image")
+        data, n = (images, torch.as_tensor(labels)), len(images)
+    if n == 0:
         raise InvalidParameterError("images must be a non-empty tensor (N, C, H, W) in [0, 1]")
-    if len(torch.as_tensor(labels)) != len(images):
-        raise InvalidParameterError("labels must have one entry per image")
     names = [layers] if isinstance(layers, str) else list(layers)
     if not names:
         raise InvalidParameterError("choose at least one layer")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(images):
-        raise InvalidParameterError(f"top_k must be an integer in 1..{len(images)}, got {top_k!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= n:
+        raise InvalidParameterError(f"top_k must be an integer in 1..{n}, got {top_k!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return names
+    return names, data
 
 
 @torch.no_grad()
 def unit_statistics(
     model: nn.Module,
-    images: torch.Tensor,
-    labels,
-    layers: str | Sequence[str],
+    images,
+    labels=None,
+    layers: str | Sequence[str] = (),
     top_k: int = 10,
     batch_size: int = 128,
     progress: Progress | None = None,
@@ -226,7 +264,9 @@ def unit_statistics(
 
     Args:
         model: classifier taking (N, C, H, W) images in [0, 1].
-        images: (N, C, H, W) held-out images in [0, 1]; labels: (N,) their classes.
+        images: (N, C, H, W) held-out images in [0, 1] with ``labels`` (N,) their classes; or, with
+            ``labels`` None, a Dataset of (image, label) such as ``engine.data.Sample``, read one
+            batch at a time (memory is one batch plus (units × top_k) entries, whatever N).
         layers: one dotted layer name or several (``engine.models.list_layers``).
         top_k: images per unit for the complexity statistics (1 <= top_k <= N).
         batch_size: images per forward pass.
@@ -239,28 +279,28 @@ def unit_statistics(
     Raises:
         InvalidParameterError: unknown layer, bad sizes, or a layer with an unusable output.
     """
-    names = _check_unit_args(images, labels, layers, top_k, batch_size)
-    label_array = torch.as_tensor(labels).cpu().numpy()
-    sums = {name: _LayerSums() for name in names}
+    names, data = _check_unit_args(images, labels, layers, top_k, batch_size)
+    total = dataset_size(data)
+    sums = {name: _LayerSums(top_k) for name in names}
     device = model_device(model)
     with eval_mode(model), record_activations(model, names) as rec:
-        for start in range(0, len(images), batch_size):
+        for x, y in iter_batches(data, batch_size):
             if should_stop is not None and should_stop():
                 return UnitReport({}, 0, top_k, stopped=True)
-            model(images[start:start + batch_size].to(device))
+            model(x.to(device))
             for name in names:
-                sums[name].add(rec.outputs[name])
+                sums[name].add(rec.outputs[name], y)
             if progress is not None:
-                progress(min(start + batch_size, len(images)), len(images))
-    stats = {name: sums[name].finish(name, label_array, top_k) for name in names}
-    return UnitReport(stats, len(images), top_k)
+                progress(sums[names[0]].seen, total)
+    stats = {name: sums[name].finish(name) for name in names}
+    return UnitReport(stats, total, top_k)
 
 
 def compare_units(
     models: Mapping[str, nn.Module],
-    images: torch.Tensor,
-    labels,
-    layers: Mapping[str, Sequence[str]] | Sequence[str],
+    images,
+    labels=None,
+    layers: Mapping[str, Sequence[str]] | Sequence[str] = (),
     top_k: int = 10,
     batch_size: int = 128,
     progress: Progress | None = None,
@@ -275,7 +315,7 @@ def compare_units(
     Returns:
         model name -> :class:`UnitReport` (models after a stop get ``stopped`` reports).
     """
-    reports, n = {}, len(images)
+    reports, n = {}, dataset_size(images)
     for i, (name, model) in enumerate(models.items()):
         wanted = layers[name] if isinstance(layers, Mapping) else layers
         step = None if progress is None else (lambda done, _t, i=i: progress(i * n + done, len(models) * n))

@@ -11,6 +11,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from engine.data.registry import dataset_size, slice_batch  # noqa: F401  (re-exported)
 from engine.errors import InvalidParameterError
 from engine.models.hooks import record_activations
 
@@ -77,20 +78,6 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def dataset_size(data) -> int:
-    """Number of images in ``data``: an (images, labels) pair, an images tensor, or a Dataset."""
-    if isinstance(data, torch.Tensor):
-        return data.shape[0]
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        return data[0].shape[0]
-    try:
-        return len(data)
-    except TypeError:
-        raise InvalidParameterError(
-            "data must be an images tensor, an (images, labels) pair or a sized Dataset"
-        ) from None
-
-
 def batch_bounds(total: int, batch_size: int, min_last: int = 4) -> list[tuple[int, int]]:
     """Split ``range(total)`` into [start, stop) batches of ``batch_size``.
 
@@ -104,21 +91,6 @@ def batch_bounds(total: int, batch_size: int, min_last: int = 4) -> list[tuple[i
         last = bounds.pop()
         bounds[-1] = (bounds[-1][0], last[1])
     return bounds
-
-
-def slice_batch(data, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Images (B, C, H, W) and labels (B,) or None for items [start, stop) of ``data``."""
-    if isinstance(data, torch.Tensor):
-        return data[start:stop], None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        labels = data[1]
-        return data[0][start:stop], (None if labels is None else torch.as_tensor(labels)[start:stop])
-    if callable(getattr(data, "batch", None)):          # engine.data.TensorImageDataset
-        return data.batch(torch.arange(start, stop))
-    items = [data[i] for i in range(start, stop)]
-    images = torch.stack([torch.as_tensor(item[0]) for item in items])
-    labels = torch.as_tensor([int(item[1]) for item in items])
-    return images, labels
 
 
 def prepare_inputs(

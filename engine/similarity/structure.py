@@ -174,7 +174,7 @@ def cka_across_epochs(
         InvalidParameterError: fewer than two snapshots, unknown reference, or as ``compare_models``.
     """
     from engine.similarity.cka import _check_sizes, _resolve_layers, stream_cka
-    from engine.similarity.features import dataset_size
+    from engine.data import dataset_size
 
     if reference not in REFERENCES:
         raise InvalidParameterError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
