@@ -5,7 +5,9 @@ a measured estimate (a timed probe batch on the chosen models and device) decide
 here or as a background job (the user may force either). A queued job is tracked in the URL
 (``?job=ID``) and its progress polled from any browser session; when it finishes the page shows
 the result and the URL becomes the permalink ``?result=<key>``, which reopens the view from the
-result store without computing anything.
+result store without computing anything. A view made of several results (one per model, e.g. the
+Features page's top-k) names them all: :func:`run_or_queue_all` queues ``?job=ID,ID``,
+:func:`job_statuses` follows them, :func:`permalinked_all` reads ``?result=K1,K2``.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from engine.analysis import (
     run_analysis,
     submit_analysis,
 )
-from engine.analysis.cost import BACKGROUND_ABOVE_S, estimate
+from engine.analysis.cost import BACKGROUND_ABOVE_S, CostEstimate, estimate
 from engine.errors import InvalidParameterError, RobustScopeError
+from engine.jobs.store import FINISHED
 from pages import common
 
 RESULT_PARAM, JOB_PARAM = "result", "job"
@@ -42,6 +45,47 @@ def _autostart() -> bool:
     return os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0"
 
 
+def _listed(param: str) -> list[str]:
+    """The comma-separated values of query parameter ``param`` (a view of several results names
+    them all: ``?result=K1,K2``, ``?job=3,4``)."""
+    text = st.query_params.get(param)
+    return [part for part in str(text).split(",") if part] if text else []
+
+
+def _stored(key: str) -> AnalysisResult | None:
+    """The stored result ``key``, or None (a damaged entry is moved aside, with a warning)."""
+    found, note = cached_result(key, ResultStore())
+    if note:
+        st.warning(note)
+    return found
+
+
+def _run_here(request, loaded, label: str, device: str) -> AnalysisResult:
+    """Compute ``request`` in this script run, with a progress bar labelled ``label``."""
+    progress, finish = common.progress_callback(label)
+    try:
+        return run_analysis(request, progress, loaded=loaded, device=device)
+    finally:
+        finish()
+
+
+def _total_cost(costs: list) -> CostEstimate:
+    """One estimate for several requests run together (the first one's when there is one)."""
+    if len(costs) == 1:
+        return costs[0]
+    return CostEstimate(sum(c.seconds for c in costs), sum(c.per_image_s for c in costs),
+                        sum(c.passes for c in costs), "; ".join(c.how for c in costs))
+
+
+def _queued(jobs: list, cost: CostEstimate) -> None:
+    """Name the queued ``jobs`` in the URL (``?job=ID[,ID…]``) and say so."""
+    ids = [str(job.id) for job in jobs]
+    st.query_params[JOB_PARAM] = ",".join(ids)
+    st.query_params.pop(RESULT_PARAM, None)
+    st.info(f"Queued as background job{'s' if len(jobs) > 1 else ''} {', '.join(ids)} (estimated {cost.describe()}). It keeps "
+            "running when you close this tab; the **Results** page lists it when done.")
+
+
 def run_or_queue(request, loaded, mode: str, label: str, device: str = "auto") -> AnalysisResult | None:
     """The stored result of ``request``, or compute it here, or queue it (then None).
 
@@ -49,27 +93,39 @@ def run_or_queue(request, loaded, mode: str, label: str, device: str = "auto") -
         loaded: the request's models, already loaded (the sidebar's checkpoints), in order.
         mode: from :func:`mode_picker`.
     """
-    found, note = cached_result(request.key(), ResultStore())
-    if note:
-        st.warning(note)
-    if found is not None:
+    found = run_or_queue_all([request], [loaded], mode, [label], device)
+    return found[0] if found else None
+
+
+def run_or_queue_all(requests: list, loaded: list, mode: str, labels: list[str],
+                     device: str = "auto") -> list[AnalysisResult] | None:
+    """:func:`run_or_queue` for several requests shown in one view (e.g. one per model).
+
+    The stored ones come back at once; the others run here, or (the measured estimate of them
+    all decides in "auto") are all queued, one job each, named together in ``?job=``. Follow them
+    with :func:`job_statuses`.
+
+    Args:
+        loaded: per request, its models already loaded, in order.
+        labels: per request, the progress bar's label when it runs here.
+
+    Returns:
+        The results in request order, or None when queued.
+    """
+    found = [_stored(request.key()) for request in requests]
+    missing = [i for i, result in enumerate(found) if result is None]
+    if not missing:
         return found
-    cost = estimate(request, loaded)
-    background = mode == "background" or (mode == "auto" and cost.background)
-    if background:
-        job = submit_analysis(request, device=device, submitter="dashboard",
-                              start_worker=_autostart())
-        st.query_params[JOB_PARAM] = str(job.id)
-        st.query_params.pop(RESULT_PARAM, None)
-        st.info(f"Queued as background job {job.id} (estimated {cost.describe()}). It keeps running when you close "
-                "this tab; the **Results** page lists it when done.")
+    cost = _total_cost([estimate(requests[i], loaded[i]) for i in missing])
+    if mode == "background" or (mode == "auto" and cost.background):
+        # stored ones are queued too: their jobs are done at once, so the jobs name the whole view
+        _queued([submit_analysis(r, device=device, submitter="dashboard", start_worker=_autostart())
+                 for r in requests], cost)
         return None
     st.caption(f"Running here: estimated {cost.describe()}.")
-    progress, finish = common.progress_callback(label)
-    try:
-        return run_analysis(request, progress, loaded=loaded, device=device)
-    finally:
-        finish()
+    for i in missing:
+        found[i] = _run_here(requests[i], loaded[i], labels[i], device)
+    return found
 
 
 def auto_run(request, loaded, label: str, device: str = "auto", key: str = "analysis") -> AnalysisResult | None:
@@ -79,23 +135,17 @@ def auto_run(request, loaded, label: str, device: str = "auto", key: str = "anal
     Returns:
         The result, or None while it is queued / waiting for the user's choice.
     """
-    found, note = cached_result(request.key(), ResultStore())
-    if note:
-        st.warning(note)
+    found = _stored(request.key())
     if found is not None:
         return found
-    job = _job_for(request.kind, request.key())
+    job = next(iter(_jobs_for(request.kind, request.key())), None)
     if job is not None and job.status not in ("failed", "cancelled"):
         return job_status(request.kind, request.key())  # its result once done, else its progress
     if job is not None:
         st.warning(f"Background job {job.id} {job.status}" + (f": {job.error.strip().splitlines()[-1]}" if job.error else ""))
     cost = estimate(request, loaded)
     if not cost.background:
-        progress, finish = common.progress_callback(label)
-        try:
-            return run_analysis(request, progress, loaded=loaded, device=device)
-        finally:
-            finish()
+        return _run_here(request, loaded, label, device)
     st.info(f"This takes {cost.describe()}. A background job keeps running when you close the tab; its "
             "result is stored and opens again from here or the **Results** page.")
     c1, c2 = st.columns(2)
@@ -104,36 +154,37 @@ def auto_run(request, loaded, label: str, device: str = "auto", key: str = "anal
         st.query_params[JOB_PARAM] = str(job.id)
         st.rerun()
     if c2.button("Run here", key=f"{key}_here"):
-        progress, finish = common.progress_callback(label)
-        try:
-            return run_analysis(request, progress, loaded=loaded, device=device)
-        finally:
-            finish()
+        return _run_here(request, loaded, label, device)
     return None
 
 
-def _job_for(kind: str, key: str | None):
-    """The job in ``?job=ID`` when it runs analysis ``kind`` (and request ``key``, when given)."""
-    text = st.query_params.get(JOB_PARAM)
-    if not text or not str(text).isdigit():
-        return None
+def _jobs_for(kind: str, key: str | None = None) -> list:
+    """The jobs in ``?job=ID[,ID…]`` when they all run analysis ``kind`` (with ``key``: only the
+    one of that request)."""
+    ids = _listed(JOB_PARAM)
+    if not ids or not all(text.isdigit() for text in ids):
+        return []
     from engine.jobs import JobStore
 
     try:
-        job = JobStore().get(int(text))
+        store = JobStore()
+        jobs = [store.get(int(text)) for text in ids]
     except RobustScopeError:
-        return None
-    if job.kind != kind or (key is not None and job.config.request.key() != key):
-        return None
-    return job
+        return []
+    if any(job.kind != kind for job in jobs):
+        return []
+    return [job for job in jobs if key is None or job.config.request.key() == key]
 
 
-def permalinked(kind: str) -> AnalysisResult | None:
-    """The stored result named by ``?result=<key>`` when it is a ``kind`` result (else None,
-    with a message when the link is stale, damaged or for another page)."""
-    key = st.query_params.get(RESULT_PARAM)
-    if not key:
-        return None
+def job_pending(kind: str) -> bool:
+    """Whether ``?job=`` names ``kind`` jobs not finished yet (:func:`job_status` shows their
+    progress; a view that computes on display waits instead of computing again)."""
+    return any(job.status not in FINISHED for job in _jobs_for(kind))
+
+
+def _linked(key: str, kind: str) -> AnalysisResult | None:
+    """The stored ``kind`` result ``key`` of a permalink (else None, with a message when the link
+    is stale, damaged or for another page)."""
     try:
         result = ResultStore().load(key)
     except CorruptResult as exc:
@@ -151,30 +202,64 @@ def permalinked(kind: str) -> AnalysisResult | None:
     return result
 
 
-def show_permalink(result: AnalysisResult) -> None:
-    """Put the result's key in the URL and say how to share it."""
-    st.query_params[RESULT_PARAM] = result.key
+def permalinked(kind: str) -> AnalysisResult | None:
+    """The stored result named by ``?result=<key>`` when it is a ``kind`` result (else None,
+    with a message when the link is stale, damaged or for another page)."""
+    found = permalinked_all(kind)
+    return found[0] if found else None
+
+
+def permalinked_all(kind: str) -> list[AnalysisResult]:
+    """Every stored ``kind`` result named by ``?result=K1,K2…`` that can be read (a message for
+    each one that cannot); empty when the URL names none."""
+    found = [_linked(key, kind) for key in _listed(RESULT_PARAM)]
+    return [result for result in found if result is not None]
+
+
+def show_permalink(*results: AnalysisResult) -> None:
+    """Put the results' keys in the URL (``?result=K1,K2…``) and say how to share it."""
+    link = ",".join(result.key for result in results)
+    st.query_params[RESULT_PARAM] = link
     st.query_params.pop(JOB_PARAM, None)
-    how = "stored earlier" if result.cached else "computed now"
-    st.caption(f"Result `{result.key}` ({how}, {result.seconds:.1f} s compute). Permalink: this page with "
-               f"`?result={result.key}` reopens it; all stored results are on the **Results** page.")
+    each = ", ".join(f"`{r.key}` ({'stored earlier' if r.cached else 'computed now'}, {r.seconds:.1f} s compute)"
+                     for r in results)
+    one = len(results) == 1
+    st.caption(f"Result{'' if one else 's'} {each}. Permalink: this page with `?result={link}` reopens "
+               f"{'it' if one else 'them'}; all stored results are on the **Results** page.")
 
 
 def job_status(kind: str, key: str | None = None) -> AnalysisResult | None:
     """Follow the job in ``?job=ID`` (of analysis ``kind``; of request ``key`` when given): a
     progress line refreshed every 2 s; once it is done, its stored result (the URL then becomes
     its permalink)."""
-    job = _job_for(kind, key)
-    if job is None:
+    found = job_statuses(kind, key)
+    return found[0] if found else None
+
+
+def job_statuses(kind: str, key: str | None = None) -> list[AnalysisResult] | None:
+    """:func:`job_status` for the jobs of one view (``?job=ID,ID…``, from :func:`run_or_queue_all`):
+    their results, in URL order, once every one is done; else None, with the progress of each
+    one not done yet."""
+    jobs = _jobs_for(kind, key)
+    if not jobs:
         return None
-    if job.status == "done" and job.result_key:
-        try:
-            return ResultStore().load(job.result_key)
-        except CorruptResult as exc:
-            st.warning(f"Job {job.id}'s result is damaged ({exc}); compute it again.")
-            return None
-    _job_progress(job.id)
-    return None
+    found = [_job_result(job) for job in jobs]
+    return None if any(result is None for result in found) else found
+
+
+def _job_result(job) -> AnalysisResult | None:
+    """A done job's stored result; else None, with its progress (or why it has none)."""
+    if job.status != "done" or not job.result_key:
+        _job_progress(job.id)
+        return None
+    try:
+        found = ResultStore().load(job.result_key)
+    except CorruptResult as exc:
+        st.warning(f"Job {job.id}'s result is damaged ({exc}); compute it again.")
+        return None
+    if found is None:
+        st.warning(f"Job {job.id}'s result `{job.result_key}` is no longer stored; compute it again.")
+    return found
 
 
 @st.fragment(run_every=2)

@@ -1,7 +1,11 @@
 """Saliency page: gradient attribution maps of models A and B side by side (Kim & Seo 2019),
-keep/remove curves, and the ε-vs-interpretability trade-off across checkpoints."""
+keep/remove curves, and the ε-vs-interpretability trade-off across checkpoints.
+
+The attribution grid is one stored ``engine.analysis`` request (``saliency_grid``): computed as it
+is shown (here when the measured estimate is short, else offered as a background job, followed
+from any session with ``?job=ID``); ``?result=<key>`` reopens a stored grid without loading a model.
+"""
 import io
-import json
 
 import numpy as np
 import pandas as pd
@@ -11,15 +15,17 @@ from plotly.subplots import make_subplots
 
 from engine import attribution as attr
 from engine import data as edata
-from engine.analysis import ModelRef, run_analysis
+from engine.analysis import ModelRef
 from engine.analysis.requests import SaliencyGridRequest
 from engine.errors import RobustScopeError
 from engine import selection
-from pages import common
+from pages import analysis_ui, common
 
 POOL = 256  # images the picker chooses from (first POOL of the test split)
 DEFAULT_METHODS = ["saliency", "smoothgrad", "integrated_gradients"]
 TILE_PX = 176  # rendered tile size
+KIND = "saliency_grid"
+LIVE_KEY = "sal_live_key"  # session: the key of the grid this session last computed from its settings
 
 st.title("Saliency")
 st.caption(
@@ -28,14 +34,19 @@ st.caption(
     "Interpretability*). Maps are computed with captum on the same image for A and B."
 )
 sel = common.current_selection()
-common.require_models(sel, both=False)
 MODELS = {slot: m for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None}
-PATHS = {"A": sel.a_path, "B": sel.b_path}
-BRANCHES = {"A": getattr(sel.a, "branch", "main"), "B": getattr(sel.b, "branch", "main")}
+if "sal_methods" not in st.session_state:
+    # the maps' widgets are new (the page was just opened): a result in the URL was opened, not computed here
+    st.session_state.pop(LIVE_KEY, None)
 
 
 def model_title(slot: str) -> str:
     return selection.model_title(slot, MODELS[slot].card)
+
+
+def heading(name: str) -> str:
+    """A grid column's heading: the sidebar slot's title ("A: name (recipe)"), else the stored name."""
+    return model_title(name) if name in MODELS else name
 
 
 @st.cache_data(show_spinner="Loading images…", max_entries=8)
@@ -46,24 +57,38 @@ def image_pool(dataset: str):
     return np.asarray(images), np.asarray(labels)
 
 
-@st.cache_data(show_spinner="Computing attribution maps…", max_entries=32)
-def grid_cells(paths: tuple, device: str, dataset: str, index: int, methods_json: str, target, reduce, percentile):
-    """Cells of the attribution grid as plain dicts: one stored ``engine.analysis`` request (a grid
-    computed before, here or by ``python -m engine saliency``, is read back, not recomputed)."""
-    loaded = [common.load_checkpoint(path, device, branch) for _, path, branch in paths]
-    methods = json.loads(methods_json)
-    request = SaliencyGridRequest(
-        models=tuple(ModelRef.from_loaded(m) for m in loaded), dataset=dataset, index=index, target=target,
-        methods=tuple(methods), params=tuple((m, k, v) for m, values in methods.items() for k, v in values.items()),
+@st.cache_data(show_spinner="Loading the image…", max_entries=32)
+def test_image(dataset: str, index: int):
+    """Image ``index`` of the test split (C, H, W) and its label (a stored grid's input)."""
+    image, label = edata.load_dataset(dataset, split="test")[index]
+    return np.asarray(image, dtype=np.float32), int(label)
+
+
+def grid_request(index: int, methods: dict, target, reduce: str, percentile: float) -> SaliencyGridRequest:
+    """The stored-analysis request of the grid: the sidebar's models on test image ``index``."""
+    return SaliencyGridRequest(
+        models=tuple(ModelRef.from_loaded(m) for m in MODELS.values()), dataset=sel.dataset, index=index,
+        target=target, methods=tuple(methods),
+        params=tuple((m, k, v) for m, values in methods.items() for k, v in values.items()),
         reduce=reduce, percentile=percentile)
-    result = run_analysis(request, loaded=loaded, device=device)
-    cells = result.value(names=dict(zip(result.meta["names"], [slot for slot, _, _ in paths])))
+
+
+def shown_names(result) -> dict:
+    """Stored model names -> "A"/"B" when the grid is about the sidebar's models (same weights and
+    BN branches, in order); else {} (the stored names stay)."""
+    mine = [(m.sha256, getattr(m, "branch", "main")) for m in MODELS.values()]
+    theirs = [(ref.sha256, ref.branch) for ref in result.request.models]
+    return dict(zip(result.meta["names"], MODELS)) if theirs == mine else {}
+
+
+def grid_cells(result) -> list[dict]:
+    """Cells of a stored grid as plain dicts (methods outer, models inner)."""
     return [
         {"model": c.model, "method": c.method, "heatmap": c.heatmap, "error": c.error,
          "maps": None if c.attribution is None else c.attribution.maps[0], "predicted": c.predicted,
          "probability": c.probability, "target": c.target,
          "delta": None if c.attribution is None or c.attribution.delta is None else float(c.attribution.delta[0])}
-        for c in cells
+        for c in result.value(names=shown_names(result))
     ]
 
 
@@ -125,23 +150,24 @@ def tile(image: np.ndarray, heatmap: np.ndarray, as_overlay: bool, alpha: float)
     return attr.overlay(image, heatmap, alpha) if as_overlay else attr.colorize(heatmap)
 
 
-def show_grid(image, cells, as_overlay: bool, alpha: float, scale: int) -> list:
-    """Rows: methods; columns: the input, then A and B. Returns the tiles (for the PNG download)."""
-    slots = list(MODELS)
-    names = edata.get_spec(sel.dataset).class_names
-    header = st.columns(1 + len(slots))
+def show_grid(image, cells, dataset: str, as_overlay: bool, alpha: float, scale: int) -> list:
+    """Rows: methods; columns: the input, then the models (A and B). Returns the tiles (for the PNG
+    download)."""
+    models = list(dict.fromkeys(c["model"] for c in cells))
+    names = edata.get_spec(dataset).class_names
+    header = st.columns(1 + len(models))
     header[0].markdown("**input**")
-    first = {c["model"]: c for c in cells[: len(slots)]}
-    for col, slot in zip(header[1:], slots):
-        c = first[slot]
+    first = {c["model"]: c for c in cells[: len(models)]}
+    for col, model in zip(header[1:], models):
+        c = first[model]
         pred = names[c["predicted"]] if c["predicted"] < len(names) else c["predicted"]
-        col.markdown(f"**{model_title(slot)}**  \npredicts *{pred}* ({c['probability']:.0%})")
+        col.markdown(f"**{heading(model)}**  \npredicts *{pred}* ({c['probability']:.0%})")
     rows, by_method = [], {}
     for c in cells:
         by_method.setdefault(c["method"], []).append(c)
     input_tile = attr.image_to_rgb(image)
     for method, row in by_method.items():
-        cols = st.columns(1 + len(slots))
+        cols = st.columns(1 + len(models))
         cols[0].image(attr.to_png_bytes(input_tile, scale), caption=attr.METHODS[method].label)
         tiles = [input_tile]
         for col, c in zip(cols[1:], row):
@@ -178,7 +204,44 @@ def maps_npz(image, label, cells) -> bytes:
     return buffer.getvalue()
 
 
+def show_maps(result, image, label: int, as_overlay: bool, alpha: float) -> None:
+    """The grid of a stored (or just computed) result, its downloads and its permalink."""
+    request = result.request
+    cells = grid_cells(result)
+    scale = max(1, TILE_PX // image.shape[-1])
+    rows = show_grid(image, cells, request.dataset, as_overlay, alpha, scale)
+    cols = st.columns(2)
+    cols[0].download_button("Download grid (PNG)", grid_png(rows, max(1, scale // 2)),
+                            file_name=f"saliency_{request.dataset}_{request.index}.png", mime="image/png",
+                            key="sal_dl_png")
+    cols[1].download_button("Download maps (NPZ)", maps_npz(image, label, cells),
+                            file_name=f"saliency_{request.dataset}_{request.index}.npz", key="sal_dl_npz")
+    analysis_ui.show_permalink(result)
+
+
+def url_grid():
+    """The grid the URL names: a finished ``?job=`` (progress while it runs) or a ``?result=``
+    permalink; None when it names none (or the job is not done)."""
+    return analysis_ui.job_status(KIND) or analysis_ui.permalinked(KIND)
+
+
+def stored_view(result, as_overlay: bool = True, alpha: float = 0.6) -> None:
+    """A stored grid as it was computed (no model is loaded), saying which models it is about."""
+    request = result.request
+    st.markdown(f"**Stored maps** · {request.describe()}")
+    if not shown_names(result):
+        st.info("These maps are for " + ", ".join(f"`{ref.name}`" for ref in request.models)
+                + (", not the sidebar's models." if MODELS else "."))
+    try:
+        image, label = test_image(request.dataset, request.index)
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        return
+    show_maps(result, image, result.meta.get("label", label), as_overlay, alpha)
+
+
 def maps_section() -> None:
+    """The picker and the grid of its settings (computed as shown), or the grid the URL names."""
     image, label, index = pick_image()
     params, display = choose_methods()
     if not params:
@@ -187,18 +250,29 @@ def maps_section() -> None:
     as_overlay = st.toggle("Overlay on the image", value=True, key="sal_overlay")
     target = None if display["target_mode"] == "prediction" else label
     try:
-        cells = grid_cells(tuple((s, PATHS[s], BRANCHES[s]) for s in MODELS), sel.device, sel.dataset, index,
-                           json.dumps(params), target, display["reduce"], display["percentile"])
+        request = grid_request(index, params, target, display["reduce"], display["percentile"])
     except RobustScopeError as exc:
         common.show_error(exc)
         return
-    scale = max(1, TILE_PX // image.shape[-1])
-    rows = show_grid(image, cells, as_overlay, display["alpha"], scale)
-    cols = st.columns(2)
-    cols[0].download_button("Download grid (PNG)", grid_png(rows, max(1, scale // 2)),
-                            file_name=f"saliency_{sel.dataset}_{index}.png", mime="image/png", key="sal_dl_png")
-    cols[1].download_button("Download maps (NPZ)", maps_npz(image, label, cells),
-                            file_name=f"saliency_{sel.dataset}_{index}.npz", key="sal_dl_npz")
+    linked = url_grid()
+    if analysis_ui.job_pending(KIND):
+        st.caption("The maps show here when the background job is done.")
+        return
+    if linked is not None and linked.key not in (request.key(), st.session_state.get(LIVE_KEY)):
+        if st.button("Show the maps of the settings above instead", key="sal_live"):
+            st.query_params.pop(analysis_ui.RESULT_PARAM, None)
+            st.rerun()
+        stored_view(linked, as_overlay, display["alpha"])
+        return
+    try:
+        result = analysis_ui.auto_run(request, list(MODELS.values()), "Computing attribution maps…", sel.device,
+                                      key="sal_grid")
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        return
+    if result is not None:
+        st.session_state[LIVE_KEY] = result.key
+        show_maps(result, image, label, as_overlay, display["alpha"])
 
 
 #: line style per (mode, retrained): keep solid/dashed, remove dotted/dash-dotted.
@@ -412,6 +486,12 @@ def tradeoff_section() -> None:
                            mime="text/csv", key="eps_csv")
 
 
+if not MODELS:  # a stored grid (permalink, finished job) opens without models
+    opened = url_grid()
+    if opened is not None:
+        stored_view(opened)
+        st.stop()
+    common.require_models(sel, both=False)
 common.require_compatible(sel, MODELS)
 maps_section()
 st.divider()

@@ -76,15 +76,61 @@ def test_page_shows_units_and_directions_for_both_models(checkpoints):
     assert len(at.get("image")) == 16  # the result stays across reruns without recomputing
 
 
-def test_results_are_not_shown_for_other_settings(checkpoints):
-    at = AppTest.from_file(PAGE, default_timeout=120).run()
+def _texts(at: AppTest) -> str:
+    return " ".join(str(e.value) for kind in ("markdown", "info", "caption", "warning") for e in at.get(kind))
+
+
+def _show(at: AppTest) -> AppTest:
     next(b for b in at.button if b.label == "Show").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_other_settings_are_searched_again_and_the_url_names_the_view(checkpoints):
+    at = _show(AppTest.from_file(PAGE, default_timeout=120).run())
     assert len(at.get("image")) == 16
+    first = at.query_params["result"]
     at.number_input[0].set_value(1)  # fewer units, submitted with Show: computed again
-    next(b for b in at.button if b.label == "Show").click().run()
-    assert not at.exception
+    _show(at)
     assert len(at.get("image")) == 12  # 3 rows x 2 models x 2
-    at.session_state["fv_result"]["settings"] = ("other",)  # e.g. another model chosen in the sidebar
-    at.run()
+    assert at.query_params["result"] != first and len(at.query_params["result"].split(",")) == 2
+    at.run()  # a rerun shows the view the URL names (lucent images stay for this session's results)
     assert not at.exception
+    assert len(at.get("image")) == 12
+
+
+def test_foreground_show_stores_the_result_and_the_second_show_reads_it(checkpoints):
+    from engine.analysis import ResultStore
+
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    next(n for n in at.number_input if n.label.startswith("Lucent")).set_value(0)
+    _show(at)
+    keys = at.query_params["result"].split(",")
+    assert sorted(e.key for e in ResultStore().list()) == sorted(keys)
+    assert "Running here" in _texts(at) and f"`{keys[0]}` (computed now" in _texts(at)
+    images = [img.url for node in at.get("image") for img in node.proto.imgs]
+    _show(at)
+    assert f"`{keys[0]}` (stored earlier" in _texts(at) and f"`{keys[1]}` (stored earlier" in _texts(at)
+    assert "Running here" not in _texts(at)
+    assert [img.url for node in at.get("image") for img in node.proto.imgs] == images
+
+
+@pytest.mark.parametrize("link, message", [
+    ("0123456789abcdef0123456789abcdef", "No stored result"),
+    ("../../etc", "result key"),
+    ("damaged", "is damaged"),
+])
+def test_a_stale_or_damaged_permalink_says_so(checkpoints, link, message):
+    if link == "damaged":
+        from engine.analysis import ModelRef, ResultStore, TopKRequest, run_analysis
+
+        stored = run_analysis(TopKRequest(model=ModelRef.of(checkpoints["standard"]), layer="net.block2",
+                                          targets=(("unit", 0),), dataset="shapes", n=20, k=2))
+        (ResultStore().path(stored.key) / "result.json").write_text("{")
+        link = stored.key
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["result"] = link
+    at.run()
+    assert not at.exception, at.exception
+    assert any(message in w.value for w in at.warning), [w.value for w in at.warning]
     assert len(at.get("image")) == 0 and any("press **Show**" in i.value for i in at.info)

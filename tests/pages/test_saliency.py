@@ -105,3 +105,66 @@ def test_epsilon_view_lists_checkpoints_of_the_chosen_dataset(tiny_checkpoints):
     _run(at)
     assert any("No `fashion-mnist` checkpoints" in i.value for i in at.info)
     assert not [m for m in at.multiselect if m.key and m.key.startswith("eps_ckpts")]
+
+
+def _texts(at: AppTest) -> str:
+    return " ".join(str(e.value) for kind in ("markdown", "info", "caption", "warning") for e in at.get(kind))
+
+
+def _urls(at: AppTest) -> list:
+    return [img.url for node in _images(at) for img in node.proto.imgs]
+
+
+def test_the_grid_is_stored_and_the_next_run_reads_it(tiny_checkpoints):
+    from engine.analysis import ResultStore
+
+    at = _run(AppTest.from_file(PAGE, default_timeout=90))
+    key = at.query_params["result"]
+    assert [e.key for e in ResultStore().list()] == [key] and f"Result `{key}` (computed now" in _texts(at)
+    shown = _urls(at)
+    _run(at)
+    assert f"Result `{key}` (stored earlier" in _texts(at) and _urls(at) == shown
+    at.number_input(key="sal_index").set_value(4)  # other settings: computed, the URL follows
+    _run(at)
+    assert at.query_params["result"] != key and len(ResultStore().list()) == 2
+    assert "Stored maps" not in _texts(at) and _urls(at) != shown
+
+
+def test_a_permalink_of_other_settings_shows_the_stored_grid_until_asked(tiny_checkpoints):
+    from engine.analysis import ModelRef, run_analysis
+    from engine.analysis.requests import SaliencyGridRequest
+
+    stored = run_analysis(SaliencyGridRequest(
+        models=(ModelRef.of(tiny_checkpoints["standard"]), ModelRef.of(tiny_checkpoints["robust"])),
+        dataset="shapes", index=7, methods=("saliency",)))
+    at = AppTest.from_file(PAGE, default_timeout=90)
+    at.query_params["result"] = stored.key
+    _run(at)
+    assert "Stored maps" in _texts(at) and "shapes #7" in _texts(at)
+    assert len(_images(at)) == 3 and at.query_params["result"] == stored.key  # 1 method x (input + A + B)
+    assert "A: tiny_standard" in _texts(at)  # the sidebar's models: named as A and B
+    at.button(key="sal_live").click()
+    _run(at)
+    assert "Stored maps" not in _texts(at) and len(_images(at)) == 9  # the picker's settings
+    assert at.query_params["result"] != stored.key
+
+
+@pytest.mark.parametrize("link, message", [
+    ("0123456789abcdef0123456789abcdef", "No stored result"),
+    ("not-a-key", "result key"),
+    ("damaged", "is damaged"),
+])
+def test_a_stale_or_damaged_permalink_says_so(tiny_checkpoints, link, message):
+    from engine.analysis import ModelRef, ResultStore, run_analysis
+    from engine.analysis.requests import SaliencyGridRequest
+
+    if link == "damaged":
+        stored = run_analysis(SaliencyGridRequest(models=(ModelRef.of(tiny_checkpoints["standard"]),),
+                                                  dataset="shapes", index=1))
+        (ResultStore().path(stored.key) / "result.json").write_text("{")
+        link = stored.key
+    at = AppTest.from_file(PAGE, default_timeout=90)
+    at.query_params["result"] = link
+    _run(at)
+    assert any(message in w.value for w in at.warning), [w.value for w in at.warning]
+    assert len(_images(at)) == 9  # the page goes on with the picker's maps
