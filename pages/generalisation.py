@@ -78,14 +78,22 @@ st.header("Accuracy under distortions")
 def ood_result():
     """The OOD suite of the sidebar's settings (one ``engine.analysis`` request: stored, run here
     when short, else offered as a background job), or the permalinked one (``?result=<key>``)."""
+    request = None
+    if chosen and severities:
+        request = OODRequest(models=(ModelRef.from_loaded(sel.a), ModelRef.from_loaded(sel.b)), dataset=sel.dataset,
+                             n=int(n), seed=int(seed), distortions=tuple(chosen),
+                             severities=tuple(sorted(severities)))
     linked = analysis_ui.permalinked("ood")
     if linked is not None:
-        return linked
-    if not chosen or not severities:
+        if request is None or linked.key == request.key():
+            return linked
+        st.info(f"Showing the stored result of the link ({linked.request.describe()}); the settings here differ.")
+        if not st.button("Compute for the settings here instead", key="ood_leave_link"):
+            return linked
+        st.query_params.pop(analysis_ui.RESULT_PARAM, None)
+    if request is None:
         st.warning("Choose at least one distortion and one severity.")
         return None
-    request = OODRequest(models=(ModelRef.from_loaded(sel.a), ModelRef.from_loaded(sel.b)), dataset=sel.dataset,
-                         n=int(n), seed=int(seed), distortions=tuple(chosen), severities=tuple(sorted(severities)))
     try:
         return analysis_ui.auto_run(request, [sel.a, sel.b], "Evaluating distortions", sel.device, key="ood")
     except RobustScopeError as exc:
@@ -129,7 +137,7 @@ if table is not None:
 
 st.subheader("Example images")
 example_severity = st.select_slider("Severity of the examples", list(dist.SEVERITIES), 3, key="gen_ex_sev")
-images, _labels = common.dataset_sample(sel.dataset, int(n))
+images, _labels = common.dataset_sample(sel.dataset, 1)  # the one image the examples show
 columns = st.columns(4)
 for i, name in enumerate(["clean", *chosen]):
     shown = images[:1] if name == "clean" else dist.apply(name, images[:1], example_severity, int(seed))

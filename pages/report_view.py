@@ -1,21 +1,23 @@
 """Models page part: a checkpoint's robustness report, RobustBench-style — clean, PGD, AutoAttack
 attack by attack, the gradient-masking checks and an ε-sweep, with an imported RobustBench model's
-leaderboard figures beside ours. Rendering only; the numbers come from
-``engine.attacks.report.robustness_report``."""
+leaderboard figures beside ours. Rendering only; the numbers come from one ``engine.analysis``
+request (:class:`~engine.analysis.ReportRequest`): a stored result at once, else computed here or as
+a background job (measured estimate), reopened from ``?result=<key>``."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
 from engine import data as edata
+from engine.analysis import ModelRef, ReportRequest
 from engine.attacks import AUTOATTACK_VERSIONS, default_eps
-from engine.attacks.report import png_export_available, robustness_report
+from engine.attacks.report import png_export_available
 from engine.errors import RobustScopeError
 from engine.selection import incompatibility, threat_of, training_method
-from pages import common
+from pages import analysis_ui, common
 
+KIND = ReportRequest.kind
 SIZES = [16, 32, 64, 128, 256, 512, 1000]
-STATE_KEY = "report_result"
 STATUS_ICON = {"pass": "✅ pass", "flag": "⚠️ flag", "skipped": "— skipped"}
 
 
@@ -27,23 +29,36 @@ def _default_threat(card, dataset: str) -> tuple[str, float]:
 
 
 def report_section(sel) -> None:
-    """The "Robustness report" section: pick model A or B, images and ε, run with progress and a
-    Stop button, then tables, the ε-sweep plot and downloads."""
+    """The "Robustness report" section: pick model A or B, images and ε, run here or in the
+    background (with progress and a Stop button), then tables, the ε-sweep plot and downloads; a
+    permalinked (``?result=<key>``) or background (``?job=<id>``) report shows without running."""
     st.divider()
     st.subheader("Robustness report")
     st.caption("Clean accuracy, PGD, AutoAttack (APGD-CE → APGD-T → FAB-T → Square, each on the points still "
                "robust; Croce & Hein 2020), the gradient-masking checks (Athalye et al. 2018; Carlini et al. "
                "2019) and an ε-sweep, on the first test images. AutoAttack is the field's standard figure; "
                "PGD alone can overstate robustness.")
+    shown = analysis_ui.permalinked(KIND) or analysis_ui.job_status(KIND)  # ?result=<key> / ?job=<id>
+    asked, computed = report_form(sel)
+    if asked:  # the new report replaces the linked one (queued: its job's progress shows next run)
+        shown = computed
+    if shown is not None:
+        analysis_ui.show_permalink(shown)
+        show_report(shown.value())
+
+
+def report_form(sel) -> tuple[bool, object]:
+    """The report's settings and its Measure button: ``(asked, result)``, the result when it is
+    stored or computed here, None when queued, failed (the error shown) or not asked for."""
     slots = {slot: m for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None}
     if not slots:
         st.info("Choose a model in the sidebar to measure its robustness report.")
-        return
+        return False, None
     try:
         spec = edata.get_spec(sel.dataset)
     except RobustScopeError as exc:
         common.show_error(exc)
-        return
+        return False, None
     cols = st.columns([2, 1, 1, 1])
     slot = cols[0].radio("Model", list(slots), horizontal=True, key="report_slot",
                          format_func=lambda s: f"{s}: {slots[s].name}")
@@ -51,7 +66,7 @@ def report_section(sel) -> None:
     problem = incompatibility(loaded.card, spec)
     if problem:
         st.warning(f"Model {slot}: {problem}")
-        return
+        return False, None
     norm0, eps0 = _default_threat(loaded.card, sel.dataset)
     norm = cols[1].selectbox("Norm", ["linf", "l2"], index=["linf", "l2"].index(norm0),
                              key=f"report_norm_{slot}_{sel.dataset}", format_func={"linf": "ℓ∞", "l2": "ℓ₂"}.get)
@@ -70,23 +85,19 @@ def report_section(sel) -> None:
         use_source = opts[2].checkbox(f"Transfer check from {other} (standard)", True, key="report_transfer",
                                       disabled=not masking)
     run_cols = st.columns([1, 1, 4])
-    if run_cols[0].button("Measure report", type="primary", key="report_run"):
-        try:
-            with common.stop_button(run_cols[1], "report_stop", "interrupts the report"):
-                images, labels = common.dataset_sample(sel.dataset, int(n))
-                update, finish = common.progress_callback("Robustness report")
-                report = robustness_report(
-                    loaded.model, images, labels, float(eps), norm, name=loaded.name,
-                    checkpoint=str(loaded.path), dataset=sel.dataset, card=loaded.card, version=version,
-                    source_model=source.model if use_source else None, masking=masking, device=sel.device,
-                    progress=update)
-                finish()
-            st.session_state[STATE_KEY] = report
-        except RobustScopeError as exc:
-            common.show_error(exc)
-    report = st.session_state.get(STATE_KEY)
-    if report is not None:
-        show_report(report)
+    mode = analysis_ui.mode_picker(run_cols[2], "report_mode")
+    if not run_cols[0].button("Measure report", type="primary", key="report_run"):
+        return False, None
+    sources = [source] if use_source and masking else []
+    request = ReportRequest(model=ModelRef.from_loaded(loaded), dataset=sel.dataset, eps=float(eps), norm=norm,
+                            n=int(n), version=version, masking=masking,
+                            source=tuple(ModelRef.from_loaded(m) for m in sources))
+    try:
+        with common.stop_button(run_cols[1], "report_stop", "interrupts the report"):
+            return True, analysis_ui.run_or_queue(request, [loaded, *sources], mode, "Robustness report", sel.device)
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        return True, None
 
 
 def show_report(report) -> None:

@@ -19,7 +19,7 @@ from engine.errors import RobustScopeError
 
 #: kinds whose page reopens a result from ``?result=<key>`` (the others read it back when the same
 #: request is made there again)
-PERMALINKED = ("cka", "ood")
+PERMALINKED = ("cka", "ood", "featvis_topk", "saliency_grid", "robustness_report")
 
 st.title("Results")
 st.caption("Every analysis run here, from the CLI (`python -m engine cka ...`) or as a background job is stored "

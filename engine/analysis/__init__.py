@@ -7,7 +7,8 @@
 
 Public API:
 - requests (frozen dataclasses, ``to_json``/``from_json``, validated): :class:`CKARequest`,
-  :class:`OODRequest`, :class:`TopKRequest`; models as :class:`ModelRef` (path, sha256, BN branch);
+  :class:`OODRequest`, :class:`TopKRequest`, :class:`EvaluateRequest` (robust accuracy / AutoAttack),
+  :class:`ReportRequest` (the robustness report); models as :class:`ModelRef` (path, sha256, BN branch);
 - :data:`ANALYSES` (kind -> request type, run, decode, report), :func:`get_analysis`;
 - :func:`run_analysis` (stored result, else compute + store), :func:`submit_analysis` (a background
   job), :func:`load_result`, :class:`AnalysisResult`, :class:`AnalysisCancelled`;
@@ -25,7 +26,13 @@ from engine.analysis.base import (  # noqa: F401
     ShouldStop,
 )
 from engine.analysis.registry import ANALYSES, Analysis, get_analysis, request_from_dict  # noqa: F401
-from engine.analysis.requests import CKARequest, OODRequest, TopKRequest  # noqa: F401
+from engine.analysis.requests import (  # noqa: F401
+    CKARequest,
+    EvaluateRequest,
+    OODRequest,
+    ReportRequest,
+    TopKRequest,
+)
 from engine.analysis.runner import (  # noqa: F401
     RunContext,
     cached_result,

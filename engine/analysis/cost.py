@@ -58,7 +58,10 @@ def estimate(request, loaded) -> CostEstimate:
 
     Forward passes per image: CKA one per model (+ about 3 per attack step on the crafting model
     for adversarial inputs); OOD one per model per cell (clean, distortion × severity, the shapes
-    sets and shape bias); top-k one.
+    sets and shape bias); top-k one; the saliency grid, on its one image, about 3 (forward and
+    backward) per gradient each method takes (SmoothGrad's noisy copies, Integrated Gradients'
+    steps); robust accuracy and the robustness report one clean pass plus their attacks'
+    (:func:`attack_passes`; an upper bound, as points broken early skip the later attacks).
     """
     per = [seconds_per_image(m.model) for m in loaded]
     total_per_image = sum(per)
@@ -76,12 +79,71 @@ def estimate(request, loaded) -> CostEstimate:
         cells = 1 + len(request.distortions or DISTORTIONS) * len(request.severities)
         cells += 4 if request.dataset == "shapes" else 0
         passes, images = float(cells), request.n
+    elif kind == "saliency_grid":
+        passes, images = _saliency_passes(request), 1
+    elif kind == "robust_accuracy":
+        passes = 1.0 + (attack_passes(request.attack, request.attack_params()) if request.attack else 0.0)
+        images = request.n or _split_size(request.dataset, request.split)
+    elif kind == "robustness_report":
+        passes, images = report_passes(request), request.n
     else:
         passes, images = 1.0, request.n
     seconds = total_per_image * passes * images
     how = (f"measured {total_per_image * 1000:.1f} ms per image for {len(per)} model(s) on "
            f"{_device(loaded)} × {passes:.0f} pass(es) × {images} images")
     return CostEstimate(seconds, total_per_image, passes, how)
+
+
+def _saliency_passes(request) -> float:
+    """Forward + backward passes of a saliency grid's methods on one image (defaults filled in)."""
+    from engine.attribution.methods import resolve_params
+
+    gradients = 0
+    for method, params in request.method_params().items():
+        full = resolve_params(method, params)
+        gradients += int(full.get("n_samples", full.get("steps", 1)))
+    return 3.0 * gradients
+
+
+#: forward-equivalent passes of one gradient step (a forward and a backward pass)
+GRADIENT_STEP = 3.0
+
+
+def attack_passes(name: str, params: dict) -> float:
+    """Forward-equivalent passes per image of attack ``name`` with ``params`` (unset: the attack's
+    defaults, ``engine.attacks.default_params``): gradient steps × restarts or targets × searches;
+    Square's queries; AutoAttack the sum of its members'."""
+    from engine.attacks import AUTOATTACK_VERSIONS, default_params
+
+    given = {k: v for k, v in params.items() if v is not None}
+    if name == "autoattack":
+        version = given.get("version", "standard")
+        members = given.get("attacks") or AUTOATTACK_VERSIONS.get(version, ())
+        shared = {k: v for k, v in given.items() if k in ("steps", "queries", "n_target_classes")}
+        shared["restarts"] = 5 if version == "plus" else 1
+        return sum(attack_passes(m, shared) for m in members) * (20 if version == "rand" else 1)
+    full = {**default_params(name), **given}
+    if name == "square":
+        return float(full["queries"]) * full.get("restarts", 1)
+    steps = full.get("steps") or full.get("max_iter") or 1
+    repeats = full["n_target_classes"] if "n_target_classes" in full else full.get("restarts", 1)
+    return GRADIENT_STEP * steps * repeats * full.get("search_steps", 1)
+
+
+def report_passes(request) -> float:
+    """Forward-equivalent passes per image of a robustness report: clean, PGD, AutoAttack, the
+    masking checks (about two more APGD-CE runs and a short Square) and the ε-sweep (APGD-CE per ε)."""
+    apgd = attack_passes("apgd-ce", {})
+    autoattack = attack_passes("autoattack", {"version": request.version, "queries": request.square_queries})
+    masking = 2 * apgd + 1000 if request.masking else 0.0
+    sweep = apgd * (len(request.sweep) if request.sweep is not None else 8)
+    return 1.0 + GRADIENT_STEP * request.pgd_steps + autoattack + masking + sweep
+
+
+def _split_size(dataset: str, split: str) -> int:
+    from engine import data as edata
+
+    return len(edata.load_dataset(dataset, split=split))
 
 
 def _device(loaded) -> str:

@@ -5,9 +5,9 @@ registry (and with it request parsing, result keys and the result store) stays t
 
 Adding a capability (e.g. the saliency grid, robust accuracy or AutoAttack) is one entry here:
 a frozen request dataclass (``engine.analysis.requests``) and a module with ``run(request, ctx) ->
-Payload``, ``decode(result, **options)`` (the capability's own typed object) and ``report(result)``. The CLI (``--background``,
-``--no-cache``), the job worker, the result store and the Results page then handle it as they
-handle the others.
+Payload``, ``decode(result, **options)`` (the capability's own typed object) and ``report(result)``
+(optionally ``rows(result)`` and ``check(request)``). The CLI (``--background``, ``--no-cache``),
+the job worker, the result store and the Results page then handle it as they handle the others.
 """
 from __future__ import annotations
 
@@ -15,7 +15,14 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from engine.analysis.requests import CKARequest, OODRequest, SaliencyGridRequest, TopKRequest
+from engine.analysis.requests import (
+    CKARequest,
+    EvaluateRequest,
+    OODRequest,
+    ReportRequest,
+    SaliencyGridRequest,
+    TopKRequest,
+)
 from engine.errors import InvalidParameterError
 
 
@@ -28,7 +35,9 @@ class Analysis:
         module: the module holding ``run(request, ctx: RunContext) -> Payload``,
             ``decode(result, **options)`` (the capability's typed object) and ``report(result) ->
             dict`` (the CLI's JSON, torch-free so a stored result prints fast); optionally
-            ``rows(result) -> list[dict]`` (CSV). Imported on first use.
+            ``rows(result) -> list[dict]`` (CSV) and ``check(request)`` (torch-side checks of the
+            request's names before a job is queued, e.g. the attack's parameters). Imported on
+            first use.
         title: a human name (Results page).
         page: the dashboard page that renders it (its ``st.navigation`` URL path, for permalinks).
     """
@@ -58,6 +67,10 @@ class Analysis:
         module = importlib.import_module(self.module)
         return getattr(module, "rows", None)
 
+    @property
+    def check(self) -> Callable | None:
+        return getattr(importlib.import_module(self.module), "check", None)
+
     def __iter__(self):
         """``request_type, run = ANALYSES[kind]`` works (the two parts every caller needs)."""
         return iter((self.request, self.run))
@@ -68,11 +81,8 @@ ANALYSES: dict[str, Analysis] = {
     "ood": Analysis(OODRequest, "engine.analysis.ood", "OOD accuracy and shape bias", "generalisation"),
     "featvis_topk": Analysis(TopKRequest, "engine.analysis.topk", "Feature top-k images", "features"),
     "saliency_grid": Analysis(SaliencyGridRequest, "engine.analysis.saliency", "Saliency maps", "saliency"),
-    # Hook for the next capability (same pattern): robust accuracy / AutoAttack, e.g.
-    #   "robust_accuracy": Analysis(EvaluateRequest, "engine.analysis.evaluate", "Robust accuracy", "models"),
-    # with EvaluateRequest(model, dataset, n, attack name + its config) in engine.analysis.requests and
-    # run/decode/report in engine/analysis/evaluate.py calling engine.attacks; cli/evaluate.py and
-    # `python -m engine report` then call run_analysis / run_request as cli/cka.py does.
+    "robust_accuracy": Analysis(EvaluateRequest, "engine.analysis.evaluate", "Robust accuracy", "models"),
+    "robustness_report": Analysis(ReportRequest, "engine.analysis.report", "Robustness report", "models"),
 }
 
 

@@ -242,3 +242,181 @@ class SaliencyGridRequest(Request):
 
     def describe(self) -> str:
         return f"{super().describe()} · {self.dataset} #{self.index} · {', '.join(self.methods)}"
+
+
+#: the names of ``engine.attacks.STEPS`` (threat models; checked by the tests)
+NORMS = ("linf", "l2")
+#: ``engine.attacks.AUTOATTACK_FAMILY``: the attacks evaluated attack by attack (checked by the tests)
+AUTOATTACK_FAMILY = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "autoattack")
+#: ``engine.attacks.AUTOATTACK_VERSIONS`` and "custom" (checked by the tests)
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
+#: most ε-sweep points of a robustness report
+MAX_SWEEP = 32
+_MAX_SEED = 2**63 - 1
+#: evaluate's attack parameters: those of every attack, of the AutoAttack family only, of the others only
+_ATTACK_PARAMS = ("norm", "eps", "steps", "restarts")
+_FAMILY_PARAMS = ("version", "attacks", "queries", "n_target_classes")
+_OTHER_PARAMS = ("alpha", "random_start", "targeted")
+
+
+def _check_bool(name: str, value, optional: bool = True) -> None:
+    if not (isinstance(value, bool) or (optional and value is None)):
+        raise InvalidParameterError(f"{name} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EvaluateRequest(Request):
+    """Clean accuracy of one model on a split, and robust accuracy under one attack
+    (``python -m engine evaluate``).
+
+    Clean accuracy is ``engine.evaluation.accuracy`` over the first ``n`` images; the attack runs
+    on the same images: ``engine.attacks.evaluate_autoattack`` (attack by attack) for the AutoAttack
+    family, ``engine.attacks.robust_accuracy`` for the others. Torch's RNG is seeded with ``seed``
+    around the attack, so random starts (PGD) repeat and the stored figure is the request's.
+
+    Attributes:
+        model: the model (BN branch included); dataset, split: the images.
+        n: the first ``n`` images (None: the whole split).
+        batch_size: images per pass (the attacks' random draws are per batch, so it is part of
+            the request).
+        attack: an ``engine.attacks.ATTACKS`` name, or None for clean accuracy only.
+        norm, eps, steps, restarts: the attack's threat model and effort (None: the attack's
+            per-dataset default, ``engine.attacks.make_attack``).
+        alpha, random_start, targeted: PGD-style options (not for the AutoAttack family).
+        version, attacks, queries, n_target_classes: AutoAttack's version, a ``custom`` sequence,
+            Square's query budget and APGD-T/FAB-T's target count (AutoAttack family only).
+        seed: seeds the attack (the family's own seed) and torch's RNG around it.
+    """
+
+    kind = "robust_accuracy"
+    MODEL_FIELDS = ("model",)
+
+    model: ModelRef
+    dataset: str
+    split: str = "test"
+    n: int | None = None
+    batch_size: int = 256
+    attack: str | None = None
+    norm: str | None = None
+    eps: float | None = None
+    steps: int | None = None
+    restarts: int | None = None
+    alpha: float | None = None
+    random_start: bool | None = None
+    targeted: bool | None = None
+    version: str | None = None
+    attacks: tuple[str, ...] | None = None
+    queries: int | None = None
+    n_target_classes: int | None = None
+    seed: int = 0
+
+    def _check(self) -> None:
+        _dataset(self.dataset)
+        check_choice("split", self.split, SPLITS)
+        if self.n is not None:
+            check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+        if self.attack is not None and (not isinstance(self.attack, str) or not self.attack):
+            raise InvalidParameterError(f"attack must be an attack name, got {self.attack!r}")
+        if self.norm is not None:
+            check_choice("norm", self.norm, NORMS)
+        check_float("eps", self.eps, 0.0, 1e4)
+        check_float("alpha", self.alpha, 0.0, 1e4)
+        for name, high in (("steps", 10_000), ("restarts", 1000), ("queries", 10_000_000), ("n_target_classes", 999)):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1, high)
+        _check_bool("random_start", self.random_start)
+        _check_bool("targeted", self.targeted)
+        if self.version is not None:
+            check_choice("version", self.version, AUTOATTACK_VERSIONS)
+        check_names("attacks", self.attacks, limit=16)
+        check_int("seed", self.seed, 0, _MAX_SEED)
+        self._check_params_fit_the_attack()
+
+    def _check_params_fit_the_attack(self) -> None:
+        """Refuse parameters the chosen attack does not take (they would split the result key)."""
+        given = [p for p in (*_ATTACK_PARAMS, *_FAMILY_PARAMS, *_OTHER_PARAMS) if getattr(self, p) is not None]
+        if self.attack is None and given:
+            raise InvalidParameterError(f"attack parameters ({', '.join(given)}) need an attack")
+        foreign = _OTHER_PARAMS if self.family else _FAMILY_PARAMS
+        wrong = [p for p in given if p in foreign]
+        if self.attack is not None and wrong:
+            what = ("its step size is automatic and APGD-T/FAB-T choose their own targets" if self.family
+                    else "they are the AutoAttack family's")
+            raise InvalidParameterError(f"{self.attack} takes no {', '.join(wrong)}: {what}")
+
+    @property
+    def family(self) -> bool:
+        """True for the AutoAttack family (evaluated attack by attack)."""
+        return self.attack in AUTOATTACK_FAMILY
+
+    def attack_params(self) -> dict:
+        """The attack parameters given (``engine.attacks.make_attack`` keywords); the family's seed too."""
+        names = _ATTACK_PARAMS + (_FAMILY_PARAMS if self.family else _OTHER_PARAMS)
+        params = {p: getattr(self, p) for p in names if getattr(self, p) is not None}
+        if self.family:
+            params["seed"] = self.seed
+        return params
+
+    def describe(self) -> str:
+        images = "all" if self.n is None else self.n
+        what = f"under {self.attack}" if self.attack else "clean"
+        return f"{super().describe()} · {self.dataset} {self.split} · {images} images · {what}"
+
+
+@dataclass(frozen=True)
+class ReportRequest(Request):
+    """A checkpoint's robustness report (``engine.attacks.report.robustness_report``,
+    ``python -m engine report``): clean, PGD, AutoAttack attack by attack, the gradient-masking
+    checks and an ε-sweep on the first ``n`` test images.
+
+    Attributes:
+        model: the model; dataset: its test split.
+        eps, norm: the threat model (resolved from the card by the caller, so it is in the key).
+        n: images (>= 1); batch_size: images per pass (the attacks' draws are per batch).
+        version: AutoAttack's version; seed: seeds every attack (and torch's RNG, for PGD).
+        pgd_steps: PGD's steps; square_queries: AutoAttack's Square budget.
+        sweep: the ε-sweep's points (None: ``engine.attacks.report.SWEEP_FACTORS`` × ε).
+        masking: run the gradient-masking checks; source: () or one standard model to transfer
+            from (the white-box ≥ transfer check).
+    """
+
+    kind = "robustness_report"
+    MODEL_FIELDS = ("model", "source")
+
+    model: ModelRef
+    dataset: str
+    eps: float
+    norm: str = "linf"
+    n: int = 500
+    batch_size: int = 256
+    version: str = "standard"
+    seed: int = 0
+    pgd_steps: int = 40
+    square_queries: int = 5000
+    sweep: tuple[float, ...] | None = None
+    masking: bool = True
+    source: tuple[ModelRef, ...] = ()
+
+    def _check(self) -> None:
+        _dataset(self.dataset)
+        check_float("eps", self.eps, 0.0, 1e4, optional=False)
+        check_choice("norm", self.norm, NORMS)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+        check_choice("version", self.version, AUTOATTACK_VERSIONS[:-1])
+        check_int("seed", self.seed, 0, _MAX_SEED)
+        check_int("pgd_steps", self.pgd_steps, 1, 10_000)
+        check_int("square_queries", self.square_queries, 1, 10_000_000)
+        if self.sweep is not None:
+            if not isinstance(self.sweep, tuple) or not 1 <= len(self.sweep) <= MAX_SWEEP:
+                raise InvalidParameterError(f"sweep takes 1 to {MAX_SWEEP} ε values, got {self.sweep!r}")
+            for value in self.sweep:
+                check_float("sweep ε", value, 0.0, 1e4, optional=False)
+        _check_bool("masking", self.masking, optional=False)
+        if not isinstance(self.source, tuple) or len(self.source) > 1:
+            raise InvalidParameterError(f"source is () or one model to transfer from, got {self.source!r}")
+
+    def describe(self) -> str:
+        threat = f"{'ℓ∞' if self.norm == 'linf' else 'ℓ₂'} ε={self.eps:.4g}"
+        return f"{self.kind}: {self.model.name} · {self.dataset} · {self.n} images · {threat}"

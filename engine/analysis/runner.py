@@ -205,7 +205,8 @@ def load_result(key: str, store: ResultStore | None = None) -> AnalysisResult:
 
 def preflight(request: Request) -> Request:
     """The checks that need torch-side registries, before a request is queued: the dataset and
-    distortion names exist and every checkpoint still holds the weights the request names."""
+    distortion names exist, the kind's own ``check`` passes (e.g. the attack's parameters) and
+    every checkpoint still holds the weights the request names."""
     from engine import data as edata
 
     request.validate()
@@ -218,6 +219,9 @@ def preflight(request: Request) -> Request:
 
         for name in names:
             get_distortion(name)
+    check = get_analysis(request.kind).check
+    if check is not None:
+        check(request)
     for ref in request.model_refs():
         current = ModelRef.of(ref.path, ref.branch)
         if current.sha256 != ref.sha256:

@@ -110,6 +110,14 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def warn_result_notes(result) -> None:
+    """Warn what a stored analysis result says about its inputs (its metadata's ``notes``: the
+    models' classes or training set differ from the dataset's ...), for ``out_handler`` callers
+    of :func:`run_request` that print the result themselves."""
+    for note in result.meta.get("notes", []):
+        warn(note)
+
+
 def stderr_progress(label: str):
     """A ``progress(done, total)`` callback that redraws one line on stderr."""
     def update(done: int, total: int) -> None:

@@ -3,23 +3,35 @@ an attack (``--attack``). The AutoAttack family (``autoattack``, ``apgd-ce``, ``
 ``apgd-t``, ``fab``, ``fab-t``, ``square``) reports the accuracy after each attack, the points each
 broke, the time, seed and version, and ``--record`` stores it under the card's
 ``metrics.<attack>`` (``metrics.autoattack`` plus the headline ``metrics.autoattack_acc``),
-keeping the card's PGD figure."""
+keeping the card's PGD figure.
+
+One ``engine.analysis`` request (:class:`~engine.analysis.EvaluateRequest`): the same command again
+prints the stored result (``"cached": true``), ``--background`` queues it as a job and
+``--no-cache`` measures again. ``--record`` writes the figures into the card after the result is
+obtained, stored or fresh: the card is not part of the result key (the weights' sha256 is, and
+recording leaves the weights and their recorded sha256 as they were).
+"""
 from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
-import engine
-from engine import data as edata
-from engine.checkpoints.store import update_card
-from engine.cli import MAX_BATCH, add_branch_option, check_int, print_json, require_compatible
+from engine.analysis.requests import AUTOATTACK_FAMILY, AUTOATTACK_VERSIONS
+from engine.cli import (
+    MAX_BATCH,
+    add_analysis_options,
+    add_branch_option,
+    check_int,
+    print_json,
+    run_request,
+    warn_result_notes,
+)
+from engine.cli.attack import add_attack_arguments
 from engine.errors import InvalidParameterError
-from engine.device import resolve_device
-from engine.evaluation import accuracy
-from engine.attacks import AUTOATTACK_FAMILY, AUTOATTACK_VERSIONS, evaluate_autoattack, make_attack, robust_accuracy
-from engine.cli.attack import add_attack_arguments, attack_from_args
-from engine.version import __version__
+
+#: the options of ``engine.cli.attack.add_attack_arguments`` and the AutoAttack group, as request fields
+ATTACK_OPTIONS = ("norm", "eps", "steps", "restarts", "alpha", "random_start", "targeted", "version", "queries",
+                  "n_target_classes")
 
 
 def register(sub) -> None:
@@ -36,74 +48,95 @@ def register(sub) -> None:
     p.add_argument("--record", action="store_true",
                    help="write the figures (and this command) into the checkpoint's card; "
                         "needs the whole test split (the AutoAttack family records its --n images)")
+    add_analysis_options(p)
     add_attack_arguments(p)  # --attack ... : also report robust accuracy (engine.attacks)
     aa = p.add_argument_group("AutoAttack family (--attack autoattack|apgd-ce|apgd-dlr|apgd-t|fab|fab-t|square)")
-    aa.add_argument("--version", choices=[*AUTOATTACK_VERSIONS, "custom"],
+    aa.add_argument("--version", choices=list(AUTOATTACK_VERSIONS),
                     help="AutoAttack version (default standard: APGD-CE, APGD-T, FAB-T, Square)")
     aa.add_argument("--attacks", help="comma-separated attacks of a --version custom sequence, e.g. apgd-ce,square")
-    aa.add_argument("--seed", type=int, help="seed of the attacks' random starts and search (default 0)")
+    aa.add_argument("--seed", type=int, help="seed of the attack's random starts and search (default 0; also "
+                                             "seeds PGD's random start)")
     aa.add_argument("--queries", type=int, help="Square's query budget (AutoAttack: 5000)")
     aa.add_argument("--n-targets", dest="n_target_classes", type=int,
                     help="target classes of APGD-T / FAB-T (AutoAttack: 9)")
     p.set_defaults(func=run_evaluate)
 
 
-def stderr_progress(label: str):
-    """A ``progress(done, total)`` callback that redraws one line on stderr."""
-    def update(done: int, total: int) -> None:
-        print(f"\r{label}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
-    return update
+def evaluate_request(args: argparse.Namespace):
+    """The :class:`~engine.analysis.EvaluateRequest` of ``evaluate --checkpoint ...``; a subset
+    (``--n``) is checked against the split's size here, so a background job is refused at once too."""
+    from engine.analysis import EvaluateRequest, ModelRef
+    from engine.analysis.base import card_json
+
+    model = ModelRef.of(args.checkpoint, args.bn_branch)
+    dataset = args.dataset or card_json(model.path).get("dataset")
+    if not dataset:
+        raise InvalidParameterError(f"{model.path}'s card names no dataset; give --dataset")
+    if args.n is not None:
+        from engine import data as edata
+
+        size = len(edata.load_dataset(dataset, split=args.split))
+        check_int("--n", args.n, 1, size, f"the {dataset} {args.split} split's size")
+    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
+    params = {}
+    if args.attack:
+        params = {k: getattr(args, k) for k in ATTACK_OPTIONS if getattr(args, k, None) is not None}
+        if args.attacks:
+            params["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+            params.setdefault("version", "custom")
+    return EvaluateRequest(model=model, dataset=dataset, split=args.split, n=args.n, batch_size=args.batch_size,
+                           attack=args.attack, seed=0 if args.seed is None else args.seed, **params).validate()
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Load the checkpoint and dataset, measure clean accuracy, print it."""
-    device = resolve_device(args.device)
+    """Answer the request from the result store or measure it; print it, and record it in the card
+    with ``--record`` (``--background``: queue it as a job)."""
     check_recordable(args)
-    loaded = engine.load(args.checkpoint, device=str(device), bn_branch=args.bn_branch)
-    name = args.dataset or loaded.card.dataset
-    dataset = edata.load_dataset(name, split=args.split)
-    require_compatible([loaded], dataset)
-    if args.n is not None:
-        check_int("--n", args.n, 1, len(dataset), f"the {name} {args.split} split's size")
-    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
-    result = accuracy(loaded.model, dataset, n=args.n, batch_size=args.batch_size, device=device,
-                      progress=stderr_progress("clean"))
-    report = {
-        "checkpoint": str(loaded.path), "dataset": name, "split": args.split, "n": result.total,
-        "clean_acc": result.accuracy, "seconds": round(result.seconds, 3), "device": str(device),
-        "bn_branch": args.bn_branch,
-    }
-    family = args.attack in AUTOATTACK_FAMILY
-    if family:
-        report.update(_autoattack_report(args, loaded.model, dataset, name, device))
-    elif args.attack:
-        report.update(_robust_report(args, loaded.model, dataset, name, device))
-    if args.record:
-        if family:
-            recorder = record_autoattack
+
+    def show(result) -> int:
+        from engine.analysis.base import finite
+        from engine.analysis.evaluate import report as evaluation_report
+
+        warn_result_notes(result)
+        report = evaluation_report(result)
+        if args.record:
+            report["recorded_in"] = str(record(args.checkpoint, report, args.argv))
+        if args.json:
+            print_json(finite({**report, "cached": result.cached, "result": result.key}))
         else:
-            recorder = record_metrics if args.bn_branch == "main" else record_branch_metrics
-        report["recorded_in"] = str(recorder(args.checkpoint, loaded.card, report, args.argv))
-    if args.json:
-        print_json(report)
-    else:
-        print(f"{loaded.path.name}: clean accuracy {result.accuracy:.4f} on {result.total} {name} images")
-        if family:
-            for stage in report["per_attack"]:
-                print(f"  after {stage['attack']:<8} {stage['robust_acc_after']:.4f}  (broke {stage['broken']} "
-                      f"of {stage['attacked']}, {stage['seconds']:.1f} s)")
-            print(f"robust accuracy {report['robust_acc']:.4f} under {args.attack} "
-                  f"({report['version']}, seed {report['seed']}, {report['attack_seconds']:.1f} s)")
-            for note in report["notes"]:
-                print(f"note: {note}")
-        elif args.attack:
-            print(f"robust accuracy {report['robust_acc']:.4f} under {report['attack']}")
-    return 0
+            print_summary(report, result.cached)
+        return 0
+
+    return run_request(evaluate_request(args), args, "evaluate", out_handler=None if args.background else show)
+
+
+def print_summary(report: dict, cached: bool) -> None:
+    """The human-readable lines of an evaluation ``report`` (:func:`engine.analysis.evaluate.report`)."""
+    from pathlib import Path
+
+    stored = " (stored earlier)" if cached else ""
+    print(f"{Path(report['checkpoint']).name}: clean accuracy {report['clean_acc']:.4f} on {report['n']} "
+          f"{report['dataset']} images{stored}")
+    if "per_attack" in report:
+        for stage in report["per_attack"]:
+            print(f"  after {stage['attack']:<8} {stage['robust_acc_after']:.4f}  (broke {stage['broken']} "
+                  f"of {stage['attacked']}, {stage['seconds']:.1f} s)")
+        print(f"robust accuracy {report['robust_acc']:.4f} under {report['attack']['attack']} "
+              f"({report['version']}, seed {report['seed']}, {report['attack_seconds']:.1f} s)")
+        for note in report["notes"]:
+            print(f"note: {note}")
+    elif "robust_acc" in report:
+        print(f"robust accuracy {report['robust_acc']:.4f} under {report['attack']}")
 
 
 def check_recordable(args: argparse.Namespace) -> None:
     """``--record`` stores test figures only: refuse the train split, and a subset (``--n``)
-    except for the AutoAttack family, whose record names its image count."""
+    except for the AutoAttack family, whose record names its image count; and a background job,
+    whose result is not here to record (record it once the job is done: the same command then
+    prints the stored result at once)."""
+    if args.record and args.background:
+        raise InvalidParameterError("--record writes the result into the card here: drop --background, or run "
+                                    "the same command with --record once the job is done (it reads the stored result)")
     if args.record and args.attack in AUTOATTACK_FAMILY:
         if args.split != "test":
             raise InvalidParameterError("--record writes test figures: drop --split train")
@@ -114,12 +147,28 @@ def check_recordable(args: argparse.Namespace) -> None:
 
 
 def measured_command(argv: list[str]) -> str:
-    """The command line that produced this run, without ``--record`` (what a reader re-runs)."""
-    return shlex.join(["python", "-m", "engine", *(a for a in argv if a != "--record")])
+    """The command line that produced this run, without ``--record`` and ``--no-cache`` (what a
+    reader re-runs)."""
+    return shlex.join(["python", "-m", "engine", *(a for a in argv if a not in ("--record", "--no-cache"))])
 
 
-def record_metrics(checkpoint: str, card: dict, report: dict, argv: list[str]) -> object:
+def record(checkpoint: str, report: dict, argv: list[str]) -> object:
+    """Write ``report`` (:func:`engine.analysis.evaluate.report`) into the card of ``checkpoint``:
+    the AutoAttack family under its own name, other figures as the headline (or the BN branch's)."""
+    from engine.checkpoints.store import checkpoint_paths, read_card
+
+    card = read_card(checkpoint_paths(checkpoint)[1])
+    if "per_attack" in report:
+        recorder = record_autoattack
+    else:
+        recorder = record_metrics if report["bn_branch"] == "main" else record_branch_metrics
+    return recorder(checkpoint, card, report, argv)
+
+
+def record_metrics(checkpoint: str, card, report: dict, argv: list[str]) -> object:
     """Replace the card's headline figures with ``report``'s (atomic card rewrite)."""
+    from engine.checkpoints.store import update_card
+
     metrics = {k: v for k, v in card.metrics.to_dict().items()
                if k not in ("clean_acc", "robust_acc", "attack", "eval_subset", "n_test", "split")}
     metrics.update(clean_acc=report["clean_acc"], n_test=report["n"], split=report["split"],
@@ -132,6 +181,8 @@ def record_metrics(checkpoint: str, card: dict, report: dict, argv: list[str]) -
 def record_branch_metrics(checkpoint: str, card, report: dict, argv: list[str]) -> object:
     """Record an AdvProp model's figures through a non-main BN branch under
     ``metrics.branches.<branch>`` (the headline figures stay the main branch's)."""
+    from engine.checkpoints.store import update_card
+
     metrics = card.metrics.to_dict()
     branches = dict(metrics.get("branches") or {})
     figures = {k: report[k] for k in ("clean_acc", "robust_acc", "attack") if k in report}
@@ -149,6 +200,8 @@ def record_autoattack(checkpoint: str, card, report: dict, argv: list[str]) -> o
     headline ``metrics.autoattack_acc`` for AutoAttack; under ``metrics.branches.<branch>`` for a
     non-main BN branch), leaving every other figure (clean, the PGD ``robust_acc``/``attack``) as
     it was."""
+    from engine.checkpoints.store import update_card
+
     metrics = card.metrics.to_dict()
     attack = report["attack"]["attack"]
     record = {
@@ -157,7 +210,8 @@ def record_autoattack(checkpoint: str, card, report: dict, argv: list[str]) -> o
         "per_attack": report["per_attack"], "seed": report["seed"], "version": report["version"],
         "norm": report["norm"], "eps": report["eps"], "seconds": report["attack_seconds"],
         "config": report["attack"], "notes": report["notes"], "device": report["device"],
-        "dataset": report["dataset"], "measured_with": measured_command(argv), "robustscope_version": __version__,
+        "dataset": report["dataset"], "measured_with": measured_command(argv),
+        "robustscope_version": report["robustscope_version"],
     }
     target = metrics
     if report.get("bn_branch", "main") != "main":
@@ -168,32 +222,3 @@ def record_autoattack(checkpoint: str, card, report: dict, argv: list[str]) -> o
     if attack == "autoattack":
         target["autoattack_acc"] = report["robust_acc"]
     return update_card(checkpoint, {"metrics": metrics})
-
-
-def _autoattack_report(args, model, dataset, name: str, device) -> dict:
-    """An AutoAttack-family attack on the first ``--n`` images, attack by attack."""
-    if args.alpha is not None or args.random_start is not None or args.targeted:
-        raise InvalidParameterError(f"{args.attack} takes no --alpha, --no-random-start or --targeted: its step "
-                                    "size is automatic and APGD-T/FAB-T choose their own targets")
-    keys = ("norm", "eps", "steps", "restarts", "version", "attacks", "seed", "queries", "n_target_classes")
-    given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    if given.get("attacks") and "version" not in given:
-        given["version"] = "custom"
-    attack = make_attack(args.attack, name, **given)
-    images, labels = edata.take(dataset, args.n or len(dataset))
-    res = evaluate_autoattack(model, images, labels, attack, batch_size=args.batch_size, device=device,
-                              progress=stderr_progress(attack.name))
-    return {"robust_acc": res.robust_acc, "attack_clean_acc": res.clean_acc, "attack_n": res.n,
-            "attack": res.config, "per_attack": res.per_attack, "attack_seconds": res.seconds, "seed": res.seed,
-            "version": res.version, "norm": res.norm, "eps": res.eps, "notes": res.notes,
-            "stopped": res.stopped, "robustscope_version": __version__}
-
-
-def _robust_report(args, model, dataset, name: str, device) -> dict:
-    """Robust accuracy under ``--attack`` on the same first ``--n`` images."""
-    attack = attack_from_args(args, name)
-    images, labels = edata.take(dataset, args.n or len(dataset))
-    res = robust_accuracy(model, images, labels, attack, batch_size=args.batch_size, device=device,
-                          progress=stderr_progress(attack.name))
-    return {"robust_acc": res.robust_acc, "attack_clean_acc": res.clean_acc, "attack": res.config,
-            "attack_seconds": round(res.seconds, 3)}

@@ -3,23 +3,20 @@ gradient-masking checks, an ε-sweep, and a RobustBench model's leaderboard figu
 
     python -m engine report --checkpoint checkpoints/mnist_pgd --n 500 --json
     python -m engine report --checkpoint checkpoints/mnist_pgd --out reports/mnist_pgd
+
+One ``engine.analysis`` request (:class:`~engine.analysis.ReportRequest`, its threat resolved from
+the card): the same command again answers from the result store (``"cached": true``),
+``--background`` queues it as a job (``jobs wait`` / ``jobs result``) and ``--no-cache`` measures
+again.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-import engine
-from engine import data as edata
-from engine.attacks import AUTOATTACK_VERSIONS, STEPS, default_eps
-from engine.attacks.report import png_export_available, robustness_report
-from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
-from engine.device import resolve_device
+from engine.analysis.requests import AUTOATTACK_VERSIONS, MAX_SWEEP, NORMS
+from engine.cli import MAX_BATCH, add_analysis_options, check_int, run_request, warn_result_notes
 from engine.errors import InvalidParameterError
-from engine.selection import threat_of
-
-#: most ε-sweep points
-MAX_SWEEP = 32
 
 
 def register(sub) -> None:
@@ -31,8 +28,8 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=500, help="test images, the first N (default 500; RobustBench uses 10,000)")
     p.add_argument("--eps", type=float, help="radius ε (default: the training ε of a robust card, else the "
                                              "dataset's usual one)")
-    p.add_argument("--norm", choices=list(STEPS), help="threat model (default: the card's, else linf)")
-    p.add_argument("--version", default="standard", choices=list(AUTOATTACK_VERSIONS), help="AutoAttack version")
+    p.add_argument("--norm", choices=list(NORMS), help="threat model (default: the card's, else linf)")
+    p.add_argument("--version", default="standard", choices=list(AUTOATTACK_VERSIONS[:-1]), help="AutoAttack version")
     p.add_argument("--seed", type=int, default=0, help="seed of every attack (default 0)")
     p.add_argument("--pgd-steps", type=int, default=40, help="PGD steps (default 40)")
     p.add_argument("--sweep", help="comma-separated ε values of the sweep (default 0 to 2ε)")
@@ -40,24 +37,18 @@ def register(sub) -> None:
     p.add_argument("--no-masking", dest="masking", action="store_false", help="skip the gradient-masking checks")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
+    add_analysis_options(p)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the report as JSON")
     out.add_argument("--out", help="folder for report.json and the CSV tables (and sweep.png with kaleido)")
     p.set_defaults(func=run_report)
 
 
-def _progress():
-    def update(done: int, total: int) -> None:
-        print(f"\rreport: {100 * done // max(total, 1)}%", end="" if done < total else "\n", file=sys.stderr,
-              flush=True)
-    return update
-
-
-def _parse_sweep(text: str | None) -> list[float] | None:
+def _parse_sweep(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
     try:
-        values = [float(t) for t in text.replace(";", ",").split(",") if t.strip()]
+        values = tuple(float(t) for t in text.replace(";", ",").split(",") if t.strip())
     except ValueError:
         raise InvalidParameterError(f"--sweep must be comma-separated numbers, got {text!r}") from None
     if not 1 <= len(values) <= MAX_SWEEP:
@@ -65,46 +56,68 @@ def _parse_sweep(text: str | None) -> list[float] | None:
     return values
 
 
-def run_report(args: argparse.Namespace) -> int:
-    """Load the checkpoint (and the transfer source), measure, print or write the report."""
-    device = resolve_device(args.device)
-    loaded = engine.load(args.checkpoint, device=str(device))
-    name = args.dataset or loaded.card.dataset
-    dataset = edata.load_dataset(name, split="test")
-    require_compatible([loaded], dataset)
-    check_int("--n", args.n, 1, len(dataset), f"the {name} test split's size")
+def report_threat(path: str, dataset: str, norm: str | None, eps: float | None) -> tuple[str, float]:
+    """``(norm, ε)`` of the report: as given, else the card's training threat (its ε only under its
+    own norm), else ℓ∞ at the dataset's usual ε."""
+    from engine.attacks import default_eps
+    from engine.checkpoints.store import checkpoint_paths, read_card
+    from engine.selection import threat_of
+
+    card_norm, card_eps = threat_of(read_card(checkpoint_paths(path)[1]))
+    norm = norm or card_norm or "linf"
+    if eps is None:
+        eps = card_eps if card_eps and norm == card_norm else default_eps(dataset, norm)
+    return norm, float(eps)
+
+
+def report_request(args: argparse.Namespace):
+    """The :class:`~engine.analysis.ReportRequest` of ``report --checkpoint ...`` (the threat
+    resolved from the card, so it is part of the result key)."""
+    from engine.analysis import ModelRef, ReportRequest
+    from engine.analysis.base import card_json
+
+    check_int("--n", args.n, 1)
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     check_int("--pgd-steps", args.pgd_steps, 1, 10_000)
     check_int("--seed", args.seed, 0, 2**63 - 1)
     sweep = _parse_sweep(args.sweep)
-    card_norm, card_eps = threat_of(loaded.card)
-    norm = args.norm or card_norm or "linf"
-    eps = args.eps if args.eps is not None else (card_eps if card_eps and norm == card_norm else default_eps(name, norm))
-    source = None
-    if args.source:
-        src = engine.load(args.source, device=str(device))
-        require_compatible([src], dataset)
-        source = src.model
-    images, labels = edata.take(dataset, args.n)
-    report = robustness_report(
-        loaded.model, images, labels, eps, norm, name=loaded.name,
-        checkpoint=str(loaded.path), dataset=name, card=loaded.card, pgd_steps=args.pgd_steps,
-        version=args.version, seed=args.seed, source_model=source, masking=args.masking, sweep_eps=sweep,
-        batch_size=args.batch_size, device=device, progress=_progress(),
-    )
-    if args.out:
-        written = report.save(args.out)
+    model = ModelRef.of(args.checkpoint)
+    dataset = args.dataset or card_json(model.path).get("dataset")
+    if not dataset:
+        raise InvalidParameterError(f"{model.path}'s card names no dataset; give --dataset")
+    norm, eps = report_threat(args.checkpoint, dataset, args.norm, args.eps)
+    return ReportRequest(
+        model=model, dataset=dataset, eps=eps, norm=norm, n=args.n, batch_size=args.batch_size, version=args.version,
+        seed=args.seed, pgd_steps=args.pgd_steps, sweep=sweep, masking=args.masking,
+        source=(ModelRef.of(args.source),) if args.source else (),
+    ).validate()
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Answer the request from the result store or measure it; print it (``--json``: as JSON) or
+    write it (``--out DIR``); ``--background`` queues it as a job."""
+    def write(result) -> int:
+        from engine.attacks.report import png_export_available
+
+        warn_result_notes(result)
+        written = result.value().save(args.out)
         if not png_export_available():
             print("note: kaleido is not installed, so no PNG was written (CSV and JSON only)", file=sys.stderr)
         for path in written:
             print(path)
-    elif args.json:
-        print_json(report.as_dict())
-    else:
-        print(f"{report.model} on {report.n} {name} test images, "
-              f"{'ℓ∞' if norm == 'linf' else 'ℓ₂'} ε={eps:.4g} ({report.seconds:.1f} s)")
+        return 0
+
+    def text(result) -> int:
+        warn_result_notes(result)
+        report = result.value()
+        stored = ", stored earlier" if result.cached else ""
+        print(f"{report.model} on {report.n} {report.dataset} test images, "
+              f"{'ℓ∞' if report.norm == 'linf' else 'ℓ₂'} ε={report.eps:.4g} ({report.seconds:.1f} s{stored})")
         for row in report.summary_rows():
             print(f"  {row['measure']:<28} {row['accuracy']:.4f}  {row['source']}")
         for check in (report.masking or {}).get("checks", []):
             print(f"  check {check['name']:<22} {check['status']:<7} {check['detail']}")
-    return 0
+        return 0
+
+    handler = None if args.json or args.background else (write if args.out else text)
+    return run_request(report_request(args), args, "report", out_handler=handler)

@@ -14,8 +14,7 @@ from dataclasses import replace
 
 import engine
 from engine.attribution import ALIGNMENT_DATASETS, METHODS, epsilon_tradeoff, evaluation_set
-from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
-from engine.cli.evaluate import stderr_progress
+from engine.cli import MAX_BATCH, check_int, print_json, require_compatible, stderr_progress
 from engine.data import get_spec
 from engine.device import resolve_device
 from engine.errors import InvalidParameterError

@@ -526,10 +526,13 @@ def test_models_page_report_section(tiny_checkpoints):
     assert "Robustness report" in [s.value for s in at.subheader]
     at.number_input(key="report_eps_A_shapes_linf").set_value(0.5)  # large: every image falls to APGD-CE
     at.select_slider(key="report_n").set_value(16)
+    at.radio(key="report_mode").set_value("here")
     at.button(key="report_run").click()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    report = at.session_state["report_result"]
+    from engine.analysis import load_result
+
+    report = load_result(at.query_params["result"]).value()  # the stored result the page shows
     assert report.n == 16 and report.autoattack["robust_acc"] == 0.0 and math.isclose(report.eps, 0.5)
     labels = {b.label for b in at.get("download_button")}
     assert {"Report (JSON)", "Summary (CSV)", "Checks (CSV)"} <= labels

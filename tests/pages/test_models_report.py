@@ -1,0 +1,98 @@
+"""The Models page's robustness report as an analysis: background job -> worker -> the report on the
+page -> the Results page opens it on the Models page -> the permalink reopens it without computing."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from apptest_helpers import run_ok
+from engine.analysis import ResultStore
+from engine.jobs import JobStore, run_worker
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = str(REPO / "pages" / "models.py")
+RESULTS = str(REPO / "pages" / "results.py")
+
+
+@pytest.fixture(autouse=True)
+def _no_autostart(monkeypatch):
+    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
+
+
+def _texts(at: AppTest) -> str:
+    return " ".join(str(e.value) for kind in ("markdown", "info", "caption", "warning", "subheader")
+                    for e in at.get(kind))
+
+
+def _ask_for_a_report(at: AppTest, mode: str) -> None:
+    """A quick report of model A: ε 0.5 (every image falls to APGD-CE), 16 images, no masking checks."""
+    at.number_input(key="report_eps_A_shapes_linf").set_value(0.5)
+    at.select_slider(key="report_n").set_value(16)
+    at.checkbox(key="report_masking").uncheck()
+    at.radio(key="report_mode").set_value(mode)
+    at.button(key="report_run").click()
+    run_ok(at)
+
+
+def test_background_report_then_results_page_then_permalink(tiny_checkpoints, monkeypatch):
+    at = run_ok(AppTest.from_file(MODELS, default_timeout=300))
+    _ask_for_a_report(at, "background")
+    job_id = int(at.query_params["job"])
+    assert f"Queued as background job {job_id}" in _texts(at) and ResultStore().list() == []
+    assert not at.get("download_button") or "Report (JSON)" not in {b.label for b in at.get("download_button")}
+
+    run_ok(at)  # another look while it waits: read from the job store
+    assert f"Background job {job_id} is queued" in _texts(at)
+
+    assert run_worker(JobStore(), once=True, lane="analysis") == 1
+    run_ok(at)
+    key = JobStore().get(job_id).result_key
+    assert at.query_params["result"] == key
+    report = ResultStore().load(key).value()
+    assert report.n == 16 and report.autoattack["robust_acc"] == 0.0 and math.isclose(report.eps, 0.5)
+    assert report.masking is None and "Report (JSON)" in {b.label for b in at.get("download_button")}
+
+    results = run_ok(AppTest.from_file(RESULTS, default_timeout=60))
+    assert f"/models?result={key}" in _texts(results)
+    assert results.button(key="results_open").label == "Open on the Models page"
+
+    import engine.attacks.report
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("a permalink must not compute")
+
+    monkeypatch.setattr(engine.attacks.report, "robustness_report", no_compute)
+    fresh = AppTest.from_file(MODELS, default_timeout=60)
+    fresh.query_params["result"] = key
+    run_ok(fresh)
+    assert f"Result `{key}` (stored earlier" in _texts(fresh)
+    assert "**tiny_standard** on 16 `shapes` test images" in _texts(fresh)
+    assert "Report (JSON)" in {b.label for b in fresh.get("download_button")}
+
+
+def test_report_here_is_stored_and_the_same_settings_read_it_back(tiny_checkpoints, monkeypatch):
+    at = run_ok(AppTest.from_file(MODELS, default_timeout=300))
+    _ask_for_a_report(at, "here")
+    key = at.query_params["result"]
+    assert f"Result `{key}` (computed now" in _texts(at) and ResultStore().exists(key)
+
+    import engine.attacks.report
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("a stored report must not be measured again")
+
+    monkeypatch.setattr(engine.attacks.report, "robustness_report", no_compute)
+    again = run_ok(AppTest.from_file(MODELS, default_timeout=60))
+    _ask_for_a_report(again, "here")
+    assert again.query_params["result"] == key and f"Result `{key}` (stored earlier" in _texts(again)
+
+    again.select_slider(key="report_n").set_value(32)  # a new report, queued while the stored one is linked
+    again.radio(key="report_mode").set_value("background")
+    again.button(key="report_run").click()
+    run_ok(again)
+    job_id = int(again.query_params["job"])
+    assert "result" not in again.query_params and f"Queued as background job {job_id}" in _texts(again)
+    assert "Report (JSON)" not in {b.label for b in again.get("download_button")}
