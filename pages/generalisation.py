@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine import generalisation as gen
 from engine import models as emodels
-from engine.analysis import ModelRef, OODRequest
+from engine.analysis import ModelRef, OODRequest, UnitsRequest
 from engine.data import distortions as dist
 from engine.errors import RobustScopeError
 from pages import analysis_ui, common
@@ -31,38 +31,6 @@ if note:
 st.markdown(f"Robust model: **{names[robust]}** · standard model: **{names[standard]}**")
 
 
-def unit_table(keys, dataset, n, layers, top_k, _models, _progress):
-    """Per-unit statistics table (cached by ``run_cached`` per hashes and settings)."""
-    sample = common.dataset_stream(dataset, n)
-    reports = gen.compare_units(_models, sample, None, list(layers), top_k=top_k, progress=_progress)
-    return gen.units_frame(reports)
-
-
-CACHE_KEY, CACHE_SIZE = "generalisation_results", 8
-
-
-def run_cached(label, fn, *args):
-    """Call ``fn(*args, progress)`` once per settings (kept in the session: ``st.cache_data`` cannot
-    replay a progress bar drawn from inside), with a progress bar; user errors are shown."""
-    cache = st.session_state.setdefault(CACHE_KEY, {})
-    key = (fn.__name__, *args[:-1])  # the last argument is the (unhashable) models dict
-    if key in cache:
-        return cache[key]
-    update, finish = common.progress_callback(label)
-    try:
-        cache[key] = fn(*args, update)
-        while len(cache) > CACHE_SIZE:
-            cache.pop(next(iter(cache)))
-        return cache[key]
-    except RobustScopeError as exc:
-        common.show_error(exc)
-        st.stop()
-    finally:
-        finish()
-
-
-models = {names["A"]: sel.a.model, names["B"]: sel.b.model}
-keys = (sel.a.sha256, sel.a.branch, sel.b.sha256, sel.b.branch, sel.device)
 robust_name, standard_name = names[robust], names[standard]
 
 with st.sidebar.expander("Generalisation settings", expanded=True):
@@ -87,9 +55,13 @@ def ood_result():
     if linked is not None:
         if request is None or linked.key == request.key():
             return linked
-        st.info(f"Showing the stored result of the link ({linked.request.describe()}); the settings here differ.")
-        if not st.button("Compute for the settings here instead", key="ood_leave_link"):
+        notice = st.empty()
+        with notice.container():
+            st.info(f"Showing the stored result of the link ({linked.request.describe()}); the settings here differ.")
+            leave = st.button("Compute for the settings here instead", key="ood_leave_link")
+        if not leave:
             return linked
+        notice.empty()
         st.query_params.pop(analysis_ui.RESULT_PARAM, None)
     if request is None:
         st.warning("Choose at least one distortion and one severity.")
@@ -168,8 +140,16 @@ layers = st.multiselect("Layers", common_layers, common_layers[:3], key="gen_lay
 top_k = st.number_input("Top-k images per unit", 2, 100, 10, key="gen_topk")
 units = None
 if layers:
-    units = run_cached("Unit statistics", unit_table, keys, sel.dataset, int(n), tuple(layers),
-                       int(min(top_k, n)), models)
+    unit_request = UnitsRequest(models=(ModelRef.from_loaded(sel.a), ModelRef.from_loaded(sel.b)),
+                                dataset=sel.dataset, n=int(n), layers=tuple(layers), top_k=int(min(top_k, n)))
+    try:
+        unit_result = analysis_ui.auto_run(unit_request, [sel.a, sel.b], "Unit statistics", sel.device, key="units")
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        st.stop()
+    if unit_result is not None:
+        units = gen.units_frame(unit_result.value(names=dict(zip(unit_result.meta["names"], [names["A"], names["B"]]))))
+if units is not None:
     statistic = st.selectbox("Statistic", list(gen.units.STATISTICS), key="gen_stat")
     active = units[units["active"]]
     st.plotly_chart(px.histogram(active, x=statistic, color="model", barmode="overlay", facet_col="layer",
@@ -177,7 +157,7 @@ if layers:
                     width="stretch")
     st.download_button("Download unit statistics (CSV)", units.to_csv(index=False), "unit_statistics.csv",
                        "text/csv")
-else:
+elif not layers:
     st.info("Choose at least one layer to compute unit statistics.")
 
 # ----------------------------------------------------------------------------- verdict

@@ -8,7 +8,7 @@
 Public API:
 - requests (frozen dataclasses, ``to_json``/``from_json``, validated): :class:`CKARequest`,
   :class:`OODRequest`, :class:`TopKRequest`, :class:`EvaluateRequest` (robust accuracy / AutoAttack),
-  :class:`ReportRequest` (the robustness report); models as :class:`ModelRef` (path, sha256, BN branch);
+  :class:`ReportRequest` (the robustness report), :class:`UnitsRequest` (unit statistics); models as :class:`ModelRef` (path, sha256, BN branch);
 - :data:`ANALYSES` (kind -> request type, run, decode, report), :func:`get_analysis`;
 - :func:`run_analysis` (stored result, else compute + store), :func:`submit_analysis` (a background
   job), :func:`load_result`, :class:`AnalysisResult`, :class:`AnalysisCancelled`;
@@ -32,6 +32,7 @@ from engine.analysis.requests import (  # noqa: F401
     OODRequest,
     ReportRequest,
     TopKRequest,
+    UnitsRequest,
 )
 from engine.analysis.runner import (  # noqa: F401
     RunContext,

@@ -22,6 +22,7 @@ from engine.analysis.requests import (
     ReportRequest,
     SaliencyGridRequest,
     TopKRequest,
+    UnitsRequest,
 )
 from engine.errors import InvalidParameterError
 
@@ -83,6 +84,7 @@ ANALYSES: dict[str, Analysis] = {
     "saliency_grid": Analysis(SaliencyGridRequest, "engine.analysis.saliency", "Saliency maps", "saliency"),
     "robust_accuracy": Analysis(EvaluateRequest, "engine.analysis.evaluate", "Robust accuracy", "models"),
     "robustness_report": Analysis(ReportRequest, "engine.analysis.report", "Robustness report", "models"),
+    "units": Analysis(UnitsRequest, "engine.analysis.units", "Unit statistics", "generalisation"),
 }
 
 

@@ -420,3 +420,40 @@ class ReportRequest(Request):
     def describe(self) -> str:
         threat = f"{'ℓ∞' if self.norm == 'linf' else 'ℓ₂'} ε={self.eps:.4g}"
         return f"{self.kind}: {self.model.name} · {self.dataset} · {self.n} images · {threat}"
+
+
+@dataclass(frozen=True)
+class UnitsRequest(Request):
+    """Unit statistics (Agarwal & Chen 2020): per-unit roughness, high-frequency share and label
+    complexity of layers, for several models on the same first ``n`` test images
+    (``engine.generalisation.compare_units``, streamed).
+
+    Attributes:
+        models: one to eight models; dataset: the test split's first ``n`` images.
+        layers: dotted layer names every model has (None: each model's default layers).
+        top_k: images per unit for the label-complexity statistics (1 <= top_k <= n).
+        batch_size: images per forward pass (memory only; the statistics do not depend on it
+            beyond float32 rounding).
+    """
+
+    kind = "units"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    n: int = 500
+    layers: tuple[str, ...] | None = None
+    top_k: int = 10
+    batch_size: int = 128
+
+    def _check(self) -> None:
+        if not isinstance(self.models, tuple) or not 1 <= len(self.models) <= 8:
+            raise InvalidParameterError("models must list one to eight checkpoints")
+        _dataset(self.dataset)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_names("layers", self.layers)
+        check_int("top_k", self.top_k, 1, self.n)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.dataset} · {self.n} images · top-{self.top_k}"

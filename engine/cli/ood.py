@@ -9,16 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import (
-    MAX_BATCH,
-    add_analysis_options,
-    add_branch_option,
-    check_int,
-    print_json,
-    require_compatible,
-    stderr_progress,
-)
-from engine.analysis.base import finite as _finite
+from engine.cli import MAX_BATCH, add_analysis_options, add_branch_option, check_int
 from engine.errors import InvalidParameterError
 
 #: the names of ``engine.data.distortions.DISTORTIONS`` (checked against it by the tests), kept here
@@ -50,44 +41,9 @@ def register(sub) -> None:
     p = sub.add_parser("units", help="per-unit smoothness and label complexity of layers")
     _common(p, 500)
     p.add_argument("--layer", action="append", help="dotted layer name (repeatable; default: main blocks)")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=int, help="images per unit for label complexity (default: 10, at most --n)")
+    add_analysis_options(p)
     p.set_defaults(func=run_units)
-
-
-def _load(args) -> tuple[dict, dict, str, object]:
-    """name -> model and name -> card for every --checkpoint; the dataset; the first --n test
-    images as an ``engine.data.Sample`` (read batch by batch)."""
-    import engine
-    from engine import data as edata
-    from engine.device import resolve_device
-
-    if args.n is None or args.n < 1:
-        raise InvalidParameterError(f"--n must be at least 1, got {args.n}")
-    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
-    device = str(resolve_device(args.device))
-    models, cards, checkpoints = {}, {}, []
-    for path in args.checkpoint:
-        loaded = engine.load(path, device=device, bn_branch=args.bn_branch)
-        name = loaded.path.stem
-        name = name if name not in models else f"{name} ({len(models) + 1})"
-        models[name], cards[name] = loaded.model, loaded.card
-        checkpoints.append(loaded)
-    dataset = args.dataset or next(iter(cards.values())).dataset
-    split = edata.load_dataset(dataset, split="test")
-    require_compatible(checkpoints, split)
-    check_int("--n", args.n, 1, len(split), f"the {dataset} test split's size")
-    return models, cards, dataset, edata.Sample(split, args.n)  # streamed: memory independent of --n
-
-
-def _findings(cards: dict, **numbers) -> dict:
-    from engine.generalisation import findings_line, paper_findings, robust_and_standard
-
-    if len(cards) != 2:
-        return {}
-    robust, standard, note = robust_and_standard(cards)
-    found = paper_findings(robust, standard, **numbers)
-    return {"robust": robust, "standard": standard, "note": note, "summary": findings_line(found),
-            "findings": [f._asdict() for f in found]}
 
 
 def _print_findings(report: dict) -> None:
@@ -137,29 +93,38 @@ def run_ood(args: argparse.Namespace) -> int:
     return run_request(ood_request(args), args, "ood", out_handler=None if args.json or args.background else text)
 
 
-def run_units(args: argparse.Namespace) -> int:
-    """Per-unit roughness / high-frequency share / label complexity per layer, per model."""
-    from engine.generalisation import compare_units, units_frame
-    from engine.models import default_layers
+def units_request(args: argparse.Namespace):
+    """The :class:`~engine.analysis.UnitsRequest` of ``units --checkpoint ...`` (no torch needed)."""
+    from engine.analysis import ModelRef, UnitsRequest
+    from engine.analysis.base import card_json
 
-    models, cards, dataset, sample = _load(args)
-    layers = {name: args.layer or default_layers(m) for name, m in models.items()}
-    reports = compare_units(models, sample, None, layers, top_k=args.top_k,
-                            batch_size=args.batch_size, progress=stderr_progress("units"))
-    frame = units_frame(reports)
-    active = frame[frame["active"]]
-    medians = active.groupby(["model", "layer"], sort=False)[
-        ["roughness", "high_freq_share", "label_entropy", "distinct_labels"]].median()
-    report = {
-        "dataset": dataset, "n": args.n, "top_k": args.top_k,
-        "layers": {name: {layer: {k: v.tolist() for k, v in s._asdict().items() if k != "layer"}
-                          for layer, s in r.layers.items()} for name, r in reports.items()},
-        "medians": medians.reset_index().to_dict(orient="records"),
-        **_findings(cards, units=frame),
-    }
-    if args.json:
-        print_json(_finite(report))
+    if args.n is None or args.n < 1:
+        raise InvalidParameterError(f"--n must be at least 1, got {args.n}")
+    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
+    top_k = check_int("--top-k", min(10, args.n) if args.top_k is None else args.top_k, 1, args.n, "at most --n")
+    refs = tuple(ModelRef.of(path, args.bn_branch) for path in args.checkpoint)
+    dataset = args.dataset or card_json(refs[0].path).get("dataset")
+    if not dataset:
+        raise InvalidParameterError(f"{refs[0].path}'s card names no dataset; give --dataset")
+    return UnitsRequest(models=refs, dataset=dataset, n=args.n, layers=tuple(args.layer) if args.layer else None,
+                        top_k=top_k, batch_size=args.batch_size).validate()
+
+
+def run_units(args: argparse.Namespace) -> int:
+    """Per-unit roughness / high-frequency share / label complexity per layer, per model (a stored
+    analysis: answered from the result store when the same request ran before; ``--background``
+    queues it)."""
+    from engine.cli import run_request
+
+    def text(result) -> int:
+        import pandas as pd
+
+        from engine.analysis import get_analysis
+
+        report = get_analysis("units").report(result)
+        medians = pd.DataFrame(report["medians"]).set_index(["model", "layer"])
+        print(medians.to_string(float_format=lambda v: f"{v:.3f}"))
+        _print_findings(report)
         return 0
-    print(medians.to_string(float_format=lambda v: f"{v:.3f}"))
-    _print_findings(report)
-    return 0
+
+    return run_request(units_request(args), args, "units", out_handler=None if args.json or args.background else text)
