@@ -34,10 +34,25 @@ def model_names(refs) -> list[str]:
     return names
 
 
-def run(request, ctx) -> Payload:
-    """Evaluate the request's models under its distortions (see the module docstring)."""
+def load_test_sample(request, ctx) -> tuple[list, list[str], object, list[str]]:
+    """The request's models loaded (``ctx.load``), their display names, its first ``n`` test images
+    as an ``engine.data.Sample`` (read batch by batch: memory independent of ``n``) and the notes
+    about models trained on other data; InvalidParameterError when ``n`` exceeds the split or a
+    model cannot take the images."""
     from engine import data as edata
     from engine.analysis.cka import check_models
+
+    loaded = [ctx.load(ref) for ref in request.models]
+    split = edata.load_dataset(request.dataset, split="test")
+    notes = check_models(loaded, split, request.dataset, classes=True)
+    if request.n > len(split):
+        raise InvalidParameterError(f"n must be at most {len(split)} (the {request.dataset} test split's size), "
+                                    f"got {request.n}")
+    return loaded, model_names(request.models), edata.Sample(split, request.n), notes
+
+
+def run(request, ctx) -> Payload:
+    """Evaluate the request's models under its distortions (see the module docstring)."""
     from engine.generalisation import (
         CUE_CONFLICT_UNAVAILABLE,
         cue_conflict_set,
@@ -47,14 +62,7 @@ def run(request, ctx) -> Payload:
         shapes_image_sets,
     )
 
-    loaded = [ctx.load(ref) for ref in request.models]
-    names = model_names(request.models)
-    split = edata.load_dataset(request.dataset, split="test")
-    notes = check_models(loaded, split, request.dataset, classes=True)
-    if request.n > len(split):
-        raise InvalidParameterError(f"n must be at most {len(split)} (the {request.dataset} test split's size), "
-                                    f"got {request.n}")
-    sample = edata.Sample(split, request.n)  # read batch by batch: memory independent of n
+    loaded, names, sample, notes = load_test_sample(request, ctx)
     size = int(sample[0][0].shape[-1])
     sets = shapes_image_sets(request.n, seed=request.seed, image_size=size) if request.dataset == "shapes" else None
     models = {name: m.model for name, m in zip(names, loaded)}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from engine.analysis.base import AnalysisCancelled, Payload, finite
-from engine.errors import InvalidParameterError
 
 #: the arrays of one layer's ``UnitStats`` (its ``layer`` field is the key itself)
 FIELDS = ("roughness", "high_freq_share", "label_entropy", "distinct_labels", "mean_activation", "top_indices",
@@ -25,22 +24,14 @@ def _key(i: int, layer: str, field: str) -> str:
 
 def run(request, ctx) -> Payload:
     """Unit statistics of the request's models and layers (see the module docstring)."""
-    from engine import data as edata
-    from engine.analysis.cka import check_models
-    from engine.analysis.ood import model_names
+    from engine.analysis.ood import load_test_sample
     from engine.generalisation import compare_units
     from engine.models import default_layers
 
-    loaded = [ctx.load(ref) for ref in request.models]
-    names = model_names(request.models)
-    split = edata.load_dataset(request.dataset, split="test")
-    notes = check_models(loaded, split, request.dataset, classes=True)
-    if request.n > len(split):
-        raise InvalidParameterError(f"n must be at most {len(split)} (the {request.dataset} test split's size), "
-                                    f"got {request.n}")
+    loaded, names, sample, notes = load_test_sample(request, ctx)
     models = {name: m.model for name, m in zip(names, loaded)}
     layers = {name: list(request.layers) if request.layers else default_layers(m) for name, m in models.items()}
-    reports = compare_units(models, edata.Sample(split, request.n), None, layers, top_k=request.top_k,
+    reports = compare_units(models, sample, None, layers, top_k=request.top_k,
                             batch_size=request.batch_size, progress=ctx.report, should_stop=ctx.stopped)
     if any(r.stopped for r in reports.values()):
         raise AnalysisCancelled("unit statistics stopped before they finished; nothing was stored")
