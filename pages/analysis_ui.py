@@ -182,9 +182,9 @@ def job_pending(kind: str) -> bool:
     return any(job.status not in FINISHED for job in _jobs_for(kind))
 
 
-def _linked(key: str, kind: str) -> AnalysisResult | None:
-    """The stored ``kind`` result ``key`` of a permalink (else None, with a message when the link
-    is stale, damaged or for another page)."""
+def _linked(key: str, kinds: tuple[str, ...]) -> AnalysisResult | None:
+    """The stored result ``key`` of a permalink when it is of one of ``kinds`` (else None, with a
+    message when the link is stale, damaged or for another page)."""
     try:
         result = ResultStore().load(key)
     except CorruptResult as exc:
@@ -196,7 +196,7 @@ def _linked(key: str, kind: str) -> AnalysisResult | None:
     if result is None:
         st.warning(f"No stored result `{key}` in this runs folder; compute it again.")
         return None
-    if result.kind != kind:
+    if result.kind not in kinds:
         st.info(f"`?result={key}` is a {result.kind} result; open it from the **Results** page.")
         return None
     return result
@@ -212,15 +212,45 @@ def permalinked(kind: str) -> AnalysisResult | None:
 def permalinked_all(kind: str) -> list[AnalysisResult]:
     """Every stored ``kind`` result named by ``?result=K1,K2…`` that can be read (a message for
     each one that cannot); empty when the URL names none."""
-    found = [_linked(key, kind) for key in _listed(RESULT_PARAM)]
+    found = [_linked(key, (kind,)) for key in _listed(RESULT_PARAM)]
     return [result for result in found if result is not None]
 
 
-def show_permalink(*results: AnalysisResult) -> None:
-    """Put the results' keys in the URL (``?result=K1,K2…``) and say how to share it."""
+def permalinked_by_kind(kinds: tuple[str, ...]) -> dict[str, AnalysisResult]:
+    """For a page that shows results of several ``kinds`` (one view each): kind -> the stored
+    result ``?result=K1,K2…`` names for it (a message for each key that cannot be read or is of
+    another kind)."""
+    found = [_linked(key, kinds) for key in _listed(RESULT_PARAM)]
+    return {result.kind: result for result in found if result is not None}
+
+
+def url_kind() -> str | None:
+    """The analysis kind the URL names (its ``?job=`` jobs', else its ``?result=`` result's), read
+    without a message; None when it names none that can be read (the page's default view then
+    says why). A page with several views shows the URL's in the view of that kind."""
+    ids = _listed(JOB_PARAM)
+    if ids and all(text.isdigit() for text in ids):
+        from engine.jobs import JobStore
+
+        try:
+            return JobStore().get(int(ids[0])).kind
+        except RobustScopeError:
+            pass
+    keys = _listed(RESULT_PARAM)
+    try:
+        found = ResultStore().load(keys[0]) if keys else None
+    except RobustScopeError:  # CorruptResult, a malformed key
+        return None
+    return None if found is None else found.kind
+
+
+def show_permalink(*results: AnalysisResult, in_url: bool = True) -> None:
+    """Put the results' keys in the URL (``?result=K1,K2…``) and say how to share it; with
+    ``in_url=False`` only say it (another view of the page holds the URL)."""
     link = ",".join(result.key for result in results)
-    st.query_params[RESULT_PARAM] = link
-    st.query_params.pop(JOB_PARAM, None)
+    if in_url:
+        st.query_params[RESULT_PARAM] = link
+        st.query_params.pop(JOB_PARAM, None)
     each = ", ".join(f"`{r.key}` ({'stored earlier' if r.cached else 'computed now'}, {r.seconds:.1f} s compute)"
                      for r in results)
     one = len(results) == 1

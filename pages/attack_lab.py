@@ -1,6 +1,12 @@
 """Attack Lab: craft an adversarial example on model A or B in one click and see whether it fools
 both models (Szegedy et al. 2013; Goodfellow et al. 2015; Madry et al. 2018), plus an ε-sweep of
-robust accuracy (A vs B) and the cross-model transfer matrix."""
+robust accuracy (A vs B) and the cross-model transfer matrix.
+
+Each capability is one ``engine.analysis`` request, the same as ``python -m engine attack`` /
+``sweep`` / ``transfer``: the craft of a dataset image runs here (a stored result at once); the
+ε-sweep and the transfer matrix run here or as background jobs (measured estimate); every result
+reopens from ``?result=<key>[,<key>…]``. An uploaded image has no request (it is not a dataset
+image): it goes to ``engine.attacks.craft_and_compare`` directly."""
 import json
 
 import numpy as np
@@ -11,13 +17,13 @@ import streamlit as st
 
 from engine import attacks
 from engine import data as edata
+from engine.analysis import CraftRequest, EpsSweepRequest, ModelRef, TransferRequest, attack_params, run_analysis
 from engine import images as eimages
 from engine.attacks.base import MAX_RESTARTS, MAX_SEARCH_STEPS, MAX_STEPS, max_eps
 from engine.attacks.export import npz_bytes, result_arrays
-from engine.attribution.state import predict
 from engine.errors import RobustScopeError
 from engine import selection
-from pages import common
+from pages import analysis_ui, common
 
 POOL = 256  # images the picker chooses from (first POOL of the test split)
 TOP_K = 3
@@ -36,6 +42,8 @@ common.require_models(sel, both=True)
 MODELS = {"A": sel.a, "B": sel.b}
 SPEC = common.require_compatible(sel, MODELS)
 CLASS_NAMES = list(SPEC.class_names)
+KINDS = (CraftRequest.kind, EpsSweepRequest.kind, TransferRequest.kind)
+LINKED = analysis_ui.permalinked_by_kind(KINDS)  # ?result=<key>[,<key>…]
 
 
 def class_name(index: int) -> str:
@@ -46,13 +54,26 @@ def model_title(slot: str) -> str:
     return selection.model_title(slot, MODELS[slot].card)
 
 
+def slot_title(request, slot: str) -> str:
+    """How a stored result's model ``slot`` is named: the sidebar's title when it is that model."""
+    ref = request.models[request.slots().index(slot)]
+    current = MODELS.get(slot)
+    same = current is not None and (str(current.sha256), str(getattr(current, "branch", "main"))) == (ref.sha256, ref.branch)
+    return model_title(slot) if same else f"{slot}: {ref.name}"
+
+
+def model_refs() -> tuple[ModelRef, ...]:
+    """The sidebar's models A and B as a request names them."""
+    return tuple(ModelRef.from_loaded(m) for m in MODELS.values())
+
+
 @st.cache_data(show_spinner="Loading images…", max_entries=8)
 def pool_size(dataset: str) -> int:
     return min(POOL, len(edata.load_dataset(dataset, split="test")))
 
 
 def pick_image():
-    """Dataset index / random / upload -> (x (1,C,H,W) tensor, y (1,) tensor, description) or None."""
+    """Dataset index / random / upload -> (x (1,C,H,W) tensor, dataset index or None, description) or None."""
     source = st.radio("Image", ["Dataset image", "Upload (PNG/JPEG)"], horizontal=True, key="atk_source")
     if source == "Dataset image":
         images, labels = common.dataset_sample(sel.dataset, pool_size(sel.dataset))
@@ -61,7 +82,7 @@ def pick_image():
             st.session_state["atk_index"] = int(np.random.default_rng().integers(len(images)))
         index = int(cols[0].number_input("Image index (test split)", 0, len(images) - 1, key="atk_index"))
         cols[2].markdown(f"True label: **{class_name(int(labels[index]))}**")
-        return images[index:index + 1], labels[index:index + 1], f"{sel.dataset}_{index}"
+        return images[index:index + 1], index, f"{sel.dataset}_{index}"
     upload = st.file_uploader("PNG or JPEG (resized to the model's input "
                               f"{'×'.join(str(s) for s in SPEC.input_shape[1:])})",
                               type=["png", "jpg", "jpeg"], key="atk_upload")
@@ -142,21 +163,28 @@ def choose_attack():
     return name, params, targets
 
 
-def softmax(logits) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+def craft_state(comparison, stem: str, stored=None) -> dict:
+    """What the Craft view shows of a ``CraftComparison`` (its first image), and the stored result."""
+    return {"x": comparison.x[:1], "result": comparison.result, "probs": comparison.probabilities(0),
+            "source": comparison.source, "label": int(comparison.result.labels[0]), "stem": stem, "stored": stored}
 
 
-def craft(x, y, source: str, attack, targets) -> dict:
-    """Run the attack on the source model; probabilities of both models before and after."""
-    model = MODELS[source].model
-    if y is None:
-        y = predict(model, x).argmax(dim=1)
-    result = attacks.run_attack(model, x, y, attack, device=sel.device, targets=targets)
-    probs = {slot: {"clean": softmax(predict(m.model, x))[0], "adversarial": softmax(predict(m.model, result.adv))[0]}
-             for slot, m in MODELS.items()}
-    return {"x": x, "result": result, "probs": probs, "source": source, "label": int(y[0])}
+def craft_stored(index: int, name: str, params: dict, source: str, targets) -> dict:
+    """Craft on dataset image ``index``: one ``craft`` request (a stored result at once)."""
+    request = CraftRequest(models=model_refs(), dataset=sel.dataset, attack=name, params=attack_params(params),
+                           source="AB".index(source), offset=index, target=targets[0] if targets else None)
+    with st.spinner("Crafting…"):
+        stored = run_analysis(request, loaded=list(MODELS.values()), device=sel.device)
+    return craft_state(stored.value(), f"{sel.dataset}_{index}", stored)
+
+
+def craft_upload(x, name: str, params: dict, source: str, targets) -> dict:
+    """Craft on an uploaded image (no label: the attacked model's prediction is used)."""
+    attack = attacks.make_attack(name, sel.dataset, **params)
+    comparison = attacks.craft_and_compare({slot: m.model for slot, m in MODELS.items()}, source, x, None, attack,
+                                           targets=targets,
+                                           device=sel.device)
+    return craft_state(comparison, "upload")
 
 
 def verdicts(state: dict) -> dict:
@@ -265,22 +293,26 @@ def show_result(state: dict, stem: str) -> None:
 
 
 def craft_section():
+    """Image, attack and Craft button, then the result: ``(attack name, params, stored result or None)``."""
     picked = pick_image()
     name, params, targets = choose_attack()
     source = st.radio("Craft against", ["A", "B"], horizontal=True, key="atk_against", format_func=model_title)
     if picked is None:
-        return name, params
-    x, y, stem = picked
+        return name, params, None
+    x, index, _ = picked
     if st.button("Craft", type="primary", key="atk_craft"):
         try:
-            attack = attacks.make_attack(name, sel.dataset, **params)
-            st.session_state["atk_state"] = {**craft(x, y, source, attack, targets), "stem": stem}
+            st.session_state["atk_state"] = (craft_upload(x, name, params, source, targets) if index is None
+                                             else craft_stored(index, name, params, source, targets))
         except RobustScopeError as exc:
             common.show_error(exc)
     state = st.session_state.get("atk_state")
+    if state is None and CraftRequest.kind in LINKED:
+        linked = LINKED[CraftRequest.kind]
+        state = craft_state(linked.value(), f"{linked.request.dataset}_{linked.request.offset}", linked)
     if state is not None:
         show_result(state, state["stem"])
-    return name, params
+    return name, params, state and state["stored"]
 
 
 def parse_eps(text: str) -> list:
@@ -291,8 +323,9 @@ def parse_eps(text: str) -> list:
     return values
 
 
-def sweep_section(name: str, params: dict) -> None:
-    with st.expander("ε-sweep: robust accuracy of A vs B"):
+def sweep_section(name: str, params: dict):
+    """The ε-sweep (one ``eps_sweep`` request, here or in the background): its stored result or None."""
+    with st.expander("ε-sweep: robust accuracy of A vs B", expanded=EpsSweepRequest.kind in LINKED):
         norm = params.get("norm") or getattr(attacks.ATTACKS[name], "norm", "l2")
         base = attacks.default_eps(sel.dataset, norm)
         default = ", ".join(f"{base * f:.4g}" for f in (0, 0.25, 0.5, 1, 1.5, 2))
@@ -302,57 +335,60 @@ def sweep_section(name: str, params: dict) -> None:
         cols = st.columns([3, 1, 1, 1])
         text = cols[0].text_input("ε values", default, key=f"atk_sweep_eps_{name}_{sel.dataset}_{norm}")
         n = cols[1].select_slider("Images", SIZES, value=64, key="atk_sweep_n")
+        mode = analysis_ui.mode_picker(st, "atk_sweep_mode")
+        shown = (LINKED.get(EpsSweepRequest.kind) or analysis_ui.job_status(EpsSweepRequest.kind)
+                 or st.session_state.get("atk_sweep_result"))
         if cols[2].button("Run sweep", type="primary", key="atk_sweep_run"):
             try:
+                swept = {k: v for k, v in params.items() if k != "eps"}
+                request = EpsSweepRequest(models=model_refs(), dataset=sel.dataset, eps=tuple(parse_eps(text)),
+                                          attack=name, params=attack_params(swept), n=int(n))
                 with common.stop_button(cols[3], "atk_sweep_stop", "interrupts the sweep"):
-                    eps = parse_eps(text)
-                    images, labels = common.dataset_sample(sel.dataset, n)
-                    update, finish = common.progress_callback("ε-sweep")
-                    swept = {k: v for k, v in params.items() if k != "eps"}
-                    res = attacks.eps_sweep({slot: m.model for slot, m in MODELS.items()}, images, labels, name,
-                                            eps, dataset=sel.dataset, params=swept, device=sel.device,
-                                            progress=update)
-                    finish()
-                frame = pd.DataFrame(res.rows())
-                frame["model"] = frame["model"].map(model_title)
-                st.session_state["atk_sweep"] = frame
+                    shown = analysis_ui.run_or_queue(request, list(MODELS.values()), mode, "ε-sweep", sel.device)
             except RobustScopeError as exc:
                 common.show_error(exc)
             except ValueError as exc:
                 st.error(str(exc))
-        frame = st.session_state.get("atk_sweep")
-        if frame is not None and len(frame):
+        if shown is not None:
+            st.session_state["atk_sweep_result"] = shown
+            frame = pd.DataFrame(shown.value().rows())
+            frame["model"] = frame["model"].map(lambda slot: slot_title(shown.request, slot))
+            st.session_state["atk_sweep"] = frame
             fig = px.line(frame, x="eps", y="robust_acc", color="model", markers=True, range_y=[0, 1.02],
                           labels={"eps": "ε", "robust_acc": "robust accuracy"}, height=360)
             st.plotly_chart(fig, key="atk_sweep_chart")
             st.download_button("Sweep (CSV)", frame.to_csv(index=False), file_name="eps_sweep.csv",
                                mime="text/csv", key="atk_sweep_csv")
+    return shown
 
 
-def transfer_section(name: str, params: dict) -> None:
-    with st.expander("Transfer: crafted on A / B, evaluated on A / B"):
+def transfer_section(name: str, params: dict):
+    """The transfer matrix (one ``transfer`` request, here or in the background): its stored result or None."""
+    with st.expander("Transfer: crafted on A / B, evaluated on A / B", expanded=TransferRequest.kind in LINKED):
         st.caption("Rows: the model the examples were crafted on; columns: the model evaluated. The diagonal is "
                    "white-box; off-diagonal cells show how well examples transfer (Szegedy et al. 2013).")
         cols = st.columns([1, 1, 1, 3])
         n = cols[0].select_slider("Images", SIZES, value=64, key="atk_transfer_n")
+        mode = analysis_ui.mode_picker(cols[3], "atk_transfer_mode")
+        shown = (LINKED.get(TransferRequest.kind) or analysis_ui.job_status(TransferRequest.kind)
+                 or st.session_state.get("atk_transfer_result"))
         if cols[1].button("Run transfer", type="primary", key="atk_transfer_run"):
             try:
+                request = TransferRequest(models=model_refs(), dataset=sel.dataset, attack=name,
+                                          params=attack_params(params), n=int(n))
                 with common.stop_button(cols[2], "atk_transfer_stop"):
-                    attack = attacks.make_attack(name, sel.dataset, **params)
-                    images, labels = common.dataset_sample(sel.dataset, n)
-                    update, finish = common.progress_callback("transfer")
-                    res = attacks.transfer_matrix({slot: m.model for slot, m in MODELS.items()}, images, labels,
-                                                  attack, device=sel.device, progress=update)
-                    finish()
-                st.session_state["atk_transfer"] = res
+                    shown = analysis_ui.run_or_queue(request, list(MODELS.values()), mode, "transfer", sel.device)
             except RobustScopeError as exc:
                 common.show_error(exc)
-        res = st.session_state.get("atk_transfer")
-        if res is not None:
+        if shown is not None:
+            st.session_state["atk_transfer_result"] = shown
+            res = shown.value()
+            st.session_state["atk_transfer"] = res
+            titles = [slot_title(shown.request, slot) for slot in res.names]
             metric = st.radio("Show", ["accuracy", "fooling rate"], horizontal=True, key="atk_transfer_metric")
             z = np.asarray(res.accuracy if metric == "accuracy" else res.fooling)
-            fig = go.Figure(go.Heatmap(z=z, x=[f"evaluated on {s}" for s in res.names],
-                                       y=[f"crafted on {s}" for s in res.names], zmin=0, zmax=1,
+            fig = go.Figure(go.Heatmap(z=z, x=[f"evaluated on {s}" for s in titles],
+                                       y=[f"crafted on {s}" for s in titles], zmin=0, zmax=1,
                                        colorscale="Viridis", text=np.round(z, 3), texttemplate="%{text}"))
             fig.update_layout(height=340, margin={"t": 30}, yaxis_autorange="reversed")
             st.plotly_chart(fig, key="atk_transfer_chart")
@@ -361,9 +397,11 @@ def transfer_section(name: str, params: dict) -> None:
                                   for i, src in enumerate(res.names) for j, dst in enumerate(res.names)])
             st.download_button("Transfer (CSV)", frame.to_csv(index=False), file_name="transfer_matrix.csv",
                                mime="text/csv", key="atk_transfer_csv")
+    return shown
 
 
-attack_name, attack_params = craft_section()
+attack_name, chosen_params, crafted = craft_section()
 st.divider()
-sweep_section(attack_name, attack_params)
-transfer_section(attack_name, attack_params)
+shown = [crafted, sweep_section(attack_name, chosen_params), transfer_section(attack_name, chosen_params)]
+if any(result is not None for result in shown):
+    analysis_ui.show_permalink(*[result for result in shown if result is not None])

@@ -19,7 +19,8 @@ from engine.errors import RobustScopeError
 
 #: kinds whose page reopens a result from ``?result=<key>`` (the others read it back when the same
 #: request is made there again)
-PERMALINKED = ("cka", "ood", "featvis_topk", "saliency_grid", "robustness_report")
+PERMALINKED = ("cka", "ood", "featvis_topk", "saliency_grid",
+               "saliency_curves", "tradeoff", "robustness_report", "craft", "eps_sweep", "transfer")
 
 st.title("Results")
 st.caption("Every analysis run here, from the CLI (`python -m engine cka ...`) or as a background job is stored "

@@ -1,10 +1,15 @@
 """Saliency page: gradient attribution maps of models A and B side by side (Kim & Seo 2019),
 keep/remove curves, and the ε-vs-interpretability trade-off across checkpoints.
 
-The attribution grid is one stored ``engine.analysis`` request (``saliency_grid``): computed as it
-is shown (here when the measured estimate is short, else offered as a background job, followed
-from any session with ``?job=ID``); ``?result=<key>`` reopens a stored grid without loading a model.
+Each view is a stored ``engine.analysis`` request. The attribution grid (``saliency_grid``) is
+computed as it is shown (here when the measured estimate is short, else offered as a background
+job); the curves (``saliency_curves``, one request more for KAR/ROAR) and the trade-off
+(``tradeoff``) run on a button, here or in the background as the run picker says. A queued job is
+followed from any session with ``?job=ID``; ``?result=<key>`` reopens a stored view without
+computing anything (without loading a model when no models are chosen). The URL names one view at a
+time: the others leave it alone.
 """
+import dataclasses
 import io
 
 import numpy as np
@@ -15,7 +20,9 @@ from plotly.subplots import make_subplots
 
 from engine import attribution as attr
 from engine import data as edata
-from engine.analysis import ModelRef
+from engine.analysis import ModelRef, SaliencyCurvesRequest, TradeoffRequest
+from engine.analysis import curves as stored_curves
+from engine.analysis import tradeoff as stored_tradeoff
 from engine.analysis.requests import SaliencyGridRequest
 from engine.errors import RobustScopeError
 from engine import selection
@@ -25,6 +32,7 @@ POOL = 256  # images the picker chooses from (first POOL of the test split)
 DEFAULT_METHODS = ["saliency", "smoothgrad", "integrated_gradients"]
 TILE_PX = 176  # rendered tile size
 KIND = "saliency_grid"
+CURVES, TRADEOFF = "saliency_curves", "tradeoff"
 LIVE_KEY = "sal_live_key"  # session: the key of the grid this session last computed from its settings
 
 st.title("Saliency")
@@ -35,6 +43,7 @@ st.caption(
 )
 sel = common.current_selection()
 MODELS = {slot: m for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None}
+URL_KIND = analysis_ui.url_kind()  # the view the URL (?result= / ?job=) names
 if "sal_methods" not in st.session_state:
     # the maps' widgets are new (the page was just opened): a result in the URL was opened, not computed here
     st.session_state.pop(LIVE_KEY, None)
@@ -216,12 +225,14 @@ def show_maps(result, image, label: int, as_overlay: bool, alpha: float) -> None
                             key="sal_dl_png")
     cols[1].download_button("Download maps (NPZ)", maps_npz(image, label, cells),
                             file_name=f"saliency_{request.dataset}_{request.index}.npz", key="sal_dl_npz")
-    analysis_ui.show_permalink(result)
+    analysis_ui.show_permalink(result, in_url=URL_KIND in (None, KIND))
 
 
 def url_grid():
     """The grid the URL names: a finished ``?job=`` (progress while it runs) or a ``?result=``
-    permalink; None when it names none (or the job is not done)."""
+    permalink; None when it names none, another view (curves, trade-off) or the job is not done."""
+    if URL_KIND not in (None, KIND):
+        return None
     return analysis_ui.job_status(KIND) or analysis_ui.permalinked(KIND)
 
 
@@ -297,7 +308,8 @@ def curves_figure(frame: pd.DataFrame) -> go.Figure:
 
 
 def retrain_options(n_models: int, n_modes: int, n_fractions: int) -> dict | None:
-    """The opt-in KAR/ROAR controls and a cost hint; ``None`` when retraining is off."""
+    """The opt-in KAR/ROAR controls and a cost hint: ``{"epochs", "n_train"}``, or ``None`` when
+    retraining is off."""
     if not st.checkbox("Retrain at each fraction (KAR/ROAR, slow)", key="curve_retrain",
                        help="Hooker et al. 2019: at each fraction, train a fresh model of the same architecture "
                             "on training images masked the same way, and evaluate that model instead"):
@@ -315,50 +327,57 @@ def retrain_options(n_models: int, n_modes: int, n_fractions: int) -> dict | Non
         f"{cost.describe()}, plus masking the training images. "
         "The curves without retraining are drawn too, for comparison."
     )
-    return {"config": config, "n_train": n_train}
+    return {"epochs": epochs, "n_train": int(n_train)}
 
 
-def retrain_progress():
-    """A progress bar for the retraining of one curve point, and a ``finish()`` to clear it."""
-    bar = st.progress(0.0, text="retraining")
-
-    def update(event: attr.RetrainProgress) -> None:
-        bar.progress(min(event.done / max(event.total, 1), 1.0),
-                     text=f"retraining for {model_title(event.name)} · {event.mode} {event.fraction:.0%} · "
-                          f"{event.stage} {event.done}/{event.total}")
-
-    return update, bar.empty
-
-
-def curve_rows(curves: dict, mode: str, method: str, replacement: str, retrain: dict | None) -> list[dict]:
-    """One table row per curve point (the chart's and the CSV's data)."""
-    extra = {"retrain_epochs": retrain["config"].epochs, "retrain_n": retrain["n_train"]} if retrain else {}
-    return [{"model": model_title(slot), "mode": mode, "retrained": curve.retrained, "fraction": f, "accuracy": a,
-             "clean_accuracy": curve.clean_accuracy, "method": method, "replacement": replacement, "n": curve.n,
-             **(extra if curve.retrained else {})}
-            for slot, curve in curves.items() for f, a in zip(curve.fractions, curve.accuracy)]
+def curve_requests(modes, method, replacement, n, fractions, retrain: dict | None) -> list[SaliencyCurvesRequest]:
+    """The stored-analysis requests of the curves on the sidebar's models: the plain curves, and
+    with ``retrain`` their KAR/ROAR twins (one request each, so the plain ones are shared)."""
+    plain = SaliencyCurvesRequest(
+        models=tuple(ModelRef.from_loaded(m) for m in MODELS.values()), dataset=sel.dataset,
+        modes=tuple(m for m in attr.MODES if m in modes), method=method, fractions=tuple(sorted(fractions)),
+        replacement=replacement, n=int(n))
+    if retrain is None:
+        return [plain]
+    return [plain, dataclasses.replace(plain, retrain=True, retrain_epochs=retrain["epochs"],
+                                       retrain_n=retrain["n_train"]).validate()]
 
 
-def compute_curves(modes, method, replacement, n, fractions, retrain: dict | None) -> pd.DataFrame:
-    """Every requested curve (and, with ``retrain``, its retrained KAR/ROAR twin) as a table."""
-    images, labels = common.dataset_sample(sel.dataset, n)
-    models = {s: m.model for s, m in MODELS.items()}
-    retrainer = None
-    if retrain:
-        train_x, train_y = common.dataset_sample(sel.dataset, retrain["n_train"], split="train")
-        update_retrain, finish_retrain = retrain_progress()
-        retrainer = attr.engine_retrainer(train_x, train_y, retrain["config"], progress=update_retrain)
+def curves_frame(results: list) -> pd.DataFrame:
+    """One table row per curve point of every result (the chart's and the CSV's data); the
+    sidebar's models named by their titles."""
     rows = []
-    for mode in modes:
-        for hook in [None] + ([retrainer] if retrainer else []):
-            update, finish = common.progress_callback(f"{curve_label(mode, hook is not None)} curve")
-            curves = attr.keep_remove_curves(models, images, labels, mode, method=method, fractions=fractions,
-                                             replacement=replacement, progress=update, retrain=hook)
-            finish()
-            rows += curve_rows(curves, mode, method, replacement, retrain if hook else None)
-    if retrainer:
-        finish_retrain()
+    for result in results:
+        names = {stored: model_title(slot) for stored, slot in shown_names(result).items()}
+        rows += stored_curves.rows(result, names=names)
     return pd.DataFrame(rows)
+
+
+def compute_curves(modes, method, replacement, n, fractions, retrain: dict | None, mode: str, where) -> list | None:
+    """The curves of the settings: stored, computed here (a Stop button in ``where`` while they
+    run) or queued as background jobs (then None), as the run picker's ``mode`` says."""
+    requests = curve_requests(modes, method, replacement, n, fractions, retrain)
+    labels = ["keep/remove curves", "KAR/ROAR curves (retraining)"][: len(requests)]
+    loaded = list(MODELS.values())
+    with common.stop_button(where, "curve_stop"):
+        return analysis_ui.run_or_queue_all(requests, [loaded] * len(requests), mode, labels, sel.device)
+
+
+def linked_curves() -> list | None:
+    """The curves the URL names (a finished ``?job=``, progress while it runs, or a ``?result=``
+    permalink); None when it names another view."""
+    if URL_KIND != CURVES:
+        return None
+    return analysis_ui.job_statuses(CURVES) or analysis_ui.permalinked_all(CURVES) or None
+
+
+def show_curves(results: list) -> None:
+    """Curves of stored (or just computed) results: remembered for this session, put in the URL."""
+    if not shown_names(results[0]):
+        st.info("These curves are for " + ", ".join(f"`{ref.name}`" for ref in results[0].request.models)
+                + (", not the sidebar's models." if MODELS else "."))
+    st.session_state["curve_frame"] = curves_frame(results)
+    analysis_ui.show_permalink(*results)
 
 
 def curves_section() -> None:
@@ -385,12 +404,18 @@ def curves_section() -> None:
         common.show_error(exc)
         return
     run_cols = st.columns([1, 1, 4])
+    mode = analysis_ui.mode_picker(run_cols[2], "curve_mode")
+    found = None
     if run_cols[0].button("Compute curves", type="primary", key="curve_run") and modes and fractions:
         try:
-            with common.stop_button(run_cols[1], "curve_stop"):
-                st.session_state["curve_frame"] = compute_curves(modes, method, replacement, n, fractions, retrain)
+            found = compute_curves(modes, method, replacement, n, fractions, retrain, mode, run_cols[1])
         except RobustScopeError as exc:
             common.show_error(exc)
+    found = found or linked_curves()
+    if found:
+        show_curves(found)
+    elif analysis_ui.job_pending(CURVES):
+        st.caption("The curves show here when the background job is done.")
     frame = st.session_state.get("curve_frame")
     if frame is not None and len(frame):
         st.plotly_chart(curves_figure(frame), key="curve_chart")
@@ -442,13 +467,36 @@ def tradeoff_figure(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def tradeoff_section() -> None:
-    st.subheader("ε vs interpretability")
-    st.caption(
-        "Across checkpoints trained at several ε: the share of attribution mass inside the object "
-        "(alignment; exact masks on `shapes`, the non-zero pixels on MNIST and Fashion-MNIST) and clean "
-        "accuracy. Kim & Seo 2019 find alignment rising and accuracy falling with ε."
-    )
+def tradeoff_request(chosen: list, dataset: str, method: str, n: int):
+    """The chosen checkpoints (loaded) of one input shape, and their stored-analysis request; a
+    warning names the ones skipped for another input shape."""
+    loaded = [common.load_checkpoint(p, sel.device) for p in chosen]
+    size = tuple(loaded[0].card.input_shape)
+    same = [c for c in loaded if tuple(c.card.input_shape) == size]
+    if len(same) < len(loaded):
+        st.warning(f"Skipped {len(loaded) - len(same)} checkpoint(s) whose input shape differs from {size}.")
+    request = TradeoffRequest(models=tuple(ModelRef.from_loaded(c) for c in same), dataset=dataset, n=int(n),
+                              method=method)
+    return same, request
+
+
+def linked_tradeoff():
+    """The trade-off the URL names (a finished ``?job=``, progress while it runs, or a ``?result=``
+    permalink); None when it names another view."""
+    if URL_KIND != TRADEOFF:
+        return None
+    return analysis_ui.job_status(TRADEOFF) or analysis_ui.permalinked(TRADEOFF)
+
+
+def show_tradeoff(result) -> None:
+    """A stored (or just computed) trade-off: remembered for this session, put in the URL."""
+    st.session_state["eps_frame"] = pd.DataFrame(stored_tradeoff.rows(result))
+    analysis_ui.show_permalink(result)
+
+
+def tradeoff_controls():
+    """The dataset, checkpoints and method pickers; the result of **Measure** (stored, computed
+    here, or None when queued, not clicked or nothing to measure)."""
     options = list(attr.ALIGNMENT_DATASETS)
     dataset = st.selectbox("Dataset", options, key="eps_dataset",
                            index=options.index(sel.dataset) if sel.dataset in options else 0)
@@ -456,29 +504,42 @@ def tradeoff_section() -> None:
     if not infos:
         st.info(f"No `{dataset}` checkpoints with a training ε in their model cards yet. Train a few at "
                 "different ε on the **Training** page (or `python -m engine train`) to fill this view.")
-        return
+        return None
     labels = {str(i.path): f"{i.name} ({selection.describe_recipe(i.card)})" for i in infos}
     chosen = st.multiselect("Checkpoints", list(labels), default=list(labels)[:8], format_func=labels.get,
                             key=f"eps_ckpts_{dataset}")
-    cols = st.columns(3)
+    cols = st.columns([1, 1, 1, 3])
     method = cols[0].selectbox("Method", list(attr.METHODS), format_func=lambda m: attr.METHODS[m].label,
                                key="eps_method")
     n = cols[1].select_slider("Images", [16, 32, 64, 128, 256], value=32, key="eps_n")
-    if cols[2].button("Measure", type="primary", key="eps_run") and chosen:
-        try:
-            loaded = [common.load_checkpoint(p, sel.device) for p in chosen]
-            size = tuple(loaded[0].card.input_shape)
-            same = [c for c in loaded if tuple(c.card.input_shape) == size]
-            if len(same) < len(loaded):
-                st.warning(f"Skipped {len(loaded) - len(same)} checkpoint(s) whose input shape differs from {size}.")
-            data = attr.evaluation_set(dataset, n, image_size=size[-1])
-            update, finish = common.progress_callback("checkpoints")
-            points = attr.epsilon_tradeoff(same, data.images, data.labels, data.masks, method=method, progress=update)
-            finish()
-            st.session_state["eps_frame"] = pd.DataFrame([p.to_dict() for p in points])
-        except RobustScopeError as exc:
-            common.show_error(exc)
-    frame = st.session_state.get("eps_frame")
+    mode = analysis_ui.mode_picker(cols[3], "eps_mode")
+    if not (cols[2].button("Measure", type="primary", key="eps_run") and chosen):
+        return None
+    try:
+        loaded, request = tradeoff_request(chosen, dataset, method, n)
+        return analysis_ui.run_or_queue(request, loaded, mode, "checkpoints", sel.device)
+    except RobustScopeError as exc:
+        common.show_error(exc)
+        return None
+
+
+def tradeoff_section() -> None:
+    st.subheader("ε vs interpretability")
+    st.caption(
+        "Across checkpoints trained at several ε: the share of attribution mass inside the object "
+        "(alignment; exact masks on `shapes`, the non-zero pixels on MNIST and Fashion-MNIST) and clean "
+        "accuracy. Kim & Seo 2019 find alignment rising and accuracy falling with ε."
+    )
+    found = tradeoff_controls() or linked_tradeoff()
+    if found is not None:
+        show_tradeoff(found)
+    elif analysis_ui.job_pending(TRADEOFF):
+        st.caption("The trade-off shows here when the background job is done.")
+    show_tradeoff_frame(st.session_state.get("eps_frame"))
+
+
+def show_tradeoff_frame(frame) -> None:
+    """The trade-off's plot, table and CSV (nothing before a first measurement)."""
     if frame is not None and len(frame):
         st.plotly_chart(tradeoff_figure(frame), key="eps_chart")
         st.dataframe(frame.drop(columns=["path"]), hide_index=True)
@@ -486,10 +547,33 @@ def tradeoff_section() -> None:
                            mime="text/csv", key="eps_csv")
 
 
-if not MODELS:  # a stored grid (permalink, finished job) opens without models
+def stored_view_only() -> bool:
+    """Without models: the view the URL names (grid, curves or trade-off) from the result store;
+    False when it names none that can be shown."""
+    if URL_KIND == CURVES:
+        found = linked_curves()
+        if found:
+            st.subheader("Keep / remove curves")
+            st.markdown(f"**Stored curves** · {found[0].request.describe()}")
+            show_curves(found)
+            st.plotly_chart(curves_figure(st.session_state["curve_frame"]), key="curve_chart")
+        return bool(found)
+    if URL_KIND == TRADEOFF:
+        found = linked_tradeoff()
+        if found is not None:
+            st.subheader("ε vs interpretability")
+            st.markdown(f"**Stored trade-off** · {found.request.describe()}")
+            show_tradeoff(found)
+            show_tradeoff_frame(st.session_state["eps_frame"])
+        return found is not None
     opened = url_grid()
     if opened is not None:
         stored_view(opened)
+    return opened is not None
+
+
+if not MODELS:  # a stored view (permalink, finished job) opens without models
+    if stored_view_only():
         st.stop()
     common.require_models(sel, both=False)
 common.require_compatible(sel, MODELS)

@@ -9,6 +9,10 @@ Public API:
 - requests (frozen dataclasses, ``to_json``/``from_json``, validated): :class:`CKARequest`,
   :class:`OODRequest`, :class:`TopKRequest`, :class:`EvaluateRequest` (robust accuracy / AutoAttack),
   :class:`ReportRequest` (the robustness report), :class:`UnitsRequest` (unit statistics); models as :class:`ModelRef` (path, sha256, BN branch);
+- the Attack Lab's :class:`CraftRequest` (craft and compare), :class:`EpsSweepRequest` (ε-sweep) and
+  :class:`TransferRequest` (transfer matrix), their parameters from :func:`attack_params`;
+- the Saliency page's :class:`SaliencyCurvesRequest` (keep/remove curves, KAR/ROAR) and
+  :class:`TradeoffRequest` (ε vs interpretability);
 - :data:`ANALYSES` (kind -> request type, run, decode, report), :func:`get_analysis`;
 - :func:`run_analysis` (stored result, else compute + store), :func:`submit_analysis` (a background
   job), :func:`load_result`, :class:`AnalysisResult`, :class:`AnalysisCancelled`;
@@ -28,10 +32,16 @@ from engine.analysis.base import (  # noqa: F401
 from engine.analysis.registry import ANALYSES, Analysis, get_analysis, request_from_dict  # noqa: F401
 from engine.analysis.requests import (  # noqa: F401
     CKARequest,
+    CraftRequest,
+    EpsSweepRequest,
+    TransferRequest,
+    attack_params,
     EvaluateRequest,
     OODRequest,
     ReportRequest,
+    SaliencyCurvesRequest,
     TopKRequest,
+    TradeoffRequest,
     UnitsRequest,
 )
 from engine.analysis.runner import (  # noqa: F401

@@ -60,8 +60,11 @@ def estimate(request, loaded) -> CostEstimate:
     for adversarial inputs); OOD one per model per cell (clean, distortion × severity, the shapes
     sets and shape bias); top-k one; the saliency grid, on its one image, about 3 (forward and
     backward) per gradient each method takes (SmoothGrad's noisy copies, Integrated Gradients'
-    steps); robust accuracy and the robustness report one clean pass plus their attacks'
-    (:func:`attack_passes`; an upper bound, as points broken early skip the later attacks).
+    steps); keep/remove curves :func:`curve_passes` per image; the ε-vs-interpretability trade-off
+    one map and one clean pass per image; robust accuracy and the robustness report one clean pass
+    plus their attacks'
+    (:func:`attack_passes`; an upper bound, as points broken early skip the later attacks); the
+    Attack Lab's craft, ε-sweep and transfer :func:`attack_lab_passes`.
     """
     per = [seconds_per_image(m.model) for m in loaded]
     total_per_image = sum(per)
@@ -81,11 +84,17 @@ def estimate(request, loaded) -> CostEstimate:
         passes, images = float(cells), request.n
     elif kind == "saliency_grid":
         passes, images = _saliency_passes(request), 1
+    elif kind == "saliency_curves":
+        passes, images = curve_passes(request), request.n
+    elif kind == "tradeoff":
+        passes, images = method_passes(request.method, {}) + 1.0, request.n
     elif kind == "robust_accuracy":
         passes = 1.0 + (attack_passes(request.attack, request.attack_params()) if request.attack else 0.0)
         images = request.n or _split_size(request.dataset, request.split)
     elif kind == "robustness_report":
         passes, images = report_passes(request), request.n
+    elif kind in ATTACK_LAB:
+        passes, images = attack_lab_passes(request, per), request.n
     else:
         passes, images = 1.0, request.n
     seconds = total_per_image * passes * images
@@ -96,13 +105,31 @@ def estimate(request, loaded) -> CostEstimate:
 
 def _saliency_passes(request) -> float:
     """Forward + backward passes of a saliency grid's methods on one image (defaults filled in)."""
+    return sum(method_passes(method, params) for method, params in request.method_params().items())
+
+
+def method_passes(method: str, params: dict) -> float:
+    """Forward-equivalent passes of one attribution map of ``method`` with ``params`` (defaults
+    filled in): a forward and a backward pass per gradient it takes (SmoothGrad's noisy copies,
+    Integrated Gradients' steps)."""
     from engine.attribution.methods import resolve_params
 
-    gradients = 0
-    for method, params in request.method_params().items():
-        full = resolve_params(method, params)
-        gradients += int(full.get("n_samples", full.get("steps", 1)))
-    return 3.0 * gradients
+    full = resolve_params(method, params)
+    return GRADIENT_STEP * int(full.get("n_samples", full.get("steps", 1)))
+
+
+def curve_passes(request) -> float:
+    """Forward-equivalent passes per evaluation image of keep/remove curves: per mode, the ranking
+    map, one pass per fraction and the clean pass; with retraining, per mode and fraction, masking
+    ``retrain_n`` training images (a map each) and training on them (a gradient step per image and
+    epoch), counted per evaluation image."""
+    fractions = len(set(request.fractions))
+    ranking = method_passes(request.method, request.method_params())
+    passes = len(request.modes) * (ranking + fractions + 1.0)
+    if request.retrain:
+        per_run = request.retrain_n * (ranking + GRADIENT_STEP * request.retrain_epochs) / request.n
+        passes += len(request.modes) * fractions * per_run
+    return passes
 
 
 #: forward-equivalent passes of one gradient step (a forward and a backward pass)
@@ -128,6 +155,27 @@ def attack_passes(name: str, params: dict) -> float:
     steps = full.get("steps") or full.get("max_iter") or 1
     repeats = full["n_target_classes"] if "n_target_classes" in full else full.get("restarts", 1)
     return GRADIENT_STEP * steps * repeats * full.get("search_steps", 1)
+
+
+#: the Attack Lab's analyses (:func:`attack_lab_passes`)
+ATTACK_LAB = ("craft", "eps_sweep", "transfer")
+
+
+def attack_lab_passes(request, per: list[float]) -> float:
+    """Forward-equivalent passes per image of an Attack Lab analysis, in units of all its models'
+    forward passes (``per``: each model's measured seconds per image): craft, the attack on the
+    source model plus a clean and an adversarial pass on every model; ε-sweep, the attack (and its
+    clean and adversarial passes) on every model at every ε of a bounded attack, once for a
+    minimal-norm one; transfer, the attack on every model, one clean pass and one pass per model's
+    examples."""
+    from engine.attacks import get_attack_class
+
+    attack = attack_passes(request.attack, request.attack_kwargs())
+    if request.kind == "craft":
+        return 2.0 + attack * per[request.source] / max(sum(per), 1e-12)
+    if request.kind == "eps_sweep":
+        return (attack + 2.0) * (len(request.eps) if get_attack_class(request.attack).bounded else 1)
+    return attack + 1.0 + len(request.models)
 
 
 def report_passes(request) -> float:

@@ -17,11 +17,16 @@ from typing import Callable
 
 from engine.analysis.requests import (
     CKARequest,
+    CraftRequest,
+    EpsSweepRequest,
+    TransferRequest,
     EvaluateRequest,
     OODRequest,
     ReportRequest,
+    SaliencyCurvesRequest,
     SaliencyGridRequest,
     TopKRequest,
+    TradeoffRequest,
     UnitsRequest,
 )
 from engine.errors import InvalidParameterError
@@ -82,8 +87,13 @@ ANALYSES: dict[str, Analysis] = {
     "ood": Analysis(OODRequest, "engine.analysis.ood", "OOD accuracy and shape bias", "generalisation"),
     "featvis_topk": Analysis(TopKRequest, "engine.analysis.topk", "Feature top-k images", "features"),
     "saliency_grid": Analysis(SaliencyGridRequest, "engine.analysis.saliency", "Saliency maps", "saliency"),
+    "saliency_curves": Analysis(SaliencyCurvesRequest, "engine.analysis.curves", "Keep/remove curves", "saliency"),
+    "tradeoff": Analysis(TradeoffRequest, "engine.analysis.tradeoff", "ε vs interpretability", "saliency"),
     "robust_accuracy": Analysis(EvaluateRequest, "engine.analysis.evaluate", "Robust accuracy", "models"),
     "robustness_report": Analysis(ReportRequest, "engine.analysis.report", "Robustness report", "models"),
+    "craft": Analysis(CraftRequest, "engine.analysis.craft", "Adversarial examples (craft and compare)", "attack_lab"),
+    "eps_sweep": Analysis(EpsSweepRequest, "engine.analysis.sweep", "ε-sweep", "attack_lab"),
+    "transfer": Analysis(TransferRequest, "engine.analysis.transfer", "Transfer matrix", "attack_lab"),
     "units": Analysis(UnitsRequest, "engine.analysis.units", "Unit statistics", "generalisation"),
 }
 

@@ -457,3 +457,310 @@ class UnitsRequest(Request):
 
     def describe(self) -> str:
         return f"{super().describe()} · {self.dataset} · {self.n} images · top-{self.top_k}"
+
+
+# ------------------------------------------------------------------------------- Attack Lab
+#: the Attack Lab's model slots, in request order: the first model is A, the second B ...
+SLOTS = "ABCDEFGH"
+_ATTACK_PARAM_TYPES = (bool, int, float, str)
+
+
+def attack_params(params: dict | None) -> tuple[tuple[str, object], ...]:
+    """An attack's ``make_attack`` keywords as a request holds them: ``((name, value), ...)``
+    sorted by name, None values dropped (so equal settings give equal result keys)."""
+    return tuple(sorted((k, v) for k, v in (params or {}).items() if v is not None))
+
+
+def _check_slots(models, low: int = 1) -> None:
+    if not isinstance(models, tuple) or not low <= len(models) <= len(SLOTS):
+        raise InvalidParameterError(f"models must list {low} to {len(SLOTS)} checkpoints")
+
+
+class _AttackChoice:
+    """What the Attack Lab's requests share: an ``engine.attacks.ATTACKS`` name (checked when the
+    analysis runs), its parameters as :func:`attack_params` pairs (unset: the attack's per-dataset
+    default) and the seed of torch's RNG around the attack (random starts repeat)."""
+
+    def _check_attack(self, refused: tuple[str, ...] = ()) -> None:
+        if not isinstance(self.attack, str) or not self.attack:
+            raise InvalidParameterError(f"attack must be an attack name, got {self.attack!r}")
+        if not isinstance(self.params, tuple) or len(self.params) > 64:
+            raise InvalidParameterError(f"params must be a list of (name, value) pairs, got {self.params!r}")
+        for item in self.params:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and item[0]
+                    and isinstance(item[1], _ATTACK_PARAM_TYPES)):
+                raise InvalidParameterError(f"an attack parameter is (name, value), got {item!r}")
+            if isinstance(item[1], float):
+                check_float(item[0], item[1], -1e12, 1e12)
+        names = [name for name, _ in self.params]
+        if names != sorted(set(names)):
+            raise InvalidParameterError(f"attack parameters must be sorted by name, each once, got {names}")
+        given = [name for name in refused if name in names]
+        if given:
+            raise InvalidParameterError(f"{self.kind} sets {', '.join(given)} itself; leave it out of params")
+        check_int("seed", self.seed, 0, _MAX_SEED)
+
+    def attack_kwargs(self) -> dict:
+        """The attack's parameters as ``engine.attacks.make_attack`` keywords."""
+        return dict(self.params)
+
+    def slots(self) -> tuple[str, ...]:
+        """The models' slot names (:data:`SLOTS`), in request order."""
+        return tuple(SLOTS[:len(self.models)])
+
+
+@dataclass(frozen=True)
+class CraftRequest(_AttackChoice, Request):
+    """Craft-and-compare (``engine.attacks.craft_and_compare``): adversarial examples crafted on one
+    model, scored clean and adversarial by every model (the Attack Lab's Craft, ``python -m engine
+    attack``).
+
+    Attributes:
+        models: one to eight models (slots A, B, ...); source: the position of the one attacked.
+        dataset, split: the images: ``n`` from index ``offset`` on, or (``sample_seed``) ``n``
+            seeded random ones (``engine.data.take``; then ``offset`` is 0).
+        attack, params: the attack and its :func:`attack_params`; target: the class of a targeted
+            attack (None: its own choice, e.g. the clean runner-up).
+        batch_size: images per pass; seed: torch's RNG around the attack.
+    """
+
+    kind = "craft"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    attack: str = "pgd"
+    params: tuple[tuple[str, object], ...] = ()
+    source: int = 0
+    split: str = "test"
+    n: int = 1
+    offset: int = 0
+    sample_seed: int | None = None
+    target: int | None = None
+    batch_size: int = 128
+    seed: int = 0
+
+    def _check(self) -> None:
+        _check_slots(self.models)
+        _dataset(self.dataset)
+        self._check_attack()
+        check_int("source", self.source, 0, len(self.models) - 1)
+        check_choice("split", self.split, SPLITS)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("offset", self.offset, 0, 100_000_000)
+        if self.sample_seed is not None:
+            check_int("sample_seed", self.sample_seed, 0, 2**31 - 1)
+            if self.offset:
+                raise InvalidParameterError("a seeded sample (sample_seed) starts at offset 0")
+        if self.target is not None:
+            check_int("target", self.target, 0, 1_000_000)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        images = (f"{self.n} seeded images" if self.sample_seed is not None else
+                  f"#{self.offset}" if self.n == 1 else f"images {self.offset}–{self.offset + self.n - 1}")
+        return f"{super().describe()} · {self.attack} on {self.slots()[self.source]} · {self.dataset} {images}"
+
+
+@dataclass(frozen=True)
+class EpsSweepRequest(_AttackChoice, Request):
+    """Robust accuracy of each model at each ε (``engine.attacks.eps_sweep``) on the first ``n``
+    test images: the Attack Lab's ε-sweep, ``python -m engine sweep``.
+
+    Attributes:
+        models: one to eight models (slots A, B, ...); dataset: its test split.
+        eps: the ε values, 1 to :data:`MAX_SWEEP` (bounded attacks rerun at each; minimal-norm
+            ones run once and count an image robust at ε when nothing was found within ε).
+        attack, params: the attack and its :func:`attack_params` (no ``eps``).
+        batch_size: images per pass (the attacks' draws are per batch); seed: torch's RNG.
+    """
+
+    kind = "eps_sweep"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    eps: tuple[float, ...]
+    attack: str = "pgd"
+    params: tuple[tuple[str, object], ...] = ()
+    n: int = 64
+    batch_size: int = 128
+    seed: int = 0
+
+    def _check(self) -> None:
+        _check_slots(self.models)
+        _dataset(self.dataset)
+        if not isinstance(self.eps, tuple) or not 1 <= len(self.eps) <= MAX_SWEEP:
+            raise InvalidParameterError(f"eps takes 1 to {MAX_SWEEP} values, got {self.eps!r}")
+        for value in self.eps:
+            check_float("ε", value, 0.0, 1e4, optional=False)
+        self._check_attack(refused=("eps",))
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.attack} at {len(self.eps)} ε · {self.dataset} · {self.n} images"
+
+
+@dataclass(frozen=True)
+class TransferRequest(_AttackChoice, Request):
+    """The transfer matrix (``engine.attacks.transfer_matrix``, Szegedy et al. 2013): the attack
+    crafted on every model (rows) and evaluated on every model (columns), on the first ``n`` test
+    images: the Attack Lab's Transfer, ``python -m engine transfer``.
+
+    Attributes:
+        models: one to eight models (slots A, B, ...); dataset: its test split.
+        attack, params: the attack and its :func:`attack_params`.
+        batch_size: images per pass; seed: torch's RNG around the attacks.
+    """
+
+    kind = "transfer"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    attack: str = "pgd"
+    params: tuple[tuple[str, object], ...] = ()
+    n: int = 64
+    batch_size: int = 128
+    seed: int = 0
+
+    def _check(self) -> None:
+        _check_slots(self.models)
+        _dataset(self.dataset)
+        self._check_attack()
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.attack} · {self.dataset} · {self.n} images"
+
+
+#: ``engine.attribution.MODES`` / ``REPLACEMENTS`` / ``DEFAULT_FRACTIONS`` and ``ALIGNMENT_DATASETS``
+#: (checked by the tests)
+CURVE_MODES = ("keep", "remove")
+CURVE_REPLACEMENTS = ("mean", "blur")
+CURVE_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+ALIGNMENT_DATASETS = ("shapes", "mnist", "fashion-mnist")
+#: most held-out images one ε-vs-interpretability measurement uses (every model attributes each)
+MAX_ALIGNMENT_IMAGES = 10_000
+#: the retraining defaults of ``python -m engine saliency --retrain`` (epochs, training images)
+RETRAIN_EPOCHS, RETRAIN_N = 4, 2048
+
+
+def _check_models(models, limit: int = 8) -> None:
+    if not isinstance(models, tuple) or not 1 <= len(models) <= limit:
+        raise InvalidParameterError(f"models must list one to {limit} checkpoints")
+
+
+def _check_method_params(params) -> None:
+    """``((name, value), ...)``: one attribution method's parameter overrides."""
+    if not isinstance(params, tuple) or len(params) > 64:
+        raise InvalidParameterError("params must be a list of (name, value) pairs")
+    for item in params:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], _PARAM_TYPES)):
+            raise InvalidParameterError(f"a parameter is (name, value), got {item!r}")
+
+
+@dataclass(frozen=True)
+class SaliencyCurvesRequest(Request):
+    """Keep/remove curves (``engine.attribution.keep_remove_curves``): accuracy as the top-attributed
+    pixels are kept or removed, per mode and model; with ``retrain`` the KAR/ROAR variant (Hooker
+    et al. 2019): a fresh model trained on masked training images at each fraction
+    (``engine.attribution.engine_retrainer``).
+
+    Attributes:
+        models: one to eight models; dataset: its test split gives the ``n`` images (the first
+            ``n``, or a ``seed``-ed random subset).
+        modes: "keep" and/or "remove", in display order.
+        method, params: the attribution method ranking the pixels and its ``(name, value)``
+            parameter overrides.
+        fractions: shares of pixels kept/removed, in [0, 1].
+        replacement: "mean" or "blur" fill of the dropped pixels.
+        retrain: evaluate freshly trained models instead of the originals (KAR for keep, ROAR for
+            remove); retrain_epochs, retrain_n: epochs and training images of each (the first
+            ``retrain_n`` of the training split, or ``seed``-ed; the recipe's seed is ``seed`` or 0).
+    """
+
+    kind = "saliency_curves"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    modes: tuple[str, ...] = CURVE_MODES
+    method: str = "saliency"
+    params: tuple[tuple[str, object], ...] = ()
+    fractions: tuple[float, ...] = CURVE_FRACTIONS
+    replacement: str = "mean"
+    n: int = 64
+    seed: int | None = None
+    retrain: bool = False
+    retrain_epochs: int = RETRAIN_EPOCHS
+    retrain_n: int = RETRAIN_N
+
+    def _check(self) -> None:
+        _check_models(self.models)
+        _dataset(self.dataset)
+        if not isinstance(self.modes, tuple) or not self.modes or len(set(self.modes)) != len(self.modes):
+            raise InvalidParameterError(f"modes must list keep and/or remove once each, got {self.modes!r}")
+        for mode in self.modes:
+            check_choice("mode", mode, CURVE_MODES)
+        if not isinstance(self.method, str) or not self.method:
+            raise InvalidParameterError(f"method must be an attribution method name, got {self.method!r}")
+        _check_method_params(self.params)
+        if not isinstance(self.fractions, tuple) or not 1 <= len(self.fractions) <= 64:
+            raise InvalidParameterError(f"fractions must list 1 to 64 numbers in [0, 1], got {self.fractions!r}")
+        for value in self.fractions:
+            check_float("fraction", value, 0.0, 1.0, optional=False)
+        check_choice("replacement", self.replacement, CURVE_REPLACEMENTS)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        if self.seed is not None:
+            check_int("seed", self.seed, 0, 2**31 - 1)
+        _check_bool("retrain", self.retrain, optional=False)
+        check_int("retrain_epochs", self.retrain_epochs, 1, 1000)
+        check_int("retrain_n", self.retrain_n, 2, MAX_IMAGES)
+        if not self.retrain and (self.retrain_epochs, self.retrain_n) != (RETRAIN_EPOCHS, RETRAIN_N):
+            raise InvalidParameterError("retrain_epochs and retrain_n need retrain (they would split the result key)")
+
+    def method_params(self) -> dict:
+        """``{name: value}`` of the ranking method."""
+        return dict(self.params)
+
+    def describe(self) -> str:
+        variant = f" · retrained ({self.retrain_epochs} epoch(s) on {self.retrain_n})" if self.retrain else ""
+        return f"{super().describe()} · {self.dataset} · {'/'.join(self.modes)} · {self.n} images{variant}"
+
+
+@dataclass(frozen=True)
+class TradeoffRequest(Request):
+    """The ε-vs-interpretability trade-off (Kim & Seo 2019, ``engine.attribution.epsilon_tradeoff``):
+    clean accuracy and the share of attribution mass inside the object mask, per checkpoint.
+
+    Attributes:
+        models: one to 64 checkpoints whose cards record a training ε, all trained on ``dataset``
+            and of one input shape.
+        dataset: "shapes" (exact masks), "mnist" or "fashion-mnist" (the non-zero pixels);
+            its ``n`` held-out images (``engine.attribution.evaluation_set``).
+        method: the attribution method; batch_size: images per pass.
+    """
+
+    kind = "tradeoff"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    n: int = 256
+    method: str = "saliency"
+    batch_size: int = 64
+
+    def _check(self) -> None:
+        _check_models(self.models, limit=64)
+        check_choice("dataset", self.dataset, ALIGNMENT_DATASETS)
+        check_int("n", self.n, 1, MAX_ALIGNMENT_IMAGES)
+        if not isinstance(self.method, str) or not self.method:
+            raise InvalidParameterError(f"method must be an attribution method name, got {self.method!r}")
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        return f"{self.kind}: {len(self.models)} checkpoint(s) · {self.dataset} · {self.n} images · {self.method}"

@@ -2,7 +2,7 @@
 
 Attacks are small dataclasses with one verb: ``PGD(eps=8/255, steps=20)(model, x, y) ->
 AttackResult``. ``ATTACKS`` maps names to classes; ``make_attack(name, dataset, **params)`` builds
-one with per-dataset defaults. Evaluation: :func:`robust_accuracy`, :func:`eps_sweep`,
+one with per-dataset defaults. Evaluation: :func:`craft_and_compare`, :func:`robust_accuracy`, :func:`eps_sweep`,
 :func:`transfer_matrix`, :func:`minimal_perturbation`; AutoAttack (APGD-CE/DLR, APGD-T, FAB(-T),
 Square) with :func:`evaluate_autoattack`; gradient-masking checks in :mod:`engine.attacks.masking`;
 a robustness report per checkpoint in :mod:`engine.attacks.report`.
@@ -12,8 +12,8 @@ from engine.attacks.base import (  # noqa: F401
 )
 from engine.attacks.deepfool import DeepFool  # noqa: F401
 from engine.attacks.evaluate import (  # noqa: F401
-    MinimalPerturbation, RobustAccuracy, SweepResult, TransferResult, eps_sweep, minimal_perturbation,
-    robust_accuracy, run_attack, transfer_matrix,
+    CraftComparison, MinimalPerturbation, RobustAccuracy, SweepResult, TransferResult, craft_and_compare,
+    eps_sweep, minimal_perturbation, robust_accuracy, run_attack, transfer_matrix,
 )
 from engine.attacks.penalty import CW, LBFGS  # noqa: F401
 from engine.attacks.pgd import FGSM, PGD, default_alpha, pgd_loop  # noqa: F401

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,6 +68,36 @@ class TransferResult:
     fooling: list[list[float]]
     n: int
     config: dict
+
+
+@dataclass(frozen=True)
+class CraftComparison:
+    """Adversarial examples crafted on one model and scored by every model (craft-and-compare).
+
+    Attributes:
+        x: the clean images (N, C, H, W) in [0, 1] (CPU).
+        result: the attack's :class:`AttackResult` on ``source`` (CPU): ``adv``, norms, success ...
+        source: the name (a key of ``logits``) of the model the examples were crafted on.
+        logits: name -> ``(clean (N, K), adversarial (N, K))`` float32 logits of every model (CPU).
+    """
+
+    x: torch.Tensor
+    result: AttackResult
+    source: str
+    logits: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+    def probabilities(self, index: int = 0) -> dict[str, dict[str, "np.ndarray"]]:
+        """name -> ``{"clean": (K,), "adversarial": (K,)}`` float64 softmax of image ``index``."""
+        return {name: {image: torch.softmax(z[index].double(), dim=0).numpy()
+                       for image, z in zip(("clean", "adversarial"), pair)}
+                for name, pair in self.logits.items()}
+
+    def accuracy(self) -> dict[str, dict[str, float]]:
+        """name -> ``{"clean": acc, "adversarial": acc}``: top-1 accuracy against ``result.labels``."""
+        labels = self.result.labels
+        return {name: {image: float((z.argmax(dim=1) == labels).float().mean())
+                       for image, z in zip(("clean", "adversarial"), pair)}
+                for name, pair in self.logits.items()}
 
 
 @dataclass(frozen=True)
@@ -265,20 +296,63 @@ def transfer_matrix(
     return TransferResult(names, accuracy, fooling, len(images), attack.config())
 
 
+def craft_and_compare(
+    models: dict[str, nn.Module],
+    source: str,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    attack: Attack,
+    targets: torch.Tensor | Sequence[int] | None = None,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> CraftComparison:
+    """Craft ``attack`` on ``models[source]`` and score the clean and adversarial images on every
+    model (does an example crafted on A fool B too? Szegedy et al. 2013).
+
+    Args:
+        models: name -> model (e.g. ``{"A": standard, "B": robust}``); ``source`` is one of the names.
+        images: (N, C, H, W) in [0, 1]; labels: (N,), or None to use the source model's clean
+            predictions (an uploaded image has no label).
+        targets: (N,) target classes of a targeted attack (None: the attack's own choice).
+        progress: ``progress(done_images, N)`` while crafting. Raises :class:`AttackCancelled`
+            when ``should_stop()`` is True.
+
+    Returns:
+        :class:`CraftComparison` (everything on CPU).
+    """
+    if source not in models:
+        raise InvalidParameterError(f"source must be one of {', '.join(models)}, got {source!r}")
+    if labels is None:
+        labels = _logits(models[source], images, batch_size, device).argmax(dim=1)
+    if targets is not None:
+        targets = torch.as_tensor(targets, dtype=torch.long)
+    result = run_attack(models[source], images, labels, attack, batch_size, device, targets, progress, should_stop)
+    logits = {name: (_logits(model, images, batch_size, device), _logits(model, result.adv, batch_size, device))
+              for name, model in models.items()}
+    return CraftComparison(images.detach().cpu(), result, source, logits)
+
+
 @torch.no_grad()
-def _predict(model: nn.Module, images: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
-    """(N,) predicted classes, batched, model state untouched; result on CPU."""
+def _logits(model: nn.Module, images: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
+    """(N, K) float32 logits, batched, model state untouched; result on CPU."""
     home = model_device(model)
     target = torch.device(device) if device is not None else home
-    preds = []
+    out = []
     model.to(target)
     try:
         with frozen_eval(model):
             for i in range(0, len(images), batch_size):
-                preds.append(model(images[i:i + batch_size].to(target)).argmax(dim=1).cpu())
+                out.append(model(images[i:i + batch_size].to(target)).float().cpu())
     finally:
         model.to(home)
-    return torch.cat(preds)
+    return torch.cat(out)
+
+
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
+    """(N,) predicted classes, batched, model state untouched; result on CPU."""
+    return _logits(model, images, batch_size, device).argmax(dim=1)
 
 
 def minimal_perturbation(

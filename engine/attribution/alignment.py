@@ -114,6 +114,7 @@ def epsilon_tradeoff(
     reduce: str = "abs_sum",
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[TradeoffPoint]:
     """Clean accuracy and gradient alignment of each checkpoint, sorted by training ε.
 
@@ -127,9 +128,10 @@ def epsilon_tradeoff(
             masks (``engine.data.shapes.make_shapes`` gives them).
         method, method_params, reduce: attribution method, its parameters, channel reduction.
         progress: ``progress(done, total)`` after each checkpoint.
+        should_stop: polled before each checkpoint; True ends early with the points measured so far.
 
     Returns:
-        One :class:`TradeoffPoint` per checkpoint, sorted by ε (then name).
+        One :class:`TradeoffPoint` per checkpoint measured, sorted by ε (then name).
 
     Raises:
         InvalidParameterError: no checkpoints, or a card without a training ε.
@@ -143,6 +145,8 @@ def epsilon_tradeoff(
     chance = float(np.mean(mask_area(masks)))
     points = []
     for i, ckpt in enumerate(checkpoints):
+        if should_stop is not None and should_stop():
+            break
         points.append(_tradeoff_point(ckpt, images, labels, masks, method, method_params, reduce, batch_size, chance))
         if progress is not None:
             progress(i + 1, len(checkpoints))

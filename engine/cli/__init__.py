@@ -135,23 +135,34 @@ def add_analysis_options(parser) -> None:
                         help="compute again even when the same request's result is stored (and replace it)")
 
 
-def run_request(request, args, label: str, out_handler=None) -> int:
+def queue_request(request, args) -> dict:
+    """Queue ``request`` as a background job (``--background``; ``--no-cache``, ``--device``) and
+    say how to follow it on stderr; returns the JSON ``{"job", "status", "kind", "result"}``."""
+    from engine.analysis import submit_analysis
+
+    job = submit_analysis(request, use_cache=not args.no_cache, device=getattr(args, "device", "auto"),
+                          submitter="cli")
+    if job.status != "done":
+        print(f"queued job {job.id}: `python -m engine jobs wait {job.id}` then "
+              f"`python -m engine jobs result {job.id} --json`", file=sys.stderr)
+    return {"job": job.id, "status": job.status, "kind": job.kind, "result": job.result_key}
+
+
+def run_request(request, args, label: str, out_handler=None, loaded=()) -> int:
     """Run an analysis request for a CLI command: queue it (``--background``) or answer it from
     the result store / compute it here, then print it (``--json``) or hand it to ``out_handler``.
 
+    ``loaded``: checkpoints the command already loaded (used instead of loading them again).
     Torch is imported only when something is computed, so a stored result prints at once.
     """
-    from engine.analysis import run_analysis, submit_analysis
+    from engine.analysis import run_analysis
 
     device = getattr(args, "device", "auto")
     if getattr(args, "background", False):
-        job = submit_analysis(request, use_cache=not args.no_cache, device=device, submitter="cli")
-        print_json({"job": job.id, "status": job.status, "kind": job.kind, "result": job.result_key})
-        if job.status != "done":
-            print(f"queued job {job.id}: `python -m engine jobs wait {job.id}` then "
-                  f"`python -m engine jobs result {job.id} --json`", file=sys.stderr)
+        print_json(queue_request(request, args))
         return 0
-    result = run_analysis(request, progress=stderr_progress(label), use_cache=not args.no_cache, device=device)
+    result = run_analysis(request, progress=stderr_progress(label), use_cache=not args.no_cache, device=device,
+                          loaded=loaded)
     if out_handler is not None:
         for note in result.notes:
             warn(note)

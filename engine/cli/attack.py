@@ -1,27 +1,33 @@
-"""``attack``: craft adversarial examples for a checkpoint on a dataset and save them as NPZ.
+"""``attack``: craft adversarial examples on a checkpoint and save them as NPZ; with ``--compare``,
+score them on other checkpoints too (does an example crafted on A fool B?).
 
-Also provides the attack options shared with ``evaluate --attack`` (robust accuracy).
+    python -m engine attack --checkpoint checkpoints/std --compare checkpoints/rob --n 100 --out adv.npz --json
+
+One ``engine.analysis`` request (:class:`~engine.analysis.CraftRequest`, the Attack Lab's Craft):
+the same command again answers from the result store (``"cached": true``), ``--background``
+queues it as a job and ``--no-cache`` crafts again. Also provides the attack options shared with
+``evaluate --attack``, ``sweep`` and ``transfer``.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
-import engine
-from engine import data as edata
-from engine.attacks import ATTACKS, STEPS, make_attack, run_attack
-from engine.attacks.base import Attack
-from engine.attacks.export import result_arrays, save_npz
-from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
-from engine.device import resolve_device
+from engine.attacks import ATTACKS, STEPS
+from engine.cli import MAX_BATCH, add_analysis_options, check_int, print_json, run_request, warn_result_notes
+from engine.errors import InvalidParameterError
+
+#: the options of :func:`add_attack_arguments`, as ``engine.attacks.make_attack`` keywords
+ATTACK_KEYS = ("norm", "eps", "steps", "alpha", "restarts", "random_start", "targeted")
 
 
-def add_attack_arguments(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    """Add ``--attack --norm --eps --steps --alpha --restarts --no-random-start --targeted`` to parser ``p``.
-    Unset values take the attack's per-dataset defaults (engine.attacks.default_params)."""
+def add_attack_arguments(p: argparse.ArgumentParser, default: str | None = None, eps: bool = True) -> None:
+    """Add ``--attack --norm --eps --steps --alpha --restarts --no-random-start --targeted`` to parser ``p``
+    (``eps=False``: no ``--eps``, for a command that sets ε itself). Unset values take the attack's
+    per-dataset defaults (engine.attacks.default_params)."""
     p.add_argument("--attack", default=default, choices=list(ATTACKS), help="attack name")
     p.add_argument("--norm", choices=list(STEPS), help="threat model (PGD, DeepFool)")
-    p.add_argument("--eps", type=float, help="radius ε in [0,1] pixel units (default: per dataset)")
+    if eps:
+        p.add_argument("--eps", type=float, help="radius ε in [0,1] pixel units (default: per dataset)")
     p.add_argument("--steps", type=int, help="iterations (PGD, CW, DeepFool)")
     p.add_argument("--alpha", type=float, help="PGD step size (default 2.5·ε/steps)")
     p.add_argument("--restarts", type=int, help="PGD random restarts")
@@ -31,59 +37,103 @@ def add_attack_arguments(p: argparse.ArgumentParser, default: str | None = None)
                    help="targeted attack (target: each image's clean runner-up class)")
 
 
-def attack_from_args(args: argparse.Namespace, dataset: str) -> Attack:
-    """Build the attack the options describe; options it does not take raise a clear error."""
-    keys = ("norm", "eps", "steps", "alpha", "restarts", "random_start", "targeted")
-    return make_attack(args.attack, dataset, **{k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+def attack_options(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> tuple:
+    """The attack options given (not ``skip``), as a request's ``params``
+    (``engine.analysis.attack_params``)."""
+    from engine.analysis import attack_params
+
+    return attack_params({k: getattr(args, k, None) for k in ATTACK_KEYS if k not in skip})
 
 
-def stderr_progress(label: str):
-    """A ``progress(done, total)`` callback that redraws one line on stderr."""
-    def update(done: int, total: int) -> None:
-        print(f"\r{label}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
-    return update
+def model_refs(paths: list[str]) -> tuple:
+    """The :class:`~engine.analysis.ModelRef` of each checkpoint path (one to eight, slots A, B, ...)."""
+    from engine.analysis import ModelRef
+    from engine.analysis.requests import SLOTS
+
+    if not 1 <= len(paths) <= len(SLOTS):
+        raise InvalidParameterError(f"give one to {len(SLOTS)} checkpoints, got {len(paths)}")
+    return tuple(ModelRef.of(path) for path in paths)
+
+
+def card_dataset(args: argparse.Namespace, ref) -> str:
+    """``--dataset``, else the dataset the first checkpoint's card names."""
+    from engine.analysis.base import card_json
+
+    dataset = args.dataset or card_json(ref.path).get("dataset")
+    if not dataset:
+        raise InvalidParameterError(f"{ref.path}'s card names no dataset; give --dataset")
+    return dataset
+
+
+def check_images(args: argparse.Namespace, dataset: str, split: str = "test", offset: int = 0) -> None:
+    """Refuse ``--n`` (from ``offset``) beyond the split's size at once, so a background job is
+    refused before it is queued."""
+    from engine import data as edata
+
+    size = len(edata.load_dataset(dataset, split=split))
+    check_int("--offset", offset, 0, size - 1, f"the {dataset} {split} split's size")
+    check_int("--n", args.n, 1, size - offset, f"the {dataset} {split} split's size")
 
 
 def register(sub) -> None:
     """Add the ``attack`` command."""
-    p = sub.add_parser("attack", help="craft adversarial examples and write them to an .npz file")
-    p.add_argument("--checkpoint", required=True, help="checkpoint path (stem, .safetensors or .json)")
+    p = sub.add_parser("attack", help="craft adversarial examples, score them on other checkpoints too, write an .npz")
+    p.add_argument("--checkpoint", required=True, help="the checkpoint attacked (stem, .safetensors or .json)")
+    p.add_argument("--compare", action="append", default=[], metavar="CHECKPOINT",
+                   help="another checkpoint that scores the clean and adversarial images (repeatable)")
     p.add_argument("--dataset", help="dataset name (default: the card's dataset)")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--n", type=int, default=100, help="number of images (default 100)")
+    p.add_argument("--offset", type=int, default=0, help="first image index (default 0)")
     p.add_argument("--seed", type=int, help="pick a seeded random subset instead of the first n")
     add_attack_arguments(p, default="pgd")
+    p.add_argument("--target", type=int, help="target class of a targeted attack (default: the clean runner-up)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True, help="output .npz (x, x_adv, labels, preds, ...)")
+    add_analysis_options(p)
+    p.add_argument("--out", help="output .npz (x, x_adv, labels, preds, ...); needed unless --background")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run_attack_command)
 
 
-def run_attack_command(args: argparse.Namespace) -> int:
-    """Load checkpoint and images, run the attack, write the NPZ atomically, print a summary."""
-    device = resolve_device(args.device)
-    loaded = engine.load(args.checkpoint, device=str(device))
-    name = args.dataset or loaded.card.dataset
-    dataset = edata.load_dataset(name, split=args.split)
-    require_compatible([loaded], dataset)
-    check_int("--n", args.n, 1, len(dataset), f"the {name} {args.split} split's size")
+def craft_request(args: argparse.Namespace):
+    """The :class:`~engine.analysis.CraftRequest` of ``attack --checkpoint ...``."""
+    from engine.analysis import CraftRequest
+
+    check_int("--n", args.n, 1)
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
-    attack = attack_from_args(args, name)
-    images, labels = edata.take(dataset, args.n, seed=args.seed)
-    result = run_attack(loaded.model, images, labels, attack, batch_size=args.batch_size, device=device,
-                        progress=stderr_progress(attack.name))
-    path = save_npz(args.out, result_arrays(result, images))
-    summary = {
-        "checkpoint": str(loaded.path), "dataset": name, "n": len(result), "out": str(path),
-        "clean_acc": float((result.preds_clean == result.labels).float().mean()),
-        "robust_acc": float((result.preds_adv == result.labels).float().mean()),
-        "success_rate": float(result.success.float().mean()),
-        "attack": attack.config(),
-    }
-    if args.json:
-        print_json(summary)
-    else:
-        print(f"wrote {len(result)} adversarial examples to {path}: clean accuracy "
-              f"{summary['clean_acc']:.4f}, robust accuracy {summary['robust_acc']:.4f}")
-    return 0
+    models = model_refs([args.checkpoint, *args.compare])
+    dataset = card_dataset(args, models[0])
+    check_images(args, dataset, args.split, args.offset)
+    return CraftRequest(models=models, dataset=dataset, attack=args.attack,
+                        params=attack_options(args), split=args.split, n=args.n, offset=args.offset,
+                        sample_seed=args.seed, target=args.target, batch_size=args.batch_size).validate()
+
+
+def run_attack_command(args: argparse.Namespace) -> int:
+    """Answer the request from the result store or craft it; write the NPZ atomically and print a
+    summary (``--json``: the analysis report with ``out``); ``--background`` queues it."""
+    if not args.background and not args.out:
+        raise InvalidParameterError("give --out FILE.npz (or --background, then `jobs result ID --out FILE.npz`)")
+
+    def write(result) -> int:
+        from engine.analysis import get_analysis
+        from engine.analysis.base import finite
+        from engine.attacks.export import result_arrays, save_npz
+
+        warn_result_notes(result)
+        comparison = result.value()
+        path = save_npz(args.out, result_arrays(comparison.result, comparison.x))
+        summary = {**get_analysis(result.kind).report(result), "out": str(path), "cached": result.cached,
+                   "result": result.key}
+        if args.json:
+            print_json(finite(summary))
+        else:
+            print(f"wrote {summary['n']} adversarial examples to {path}: clean accuracy {summary['clean_acc']:.4f}, "
+                  f"robust accuracy {summary['robust_acc']:.4f}" + (" (stored earlier)" if result.cached else ""))
+            for model in summary["models"][1:]:
+                print(f"  {model['slot']} {model['checkpoint']}: clean {model['clean_acc']:.4f}, on these "
+                      f"examples {model['adversarial_acc']:.4f}")
+        return 0
+
+    return run_request(craft_request(args), args, "attack", out_handler=None if args.background else write)

@@ -6,6 +6,9 @@ keep/remove curves (JSON) for one or several checkpoints.
         --param smoothgrad.n_samples=32 --curve remove --n 128 --out out/
     python -m engine saliency --checkpoint ckpt/a --curve remove --retrain \\
         --retrain-epochs 4 --retrain-n 2048 --out out/      # ROAR: retrain at each fraction
+
+The maps and the curve are stored analyses (``saliency_grid``, ``saliency_curves``): the same command
+again reads them back (``--no-cache`` computes again); ``--background`` queues both as jobs.
 """
 from __future__ import annotations
 
@@ -24,17 +27,22 @@ from engine.attribution import (
     MODES,
     REDUCTIONS,
     REPLACEMENTS,
-    RetrainProgress,
     image_to_rgb,
-    keep_remove_curves,
     method_params,
     overlay,
     colorize,
-    engine_retrainer,
-    retrain_config,
     to_png_bytes,
 )
-from engine.cli import MAX_PNG_SIDE, add_analysis_options, add_branch_option, check_int, print_json, require_compatible
+from engine.cli import (
+    MAX_PNG_SIDE,
+    add_analysis_options,
+    add_branch_option,
+    check_int,
+    print_json,
+    queue_request,
+    require_compatible,
+    warn,
+)
 from engine.analysis import run_analysis
 from engine.analysis.saliency import model_names as grid_names
 from engine.device import resolve_device
@@ -73,7 +81,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
-    add_analysis_options(p)  # the maps are a stored analysis; --background queues them (not --curve)
+    add_analysis_options(p)  # the maps and the curve are stored analyses; --background queues both
     p.set_defaults(func=run_saliency)
 
 
@@ -154,12 +162,11 @@ def run_saliency(args: argparse.Namespace) -> int:
     if not 0 <= args.alpha <= 1 or args.scale < 1:
         raise InvalidParameterError("--alpha must be in [0, 1] and --scale >= 1")
     _check_retrain_args(args)
-    if args.curve:
-        _parse_fractions(args.fractions)  # before any map is computed
     params = parse_params(args.param, args.methods)
     request = grid_request(args, params)
+    curve = curve_request(args, params, request) if args.curve else None  # checked before any map is computed
     if args.background:
-        return _queue_grid(args, request)
+        return _queue(args, request, curve)
     device = resolve_device(args.device)
     loaded = [engine.load(ref.path, device=str(device), bn_branch=ref.branch) for ref in request.models]
     models = dict(zip(grid_names(request.models), loaded))
@@ -170,6 +177,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     check_int("--scale", args.scale, 1, max(1, MAX_PNG_SIDE // side), f"PNGs at most {MAX_PNG_SIDE} pixels wide")
     if args.curve:
         check_int("--n", args.n, 1, len(dataset), f"the {dataset_name} test split's size")
+        _check_retrain_size(args, dataset_name)
     if not 0 <= args.index < len(dataset):
         raise InvalidParameterError(f"--index must be in [0, {len(dataset) - 1}] for {dataset_name}, got {args.index}")
     image, label = dataset[args.index]
@@ -186,16 +194,16 @@ def run_saliency(args: argparse.Namespace) -> int:
     }
     arrays = {f"{c.model}__{c.method}": c.attribution.maps[0] for c in cells if c.attribution is not None}
     summary["npz"] = str(_write_npz(out / f"maps_{args.index}.npz", arrays))
-    if args.curve:
-        summary["curve"] = _run_curve(args, models, dataset_name, dataset, params, out)
+    if curve is not None:
+        summary["curve"] = _run_curve(args, curve, loaded, out)
     write_atomic(out / "saliency.json", json.dumps(summary, indent=2, default=str).encode())
     if args.json:
         print_json(summary)
     else:
         for cell in summary["maps"]:
             print(f"{cell['model']} {cell['method']}: " + (cell["error"] or cell["overlay"]))
-        for curve in summary.get("curve", {}).get("curves", {}).values():
-            print(_curve_line(curve))
+        for line in summary.get("curve", {}).get("curves", {}).values():
+            print(_curve_line(line))
         print(f"summary: {out / 'saliency.json'}")
     return 0
 
@@ -216,15 +224,29 @@ def grid_request(args: argparse.Namespace, params: dict):
                                percentile=args.percentile).validate()
 
 
-def _queue_grid(args, request) -> int:
-    """``--background``: queue the maps as a job (PNGs come from ``jobs result ID --out F.npz`` or
-    from running the same command again, which then reads the stored maps)."""
-    from engine.analysis import submit_analysis
+def curve_request(args: argparse.Namespace, params: dict, grid):
+    """The :class:`~engine.analysis.SaliencyCurvesRequest` of ``--curve`` on the maps' models and
+    dataset (the ranking method: ``--curve-method``, else the first of ``--methods``)."""
+    from engine.analysis import SaliencyCurvesRequest
+    from engine.analysis.requests import RETRAIN_EPOCHS, RETRAIN_N
 
-    if args.curve:
-        raise InvalidParameterError("--background queues the maps only; run --curve in the foreground")
-    job = submit_analysis(request, use_cache=not args.no_cache, device=args.device, submitter="cli")
-    print_json({"job": job.id, "status": job.status, "kind": job.kind, "result": job.result_key})
+    method = args.curve_method or args.methods[0]
+    retrain = (args.retrain_epochs, args.retrain_n) if args.retrain else (RETRAIN_EPOCHS, RETRAIN_N)
+    return SaliencyCurvesRequest(
+        models=grid.models, dataset=grid.dataset, modes=(args.curve,), method=method,
+        params=tuple(params.get(method, {}).items()), fractions=_parse_fractions(args.fractions),
+        replacement=args.replacement, n=args.n, seed=args.seed, retrain=args.retrain,
+        retrain_epochs=retrain[0], retrain_n=retrain[1]).validate()
+
+
+def _queue(args, request, curve) -> int:
+    """``--background``: queue the maps (and the curve) as jobs and print them (PNGs come from
+    ``jobs result ID --out F.npz`` or from running the same command again, which then reads the
+    stored results)."""
+    body = queue_request(request, args)
+    if curve is not None:
+        body["curve"] = queue_request(curve, args)
+    print_json(body)
     return 0
 
 
@@ -254,42 +276,32 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
-def _run_curve(args, models: dict, dataset_name: str, dataset, params: dict, out: Path) -> dict:
-    """Compute the keep/remove curve of every model and write ``curve_<mode>.json``
-    (``curve_<mode>_retrain.json`` with ``--retrain``)."""
-    method = args.curve_method or args.methods[0]
-    images, labels = edata.take(dataset, args.n, seed=args.seed)
-    retrain = _retrainer(args, dataset_name) if args.retrain else None
-    curves = keep_remove_curves(
-        {n: c.model for n, c in models.items()}, images, labels, args.curve, method=method,
-        method_params=params.get(method, {}), fractions=_parse_fractions(args.fractions),
-        replacement=args.replacement, progress=_stderr_progress(f"{args.curve} curve"), retrain=retrain,
-    )
-    payload = {name: curve.to_dict() for name, curve in curves.items()}
-    suffix = "_retrain" if retrain is not None else ""
+def _check_retrain_size(args, dataset_name: str) -> None:
+    """``--retrain-n`` fits the training split (named by its flag, before any map is computed)."""
+    if not args.retrain:
+        return
+    size = len(edata.load_dataset(dataset_name, split="train"))
+    if args.retrain_n > size:
+        raise InvalidParameterError(f"--retrain-n must be <= {size} (the {dataset_name} training split)")
+
+
+def _run_curve(args, request, loaded: list, out: Path) -> dict:
+    """The stored keep/remove curve of every model (computed when not stored yet); writes
+    ``curve_<mode>.json`` (``curve_<mode>_retrain.json`` with ``--retrain``)."""
+    from engine.analysis.curves import report
+
+    result = run_analysis(request, progress=_stderr_progress(f"{args.curve} curve"), use_cache=not args.no_cache,
+                          device=args.device, loaded=loaded)
+    for note in result.notes:
+        warn(note)
+    body = report(result)
+    payload = body["curves"][args.curve]
+    suffix = "_retrain" if args.retrain else ""
     path = write_atomic(out / f"curve_{args.curve}{suffix}.json", json.dumps(payload, indent=2).encode())
-    result = {"path": str(path), "curves": payload}
-    if retrain is not None:
-        result["retrain"] = {"config": retrain.config.to_dict(), "records": [r.to_dict() for r in retrain.records]}
-    return result
-
-
-def _retrainer(args, dataset_name: str):
-    """The KAR/ROAR retrainer on ``--retrain-n`` images of the training split."""
-    train_set = edata.load_dataset(dataset_name, split="train")
-    if args.retrain_n > len(train_set):
-        raise InvalidParameterError(f"--retrain-n must be <= {len(train_set)} (the {dataset_name} training split)")
-    images, labels = edata.take(train_set, args.retrain_n, seed=args.seed)
-    config = retrain_config(dataset_name, epochs=args.retrain_epochs, seed=args.seed or 0)
-    return engine_retrainer(images, labels, config, progress=_stderr_retrain_progress())
-
-
-def _stderr_retrain_progress():
-    def update(event: RetrainProgress) -> None:
-        end = "\n" if event.stage == "train" and event.done == event.total else ""
-        print(f"\rretrain {event.name} {event.mode}@{event.fraction:g} {event.stage}: {event.done}/{event.total}",
-              end=end, file=sys.stderr, flush=True)
-    return update
+    entry = {"path": str(path), "curves": payload, "result": result.key, "cached": result.cached}
+    if body["retrain"] is not None:
+        entry["retrain"] = body["retrain"]
+    return entry
 
 
 def _curve_line(curve: dict) -> str:

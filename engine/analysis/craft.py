@@ -1,0 +1,116 @@
+"""Craft-and-compare as an analysis: :class:`~engine.analysis.requests.CraftRequest` -> stored examples.
+
+``run`` is one call of ``engine.attacks.craft_and_compare``: the attack crafted on the source model
+(torch's RNG seeded with the request's seed, so a random start repeats), the clean and adversarial
+images scored by every model. The stored result keeps every tensor of the attack's result and each
+model's logits as arrays; ``decode`` rebuilds the :class:`~engine.attacks.CraftComparison` the
+Attack Lab renders and ``python -m engine attack`` writes as NPZ; ``report`` gives the command's
+JSON summary without importing torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.analysis.attacklab import attacking, build_attack, check, load_models, models_json  # noqa: F401
+from engine.analysis.base import Payload, finite
+from engine.errors import InvalidParameterError
+
+#: the ``AttackResult`` tensors stored as arrays (``targets``, ``queries``, ``found_by``: when set)
+RESULT_TENSORS = ("adv", "perturbation", "success", "linf_norm", "l2_norm", "logits_clean", "logits_adv",
+                  "labels", "targets", "queries", "found_by")
+IMAGES = ("clean", "adversarial")
+
+
+def image_indices(request, size: int) -> list[int]:
+    """The dataset indices of the request's images: ``n`` from ``offset`` on, or seeded ones."""
+    from engine.data.registry import take_indices
+
+    if request.sample_seed is not None:
+        return [int(i) for i in take_indices(size, request.n, request.sample_seed)]
+    if request.offset + request.n > size:
+        raise InvalidParameterError(f"images {request.offset}..{request.offset + request.n - 1} do not exist: "
+                                    f"the {request.dataset} {request.split} split has {size}")
+    return list(range(request.offset, request.offset + request.n))
+
+
+def run(request, ctx) -> Payload:
+    """Craft on the source model and score every model (see the module docstring)."""
+    import torch
+    from torch.utils.data import Subset
+
+    from engine import data as edata
+    from engine.attacks import craft_and_compare
+
+    attack = build_attack(request)
+    models, dataset, notes = load_models(request, ctx, split=request.split)
+    indices = image_indices(request, len(dataset))
+    images, labels = edata.take(Subset(dataset, indices), len(indices))
+    targets = None
+    if request.target is not None:
+        classes = (getattr(dataset, "spec", None) or edata.get_spec(request.dataset)).num_classes
+        if request.target >= classes:
+            raise InvalidParameterError(f"target must be a class in [0, {classes - 1}], got {request.target}")
+        targets = torch.full_like(labels, request.target)
+    ctx.check_stop()
+    with attacking(request, ctx):
+        comparison = craft_and_compare(models, request.slots()[request.source], images, labels, attack,
+                                       targets=targets, batch_size=request.batch_size, device=ctx.device,
+                                       progress=ctx.report, should_stop=ctx.stopped)
+    return Payload(comparison_arrays(comparison),
+                   finite({"config": comparison.result.config, "source": comparison.source,
+                           "slots": list(comparison.logits), "indices": indices, "notes": notes,
+                           "device": ctx.device}))
+
+
+def comparison_arrays(comparison) -> dict:
+    """The arrays of a :class:`~engine.attacks.CraftComparison`: ``x``, the attack result's
+    tensors and ``logits_<image>_<slot>`` per model."""
+    arrays = {"x": comparison.x.numpy()}
+    for name in RESULT_TENSORS:
+        value = getattr(comparison.result, name)
+        if value is not None:
+            arrays[name] = value.numpy()
+    for slot, pair in comparison.logits.items():
+        for image, logits in zip(IMAGES, pair):
+            arrays[f"logits_{image}_{slot}"] = logits.numpy()
+    return arrays
+
+
+def decode(result, **_options):
+    """The :class:`~engine.attacks.CraftComparison` of a stored result."""
+    import torch
+
+    from engine.attacks import AttackResult, CraftComparison
+
+    tensor = {name: torch.from_numpy(np.asarray(value)) for name, value in result.arrays.items()}
+    attack_result = AttackResult(**{name: tensor.get(name) for name in RESULT_TENSORS}, config=result.meta["config"])
+    logits = {slot: tuple(tensor[f"logits_{image}_{slot}"] for image in IMAGES) for slot in result.meta["slots"]}
+    return CraftComparison(tensor["x"], attack_result, result.meta["source"], logits)
+
+
+def report(result) -> dict:
+    """The JSON of ``python -m engine attack --json`` (torch-free): accuracy of the attacked model
+    clean and under the attack, the attack's success rate and config, and every model's accuracy
+    on the clean and the adversarial images."""
+    request, meta, arrays = result.request, result.meta, result.arrays
+    labels = np.asarray(arrays["labels"])
+
+    def accuracy(name: str) -> float:
+        return float((np.asarray(arrays[name]).argmax(axis=1) == labels).mean())
+
+    source = meta["source"]
+    return {"checkpoint": request.models[request.source].path, "dataset": request.dataset, "split": request.split,
+            "n": int(len(labels)), "indices": meta["indices"], "source": source,
+            "clean_acc": accuracy(f"logits_clean_{source}"), "robust_acc": accuracy(f"logits_adversarial_{source}"),
+            "success_rate": float(np.asarray(arrays["success"]).mean()), "attack": meta["config"],
+            "models": [{**model, "clean_acc": accuracy(f"logits_clean_{model['slot']}"),
+                        "adversarial_acc": accuracy(f"logits_adversarial_{model['slot']}")}
+                       for model in models_json(request)],
+            "device": meta.get("device", "")}
+
+
+def rows(result) -> list[dict]:
+    """CSV rows: per model, accuracy on the clean and on the adversarial images."""
+    body = report(result)
+    return [{"slot": m["slot"], "checkpoint": m["checkpoint"], "crafted_on": body["source"], "n": body["n"],
+             "clean_acc": m["clean_acc"], "adversarial_acc": m["adversarial_acc"]} for m in body["models"]]

@@ -1,0 +1,54 @@
+"""The transfer matrix as an analysis: :class:`~engine.analysis.requests.TransferRequest` -> stored matrix.
+
+``run`` is one call of ``engine.attacks.transfer_matrix`` on the first ``n`` test images: the
+attack crafted on every model (rows, torch's RNG seeded with the request's seed) and evaluated on
+every model (columns). ``decode`` rebuilds the :class:`~engine.attacks.TransferResult` (names: the
+slots A, B, ...) the Attack Lab draws; ``report`` gives ``python -m engine transfer --json``
+without importing torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from engine.analysis.attacklab import attacking, build_attack, check, first_images, load_models, models_json  # noqa: F401
+from engine.analysis.base import Payload, finite
+
+
+def run(request, ctx) -> Payload:
+    """Craft on every model, evaluate on every model (see the module docstring)."""
+    from engine.attacks import transfer_matrix
+
+    attack = build_attack(request)
+    models, dataset, notes = load_models(request, ctx)
+    images, labels = first_images(request, dataset)
+    ctx.check_stop()
+    with attacking(request, ctx):
+        matrix = transfer_matrix(models, images, labels, attack, batch_size=request.batch_size, device=ctx.device,
+                                 progress=ctx.report, should_stop=ctx.stopped)
+    return Payload({}, finite({"transfer": dataclasses.asdict(matrix), "notes": notes, "device": ctx.device}))
+
+
+def decode(result, **_options):
+    """The :class:`~engine.attacks.TransferResult` of a stored result."""
+    from engine.attacks import TransferResult
+
+    return TransferResult(**result.meta["transfer"])
+
+
+def report(result) -> dict:
+    """The JSON of ``python -m engine transfer --json``: rows crafted on, columns evaluated on
+    (torch-free)."""
+    matrix = result.meta["transfer"]
+    return {"attack": matrix["config"], "dataset": result.request.dataset, "n": matrix["n"],
+            "models": models_json(result.request), "crafted_on": matrix["names"], "evaluated_on": matrix["names"],
+            "accuracy": matrix["accuracy"], "fooling_rate": matrix["fooling"],
+            "device": result.meta.get("device", "")}
+
+
+def rows(result) -> list[dict]:
+    """CSV rows: crafted on, evaluated on, accuracy, fooling rate, n."""
+    body = report(result)
+    names = body["crafted_on"]
+    return [{"crafted_on": src, "evaluated_on": dst, "accuracy": body["accuracy"][i][j],
+             "fooling_rate": body["fooling_rate"][i][j], "n": body["n"]}
+            for i, src in enumerate(names) for j, dst in enumerate(names)]

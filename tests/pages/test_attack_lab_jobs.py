@@ -1,0 +1,83 @@
+"""Attack Lab analyses as stored results: a background ε-sweep -> worker -> Results page ->
+permalink reopens it without computing; the craft is a stored (cached) result too."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from apptest_helpers import run_ok
+from engine.analysis import ResultStore
+from engine.jobs import JobStore, run_worker
+
+REPO = Path(__file__).resolve().parents[2]
+PAGE = str(REPO / "pages" / "attack_lab.py")
+RESULTS = str(REPO / "pages" / "results.py")
+
+
+@pytest.fixture(autouse=True)
+def _no_autostart(monkeypatch):
+    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
+
+
+def _texts(at: AppTest) -> str:
+    return " ".join(str(e.value) for kind in ("markdown", "info", "caption", "warning") for e in at.get(kind))
+
+
+def test_background_sweep_then_results_page_then_permalink(tiny_checkpoints, monkeypatch):
+    at = run_ok(AppTest.from_file(PAGE, default_timeout=120))
+    at.selectbox(key="atk_name").set_value("fgsm")
+    run_ok(at)
+    at.text_input(key="atk_sweep_eps_fgsm_shapes_linf").set_value("0, 0.1")
+    at.select_slider(key="atk_sweep_n").set_value(16)
+    at.radio(key="atk_sweep_mode").set_value("background")
+    at.button(key="atk_sweep_run").click()
+    run_ok(at)
+    job_id = int(at.query_params["job"])
+    assert f"Queued as background job {job_id}" in _texts(at) and ResultStore().list() == []
+
+    assert run_worker(JobStore(), once=True, lane="analysis") == 1
+    run_ok(at)
+    key = JobStore().get(job_id).result_key
+    assert at.query_params["result"] == key
+    frame = at.session_state["atk_sweep"]
+    assert list(frame["eps"].unique()) == pytest.approx([0, 0.1]) and frame["model"].nunique() == 2
+
+    results = run_ok(AppTest.from_file(RESULTS, default_timeout=60))
+    assert list(results.dataframe[-1].value["key"]) == [key]
+    assert f"/attack_lab?result={key}" in _texts(results)
+
+    import engine.attacks
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("a permalink must not compute")
+
+    monkeypatch.setattr(engine.attacks, "eps_sweep", no_compute)
+    fresh = AppTest.from_file(PAGE, default_timeout=60)
+    fresh.query_params["result"] = key
+    run_ok(fresh)
+    assert fresh.session_state["atk_sweep"].equals(frame)
+    assert f"`{key}` (stored earlier" in _texts(fresh)
+
+
+def test_craft_is_a_stored_result_and_transfer_joins_the_permalink(tiny_checkpoints):
+    at = run_ok(AppTest.from_file(PAGE, default_timeout=120))
+    at.number_input(key="atk_index").set_value(5)
+    at.button(key="atk_craft").click()
+    run_ok(at)
+    craft_key = at.query_params["result"]
+    assert at.session_state["atk_state"]["stored"].key == craft_key
+    at.select_slider(key="atk_transfer_n").set_value(16)
+    at.radio(key="atk_transfer_mode").set_value("here")
+    at.button(key="atk_transfer_run").click()
+    run_ok(at)
+    keys = at.query_params["result"].split(",")
+    assert keys[0] == craft_key and len(keys) == 2
+    assert sorted(e.kind for e in ResultStore().list()) == ["craft", "transfer"]
+
+    fresh = AppTest.from_file(PAGE, default_timeout=60)
+    fresh.query_params["result"] = ",".join(keys)
+    run_ok(fresh)
+    assert fresh.session_state["atk_transfer"].names == ["A", "B"]
+    assert "stored earlier" in _texts(fresh) and len(fresh.get("plotly_chart")) == 2
