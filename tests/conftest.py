@@ -65,3 +65,10 @@ def tiny_checkpoints(tmp_path):
         card = make_card(model, "shapes", name=f"tiny_{kind}", training=training, metrics={"clean_acc": 0.5})
         paths[kind] = save_checkpoint(model.eval(), card, root / f"tiny_{kind}")
     return paths
+
+
+@pytest.fixture
+def no_autostart(monkeypatch):
+    """Tests that run workers themselves (``pytestmark = pytest.mark.usefixtures("no_autostart")``):
+    a submit must not start a detached one."""
+    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")

@@ -11,7 +11,7 @@ is checked here, without importing torch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.analysis.base import ModelRef, Request, check_choice, check_float, check_int, check_names
 from engine.errors import InvalidParameterError
@@ -476,10 +476,25 @@ def _check_slots(models, low: int = 1) -> None:
         raise InvalidParameterError(f"models must list {low} to {len(SLOTS)} checkpoints")
 
 
+@dataclass(frozen=True)
 class _AttackChoice:
-    """What the Attack Lab's requests share: an ``engine.attacks.ATTACKS`` name (checked when the
-    analysis runs), its parameters as :func:`attack_params` pairs (unset: the attack's per-dataset
-    default) and the seed of torch's RNG around the attack (random starts repeat)."""
+    """What the Attack Lab's requests share: the models (slots A, B, ...) on a dataset, an
+    ``engine.attacks.ATTACKS`` name (checked when the analysis runs), its parameters as
+    :func:`attack_params` pairs (unset: the attack's per-dataset default) and (each request's
+    ``seed`` field) the seed of torch's RNG around the attack (random starts repeat)."""
+
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    attack: str = "pgd"
+    params: tuple[tuple[str, object], ...] = ()
+
+    def _check_models_and_attack(self, refused: tuple[str, ...] = ()) -> None:
+        """Check the models, the dataset and the attack (``refused``: parameters it sets itself)."""
+        _check_slots(self.models)
+        _dataset(self.dataset)
+        self._check_attack(refused)
 
     def _check_attack(self, refused: tuple[str, ...] = ()) -> None:
         if not isinstance(self.attack, str) or not self.attack:
@@ -525,12 +540,7 @@ class CraftRequest(_AttackChoice, Request):
     """
 
     kind = "craft"
-    MODEL_FIELDS = ("models",)
 
-    models: tuple[ModelRef, ...]
-    dataset: str
-    attack: str = "pgd"
-    params: tuple[tuple[str, object], ...] = ()
     source: int = 0
     split: str = "test"
     n: int = 1
@@ -541,9 +551,7 @@ class CraftRequest(_AttackChoice, Request):
     seed: int = 0
 
     def _check(self) -> None:
-        _check_slots(self.models)
-        _dataset(self.dataset)
-        self._check_attack()
+        self._check_models_and_attack()
         check_int("source", self.source, 0, len(self.models) - 1)
         check_choice("split", self.split, SPLITS)
         check_int("n", self.n, 1, MAX_IMAGES)
@@ -576,25 +584,18 @@ class EpsSweepRequest(_AttackChoice, Request):
     """
 
     kind = "eps_sweep"
-    MODEL_FIELDS = ("models",)
 
-    models: tuple[ModelRef, ...]
-    dataset: str
-    eps: tuple[float, ...]
-    attack: str = "pgd"
-    params: tuple[tuple[str, object], ...] = ()
+    eps: tuple[float, ...] = field(kw_only=True)  # required: keyword-only, as it follows defaults
     n: int = 64
     batch_size: int = 128
     seed: int = 0
 
     def _check(self) -> None:
-        _check_slots(self.models)
-        _dataset(self.dataset)
+        self._check_models_and_attack(refused=("eps",))
         if not isinstance(self.eps, tuple) or not 1 <= len(self.eps) <= MAX_SWEEP:
             raise InvalidParameterError(f"eps takes 1 to {MAX_SWEEP} values, got {self.eps!r}")
         for value in self.eps:
             check_float("ε", value, 0.0, 1e4, optional=False)
-        self._check_attack(refused=("eps",))
         check_int("n", self.n, 1, MAX_IMAGES)
         check_int("batch size", self.batch_size, 1, MAX_BATCH)
 
@@ -615,20 +616,13 @@ class TransferRequest(_AttackChoice, Request):
     """
 
     kind = "transfer"
-    MODEL_FIELDS = ("models",)
 
-    models: tuple[ModelRef, ...]
-    dataset: str
-    attack: str = "pgd"
-    params: tuple[tuple[str, object], ...] = ()
     n: int = 64
     batch_size: int = 128
     seed: int = 0
 
     def _check(self) -> None:
-        _check_slots(self.models)
-        _dataset(self.dataset)
-        self._check_attack()
+        self._check_models_and_attack()
         check_int("n", self.n, 1, MAX_IMAGES)
         check_int("batch size", self.batch_size, 1, MAX_BATCH)
 

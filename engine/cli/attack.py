@@ -75,6 +75,36 @@ def check_images(args: argparse.Namespace, dataset: str, split: str = "test", of
     check_int("--n", args.n, 1, size - offset, f"the {dataset} {split} split's size")
 
 
+def models_and_dataset(args: argparse.Namespace, paths: list[str], split: str = "test",
+                       offset: int = 0) -> tuple[tuple, str]:
+    """Check ``--n`` and ``--batch-size``; the :func:`model_refs` of ``paths`` and the
+    :func:`card_dataset`, after :func:`check_images` (``--n`` from ``offset`` fits the split)."""
+    check_int("--n", args.n, 1)
+    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
+    models = model_refs(paths)
+    dataset = card_dataset(args, models[0])
+    check_images(args, dataset, split, offset)
+    return models, dataset
+
+
+def add_comparison_arguments(p: argparse.ArgumentParser, out_help: str, eps: bool = True) -> None:
+    """The options of a command that attacks several checkpoints on the first ``--n`` test images
+    (``sweep``, ``transfer``): ``--checkpoint`` (repeated) ``--dataset --n``, the attack's
+    (:func:`add_attack_arguments`; ``eps=False``: no ``--eps``) ``--seed --batch-size --device``,
+    the analysis options, ``--json`` and ``--out`` (help ``out_help``)."""
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="a checkpoint (repeat for several: slots A, B, ...)")
+    p.add_argument("--dataset", help="dataset name (default: the first card's dataset)")
+    p.add_argument("--n", type=int, default=64, help="test images, the first N (default 64)")
+    add_attack_arguments(p, default="pgd", eps=eps)
+    p.add_argument("--seed", type=int, default=0, help="seeds torch's RNG around the attacks (default 0)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    add_analysis_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", help=out_help)
+
+
 def register(sub) -> None:
     """Add the ``attack`` command."""
     p = sub.add_parser("attack", help="craft adversarial examples, score them on other checkpoints too, write an .npz")
@@ -100,11 +130,7 @@ def craft_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.CraftRequest` of ``attack --checkpoint ...``."""
     from engine.analysis import CraftRequest
 
-    check_int("--n", args.n, 1)
-    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
-    models = model_refs([args.checkpoint, *args.compare])
-    dataset = card_dataset(args, models[0])
-    check_images(args, dataset, args.split, args.offset)
+    models, dataset = models_and_dataset(args, [args.checkpoint, *args.compare], args.split, args.offset)
     return CraftRequest(models=models, dataset=dataset, attack=args.attack,
                         params=attack_options(args), split=args.split, n=args.n, offset=args.offset,
                         sample_seed=args.seed, target=args.target, batch_size=args.batch_size).validate()

@@ -17,7 +17,6 @@ import torch
 
 from engine.analysis import (
     ANALYSES,
-    AnalysisCancelled,
     CKARequest,
     ModelRef,
     OODRequest,
@@ -28,14 +27,12 @@ from engine.analysis import (
 )
 from engine.errors import CheckpointError, InvalidParameterError
 from engine.jobs import JobStore, run_job, run_worker
+from analysis_helpers import assert_stopping_stores_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _no_autostart(monkeypatch):
-    """Tests run workers themselves; a submit must not start a detached one."""
-    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
+pytestmark = pytest.mark.usefixtures("no_autostart")
 
 
 def refs(tiny_checkpoints) -> tuple[ModelRef, ModelRef]:
@@ -161,18 +158,7 @@ def test_a_damaged_result_is_reported_and_recomputed(tiny_checkpoints):
 
 
 def test_stop_stores_nothing_and_leaves_no_partial_state(tiny_checkpoints):
-    request = cka_request(tiny_checkpoints, n=200, batch_size=4)
-    calls = []
-
-    def stop_after_three():
-        calls.append(1)
-        return len(calls) > 3
-
-    with pytest.raises(AnalysisCancelled):
-        run_analysis(request, should_stop=stop_after_three)
-    store = ResultStore()
-    assert not store.exists(request.key()) and store.list() == []
-    assert not store.partial_dir(request.key()).exists()
+    assert_stopping_stores_nothing(cka_request(tiny_checkpoints, n=200, batch_size=4), polls=3)
 
 
 def test_topk_and_ood_results_match_the_direct_engine_calls(tiny_checkpoints):

@@ -4,8 +4,6 @@
 called directly on tiny seeded models."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -18,34 +16,19 @@ from engine.analysis import (
     AnalysisCancelled,
     CraftRequest,
     EpsSweepRequest,
-    ModelRef,
     TransferRequest,
     attack_params,
     run_analysis,
 )
 from engine.analysis.evaluate import seeded
-from engine.cli import main
 from engine.errors import InvalidParameterError
 from engine.jobs import JobStore, run_worker
+from analysis_helpers import cli, refs, without
 
 PGD = attack_params({"eps": 0.1, "steps": 3, "random_start": True})
 
 
-@pytest.fixture(autouse=True)
-def _no_autostart(monkeypatch):
-    """Tests run workers themselves; a submit must not start a detached one."""
-    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
-
-
-def cli(argv, capsys) -> tuple[int, dict | None, str]:
-    """``python -m engine ARGV``: exit code, the JSON it printed (or None) and stderr."""
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, (json.loads(out) if out.strip().startswith("{") else None), err
-
-
-def refs(paths) -> tuple[ModelRef, ModelRef]:
-    return ModelRef.of(paths["standard"]), ModelRef.of(paths["robust"])
+pytestmark = pytest.mark.usefixtures("no_autostart")
 
 
 def loaded_models(paths) -> dict:
@@ -53,11 +36,7 @@ def loaded_models(paths) -> dict:
 
 
 def without_timing(obj):
-    if isinstance(obj, dict):
-        return {k: without_timing(v) for k, v in obj.items() if k not in ("seconds", "created", "cached", "device")}
-    if isinstance(obj, (list, tuple)):
-        return [without_timing(v) for v in obj]
-    return obj
+    return without(obj, ("seconds", "created", "cached", "device"))
 
 
 def small_requests(paths) -> list:

@@ -10,42 +10,23 @@ import pytest
 from engine import data as edata
 from engine.analysis import (
     ANALYSES,
-    AnalysisCancelled,
     ModelRef,
     ResultStore,
     SaliencyCurvesRequest,
     TradeoffRequest,
     run_analysis,
 )
-from engine.cli import main
 from engine.errors import InvalidParameterError
 from engine.jobs import JobStore, run_worker
+from analysis_helpers import assert_stopping_stores_nothing, cli, refs, without
 
 
-@pytest.fixture(autouse=True)
-def _no_autostart(monkeypatch):
-    """Tests run workers themselves; a submit must not start a detached one."""
-    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
-
-
-def cli(argv, capsys) -> tuple[int, dict | None, str]:
-    """``python -m engine ARGV``: exit code, the JSON it printed (or None) and stderr."""
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, (json.loads(out) if out.strip().startswith("{") else None), err
+pytestmark = pytest.mark.usefixtures("no_autostart")
 
 
 def without_timing(obj):
     """``obj`` (a report as JSON) without wall-clock fields, which differ between two runs."""
-    if isinstance(obj, dict):
-        return {k: without_timing(v) for k, v in obj.items() if k not in ("seconds", "cached", "created")}
-    if isinstance(obj, (list, tuple)):
-        return [without_timing(v) for v in obj]
-    return obj
-
-
-def refs(paths) -> tuple[ModelRef, ModelRef]:
-    return ModelRef.of(paths["standard"]), ModelRef.of(paths["robust"])
+    return without(obj, ("seconds", "cached", "created"))
 
 
 def curves_request(paths, **kw) -> SaliencyCurvesRequest:
@@ -165,16 +146,7 @@ def test_cancel_stores_nothing(tiny_checkpoints):
     for request in (curves_request(tiny_checkpoints),
                     curves_request(tiny_checkpoints, modes=("keep",), retrain=True, retrain_epochs=1, retrain_n=16),
                     TradeoffRequest(models=(a, b), dataset="shapes", n=8)):
-        calls = []
-
-        def stop_soon():
-            calls.append(1)
-            return len(calls) > 2
-
-        with pytest.raises(AnalysisCancelled):
-            run_analysis(request, should_stop=stop_soon)
-        assert not ResultStore().exists(request.key()) and ResultStore().list() == []
-        assert not ResultStore().partial_dir(request.key()).exists()
+        assert_stopping_stores_nothing(request, polls=2)
 
 
 def test_cli_second_run_is_cached(tiny_checkpoints, tmp_path, capsys):

@@ -12,11 +12,9 @@ import torch
 from engine import data as edata
 from engine.analysis import (
     ANALYSES,
-    AnalysisCancelled,
     EvaluateRequest,
     ModelRef,
     ReportRequest,
-    ResultStore,
     run_analysis,
     submit_analysis,
 )
@@ -24,19 +22,10 @@ from engine.analysis.base import finite
 from engine.cli import main
 from engine.errors import InvalidParameterError
 from engine.jobs import JobStore, run_worker
+from analysis_helpers import assert_stopping_stores_nothing, cli, without
 
 
-@pytest.fixture(autouse=True)
-def _no_autostart(monkeypatch):
-    """Tests run workers themselves; a submit must not start a detached one."""
-    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
-
-
-def cli(argv, capsys) -> tuple[int, dict | None, str]:
-    """``python -m engine ARGV``: exit code, the JSON it printed (or None) and stderr."""
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, (json.loads(out) if out.strip().startswith("{") else None), err
+pytestmark = pytest.mark.usefixtures("no_autostart")
 
 
 def copy_checkpoint(src, dest_stem):
@@ -48,11 +37,7 @@ def copy_checkpoint(src, dest_stem):
 
 def without_timing(obj):
     """``obj`` (a report as JSON) without wall-clock fields, which differ between two runs."""
-    if isinstance(obj, dict):
-        return {k: without_timing(v) for k, v in obj.items() if k not in ("seconds", "created", "attack_seconds")}
-    if isinstance(obj, (list, tuple)):
-        return [without_timing(v) for v in obj]
-    return obj
+    return without(obj, ("seconds", "created", "attack_seconds"))
 
 
 # ------------------------------------------------------------------ requests
@@ -196,16 +181,7 @@ def test_cancel_stores_nothing(tiny_checkpoints):
     ref = ModelRef.of(tiny_checkpoints["standard"])
     for request in (EvaluateRequest(model=ref, dataset="shapes", n=40, batch_size=4, attack="apgd-ce", eps=0.1),
                     ReportRequest(model=ref, dataset="shapes", eps=0.1, n=8, batch_size=4, masking=False)):
-        calls = []
-
-        def stop_soon():
-            calls.append(1)
-            return len(calls) > 3
-
-        with pytest.raises(AnalysisCancelled):
-            run_analysis(request, should_stop=stop_soon)
-        assert not ResultStore().exists(request.key()) and ResultStore().list() == []
-        assert not ResultStore().partial_dir(request.key()).exists()
+        assert_stopping_stores_nothing(request, polls=3)
 
 
 def test_cli_second_run_is_cached_and_new_weights_miss_it(tiny_checkpoints, tmp_path, capsys):

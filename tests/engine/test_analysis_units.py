@@ -12,9 +12,7 @@ from engine.errors import InvalidParameterError
 from engine.jobs import JobStore, run_worker
 
 
-@pytest.fixture(autouse=True)
-def _no_autostart(monkeypatch):
-    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
+pytestmark = pytest.mark.usefixtures("no_autostart")
 
 
 def units_request(tiny_checkpoints, **kw) -> UnitsRequest:

@@ -2,27 +2,19 @@
 permalink reopens it without computing; the craft is a stored (cached) result too."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import run_ok
+from apptest_helpers import RESULTS, finish_job, open_result, page, refuse_compute, run_ok, texts
 from engine.analysis import ResultStore
-from engine.jobs import JobStore, run_worker
 
-REPO = Path(__file__).resolve().parents[2]
-PAGE = str(REPO / "pages" / "attack_lab.py")
-RESULTS = str(REPO / "pages" / "results.py")
+PAGE = page("attack_lab")
 
-
-@pytest.fixture(autouse=True)
-def _no_autostart(monkeypatch):
-    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
+pytestmark = pytest.mark.usefixtures("no_autostart")
 
 
 def _texts(at: AppTest) -> str:
-    return " ".join(str(e.value) for kind in ("markdown", "info", "caption", "warning") for e in at.get(kind))
+    return texts(at, ("markdown", "info", "caption", "warning"))
 
 
 def test_background_sweep_then_results_page_then_permalink(tiny_checkpoints, monkeypatch):
@@ -37,10 +29,7 @@ def test_background_sweep_then_results_page_then_permalink(tiny_checkpoints, mon
     job_id = int(at.query_params["job"])
     assert f"Queued as background job {job_id}" in _texts(at) and ResultStore().list() == []
 
-    assert run_worker(JobStore(), once=True, lane="analysis") == 1
-    run_ok(at)
-    key = JobStore().get(job_id).result_key
-    assert at.query_params["result"] == key
+    key = finish_job(at, job_id)
     frame = at.session_state["atk_sweep"]
     assert list(frame["eps"].unique()) == pytest.approx([0, 0.1]) and frame["model"].nunique() == 2
 
@@ -50,13 +39,8 @@ def test_background_sweep_then_results_page_then_permalink(tiny_checkpoints, mon
 
     import engine.attacks
 
-    def no_compute(*args, **kwargs):
-        raise AssertionError("a permalink must not compute")
-
-    monkeypatch.setattr(engine.attacks, "eps_sweep", no_compute)
-    fresh = AppTest.from_file(PAGE, default_timeout=60)
-    fresh.query_params["result"] = key
-    run_ok(fresh)
+    refuse_compute(monkeypatch, engine.attacks, "eps_sweep")
+    fresh = open_result(PAGE, key)
     assert fresh.session_state["atk_sweep"].equals(frame)
     assert f"`{key}` (stored earlier" in _texts(fresh)
 
@@ -76,8 +60,6 @@ def test_craft_is_a_stored_result_and_transfer_joins_the_permalink(tiny_checkpoi
     assert keys[0] == craft_key and len(keys) == 2
     assert sorted(e.kind for e in ResultStore().list()) == ["craft", "transfer"]
 
-    fresh = AppTest.from_file(PAGE, default_timeout=60)
-    fresh.query_params["result"] = ",".join(keys)
-    run_ok(fresh)
+    fresh = open_result(PAGE, ",".join(keys))
     assert fresh.session_state["atk_transfer"].names == ["A", "B"]
     assert "stored earlier" in _texts(fresh) and len(fresh.get("plotly_chart")) == 2

@@ -3,28 +3,15 @@ page -> the Results page opens it on the Models page -> the permalink reopens it
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import run_ok
+from apptest_helpers import RESULTS, finish_job, open_result, page, refuse_compute, run_ok, texts
 from engine.analysis import ResultStore
-from engine.jobs import JobStore, run_worker
 
-REPO = Path(__file__).resolve().parents[2]
-MODELS = str(REPO / "pages" / "models.py")
-RESULTS = str(REPO / "pages" / "results.py")
+MODELS = page("models")
 
-
-@pytest.fixture(autouse=True)
-def _no_autostart(monkeypatch):
-    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
-
-
-def _texts(at: AppTest) -> str:
-    return " ".join(str(e.value) for kind in ("markdown", "info", "caption", "warning", "subheader")
-                    for e in at.get(kind))
+pytestmark = pytest.mark.usefixtures("no_autostart")
 
 
 def _ask_for_a_report(at: AppTest, mode: str) -> None:
@@ -41,35 +28,27 @@ def test_background_report_then_results_page_then_permalink(tiny_checkpoints, mo
     at = run_ok(AppTest.from_file(MODELS, default_timeout=300))
     _ask_for_a_report(at, "background")
     job_id = int(at.query_params["job"])
-    assert f"Queued as background job {job_id}" in _texts(at) and ResultStore().list() == []
+    assert f"Queued as background job {job_id}" in texts(at) and ResultStore().list() == []
     assert not at.get("download_button") or "Report (JSON)" not in {b.label for b in at.get("download_button")}
 
     run_ok(at)  # another look while it waits: read from the job store
-    assert f"Background job {job_id} is queued" in _texts(at)
+    assert f"Background job {job_id} is queued" in texts(at)
 
-    assert run_worker(JobStore(), once=True, lane="analysis") == 1
-    run_ok(at)
-    key = JobStore().get(job_id).result_key
-    assert at.query_params["result"] == key
+    key = finish_job(at, job_id)
     report = ResultStore().load(key).value()
     assert report.n == 16 and report.autoattack["robust_acc"] == 0.0 and math.isclose(report.eps, 0.5)
     assert report.masking is None and "Report (JSON)" in {b.label for b in at.get("download_button")}
 
     results = run_ok(AppTest.from_file(RESULTS, default_timeout=60))
-    assert f"/models?result={key}" in _texts(results)
+    assert f"/models?result={key}" in texts(results)
     assert results.button(key="results_open").label == "Open on the Models page"
 
     import engine.attacks.report
 
-    def no_compute(*args, **kwargs):
-        raise AssertionError("a permalink must not compute")
-
-    monkeypatch.setattr(engine.attacks.report, "robustness_report", no_compute)
-    fresh = AppTest.from_file(MODELS, default_timeout=60)
-    fresh.query_params["result"] = key
-    run_ok(fresh)
-    assert f"Result `{key}` (stored earlier" in _texts(fresh)
-    assert "**tiny_standard** on 16 `shapes` test images" in _texts(fresh)
+    refuse_compute(monkeypatch, engine.attacks.report, "robustness_report")
+    fresh = open_result(MODELS, key)
+    assert f"Result `{key}` (stored earlier" in texts(fresh)
+    assert "**tiny_standard** on 16 `shapes` test images" in texts(fresh)
     assert "Report (JSON)" in {b.label for b in fresh.get("download_button")}
 
 
@@ -77,22 +56,20 @@ def test_report_here_is_stored_and_the_same_settings_read_it_back(tiny_checkpoin
     at = run_ok(AppTest.from_file(MODELS, default_timeout=300))
     _ask_for_a_report(at, "here")
     key = at.query_params["result"]
-    assert f"Result `{key}` (computed now" in _texts(at) and ResultStore().exists(key)
+    assert f"Result `{key}` (computed now" in texts(at) and ResultStore().exists(key)
 
     import engine.attacks.report
 
-    def no_compute(*args, **kwargs):
-        raise AssertionError("a stored report must not be measured again")
-
-    monkeypatch.setattr(engine.attacks.report, "robustness_report", no_compute)
+    refuse_compute(monkeypatch, engine.attacks.report, "robustness_report",
+                   "a stored report must not be measured again")
     again = run_ok(AppTest.from_file(MODELS, default_timeout=60))
     _ask_for_a_report(again, "here")
-    assert again.query_params["result"] == key and f"Result `{key}` (stored earlier" in _texts(again)
+    assert again.query_params["result"] == key and f"Result `{key}` (stored earlier" in texts(again)
 
     again.select_slider(key="report_n").set_value(32)  # a new report, queued while the stored one is linked
     again.radio(key="report_mode").set_value("background")
     again.button(key="report_run").click()
     run_ok(again)
     job_id = int(again.query_params["job"])
-    assert "result" not in again.query_params and f"Queued as background job {job_id}" in _texts(again)
+    assert "result" not in again.query_params and f"Queued as background job {job_id}" in texts(again)
     assert "Report (JSON)" not in {b.label for b in again.get("download_button")}
