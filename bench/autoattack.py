@@ -191,7 +191,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     loaded = engine.load(args.checkpoint, device=args.device)
-    dataset = args.dataset or loaded.card.get("dataset")
+    dataset = args.dataset or loaded.card.dataset
     card_norm, card_eps = threat_of(loaded.card)
     norm = args.norm or card_norm or "linf"
     eps = args.eps if args.eps is not None else card_eps

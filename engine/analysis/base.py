@@ -14,14 +14,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 from engine.errors import CheckpointError, InvalidParameterError, RobustScopeError
+from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
 
-#: ``progress(done, total)``: called after each unit of work (a batch, a cell).
-Progress = Callable[[int, int], None]
-#: ``should_stop() -> bool``: polled between batches; True stops the analysis (nothing is stored).
-ShouldStop = Callable[[], bool]
 
 #: Weights-file suffixes a checkpoint stem resolves to, in order (the same list as
 #: ``engine.checkpoints.store.WEIGHT_SUFFIXES``, kept here so resolving a path needs no torch;

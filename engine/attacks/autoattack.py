@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -40,9 +40,8 @@ from engine.attacks.fab import FAB, FABT
 from engine.attacks.square import MAX_QUERIES, Square
 from engine.errors import InvalidParameterError
 from engine.version import __version__
+from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
 
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
 
 #: version -> the attacks it runs, in order
 VERSIONS: dict[str, tuple[str, ...]] = {

@@ -21,9 +21,8 @@ from engine.models.state import frozen_eval, model_device  # noqa: F401 (re-expo
 from engine.errors import InvalidParameterError, RobustScopeError
 from engine.attacks.losses import Loss, get_loss, loss_name
 from engine.attacks.steps import STEPS
+from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
 
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
 
 
 class AttackCancelled(RobustScopeError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from engine.attacks.base import AttackCancelled, AttackResult, Forward, frozen_eval, model_device
+from engine.models.state import batched_logits, predict_labels
 from engine.attacks.base import Attack, check_eps, check_norm, check_positive_int
 from engine.attacks.pgd import PGD, pgd_loop
 from engine.attacks.registry import get_attack_class, make_attack
 from engine.attacks.steps import STEPS
 from engine.errors import InvalidParameterError
+from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
 
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -279,13 +279,13 @@ def transfer_matrix(
         raise InvalidParameterError("give at least one model for the transfer matrix")
     clean_correct = {}
     for name in names:
-        clean_correct[name] = _predict(models[name], images, batch_size, device) == labels
+        clean_correct[name] = predict_labels(models[name], images, batch_size, device) == labels
     accuracy, fooling = [], []
     for i, src in enumerate(names):
         adv = run_attack(models[src], images, labels, attack, batch_size, device, should_stop=should_stop).adv
         acc_row, fool_row = [], []
         for dst in names:
-            correct = _predict(models[dst], adv, batch_size, device) == labels
+            correct = predict_labels(models[dst], adv, batch_size, device) == labels
             acc_row.append(float(correct.float().mean()))
             was = clean_correct[dst]
             fool_row.append(float((was & ~correct).sum()) / max(int(was.sum()), 1))
@@ -325,34 +325,13 @@ def craft_and_compare(
     if source not in models:
         raise InvalidParameterError(f"source must be one of {', '.join(models)}, got {source!r}")
     if labels is None:
-        labels = _logits(models[source], images, batch_size, device).argmax(dim=1)
+        labels = batched_logits(models[source], images, batch_size, device).argmax(dim=1)
     if targets is not None:
         targets = torch.as_tensor(targets, dtype=torch.long)
     result = run_attack(models[source], images, labels, attack, batch_size, device, targets, progress, should_stop)
-    logits = {name: (_logits(model, images, batch_size, device), _logits(model, result.adv, batch_size, device))
+    logits = {name: (batched_logits(model, images, batch_size, device), batched_logits(model, result.adv, batch_size, device))
               for name, model in models.items()}
     return CraftComparison(images.detach().cpu(), result, source, logits)
-
-
-@torch.no_grad()
-def _logits(model: nn.Module, images: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
-    """(N, K) float32 logits, batched, model state untouched; result on CPU."""
-    home = model_device(model)
-    target = torch.device(device) if device is not None else home
-    out = []
-    model.to(target)
-    try:
-        with frozen_eval(model):
-            for i in range(0, len(images), batch_size):
-                out.append(model(images[i:i + batch_size].to(target)).float().cpu())
-    finally:
-        model.to(home)
-    return torch.cat(out)
-
-
-def _predict(model: nn.Module, images: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
-    """(N,) predicted classes, batched, model state untouched; result on CPU."""
-    return _logits(model, images, batch_size, device).argmax(dim=1)
 
 
 def minimal_perturbation(

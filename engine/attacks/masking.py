@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -31,13 +30,12 @@ from torch import nn
 
 from engine.attacks.apgd import APGD
 from engine.attacks.base import AttackCancelled, check_eps, check_norm, check_positive, check_positive_int, max_eps
-from engine.attacks.evaluate import _predict, robust_accuracy, run_attack
+from engine.attacks.evaluate import robust_accuracy, run_attack
 from engine.attacks.pgd import FGSM, PGD
 from engine.attacks.square import Square
 from engine.errors import InvalidParameterError
-
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
+from engine.models.state import predict_labels
+from engine.runtime import Progress, ShouldStop
 
 #: check name -> what it verifies (for tables)
 CHECKS = {
@@ -169,7 +167,7 @@ def masking_checks(
         return res.robust_acc
 
     whitebox = lambda e, **kw: APGD(eps=e, norm=norm, steps=steps, seed=seed, **kw)  # noqa: E731
-    clean = float((_predict(model, images, batch_size, device) == labels.cpu()).float().mean())
+    clean = float((predict_labels(model, images, batch_size, device) == labels.cpu()).float().mean())
     stopped = False
     try:
         for e in ladder_eps:
@@ -248,4 +246,4 @@ def _compare(name: str, whitebox: float, other: float, tol: float, white_label: 
 def _transfer_acc(source, target, images, labels, attack, batch_size, device, should_stop) -> float:
     """Accuracy of ``target`` on examples crafted against ``source``."""
     adv = run_attack(source, images, labels, attack, batch_size, device, should_stop=should_stop).adv
-    return float((_predict(target, adv, batch_size, device) == labels.cpu()).float().mean())
+    return float((predict_labels(target, adv, batch_size, device) == labels.cpu()).float().mean())

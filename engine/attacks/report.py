@@ -16,7 +16,7 @@ import importlib.util
 import io
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,15 +27,15 @@ from torch import nn
 from engine.attacks.apgd import APGD
 from engine.attacks.autoattack import AutoAttack, evaluate_autoattack
 from engine.attacks.base import AttackCancelled, check_eps, check_norm, check_positive_int
-from engine.attacks.evaluate import _predict, robust_accuracy
+from engine.attacks.evaluate import robust_accuracy
+from engine.models.state import predict_labels
 from engine.attacks.masking import masking_checks
 from engine.attacks.pgd import PGD
 from engine.errors import InvalidParameterError
 from engine.fileio import atomic_write_text
 from engine.version import __version__
+from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
 
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
 
 #: the ε-sweep's default points, as multiples of the report's ε
 SWEEP_FACTORS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
@@ -255,7 +255,7 @@ def robustness_report(
     stopped = False
     try:
         clean_progress = stages.of("clean")
-        fields["clean_acc"] = float((_predict(model, images, batch_size, device) == labels.cpu()).float().mean())
+        fields["clean_acc"] = float((predict_labels(model, images, batch_size, device) == labels.cpu()).float().mean())
         clean_progress(1, 1)
         pgd = PGD(eps=eps, norm=norm, steps=pgd_steps)
         res = robust_accuracy(model, images, labels, pgd, batch_size, device, stages.of("pgd"), should_stop)

@@ -23,11 +23,11 @@ from engine.attribution.render import REDUCTIONS
 from engine.attribution.state import as_images, as_labels, model_device, predict
 from engine.errors import InvalidParameterError
 from engine.evaluation import accuracy
+from engine.runtime import Progress  # noqa: F401 (re-exported)
 
 MODES = ("keep", "remove")
 DEFAULT_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
-Progress = Callable[[int, int], None]
 
 
 def mean_fill(images: torch.Tensor, sigma: float | None = None) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from engine.errors import InvalidParameterError
-from engine.models.state import frozen_eval, model_device  # noqa: F401 (re-exported)
+from engine.models.state import batched_logits, frozen_eval, model_device  # noqa: F401 (re-exported)
 
 
 def as_images(images, name: str = "images") -> torch.Tensor:
@@ -59,10 +59,6 @@ def as_labels(labels, batch: int, num_classes: int, name: str = "labels") -> tor
     return tensor
 
 
-@torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` on ``images`` (B, C, H, W) in batches, in eval mode; returns (B, K) on CPU."""
-    device = model_device(model)
-    with frozen_eval(model):
-        chunks = [model(batch.to(device)).float().cpu() for batch in images.split(batch_size)]
-    return torch.cat(chunks)
+    return batched_logits(model, images, batch_size)

@@ -16,8 +16,8 @@ from engine.errors import InvalidParameterError
 from engine.featvis._model_state import as_image_tensor, frozen_eval, model_device
 from engine.featvis.targets import FeatureTarget, direction_target, unit_target
 from engine.models.hooks import record_activations
+from engine.runtime import Progress  # noqa: F401 (re-exported)
 
-Progress = Callable[[int, int], None]
 
 
 class TopK(NamedTuple):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import pandas as pd
 import torch
@@ -17,10 +17,9 @@ from torch import nn
 from engine.data import dataset_size, iter_batches
 from engine.data import distortions as dist
 from engine.errors import InvalidParameterError
-from engine.evaluation import eval_mode
+from engine.models.state import model_device, predict_labels  # noqa: F401 (model_device re-exported)
+from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
 
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
 
 #: Table columns of :attr:`OODResult.table`.
 COLUMNS = ("model", "distortion", "severity", "keeps", "accuracy", "correct", "total")
@@ -66,23 +65,11 @@ class _Task(NamedTuple):
     data: object  # an (images, labels) pair or a Dataset (engine.data.Sample): read batch by batch
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameter-free model)."""
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
-@torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Top-1 predictions (N,) long on the CPU for images (N, C, H, W) in [0, 1].
-
-    The model runs in eval mode on its own device; its mode is restored afterwards.
-    """
+    """Top-1 predictions (N,) long on the CPU for images (N, C, H, W) in [0, 1] (the model in eval
+    mode on its own device, its mode restored: ``engine.models.state.predict_labels``)."""
     _check_batch_size(batch_size)
-    device = model_device(model)
-    with eval_mode(model):
-        chunks = [model(images[i:i + batch_size].to(device)).argmax(1).cpu()
-                  for i in range(0, len(images), batch_size)]
-    return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
+    return predict_labels(model, images, batch_size)
 
 
 def _check_batch_size(batch_size: int) -> None:

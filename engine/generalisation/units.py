@@ -35,8 +35,8 @@ from engine.errors import InvalidParameterError
 from engine.evaluation import eval_mode
 from engine.generalisation.ood import model_device
 from engine.models.hooks import record_activations
+from engine.runtime import Progress  # noqa: F401 (re-exported)
 
-Progress = Callable[[int, int], None]
 
 #: Radial frequency (cycles/pixel) above which energy counts as high-frequency.
 HIGH_FREQUENCY_CUTOFF = 0.25

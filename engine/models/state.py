@@ -35,3 +35,27 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+@torch.no_grad()
+def batched_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256, device=None) -> torch.Tensor:
+    """(N, K) float32 logits of ``model`` on ``images`` (N, C, H, W), ``batch_size`` at a time, on
+    the CPU; in eval mode on ``device`` (default: the model's own), every mode and the model's
+    device restored afterwards. An empty batch gives a (0, 0) tensor."""
+    home = model_device(model)
+    target = torch.device(device) if device is not None else home
+    out = []
+    model.to(target)
+    try:
+        with frozen_eval(model):
+            for i in range(0, len(images), batch_size):
+                out.append(model(images[i:i + batch_size].to(target)).float().cpu())
+    finally:
+        model.to(home)
+    return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def predict_labels(model: nn.Module, images: torch.Tensor, batch_size: int = 256, device=None) -> torch.Tensor:
+    """(N,) long predicted classes on the CPU (see :func:`batched_logits`)."""
+    logits = batched_logits(model, images, batch_size, device)
+    return logits.argmax(dim=1) if len(logits) else torch.zeros(0, dtype=torch.long)

@@ -13,6 +13,7 @@ from torch import nn
 
 from engine.data.registry import dataset_size, slice_batch  # noqa: F401  (re-exported)
 from engine.errors import InvalidParameterError
+from engine.models.state import model_device  # noqa: F401 (re-exported)
 from engine.models.hooks import record_activations
 
 #: A per-batch input transform (attack, distortion): (images (B,C,H,W) in [0,1], labels (B,))
@@ -56,13 +57,6 @@ def to_features(output, pooling: str = "flatten") -> torch.Tensor:
     if not isinstance(output, torch.Tensor):
         raise InvalidParameterError(f"layer output is not a tensor ({type(output).__name__})")
     return POOLINGS[pooling](output)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameter-less model)."""
-    for param in model.parameters():
-        return param.device
-    return torch.device("cpu")
 
 
 @contextmanager
