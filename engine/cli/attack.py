@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 
-from engine.attacks import ATTACKS, STEPS
 from engine.cli import MAX_BATCH, add_analysis_options, check_int, print_json, run_request, warn_result_notes
 from engine.errors import InvalidParameterError
 
+#: the names of ``engine.attacks.ATTACKS`` and ``engine.attacks.STEPS`` (the tests check they agree),
+#: kept here so building the parser imports no torch and a stored result prints at once
+ATTACK_NAMES = ("fgsm", "pgd", "lbfgs", "cw", "deepfool", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square",
+                "autoattack")
+NORM_NAMES = ("linf", "l2")
 #: the options of :func:`add_attack_arguments`, as ``engine.attacks.make_attack`` keywords
 ATTACK_KEYS = ("norm", "eps", "steps", "alpha", "restarts", "random_start", "targeted")
 
@@ -24,8 +28,8 @@ def add_attack_arguments(p: argparse.ArgumentParser, default: str | None = None,
     """Add ``--attack --norm --eps --steps --alpha --restarts --no-random-start --targeted`` to parser ``p``
     (``eps=False``: no ``--eps``, for a command that sets ε itself). Unset values take the attack's
     per-dataset defaults (engine.attacks.default_params)."""
-    p.add_argument("--attack", default=default, choices=list(ATTACKS), help="attack name")
-    p.add_argument("--norm", choices=list(STEPS), help="threat model (PGD, DeepFool)")
+    p.add_argument("--attack", default=default, choices=list(ATTACK_NAMES), help="attack name")
+    p.add_argument("--norm", choices=list(NORM_NAMES), help="threat model (PGD, DeepFool)")
     if eps:
         p.add_argument("--eps", type=float, help="radius ε in [0,1] pixel units (default: per dataset)")
     p.add_argument("--steps", type=int, help="iterations (PGD, CW, DeepFool)")

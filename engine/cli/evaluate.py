@@ -64,7 +64,8 @@ def register(sub) -> None:
 
 def evaluate_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.EvaluateRequest` of ``evaluate --checkpoint ...``; a subset
-    (``--n``) is checked against the split's size here, so a background job is refused at once too."""
+    (``--n``) not answered from the store is checked against the split's size here, so a background
+    job is refused at once too."""
     from engine.analysis import EvaluateRequest, ModelRef
     from engine.analysis.base import card_json
 
@@ -72,11 +73,6 @@ def evaluate_request(args: argparse.Namespace):
     dataset = args.dataset or card_json(model.path).get("dataset")
     if not dataset:
         raise InvalidParameterError(f"{model.path}'s card names no dataset; give --dataset")
-    if args.n is not None:
-        from engine import data as edata
-
-        size = len(edata.load_dataset(dataset, split=args.split))
-        check_int("--n", args.n, 1, size, f"the {dataset} {args.split} split's size")
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     params = {}
     if args.attack:
@@ -84,8 +80,22 @@ def evaluate_request(args: argparse.Namespace):
         if args.attacks:
             params["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
             params.setdefault("version", "custom")
-    return EvaluateRequest(model=model, dataset=dataset, split=args.split, n=args.n, batch_size=args.batch_size,
-                           attack=args.attack, seed=0 if args.seed is None else args.seed, **params).validate()
+    request = EvaluateRequest(model=model, dataset=dataset, split=args.split, n=args.n, batch_size=args.batch_size,
+                              attack=args.attack, seed=0 if args.seed is None else args.seed, **params)
+    if args.n is not None and (args.no_cache or not is_stored(request)):
+        from engine import data as edata
+
+        size = len(edata.load_dataset(dataset, split=args.split))
+        check_int("--n", args.n, 1, size, f"the {dataset} {args.split} split's size")
+    return request.validate()
+
+
+def is_stored(request) -> bool:
+    """Whether the result store holds ``request``'s result (then its ``--n`` was valid, and the
+    answer needs neither torch nor the dataset)."""
+    from engine.analysis import ResultStore, cached_result
+
+    return cached_result(request.key(), ResultStore())[0] is not None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

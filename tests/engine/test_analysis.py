@@ -82,10 +82,13 @@ def test_torch_free_name_lists_match_the_registries():
     from engine.analysis.base import WEIGHT_SUFFIXES
     from engine.analysis.requests import CKA_KERNELS, CKA_POOLINGS, SEVERITY_LEVELS
     from engine.checkpoints.store import WEIGHT_SUFFIXES as STORE_SUFFIXES
+    from engine.attacks import ATTACKS, STEPS
+    from engine.cli.attack import ATTACK_NAMES, NORM_NAMES
     from engine.cli.ood import DISTORTION_NAMES
     from engine.data.distortions import DISTORTIONS, SEVERITIES
     from engine.similarity import KERNELS, POOLINGS
 
+    assert ATTACK_NAMES == tuple(ATTACKS) and NORM_NAMES == tuple(STEPS)
     assert WEIGHT_SUFFIXES == STORE_SUFFIXES
     assert CKA_KERNELS == tuple(KERNELS) and CKA_POOLINGS == tuple(POOLINGS)
     assert sorted(DISTORTION_NAMES) == sorted(DISTORTIONS) and SEVERITY_LEVELS == tuple(SEVERITIES)
