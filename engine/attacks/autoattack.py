@@ -34,11 +34,11 @@ from torch import nn
 from engine.attacks.apgd import APGD, APGDDLR, APGDT, _check_seed
 from engine.attacks.base import (
     MAX_STEPS, Attack, AttackCancelled, AttackResult, check_eps, check_norm, check_positive_int, frozen_eval,
-    model_device,
 )
 from engine.attacks.fab import FAB, FABT
 from engine.attacks.square import MAX_QUERIES, Square
 from engine.errors import InvalidParameterError
+from engine.models.state import moved_to
 from engine.version import __version__
 from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
 
@@ -311,12 +311,9 @@ def evaluate_autoattack(
         raise InvalidParameterError("no images to evaluate")
     head = attack if isinstance(attack, Attack) else members[0]
     start = time.perf_counter()
-    home = model_device(model)
-    target = torch.device(device) if device is not None else home
     images, labels = images.detach().cpu().float(), torch.as_tensor(labels).cpu().long()
     n = len(images)
-    model.to(target)
-    try:
+    with moved_to(model, device) as target:
         with torch.no_grad(), frozen_eval(model):
             pred_clean = torch.cat([model(images[i:i + batch_size].to(target)).argmax(dim=1).cpu()
                                     for i in range(0, n, batch_size)])
@@ -333,8 +330,6 @@ def evaluate_autoattack(
                 progress(min(stage * n + (n - todo) + done, work_total), work_total)
 
         outcome = run_sequence(members, labels, pred_clean, run_one, batch_size, images, on_batch)
-    finally:
-        model.to(home)
     for stage in outcome.stages:
         if stage["attack"] == "square" and outcome.queries is not None:
             attacked = outcome.queries[outcome.queries > 0].float()

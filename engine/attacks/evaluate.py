@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.attacks.base import AttackCancelled, AttackResult, Forward, frozen_eval, model_device
-from engine.models.state import batched_logits, predict_labels
+from engine.attacks.base import AttackCancelled, AttackResult, Forward, frozen_eval
+from engine.models.state import batched_logits, moved_to, predict_labels
 from engine.attacks.base import Attack, check_eps, check_norm, check_positive_int
 from engine.attacks.pgd import PGD, pgd_loop
 from engine.attacks.registry import get_attack_class, make_attack
@@ -143,10 +143,7 @@ def run_attack(
     ``progress(done_images, N)``. Raises :class:`AttackCancelled` when ``should_stop()`` is True.
     """
     results = []
-    home = model_device(model)
-    target = torch.device(device) if device is not None else home
-    model.to(target)
-    try:
+    with moved_to(model, device) as target:
         done = 0
         for i, (xb, yb) in enumerate(_batches(images, labels, batch_size)):
             tb = None if targets is None else targets[i * batch_size:i * batch_size + len(xb)]
@@ -158,8 +155,6 @@ def run_attack(
             done += len(xb)
             if progress is not None:
                 progress(done, len(images))
-    finally:
-        model.to(home)
     return AttackResult.cat(results)
 
 
@@ -377,11 +372,8 @@ def minimal_perturbation(
 def _bisect_pgd(model, images, labels, norm, eps_max, rounds, steps, batch_size, device, progress,
                 should_stop) -> torch.Tensor:
     """Per-example bisection on ε with the PGD loop (per-example ε tensors)."""
-    home = model_device(model)
-    target = torch.device(device) if device is not None else home
     out = []
-    model.to(target)
-    try:
+    with moved_to(model, device) as target:
         with frozen_eval(model):
             fwd = Forward(model, target, should_stop=should_stop)
             for xb, yb in _batches(images, labels, batch_size):
@@ -406,8 +398,4 @@ def _bisect_pgd(model, images, labels, norm, eps_max, rounds, steps, batch_size,
                 out.append(torch.where(wrong, torch.zeros_like(res), res).cpu())
                 if progress is not None:
                     progress(sum(len(o) for o in out), len(images))
-    except AttackCancelled:
-        raise
-    finally:
-        model.to(home)
     return torch.cat(out)

@@ -37,21 +37,28 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@contextmanager
+def moved_to(model: nn.Module, device=None) -> Iterator[torch.device]:
+    """The model on ``device`` (default: where it is) inside the block, back on its own device
+    afterwards, also when the block raises; yields the device it runs on."""
+    home = model_device(model)
+    target = torch.device(device) if device is not None else home
+    model.to(target)
+    try:
+        yield target
+    finally:
+        model.to(home)
+
+
 @torch.no_grad()
 def batched_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256, device=None) -> torch.Tensor:
     """(N, K) float32 logits of ``model`` on ``images`` (N, C, H, W), ``batch_size`` at a time, on
     the CPU; in eval mode on ``device`` (default: the model's own), every mode and the model's
     device restored afterwards. An empty batch gives a (0, 0) tensor."""
-    home = model_device(model)
-    target = torch.device(device) if device is not None else home
     out = []
-    model.to(target)
-    try:
-        with frozen_eval(model):
-            for i in range(0, len(images), batch_size):
-                out.append(model(images[i:i + batch_size].to(target)).float().cpu())
-    finally:
-        model.to(home)
+    with moved_to(model, device) as target, frozen_eval(model):
+        for i in range(0, len(images), batch_size):
+            out.append(model(images[i:i + batch_size].to(target)).float().cpu())
     return torch.cat(out) if out else torch.zeros((0, 0))
 
 
