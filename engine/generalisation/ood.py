@@ -77,11 +77,9 @@ def _check_batch_size(batch_size: int) -> None:
         raise InvalidParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def _check_inputs(models: Mapping[str, nn.Module], images, labels) -> object:
+def _data(images, labels) -> object:
     """The data to read batch by batch: ``(images, labels)``, or ``images`` itself when it is a
     Dataset (``labels`` None)."""
-    if not models:
-        raise InvalidParameterError("give at least one model to evaluate")
     if labels is None and not isinstance(images, torch.Tensor):
         if dataset_size(images) == 0:
             raise InvalidParameterError("the image sample is empty")
@@ -102,7 +100,7 @@ def _tasks(data, distortions, severities, image_sets, include_clean) -> list[_Ta
     tasks = [_Task(CLEAN, 0, "both", data)] if include_clean else []
     tasks += [_Task(n, s, dist.DISTORTIONS[n].keeps, data) for n in names for s in levels]
     for set_name, image_set in (image_sets or {}).items():
-        tasks.append(_Task(set_name, 0, image_set.keeps, _check_inputs({"-": None}, image_set.images, image_set.labels)))
+        tasks.append(_Task(set_name, 0, image_set.keeps, _data(image_set.images, image_set.labels)))
     if not tasks:
         raise InvalidParameterError("nothing to evaluate: choose distortions or keep the clean rows")
     return tasks
@@ -154,7 +152,9 @@ def evaluate_ood(
     Raises:
         InvalidParameterError: unknown distortion, severity outside 1..5, bad shapes, no models.
     """
-    data = _check_inputs(models, images, labels)
+    if not models:
+        raise InvalidParameterError("give at least one model to evaluate")
+    data = _data(images, labels)
     _check_batch_size(batch_size)
     tasks = _tasks(data, distortions, list(severities), image_sets, include_clean)
     total = sum(-(-dataset_size(t.data) // batch_size) for t in tasks)
