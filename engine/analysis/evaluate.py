@@ -72,6 +72,21 @@ def seeded(seed: int, device: str):
         yield
 
 
+def device_name(device: str) -> str:
+    """The accelerator's name for a CUDA ``device`` (what measured a figure), else ``device``."""
+    import torch
+
+    where = torch.device(device)
+    return torch.cuda.get_device_name(where) if where.type == "cuda" else where.type
+
+
+def torch_version() -> str:
+    """The torch version that measured a figure."""
+    import torch
+
+    return torch.__version__
+
+
 def run(request, ctx) -> Payload:
     """Clean accuracy, then the attack (see the module docstring)."""
     from engine import data as edata
@@ -93,7 +108,8 @@ def run(request, ctx) -> Payload:
         raise AnalysisCancelled("evaluation stopped before it finished; nothing was stored")
     meta = {"clean": {"accuracy": clean.accuracy, "correct": clean.correct, "total": clean.total,
                       "seconds": clean.seconds},
-            "attack": None, "family": request.family, "notes": notes, "device": ctx.device}
+            "attack": None, "family": request.family, "notes": notes, "device": ctx.device,
+            "device_name": device_name(ctx.device), "torch": torch_version(), "split_size": len(dataset)}
     arrays = {}
     if attack is not None:
         images, labels = edata.take(dataset, clean.total)
@@ -160,7 +176,8 @@ def report(result) -> dict:
     clean = meta["clean"]
     out = {"checkpoint": request.model.path, "dataset": request.dataset, "split": request.split,
            "n": clean["total"], "clean_acc": clean["accuracy"], "seconds": round(clean["seconds"], 3),
-           "device": meta.get("device", ""), "bn_branch": request.model.branch}
+           "device": meta.get("device", ""), "bn_branch": request.model.branch,
+           **{k: meta[k] for k in ("device_name", "torch", "split_size") if k in meta}}
     attack = meta.get("attack")
     if attack is None:
         return out

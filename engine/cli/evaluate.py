@@ -205,6 +205,13 @@ def record_branch_metrics(checkpoint: str, card, report: dict, argv: list[str]) 
     return update_card(checkpoint, {"metrics": metrics})
 
 
+def subset_words(report: dict) -> str:
+    """Which images an AutoAttack figure covers: the whole split, or its first N."""
+    if report["attack_n"] == report.get("split_size"):
+        return f"the whole {report['split']} split ({report['attack_n']} images)"
+    return f"the first {report['attack_n']} images of the {report['split']} split"
+
+
 def record_autoattack(checkpoint: str, card, report: dict, argv: list[str]) -> object:
     """Store an AutoAttack-family figure under ``metrics.<attack>`` (``metrics.autoattack`` and the
     headline ``metrics.autoattack_acc`` for AutoAttack; under ``metrics.branches.<branch>`` for a
@@ -216,12 +223,13 @@ def record_autoattack(checkpoint: str, card, report: dict, argv: list[str]) -> o
     attack = report["attack"]["attack"]
     record = {
         "robust_acc": report["robust_acc"], "clean_acc": report["attack_clean_acc"], "n": report["attack_n"],
-        "split": report["split"], "subset": f"the first {report['attack_n']} images of the {report['split']} split",
+        "split": report["split"], "subset": subset_words(report),
         "per_attack": report["per_attack"], "seed": report["seed"], "version": report["version"],
         "norm": report["norm"], "eps": report["eps"], "seconds": report["attack_seconds"],
         "config": report["attack"], "notes": report["notes"], "device": report["device"],
         "dataset": report["dataset"], "measured_with": measured_command(argv),
         "robustscope_version": report["robustscope_version"],
+        **{k: report[k] for k in ("device_name", "torch") if k in report},
     }
     target = metrics
     if report.get("bn_branch", "main") != "main":

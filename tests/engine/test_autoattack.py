@@ -465,6 +465,8 @@ def test_cli_evaluate_autoattack_json_and_record(tiny_ckpt, capsys):
     metrics = engine.load(tiny_ckpt).card.to_dict()["metrics"]
     assert metrics["autoattack"]["robust_acc"] == out["robust_acc"] == metrics["autoattack_acc"]
     assert metrics["autoattack"]["n"] == 12 and "--record" not in metrics["autoattack"]["measured_with"]
+    assert metrics["autoattack"]["subset"] == "the first 12 images of the test split"
+    assert metrics["autoattack"]["torch"] == torch.__version__ and metrics["autoattack"]["device_name"] == "cpu"
     # the PGD headline and the clean figure are kept
     assert metrics["robust_acc"] == 0.1 and metrics["attack"]["attack"] == "pgd" and metrics["clean_acc"] == 0.2
 
