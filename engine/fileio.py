@@ -169,3 +169,21 @@ def remove_stale_temps(folder: str | os.PathLike, older_than_s: float = 3600.0) 
         except OSError:
             continue  # raced with another cleaner or not ours to remove: leave it
     return removed
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    """The bytes of a compressed ``.npz`` holding ``arrays`` (name -> NumPy array)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def save_npz(path: str | os.PathLike, arrays: dict) -> Path:
+    """Write ``arrays`` to ``path`` (.npz, its folder made if missing) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, npz_bytes(arrays), what="NPZ file")

@@ -5,7 +5,7 @@ robust accuracy (A vs B) and the cross-model transfer matrix.
 Each capability is one ``engine.analysis`` request, the same as ``python -m engine attack`` /
 ``sweep`` / ``transfer``: the craft of a dataset image runs here (a stored result at once); the
 ε-sweep and the transfer matrix run here or as background jobs (measured estimate); every result
-reopens from ``?result=<key>[,<key>…]``. An uploaded image has no request (it is not a dataset
+reopens from ``?result=<key>[,<key>…]``, also with no models chosen in the sidebar. An uploaded image has no request (it is not a dataset
 image): it goes to ``engine.attacks.craft_and_compare`` directly."""
 import json
 
@@ -38,12 +38,16 @@ st.caption(
     "(Szegedy et al. 2013, Goodfellow et al. 2015, Madry et al. 2018)."
 )
 sel = common.current_selection()
-common.require_models(sel, both=True)
-MODELS = {"A": sel.a, "B": sel.b}
-SPEC = common.require_compatible(sel, MODELS)
-CLASS_NAMES = list(SPEC.class_names)
 KINDS = (CraftRequest.kind, EpsSweepRequest.kind, TransferRequest.kind)
 LINKED = analysis_ui.permalinked_by_kind(KINDS)  # ?result=<key>[,<key>…]
+MODELS = {slot: m for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None}
+STORED_ONLY = len(MODELS) < 2 and bool(LINKED)  # a permalink opens without the sidebar's models
+if not STORED_ONLY:
+    common.require_models(sel, both=True)
+    SPEC = common.require_compatible(sel, MODELS)
+else:
+    SPEC = edata.get_spec(next(iter(LINKED.values())).request.dataset)
+CLASS_NAMES = list(SPEC.class_names)
 
 
 def class_name(index: int) -> str:
@@ -51,6 +55,7 @@ def class_name(index: int) -> str:
 
 
 def model_title(slot: str) -> str:
+    """The sidebar's title of model ``slot``."""
     return selection.model_title(slot, MODELS[slot].card)
 
 
@@ -164,9 +169,26 @@ def choose_attack():
 
 
 def craft_state(comparison, stem: str, stored=None) -> dict:
-    """What the Craft view shows of a ``CraftComparison`` (its first image), and the stored result."""
+    """What the Craft view shows of a ``CraftComparison`` (its first image), the stored result, and
+    each model's title and name (the stored request's names when the sidebar holds other models)."""
+    slots = list(comparison.logits)
+    if stored is None:
+        titles = {slot: model_title(slot) for slot in slots}
+        names = {slot: MODELS[slot].name for slot in slots}
+    else:
+        titles = {slot: slot_title(stored.request, slot) for slot in slots}
+        names = {slot: stored.request.models[stored.request.slots().index(slot)].name for slot in slots}
     return {"x": comparison.x[:1], "result": comparison.result, "probs": comparison.probabilities(0),
-            "source": comparison.source, "label": int(comparison.result.labels[0]), "stem": stem, "stored": stored}
+            "source": comparison.source, "label": int(comparison.result.labels[0]), "stem": stem, "stored": stored,
+            "titles": titles, "names": names}
+
+
+def linked_craft() -> dict | None:
+    """The Craft view of a permalinked ``craft`` result, or None."""
+    linked = LINKED.get(CraftRequest.kind)
+    if linked is None:
+        return None
+    return craft_state(linked.value(), f"{linked.request.dataset}_{linked.request.offset}", linked)
 
 
 def craft_stored(index: int, name: str, params: dict, source: str, targets) -> dict:
@@ -209,7 +231,7 @@ def topk_frame(state: dict) -> pd.DataFrame:
         for image, probs in p.items():
             order = np.argsort(-probs)[:TOP_K]
             for rank, c in enumerate(order, start=1):
-                rows.append({"model": model_title(slot), "image": image, "rank": rank,
+                rows.append({"model": state["titles"][slot], "image": image, "rank": rank,
                              "class": class_name(int(c)), "probability": float(probs[c])})
     return pd.DataFrame(rows)
 
@@ -230,7 +252,7 @@ def summary_frame(state: dict, v: dict) -> pd.DataFrame:
     rows = []
     for slot, r in v.items():
         p = state["probs"][slot]
-        rows.append({"model": slot, "name": MODELS[slot].name, "crafted_on": state["source"],
+        rows.append({"model": slot, "name": state["names"][slot], "crafted_on": state["source"],
                      "label": class_name(state["label"]), "pred_clean": class_name(r["clean"]),
                      "p_clean": float(p["clean"].max()), "pred_adv": class_name(r["adversarial"]),
                      "p_adv": float(p["adversarial"].max()), "fooled": r["fooled"],
@@ -252,9 +274,10 @@ def show_result(state: dict, stem: str) -> None:
     result = state["result"]
     v = verdicts(state)
     src, other = state["source"], "B" if state["source"] == "A" else "A"
-    headline = (f"Crafted on **{model_title(src)}** — it "
+    titles = state["titles"]
+    headline = (f"Crafted on **{titles[src]}** — it "
                 f"{'fools' if v[src]['fooled'] else 'does not fool'} {src}, and "
-                f"{'transfers to' if v[other]['fooled'] else 'does not fool'} **{model_title(other)}**.")
+                f"{'transfers to' if v[other]['fooled'] else 'does not fool'} **{titles[other]}**.")
     st.markdown(headline)
     (st.error if any(r["fooled"] for r in v.values()) else st.success)(verdict_text(v))
     success = "reached" if bool(result.success[0]) else "did not reach"
@@ -306,10 +329,7 @@ def craft_section():
                                              else craft_stored(index, name, params, source, targets))
         except RobustScopeError as exc:
             common.show_error(exc)
-    state = st.session_state.get("atk_state")
-    if state is None and CraftRequest.kind in LINKED:
-        linked = LINKED[CraftRequest.kind]
-        state = craft_state(linked.value(), f"{linked.request.dataset}_{linked.request.offset}", linked)
+    state = st.session_state.get("atk_state") or linked_craft()
     if state is not None:
         show_result(state, state["stem"])
     return name, params, state and state["stored"]
@@ -350,16 +370,21 @@ def sweep_section(name: str, params: dict):
             except ValueError as exc:
                 st.error(str(exc))
         if shown is not None:
-            st.session_state["atk_sweep_result"] = shown
-            frame = pd.DataFrame(shown.value().rows())
-            frame["model"] = frame["model"].map(lambda slot: slot_title(shown.request, slot))
-            st.session_state["atk_sweep"] = frame
-            fig = px.line(frame, x="eps", y="robust_acc", color="model", markers=True, range_y=[0, 1.02],
-                          labels={"eps": "ε", "robust_acc": "robust accuracy"}, height=360)
-            st.plotly_chart(fig, key="atk_sweep_chart")
-            st.download_button("Sweep (CSV)", frame.to_csv(index=False), file_name="eps_sweep.csv",
-                               mime="text/csv", key="atk_sweep_csv")
+            show_sweep(shown)
     return shown
+
+
+def show_sweep(shown) -> None:
+    """The ε-sweep chart and CSV of a stored ``eps_sweep`` result."""
+    st.session_state["atk_sweep_result"] = shown
+    frame = pd.DataFrame(shown.value().rows())
+    frame["model"] = frame["model"].map(lambda slot: slot_title(shown.request, slot))
+    st.session_state["atk_sweep"] = frame
+    fig = px.line(frame, x="eps", y="robust_acc", color="model", markers=True, range_y=[0, 1.02],
+                  labels={"eps": "ε", "robust_acc": "robust accuracy"}, height=360)
+    st.plotly_chart(fig, key="atk_sweep_chart")
+    st.download_button("Sweep (CSV)", frame.to_csv(index=False), file_name="eps_sweep.csv",
+                       mime="text/csv", key="atk_sweep_csv")
 
 
 def transfer_section(name: str, params: dict):
@@ -381,25 +406,48 @@ def transfer_section(name: str, params: dict):
             except RobustScopeError as exc:
                 common.show_error(exc)
         if shown is not None:
-            st.session_state["atk_transfer_result"] = shown
-            res = shown.value()
-            st.session_state["atk_transfer"] = res
-            titles = [slot_title(shown.request, slot) for slot in res.names]
-            metric = st.radio("Show", ["accuracy", "fooling rate"], horizontal=True, key="atk_transfer_metric")
-            z = np.asarray(res.accuracy if metric == "accuracy" else res.fooling)
-            fig = go.Figure(go.Heatmap(z=z, x=[f"evaluated on {s}" for s in titles],
-                                       y=[f"crafted on {s}" for s in titles], zmin=0, zmax=1,
-                                       colorscale="Viridis", text=np.round(z, 3), texttemplate="%{text}"))
-            fig.update_layout(height=340, margin={"t": 30}, yaxis_autorange="reversed")
-            st.plotly_chart(fig, key="atk_transfer_chart")
-            frame = pd.DataFrame([{"crafted_on": src, "evaluated_on": dst, "accuracy": res.accuracy[i][j],
-                                   "fooling_rate": res.fooling[i][j], "n": res.n}
-                                  for i, src in enumerate(res.names) for j, dst in enumerate(res.names)])
-            st.download_button("Transfer (CSV)", frame.to_csv(index=False), file_name="transfer_matrix.csv",
-                               mime="text/csv", key="atk_transfer_csv")
+            show_transfer(shown)
     return shown
 
 
+def show_transfer(shown) -> None:
+    """The transfer heatmap (accuracy or fooling rate) and CSV of a stored ``transfer`` result."""
+    st.session_state["atk_transfer_result"] = shown
+    res = shown.value()
+    st.session_state["atk_transfer"] = res
+    titles = [slot_title(shown.request, slot) for slot in res.names]
+    metric = st.radio("Show", ["accuracy", "fooling rate"], horizontal=True, key="atk_transfer_metric")
+    z = np.asarray(res.accuracy if metric == "accuracy" else res.fooling)
+    fig = go.Figure(go.Heatmap(z=z, x=[f"evaluated on {s}" for s in titles],
+                               y=[f"crafted on {s}" for s in titles], zmin=0, zmax=1,
+                               colorscale="Viridis", text=np.round(z, 3), texttemplate="%{text}"))
+    fig.update_layout(height=340, margin={"t": 30}, yaxis_autorange="reversed")
+    st.plotly_chart(fig, key="atk_transfer_chart")
+    frame = pd.DataFrame([{"crafted_on": src, "evaluated_on": dst, "accuracy": res.accuracy[i][j],
+                           "fooling_rate": res.fooling[i][j], "n": res.n}
+                          for i, src in enumerate(res.names) for j, dst in enumerate(res.names)])
+    st.download_button("Transfer (CSV)", frame.to_csv(index=False), file_name="transfer_matrix.csv",
+                       mime="text/csv", key="atk_transfer_csv")
+
+
+def stored_only() -> None:
+    """A permalink opened without models A and B in the sidebar: its stored views, nothing to run."""
+    st.info("Showing stored results. Choose models A and B in the sidebar to craft, sweep or transfer anew.")
+    state = linked_craft()
+    if state is not None:
+        show_result(state, state["stem"])
+    if EpsSweepRequest.kind in LINKED:
+        st.subheader("ε-sweep: robust accuracy")
+        show_sweep(LINKED[EpsSweepRequest.kind])
+    if TransferRequest.kind in LINKED:
+        st.subheader("Transfer: crafted on / evaluated on")
+        show_transfer(LINKED[TransferRequest.kind])
+    analysis_ui.show_permalink(*LINKED.values())
+
+
+if STORED_ONLY:
+    stored_only()
+    st.stop()
 attack_name, chosen_params, crafted = craft_section()
 st.divider()
 shown = [crafted, sweep_section(attack_name, chosen_params), transfer_section(attack_name, chosen_params)]

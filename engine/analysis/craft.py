@@ -88,6 +88,18 @@ def decode(result, **_options):
     return CraftComparison(tensor["x"], attack_result, result.meta["source"], logits)
 
 
+def example_arrays(result) -> dict[str, np.ndarray]:
+    """The NPZ arrays of ``python -m engine attack`` (as ``engine.attacks.export.result_arrays`` of
+    the decoded result), read straight from the stored arrays: no torch needed."""
+    arrays = {name: np.asarray(value) for name, value in result.arrays.items()}
+    out = {"x": arrays["x"].astype(np.float32), "x_adv": arrays["adv"].astype(np.float32), "labels": arrays["labels"],
+           "preds": arrays["logits_adv"].argmax(axis=1), "preds_clean": arrays["logits_clean"].argmax(axis=1),
+           "success": arrays["success"], "linf": arrays["linf_norm"], "l2": arrays["l2_norm"]}
+    if "targets" in arrays:
+        out["targets"] = arrays["targets"]
+    return out
+
+
 def report(result) -> dict:
     """The JSON of ``python -m engine attack --json`` (torch-free): accuracy of the attacked model
     clean and under the attack, the attack's success rate and config, and every model's accuracy

@@ -1,13 +1,10 @@
 """Attack results as files: an NPZ of tensors (written atomically) and CSV-ready rows."""
 from __future__ import annotations
 
-import io
-import os
-from pathlib import Path
-
 import numpy as np
 
 from engine.attacks.base import AttackResult
+from engine.fileio import npz_bytes, save_npz  # noqa: F401  (the NPZ writers live with the other writers)
 
 
 def result_arrays(result: AttackResult, x=None) -> dict[str, np.ndarray]:
@@ -27,22 +24,6 @@ def result_arrays(result: AttackResult, x=None) -> dict[str, np.ndarray]:
     if result.targets is not None:
         arrays["targets"] = result.targets.cpu().numpy()
     return arrays
-
-
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """The bytes of a compressed ``.npz`` holding ``arrays``."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
-
-
-def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` to ``path`` (.npz) atomically: temp file in the same folder, then rename."""
-    from engine.fileio import atomic_write_bytes
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(path, npz_bytes(arrays), what="NPZ file")
 
 
 def result_rows(result: AttackResult, class_names=None) -> list[dict]:

@@ -148,6 +148,20 @@ def queue_request(request, args) -> dict:
     return {"job": job.id, "status": job.status, "kind": job.kind, "result": job.result_key}
 
 
+def is_stored(request) -> bool:
+    """Whether the result store holds ``request``'s result (then the request's image count was
+    valid, and the answer needs neither torch nor the dataset)."""
+    from engine.analysis import ResultStore, cached_result
+
+    return cached_result(request.key(), ResultStore())[0] is not None
+
+
+def needs_checking(request, args) -> bool:
+    """Whether a command must check ``request`` against the data (split sizes) before running it:
+    unless its result is stored and will be used (no ``--no-cache``)."""
+    return bool(getattr(args, "no_cache", False)) or not is_stored(request)
+
+
 def run_request(request, args, label: str, out_handler=None, loaded=()) -> int:
     """Run an analysis request for a CLI command: queue it (``--background``) or answer it from
     the result store / compute it here, then print it (``--json``) or hand it to ``out_handler``.

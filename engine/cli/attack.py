@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli import MAX_BATCH, add_analysis_options, check_int, print_json, run_request, warn_result_notes
+from engine.cli import (
+    MAX_BATCH,
+    add_analysis_options,
+    check_int,
+    needs_checking,
+    print_json,
+    run_request,
+    warn_result_notes,
+)
 from engine.errors import InvalidParameterError
 
 #: the names of ``engine.attacks.ATTACKS`` and ``engine.attacks.STEPS`` (the tests check they agree),
@@ -79,16 +87,21 @@ def check_images(args: argparse.Namespace, dataset: str, split: str = "test", of
     check_int("--n", args.n, 1, size - offset, f"the {dataset} {split} split's size")
 
 
-def models_and_dataset(args: argparse.Namespace, paths: list[str], split: str = "test",
-                       offset: int = 0) -> tuple[tuple, str]:
+def models_and_dataset(args: argparse.Namespace, paths: list[str]) -> tuple[tuple, str]:
     """Check ``--n`` and ``--batch-size``; the :func:`model_refs` of ``paths`` and the
-    :func:`card_dataset`, after :func:`check_images` (``--n`` from ``offset`` fits the split)."""
+    :func:`card_dataset` (the image count is checked against the split by :func:`checked`)."""
     check_int("--n", args.n, 1)
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     models = model_refs(paths)
-    dataset = card_dataset(args, models[0])
-    check_images(args, dataset, split, offset)
-    return models, dataset
+    return models, card_dataset(args, models[0])
+
+
+def checked(request, args: argparse.Namespace, split: str = "test", offset: int = 0):
+    """``request``, validated, after :func:`check_images` (``--n`` from ``offset`` fits the split)
+    unless its result is stored and will be used: a stored answer reads no dataset."""
+    if needs_checking(request, args):  # first: its message names the split's size
+        check_images(args, request.dataset, split, offset)
+    return request.validate()
 
 
 def add_comparison_arguments(p: argparse.ArgumentParser, out_help: str, eps: bool = True) -> None:
@@ -134,10 +147,11 @@ def craft_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.CraftRequest` of ``attack --checkpoint ...``."""
     from engine.analysis import CraftRequest
 
-    models, dataset = models_and_dataset(args, [args.checkpoint, *args.compare], args.split, args.offset)
-    return CraftRequest(models=models, dataset=dataset, attack=args.attack,
-                        params=attack_options(args), split=args.split, n=args.n, offset=args.offset,
-                        sample_seed=args.seed, target=args.target, batch_size=args.batch_size).validate()
+    models, dataset = models_and_dataset(args, [args.checkpoint, *args.compare])
+    return checked(CraftRequest(models=models, dataset=dataset, attack=args.attack,
+                                params=attack_options(args), split=args.split, n=args.n, offset=args.offset,
+                                sample_seed=args.seed, target=args.target, batch_size=args.batch_size),
+                   args, args.split, args.offset)
 
 
 def run_attack_command(args: argparse.Namespace) -> int:
@@ -149,11 +163,11 @@ def run_attack_command(args: argparse.Namespace) -> int:
     def write(result) -> int:
         from engine.analysis import get_analysis
         from engine.analysis.base import finite
-        from engine.attacks.export import result_arrays, save_npz
+        from engine.analysis.craft import example_arrays
+        from engine.fileio import save_npz
 
         warn_result_notes(result)
-        comparison = result.value()
-        path = save_npz(args.out, result_arrays(comparison.result, comparison.x))
+        path = save_npz(args.out, example_arrays(result))
         summary = {**get_analysis(result.kind).report(result), "out": str(path), "cached": result.cached,
                    "result": result.key}
         if args.json:

@@ -22,6 +22,7 @@ from engine.cli import (
     add_analysis_options,
     add_branch_option,
     check_int,
+    needs_checking,
     print_json,
     run_request,
     warn_result_notes,
@@ -82,20 +83,12 @@ def evaluate_request(args: argparse.Namespace):
             params.setdefault("version", "custom")
     request = EvaluateRequest(model=model, dataset=dataset, split=args.split, n=args.n, batch_size=args.batch_size,
                               attack=args.attack, seed=0 if args.seed is None else args.seed, **params)
-    if args.n is not None and (args.no_cache or not is_stored(request)):
+    if args.n is not None and needs_checking(request, args):
         from engine import data as edata
 
         size = len(edata.load_dataset(dataset, split=args.split))
         check_int("--n", args.n, 1, size, f"the {dataset} {args.split} split's size")
     return request.validate()
-
-
-def is_stored(request) -> bool:
-    """Whether the result store holds ``request``'s result (then its ``--n`` was valid, and the
-    answer needs neither torch nor the dataset)."""
-    from engine.analysis import ResultStore, cached_result
-
-    return cached_result(request.key(), ResultStore())[0] is not None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

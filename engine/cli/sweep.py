@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from engine.cli import run_request
-from engine.cli.attack import add_comparison_arguments, attack_options, models_and_dataset
+from engine.cli.attack import add_comparison_arguments, attack_options, checked, models_and_dataset
 
 
 def register(sub) -> None:
@@ -27,9 +27,9 @@ def sweep_request(args: argparse.Namespace):
     from engine.analysis import EpsSweepRequest
 
     models, dataset = models_and_dataset(args, args.checkpoint)
-    return EpsSweepRequest(models=models, dataset=dataset, eps=tuple(args.eps),
-                           attack=args.attack, params=attack_options(args, skip=("eps",)), n=args.n,
-                           batch_size=args.batch_size, seed=args.seed).validate()
+    return checked(EpsSweepRequest(models=models, dataset=dataset, eps=tuple(args.eps),
+                                   attack=args.attack, params=attack_options(args, skip=("eps",)), n=args.n,
+                                   batch_size=args.batch_size, seed=args.seed), args)
 
 
 def run_sweep(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from engine.cli import run_request
-from engine.cli.attack import add_comparison_arguments, attack_options, models_and_dataset
+from engine.cli.attack import add_comparison_arguments, attack_options, checked, models_and_dataset
 
 
 def register(sub) -> None:
@@ -27,8 +27,8 @@ def transfer_request(args: argparse.Namespace):
     from engine.analysis import TransferRequest
 
     models, dataset = models_and_dataset(args, args.checkpoint)
-    return TransferRequest(models=models, dataset=dataset, attack=args.attack, params=attack_options(args),
-                           n=args.n, batch_size=args.batch_size, seed=args.seed).validate()
+    return checked(TransferRequest(models=models, dataset=dataset, attack=args.attack, params=attack_options(args),
+                                   n=args.n, batch_size=args.batch_size, seed=args.seed), args)
 
 
 def run_transfer(args: argparse.Namespace) -> int:

@@ -89,6 +89,10 @@ def test_torch_free_name_lists_match_the_registries():
     from engine.similarity import KERNELS, POOLINGS
 
     assert ATTACK_NAMES == tuple(ATTACKS) and NORM_NAMES == tuple(STEPS)
+    from engine.attribution import METHODS
+    from engine.cli.tradeoff import METHOD_NAMES
+
+    assert METHOD_NAMES == tuple(METHODS)
     assert WEIGHT_SUFFIXES == STORE_SUFFIXES
     assert CKA_KERNELS == tuple(KERNELS) and CKA_POOLINGS == tuple(POOLINGS)
     assert sorted(DISTORTION_NAMES) == sorted(DISTORTIONS) and SEVERITY_LEVELS == tuple(SEVERITIES)
