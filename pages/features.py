@@ -4,10 +4,11 @@ Pick a layer; each row is a unit eᵢ or a seeded random unit-norm direction v; 
 top-k held-out images maximising ⟨φ(x), w⟩ and lucent's optimised image, for models A and B.
 Teaching mode hides which rows are units: guess, then reveal.
 
-The top-k search is one stored ``engine.analysis`` request per model (``featvis_topk``), run here
-or as background jobs (``?job=ID,ID``, progress from any session); the view reopens from the
-permalink ``?result=<key A>,<key B>`` without loading a model. Lucent's images are rendered here
-on **Show** (not part of the stored result).
+The top-k search (``featvis_topk``) and lucent's images (``featvis``) are stored ``engine.analysis``
+requests, one of each per model, run here or as background jobs (``Run: auto / here / in the
+background``; ``?job=ID,…``, progress from any session). The view reopens from the permalink
+``?result=<key>,…`` (every top-k and lucent result of the view) or from the Results page (one
+result: that model's column) without loading a model.
 """
 import json
 from typing import NamedTuple
@@ -17,13 +18,12 @@ import streamlit as st
 
 from engine import featvis
 from engine import models as emodels
-from engine.analysis import ModelRef, TopKRequest
+from engine.analysis import AnalysisResult, FeatVisRequest, ModelRef, TopKRequest
 from engine.analysis import topk as etopk
 from engine.errors import RobustScopeError
 from pages import analysis_ui, common
 
-KIND = "featvis_topk"
-VIS_KEY = "fv_vis"  # session: result key -> lucent VisResult rendered on the last Show
+TOPK, VIS = KINDS = ("featvis_topk", "featvis")  # the view's results: top-k and lucent images per model
 SIDEBAR_TITLES = ("Model A", "Model B")  # column titles of results about the sidebar's models
 
 st.title("Features: units vs random directions")
@@ -32,7 +32,7 @@ st.caption(
     "maximising a random direction of the same layer — meaning lives in the space, not the units."
 )
 sel = common.current_selection()
-shown = analysis_ui.permalinked_all(KIND) or analysis_ui.job_statuses(KIND) or []  # ?result=… / ?job=…
+shown = analysis_ui.permalinked_all(KINDS) or analysis_ui.job_statuses(KINDS) or []  # ?result=… / ?job=…
 if not shown or sel.a is not None:  # (a permalinked view shows without models)
     common.require_models(sel, both=False)
 MODELS = {slot: m for slot, m in (("A", sel.a), ("B", sel.b)) if m is not None}
@@ -96,7 +96,7 @@ def settings_form(dims: dict[str, int]) -> tuple[Settings, bool]:
         k = c5.number_input("Top-k images", 1, 16, 5)
         n_images = c6.number_input("Held-out images searched", 20, 5000, 200, step=20)
         steps = c7.number_input("Lucent steps (0: off)", 0, 1024, 32, step=16,
-                                help="rendered here on Show (not in background jobs or permalinks)")
+                                help="optimisation steps of lucent's image of each row (0: top-k images only)")
         teaching = c8.checkbox("Teaching mode", help="Shuffle rows; guess which are real units.")
         mode = analysis_ui.mode_picker(st, "fv_mode")
         show = st.form_submit_button("Show", type="primary")
@@ -104,11 +104,33 @@ def settings_form(dims: dict[str, int]) -> tuple[Settings, bool]:
                     mode), show
 
 
-def topk_request(loaded, targets: list, s: Settings) -> TopKRequest:
+def target_specs(targets: list) -> tuple:
+    """The rows' targets as requests name them: ``("unit", i)`` / ``("direction", seed)``."""
+    return tuple(("unit", int(t.channel)) if t.kind != "direction" else ("direction", int(t.seed)) for t in targets)
+
+
+def topk_request(loaded, specs: tuple, s: Settings) -> TopKRequest:
     """The stored-analysis request of one model's top-k search (``n_images`` test images, seed 0)."""
-    specs = tuple(("unit", int(t.channel)) if t.kind != "direction" else ("direction", int(t.seed)) for t in targets)
     return TopKRequest(model=ModelRef.from_loaded(loaded), layer=s.layer, targets=specs, dataset=sel.dataset,
                        n=s.n_images, sample_seed=0, k=min(s.k, s.n_images))
+
+
+def vis_request(loaded, specs: tuple, s: Settings) -> FeatVisRequest:
+    """The stored-analysis request of one model's lucent images (``s.steps`` steps, seeded by ``s.seed``)."""
+    return FeatVisRequest(model=ModelRef.from_loaded(loaded), layer=s.layer, targets=specs, steps=s.steps,
+                          seed=s.seed)
+
+
+def requests_for(loaded, targets: list, s: Settings) -> list:
+    """One model's requests: its top-k search, and its lucent images when ``s.steps``."""
+    specs = target_specs(targets)
+    return [topk_request(loaded, specs, s)] + ([vis_request(loaded, specs, s)] if s.steps else [])
+
+
+def progress_label(slot: str, request) -> str:
+    """The progress bar's label of one request run here."""
+    what = f"top-{request.k} images" if request.kind == TOPK else "lucent visualisation"
+    return f"Model {slot}: {what}"
 
 
 def row_targets(s: Settings) -> dict[str, list]:
@@ -124,37 +146,54 @@ def row_targets(s: Settings) -> dict[str, list]:
 
 
 def compute(s: Settings) -> list | None:
-    """Top-k images of every row for models A and B (one stored request per model: a repeated
-    search reads the stored result), here or queued (then None); lucent's images (when
-    ``s.steps``) go to the session, by result key."""
-    targets = row_targets(s)
-    found = analysis_ui.run_or_queue_all(
-        [topk_request(MODELS[slot], rows, s) for slot, rows in targets.items()],
-        [[MODELS[slot]] for slot in targets], s.mode,
-        [f"Model {slot}: top-{min(s.k, s.n_images)} images" for slot in targets], sel.device)
-    if found is None:
-        if s.steps:
-            st.caption("Lucent's images are rendered here only: press **Show** with **Run: here** for them.")
-        return None
-    st.session_state[VIS_KEY] = {result.key: visualise(slot, rows, s)
-                                 for result, (slot, rows) in zip(found, targets.items()) if s.steps}
-    return found
-
-
-def visualise(slot: str, targets: list, s: Settings):
-    """Lucent's optimised image of every row for model ``slot`` (cached on disk by the engine)."""
-    update, finish = common.progress_callback(f"Model {slot}: lucent visualisation")
-    try:
-        return featvis.cached_visualise(MODELS[slot], s.layer, targets, featvis.VisConfig(steps=s.steps, seed=s.seed),
-                                        progress=update)
-    finally:
-        finish()
+    """The top-k images and (when ``s.steps``) lucent's images of every row for models A and B: one
+    stored request of each per model (a repeated **Show** reads the stored results), run here or
+    queued (then None)."""
+    jobs = [(slot, request) for slot, rows in row_targets(s).items()
+            for request in requests_for(MODELS[slot], rows, s)]
+    return analysis_ui.run_or_queue_all([request for _, request in jobs], [[MODELS[slot]] for slot, _ in jobs],
+                                        s.mode, [progress_label(slot, request) for slot, request in jobs],
+                                        sel.device)
 
 
 @st.cache_data(show_spinner="Reading the top-k images…", max_entries=16)
 def picked(key: str, _result) -> np.ndarray:
     """The chosen images of stored result ``key``, (T, k, C, H, W) in [0, 1], read from the dataset."""
     return etopk.picked_images(_result).numpy()
+
+
+class Column(NamedTuple):
+    """One model's column of the view: its top-k result and/or its lucent result (the same rows)."""
+
+    title: str
+    top: AnalysisResult | None
+    vis: AnalysisResult | None
+
+    @property
+    def first(self) -> AnalysisResult:
+        """Either result (both name the same model, layer and rows)."""
+        return self.top if self.top is not None else self.vis
+
+
+def _rows_of(result) -> tuple:
+    """What the top-k and lucent results of one column share: model, BN branch, layer, rows, position."""
+    request = result.request
+    return request.model.sha256, request.model.branch, request.layer, request.targets, request.position
+
+
+def columns(results: list) -> list[Column]:
+    """The view's columns in URL order: each pairs a top-k and a lucent result of the same model
+    and rows (either may be missing, e.g. one result opened from the Results page)."""
+    groups: list[dict] = []
+    for result in results:
+        group = next((g for g in groups if result.kind not in g and _rows_of(next(iter(g.values()))) ==
+                      _rows_of(result)), None)
+        if group is None:
+            groups.append({result.kind: result})
+        else:
+            group[result.kind] = result
+    titles = column_titles([next(iter(g.values())) for g in groups])
+    return [Column(title, g.get(TOPK), g.get(VIS)) for title, g in zip(titles, groups)]
 
 
 def column_titles(results: list) -> list[str]:
@@ -170,46 +209,70 @@ def column_titles(results: list) -> list[str]:
     return titles
 
 
-def describe(results: list, titles: list[str]) -> None:
-    """Which models, layer and search the view shows."""
-    request = results[0].request
-    models = " · ".join(f"{title}: `{r.request.model.name}`" if title in SIDEBAR_TITLES else f"`{title}`"
-                        for title, r in zip(titles, results))
-    st.caption(f"{models} · layer `{request.layer}` · top-{request.k} of {request.n} {request.dataset} test images")
-    if not all(title in SIDEBAR_TITLES for title in titles):
-        st.info("Some of these stored top-k images are for other models than the sidebar's; "
-                "press **Show** to search the sidebar's models.")
+def describe(view: list[Column]) -> None:
+    """Which models, layer, search and lucent settings the view shows."""
+    models = " · ".join(f"{c.title}: `{c.first.request.model.name}`" if c.title in SIDEBAR_TITLES else f"`{c.title}`"
+                        for c in view)
+    parts = [models, f"layer `{view[0].first.request.layer}`"]
+    top = next((c.top.request for c in view if c.top is not None), None)
+    if top is not None:
+        parts.append(f"top-{top.k} of {top.n} {top.dataset} test images")
+    vis = next((c.vis.request for c in view if c.vis is not None), None)
+    if vis is not None:
+        parts.append(f"lucent: {vis.steps} steps, seed {vis.seed}")
+    st.caption(" · ".join(parts))
+    if not all(c.title in SIDEBAR_TITLES for c in view):
+        st.info("Some of these stored results are for other models than the sidebar's; "
+                "press **Show** to compute them for the sidebar's models.")
 
 
-def show_rows(results: list, titles: list[str], s: Settings) -> dict[int, bool]:
-    """One row per target, one column per result (top-k grid, lucent image when rendered here).
-    Returns the teaching-mode guesses (row index -> "a real unit")."""
-    reports = [r.value() for r in results]
-    images = [picked(r.key, r) for r in results]
-    vis = st.session_state.get(VIS_KEY, {})
-    n_rows = max(len(report.labels) for report in reports)
+class Cells(NamedTuple):
+    """One column decoded for display: its rows' labels, top-k ranking and images, lucent images."""
+
+    labels: list[str]
+    top: etopk.TopKReport | None
+    picked: np.ndarray | None
+    lucent: featvis.VisResult | None
+
+
+def decode(column: Column) -> Cells:
+    """Read one column's stored results back (the top-k images from the dataset)."""
+    top, vis = column.top, column.vis
+    return Cells(list(column.first.meta["labels"]), top.value() if top is not None else None,
+                 picked(top.key, top) if top is not None else None, vis.value() if vis is not None else None)
+
+
+def show_cell(where, title: str, cells: Cells, index: int, teaching: bool) -> None:
+    """Row ``index`` of one column: its title, top-k grid and lucent image (those it has)."""
+    where.markdown(title + ("" if teaching else f" · {cells.labels[index]}"))
+    if cells.top is not None:
+        show_image(where, featvis.to_hwc(cells.picked[index]),
+                   "top-k: " + ", ".join(f"{v:.2f}" for v in cells.top.top[index].scores))
+    if cells.lucent is not None:
+        show_image(where, cells.lucent.images[index:index + 1],
+                   f"lucent, objective {cells.lucent.trajectories[-1, index]:.3f}")
+
+
+def show_rows(view: list[Column], s: Settings) -> dict[int, bool]:
+    """One row per target, one column per model. Returns the teaching-mode guesses (row index ->
+    "a real unit")."""
+    decoded = [decode(column) for column in view]
+    n_rows = max(len(cells.labels) for cells in decoded)
     order = np.random.default_rng(s.seed + 1).permutation(n_rows) if s.teaching else np.arange(n_rows)
     guesses = {}
     for row, index in enumerate(order):
         st.markdown(f"**Row {row + 1}**" if s.teaching else "")
-        for column, title, result, report, chosen in zip(st.columns(len(results)), titles, results, reports, images):
-            if index >= len(report.labels):
-                continue
-            column.markdown(title + ("" if s.teaching else f" · {report.labels[index]}"))
-            show_image(column, featvis.to_hwc(chosen[index]),
-                       "top-k: " + ", ".join(f"{v:.2f}" for v in report.top[index].scores))
-            lucent = vis.get(result.key)
-            if lucent is not None:
-                show_image(column, lucent.images[index:index + 1],
-                           f"lucent, objective {lucent.trajectories[-1, index]:.3f}")
+        for where, column, cells in zip(st.columns(len(view)), view, decoded):
+            if index < len(cells.labels):
+                show_cell(where, column.title, cells, index, s.teaching)
         if s.teaching:
             guesses[int(index)] = st.checkbox("I think this row is a real unit", key=f"guess_{row}")
     return guesses
 
 
-def reveal(report, guesses: dict[int, bool]) -> None:
-    """Score the teaching-mode guesses against which rows are units."""
-    real = {i for i, key in enumerate(report.keys) if not key.startswith("direction")}
+def reveal(keys: list[str], guesses: dict[int, bool]) -> None:
+    """Score the teaching-mode guesses against which rows (target ``keys``) are units."""
+    real = {i for i, key in enumerate(keys) if not key.startswith("direction")}
     correct = sum((i in real) == guessed for i, guessed in guesses.items())
     st.success(f"You classified {correct} of {len(guesses)} rows correctly (chance: half).")
     st.table([{"row": r + 1, "truth": "unit" if i in real else "random direction",
@@ -217,17 +280,17 @@ def reveal(report, guesses: dict[int, bool]) -> None:
               for r, (i, guessed) in enumerate(guesses.items())])
 
 
-def downloads(results: list, titles: list[str]) -> None:
+def downloads(view: list[Column]) -> None:
     """The top-k JSON (as ``python -m engine featvis``) and each column's lucent images (PNG)."""
-    report = {title: etopk.report(result) for title, result in zip(titles, results)}
-    st.download_button("Download top-k (JSON)", json.dumps(report, indent=2), "featvis.json", "application/json")
-    vis = st.session_state.get(VIS_KEY, {})
-    for i, (title, result) in enumerate(zip(titles, results)):
-        if result.key in vis:
-            st.download_button(f"Download {title} visualisations (PNG, rows in unit-then-direction order)",
-                               featvis.png_bytes(tiled(vis[result.key].images)),
-                               f"featvis_{result.request.model.name}_{result.request.layer}.png", "image/png",
-                               key=f"png_{i}")
+    report = {c.title: etopk.report(c.top) for c in view if c.top is not None}
+    if report:
+        st.download_button("Download top-k (JSON)", json.dumps(report, indent=2), "featvis.json", "application/json")
+    for i, c in enumerate(view):
+        if c.vis is not None:
+            request = c.vis.request
+            st.download_button(f"Download {c.title} visualisations (PNG, rows in unit-then-direction order)",
+                               featvis.png_bytes(tiled(c.vis.value().images)),
+                               f"featvis_{request.model.name}_{request.layer}.png", "image/png", key=f"png_{i}")
 
 
 settings = NO_FORM
@@ -246,15 +309,15 @@ if MODELS:
             common.show_error(exc)
             st.stop()
 if not shown:
-    if not analysis_ui.job_pending(KIND):
+    if not analysis_ui.job_pending(KINDS):
         st.info("Choose a layer and the rows, then press **Show** to search the top-k images"
                 + (" and render the lucent visualisations." if settings.steps else "."))
     st.stop()
 
-titles = column_titles(shown)
-describe(shown, titles)
-guesses = show_rows(shown, titles, settings)
+view = columns(shown)
+describe(view)
+guesses = show_rows(view, settings)
 if settings.teaching and st.button("Reveal"):
-    reveal(shown[0].value(), guesses)
+    reveal(list(view[0].first.meta["keys"]), guesses)
 analysis_ui.show_permalink(*shown)
-downloads(shown, titles)
+downloads(view)

@@ -68,8 +68,7 @@ def run(request, ctx) -> Payload:
     positions = np.stack([t.indices for t in found])                     # (T, k) into the sample
     dataset_index = chosen.indices.numpy()[positions]                    # (T, k) into the dataset
     labels = np.array([[int(dataset[int(i)][1]) for i in row] for row in dataset_index], dtype=np.int64)
-    dim = _layer_dim(loaded.model, request.layer, request.position)
-    targets = [b if not callable(b) else b(dim) for b in builders]
+    targets, dim = feature_targets(request, loaded.model)
     class_names = list(loaded.card.class_names or [])
     meta = {
         "labels": [t.label for t in targets], "keys": [t.key for t in targets], "dim": dim,
@@ -78,6 +77,14 @@ def run(request, ctx) -> Payload:
     }
     return Payload({"positions": positions.astype(np.int64), "dataset_index": dataset_index.astype(np.int64),
                     "scores": np.stack([t.scores for t in found]).astype(np.float32), "labels": labels}, meta)
+
+
+def feature_targets(request, model) -> tuple[list, int]:
+    """``(targets, dim)``: a feature request's ``("unit", i)`` / ``("direction", seed)`` targets as
+    ``engine.featvis.FeatureTarget`` values of its layer (at its position) and the layer's channel
+    count."""
+    dim = _layer_dim(model, request.layer, request.position)
+    return [b if not callable(b) else b(dim) for b in _target_builders(request)], dim
 
 
 def _layer_dim(model, layer: str, position) -> int:

@@ -1,11 +1,16 @@
-"""``featvis``: top-k dataset images and a lucent visualisation of one unit or random direction."""
+"""``featvis``: top-k dataset images and a lucent visualisation of one unit or random direction.
+
+Both parts are stored analyses (``featvis_topk`` and ``featvis``, ``engine.analysis``): a repeated
+command answers them from the result store (``"cached": true`` in each part of the JSON),
+``--no-cache`` computes them again and ``--background`` queues both as jobs.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-from engine.cli import add_analysis_options, check_int, print_json, require_compatible, stderr_progress, warn
+from engine.cli import add_analysis_options, check_int, print_json, queue_request, require_compatible, run_request
 from engine.errors import InvalidParameterError
 from engine.fileio import atomic_write_bytes, atomic_write_text, output_folder
 
@@ -18,7 +23,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "featvis",
         help="top-k images and a feature visualisation of a unit or a random direction",
-        description="Szegedy et al. 2013: compare a unit (natural basis e_i) with a random direction v.",
+        description="Szegedy et al. 2013: compare a unit (natural basis e_i) with a random direction v. The top-k "
+                    "search and the lucent visualisation are stored results: the same command again reads them "
+                    "back; --background queues both.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint path (stem, .safetensors or .json)")
     p.add_argument("--layer", required=True, help="layer name (see `python -m engine models --layers`)")
@@ -30,13 +37,13 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=9, help="number of dataset images (0: skip)")
     p.add_argument("--n", type=int, default=1000, help="held-out images searched for the top-k")
     p.add_argument("--steps", type=int, default=256, help="optimisation steps (0: skip)")
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate of the visualisation")
     p.add_argument("--seed", type=int, default=0, help="visualisation seed")
     p.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output folder for PNGs and featvis.json")
     p.add_argument("--json", action="store_true", help="also print the JSON report on stdout")
-    add_analysis_options(p)  # the top-k search is a stored analysis; --background queues only it
+    add_analysis_options(p)  # the top-k search and the visualisation are stored analyses; --background queues both
     p.set_defaults(func=run_featvis)
 
 
@@ -61,26 +68,40 @@ def layer_channels(model, layer: str) -> int:
     raise InvalidParameterError(f"unknown or non-tensor layer {layer!r}; see `python -m engine models --layers`")
 
 
+def target_spec(args: argparse.Namespace) -> tuple[str, int]:
+    """The command's target as a request names it: ``("unit", i)`` or ``("direction", seed)``."""
+    return ("unit", args.unit) if args.unit is not None else ("direction", args.direction_seed)
+
+
 def topk_request(args: argparse.Namespace, dataset: str, position):
     """The :class:`~engine.analysis.TopKRequest` of ``featvis`` (the same sample as before: ``--n``
     test images drawn with seed 0)."""
     from engine.analysis import ModelRef, TopKRequest
 
-    target = ("unit", args.unit) if args.unit is not None else ("direction", args.direction_seed)
-    return TopKRequest(model=ModelRef.of(args.checkpoint), layer=args.layer, targets=(target,), dataset=dataset,
-                       position=position, n=args.n, sample_seed=0, k=args.top_k).validate()
+    return TopKRequest(model=ModelRef.of(args.checkpoint), layer=args.layer, targets=(target_spec(args),),
+                       dataset=dataset, position=position, n=args.n, sample_seed=0, k=args.top_k).validate()
+
+
+def vis_request(args: argparse.Namespace, position):
+    """The :class:`~engine.analysis.FeatVisRequest` of ``featvis`` (``--steps``, ``--lr``, ``--seed``;
+    lucent's other settings at their defaults, the model's input size)."""
+    from engine.analysis import FeatVisRequest, ModelRef
+
+    return FeatVisRequest(model=ModelRef.of(args.checkpoint), layer=args.layer, targets=(target_spec(args),),
+                          position=position, steps=args.steps, lr=args.lr, seed=args.seed).validate()
 
 
 def run_featvis(args: argparse.Namespace) -> int:
-    """Compute the top-k images and/or the visualisation; write PNGs and featvis.json."""
+    """Compute (or read back) the top-k images and/or the visualisation; write PNGs and
+    featvis.json. ``--background`` queues them instead (nothing is loaded or computed here)."""
+    if args.top_k < 0 or args.steps < 0:
+        raise InvalidParameterError("--top-k and --steps must be >= 0")
+    if args.background:
+        return queue_parts(args)
     import engine
     from engine import featvis
     from engine.device import resolve_device
 
-    if args.background:
-        return _queue_top_k(args)
-    if args.top_k < 0 or args.steps < 0:
-        raise InvalidParameterError("--top-k and --steps must be >= 0")
     check_int("--steps", args.steps, 0, featvis.MAX_VIS_STEPS)
     check_int("--n", args.n, 1, MAX_SEARCHED, "held-out images searched")
     check_int("--top-k", args.top_k, 0, args.n, "at most --n")
@@ -115,28 +136,37 @@ def run_featvis(args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue_top_k(args: argparse.Namespace) -> int:
-    """``--background``: queue the top-k search (the lucent visualisation runs in the foreground only)."""
-    from engine.analysis import submit_analysis
+def queue_parts(args: argparse.Namespace) -> int:
+    """``--background``: queue the top-k search (``--top-k`` > 0) and the visualisation (``--steps``
+    > 0), one job each; print ``{"jobs": [ID, ...], "top_k": {job, status, kind, result},
+    "visualisation": {...}}``."""
     from engine.analysis.base import card_json
 
     check_int("--n", args.n, 1, MAX_SEARCHED, "held-out images searched")
-    check_int("--top-k", args.top_k, 1, args.n, "at most --n; --background queues the top-k search")
-    dataset = args.dataset or card_json(args.checkpoint).get("dataset")
-    job = submit_analysis(topk_request(args, dataset, parse_position(args.position)), use_cache=not args.no_cache,
-                          device=args.device, submitter="cli")
+    check_int("--top-k", args.top_k, 0, args.n, "at most --n")
+    if not (args.top_k or args.steps):
+        raise InvalidParameterError("--top-k 0 and --steps 0 leave nothing to queue")
+    position = parse_position(args.position)
+    requests = {}
+    if args.top_k:
+        requests["top_k"] = topk_request(args, args.dataset or card_json(args.checkpoint).get("dataset"), position)
     if args.steps:
-        warn("--background queues the top-k search only; run the lucent visualisation in the foreground "
-             "(it is cached by checkpoint hash)")
-    print_json({"job": job.id, "status": job.status, "kind": job.kind, "result": job.result_key})
+        requests["visualisation"] = vis_request(args, position)
+    queued = {part: queue_request(request, args) for part, request in requests.items()}
+    print_json({"jobs": [found["job"] for found in queued.values()], **queued})
     return 0
+
+
+def stored(request, args: argparse.Namespace, label: str, loaded):
+    """``request``'s stored result, else computed here and stored (``--no-cache``: computed again);
+    its notes go to stderr."""
+    return run_request(request, args, label, out_handler=lambda result: result, loaded=[loaded])
 
 
 def write_top_k(loaded, args, target, out: Path) -> dict:
     """Search ``args.n`` held-out images (a stored result answers a repeated search); write
     topk.png; return indices, scores and labels."""
     from engine import featvis
-    from engine.analysis import run_analysis
     from engine.analysis.topk import picked_images, sample
 
     check_int("--n", args.n, 1, MAX_SEARCHED, "held-out images searched")
@@ -144,8 +174,7 @@ def write_top_k(loaded, args, target, out: Path) -> dict:
     request = topk_request(args, name, target.position)
     dataset, _ = sample(request)
     require_compatible([loaded], dataset, classes=False)  # labels are only shown: warn if they differ
-    result = run_analysis(request, progress=stderr_progress("top-k"), use_cache=not args.no_cache,
-                          device=args.device, loaded=[loaded])
+    result = stored(request, args, "top-k", loaded)
     picked = featvis.to_hwc(picked_images(result)[0])
     atomic_write_bytes(out / "topk.png", featvis.png_bytes(featvis.grid(picked, scale=args.scale)))
     return {
@@ -157,16 +186,15 @@ def write_top_k(loaded, args, target, out: Path) -> dict:
 
 
 def write_visualisation(loaded, args, target, out: Path) -> dict:
-    """Render (or fetch from the cache) the lucent visualisation; write vis.png."""
+    """Render the lucent visualisation (a stored result answers a repeated one); write vis.png."""
     from engine import featvis
 
-    config = featvis.VisConfig(steps=args.steps, lr=args.lr, seed=args.seed)
-    result = featvis.cached_visualise(loaded, args.layer, [target], config,
-                                      progress=stderr_progress("visualisation"))
-    atomic_write_bytes(out / "vis.png", featvis.png_bytes(featvis.grid(result.images, scale=args.scale)))
-    trajectory = result.trajectories[:, 0]
+    result = stored(vis_request(args, target.position), args, "visualisation", loaded)
+    vis = result.value()
+    atomic_write_bytes(out / "vis.png", featvis.png_bytes(featvis.grid(vis.images, scale=args.scale)))
+    trajectory = vis.trajectories[:, 0]
     return {
-        "config": config.as_dict(), "png": "vis.png", "steps_done": result.steps_done,
+        "config": result.meta["config"], "png": "vis.png", "steps_done": vis.steps_done,
         "objective_first": float(trajectory[0]), "objective_last": float(trajectory[-1]),
-        "trajectory": trajectory.tolist(),
+        "trajectory": trajectory.tolist(), "result": result.key, "cached": result.cached,
     }

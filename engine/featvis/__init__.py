@@ -8,6 +8,7 @@
   :data:`MAX_VIS_TARGETS`, :data:`MAX_VIS_PIXELS`, :data:`MAX_GRID_SIDE`.
 - Optimisation (lucent, hooks always removed, device follows the model): :func:`visualise`,
   :class:`VisConfig`, :class:`VisResult`; cached by checkpoint hash: :func:`cached_visualise`.
+  As a stored, backgroundable analysis: ``engine.analysis.FeatVisRequest`` (kind ``featvis``).
 """
 from engine.featvis.cache import cache_dir, cache_key, cached_visualise, load_cached, save_cached  # noqa: F401
 from engine.featvis.examples import (  # noqa: F401

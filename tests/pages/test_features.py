@@ -93,8 +93,12 @@ def test_other_settings_are_searched_again_and_the_url_names_the_view(checkpoint
     at.number_input[0].set_value(1)  # fewer units, submitted with Show: computed again
     _show(at)
     assert len(at.get("image")) == 12  # 3 rows x 2 models x 2
-    assert at.query_params["result"] != first and len(at.query_params["result"].split(",")) == 2
-    at.run()  # a rerun shows the view the URL names (lucent images stay for this session's results)
+    keys = at.query_params["result"].split(",")
+    assert at.query_params["result"] != first and len(keys) == 4  # top-k and lucent, per model
+    from engine.analysis import ResultStore
+
+    assert [ResultStore().load(key).kind for key in keys] == ["featvis_topk", "featvis"] * 2
+    at.run()  # a rerun shows the view the URL names, lucent images included, from the result store
     assert not at.exception
     assert len(at.get("image")) == 12
 
