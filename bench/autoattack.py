@@ -115,12 +115,13 @@ for _ in range(req["repeats"]):
     with torch.no_grad():
         robust = torch.cat([model(adv[i:i + 500].to(device)).argmax(1).cpu() == y[i:i + 500]
                             for i in range(0, len(y), 500)])
-    after = {}
+    after, total = {}, {}
     for m in messages:
-        hit = re.match(r"robust accuracy after (\S+): ([\d.]+)%", m)
+        hit = re.match(r"robust accuracy after (\S+): ([\d.]+)% \(total time ([\d.]+) s\)", m)
         if hit:
             after[hit.group(1).lower()] = float(hit.group(2)) / 100
-    runs.append({"seconds": seconds, "robust": robust.tolist(), "after": after})
+            total[hit.group(1).lower()] = float(hit.group(3))
+    runs.append({"seconds": seconds, "robust": robust.tolist(), "after": after, "total_time": total})
 print(json.dumps({"runs": runs, "n_classes": k}))
 """
 
@@ -164,6 +165,16 @@ def run_ours(model, x, y, eps, norm="linf", version="standard", seed=0, batch_si
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return res, time.perf_counter() - start
+
+
+def per_attack_seconds(total_time: dict[str, float]) -> dict[str, float]:
+    """Each attack's own seconds from the reference's cumulative "total time" after each attack
+    (its log order is the sequence's order)."""
+    out, before = {}, 0.0
+    for name, total in total_time.items():
+        out[name] = total - before
+        before = total
+    return out
 
 
 def _spread(values: list[float]) -> str:
@@ -215,10 +226,14 @@ def main(argv=None) -> int:
     diff = 100 * (ours.robust_acc - ref_acc)
     print(f"robust accuracy: ours {ours.robust_acc:.2%}, reference {ref_acc:.2%}; difference {diff:+.2f} points "
           f"(target within ±0.5); {int((ours.robust != ref_robust).sum())} images disagree")
+    stage_seconds = per_attack_seconds(ref["runs"][-1].get("total_time", {}))
     for stage in ours.per_attack:
         theirs = ref["runs"][-1]["after"].get(stage["attack"])
         theirs_text = f"{theirs:.2%}" if theirs is not None else "?"
-        print(f"  after {stage['attack']:<8} ours {stage['robust_acc_after']:.2%}  reference {theirs_text}")
+        took = stage_seconds.get(stage["attack"])
+        took_text = f"{took:.1f} s" if took is not None else "?"
+        print(f"  after {stage['attack']:<8} ours {stage['robust_acc_after']:.2%}  reference {theirs_text}"
+              f"   (last run: ours {stage['seconds']:.1f} s, reference {took_text})")
     ratios = [o / r for o, r in zip(ours_times, ref_times)]
     print(f"time: ours {_spread(ours_times)}; reference {_spread(ref_times)}")
     print(f"time ratio ours/reference: median {statistics.median(ratios):.3f} "

@@ -6,8 +6,9 @@ here or as a background job (the user may force either). A queued job is tracked
 (``?job=ID``) and its progress polled from any browser session; when it finishes the page shows
 the result and the URL becomes the permalink ``?result=<key>``, which reopens the view from the
 result store without computing anything. A view made of several results (one per model, e.g. the
-Features page's top-k) names them all: :func:`run_or_queue_all` queues ``?job=ID,ID``,
-:func:`job_statuses` follows them, :func:`permalinked_all` reads ``?result=K1,K2``.
+Features page's top-k and lucent images) names them all: :func:`run_or_queue_all` queues
+``?job=ID,ID``, :func:`job_statuses` follows them, :func:`permalinked_all` reads ``?result=K1,K2``;
+these take one analysis kind or a tuple of the kinds such a view is made of.
 """
 from __future__ import annotations
 
@@ -158,9 +159,14 @@ def auto_run(request, loaded, label: str, device: str = "auto", key: str = "anal
     return None
 
 
-def _jobs_for(kind: str, key: str | None = None) -> list:
-    """The jobs in ``?job=ID[,ID…]`` when they all run analysis ``kind`` (with ``key``: only the
-    one of that request)."""
+def _kinds(kind: str | tuple[str, ...]) -> tuple[str, ...]:
+    """One analysis kind, or the kinds of a view made of several, as a tuple."""
+    return (kind,) if isinstance(kind, str) else tuple(kind)
+
+
+def _jobs_for(kind: str | tuple[str, ...], key: str | None = None) -> list:
+    """The jobs in ``?job=ID[,ID…]`` when they all run analysis ``kind`` (or one of the kinds of a
+    tuple; with ``key``: only the one of that request)."""
     ids = _listed(JOB_PARAM)
     if not ids or not all(text.isdigit() for text in ids):
         return []
@@ -171,12 +177,12 @@ def _jobs_for(kind: str, key: str | None = None) -> list:
         jobs = [store.get(int(text)) for text in ids]
     except RobustScopeError:
         return []
-    if any(job.kind != kind for job in jobs):
+    if any(job.kind not in _kinds(kind) for job in jobs):
         return []
     return [job for job in jobs if key is None or job.config.request.key() == key]
 
 
-def job_pending(kind: str) -> bool:
+def job_pending(kind: str | tuple[str, ...]) -> bool:
     """Whether ``?job=`` names ``kind`` jobs not finished yet (:func:`job_status` shows their
     progress; a view that computes on display waits instead of computing again)."""
     return any(job.status not in FINISHED for job in _jobs_for(kind))
@@ -209,10 +215,11 @@ def permalinked(kind: str) -> AnalysisResult | None:
     return found[0] if found else None
 
 
-def permalinked_all(kind: str) -> list[AnalysisResult]:
-    """Every stored ``kind`` result named by ``?result=K1,K2…`` that can be read (a message for
-    each one that cannot); empty when the URL names none."""
-    found = [_linked(key, (kind,)) for key in _listed(RESULT_PARAM)]
+def permalinked_all(kind: str | tuple[str, ...]) -> list[AnalysisResult]:
+    """Every stored ``kind`` result (of one of the kinds of a tuple) named by ``?result=K1,K2…``
+    that can be read, in URL order (a message for each one that cannot); empty when the URL
+    names none."""
+    found = [_linked(key, _kinds(kind)) for key in _listed(RESULT_PARAM)]
     return [result for result in found if result is not None]
 
 
@@ -266,7 +273,7 @@ def job_status(kind: str, key: str | None = None) -> AnalysisResult | None:
     return found[0] if found else None
 
 
-def job_statuses(kind: str, key: str | None = None) -> list[AnalysisResult] | None:
+def job_statuses(kind: str | tuple[str, ...], key: str | None = None) -> list[AnalysisResult] | None:
     """:func:`job_status` for the jobs of one view (``?job=ID,ID…``, from :func:`run_or_queue_all`):
     their results, in URL order, once every one is done; else None, with the progress of each
     one not done yet."""

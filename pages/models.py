@@ -187,7 +187,7 @@ else:
         show_card("B", sel.b)
     if sel.a is not None or sel.b is not None:
         evaluate_pair()
-    advprop_view.show_advprop_comparison(infos, sel.device)
+advprop_view.show_advprop_comparison(infos, sel.device)  # (a permalinked comparison shows without checkpoints)
 upload_form()
 st.download_button(
     "Download the listing (JSON)",

@@ -38,13 +38,21 @@ def report_section(sel) -> None:
                "robust; Croce & Hein 2020), the gradient-masking checks (Athalye et al. 2018; Carlini et al. "
                "2019) and an ε-sweep, on the first test images. AutoAttack is the field's standard figure; "
                "PGD alone can overstate robustness.")
-    shown = analysis_ui.permalinked(KIND) or analysis_ui.job_status(KIND)  # ?result=<key> / ?job=<id>
+    shown = linked_report()
     asked, computed = report_form(sel)
     if asked:  # the new report replaces the linked one (queued: its job's progress shows next run)
         shown = computed
     if shown is not None:
         analysis_ui.show_permalink(shown)
         show_report(shown.value())
+
+
+def linked_report():
+    """The report the URL names (``?result=<key>``, or a finished ``?job=<id>``: progress while it
+    runs); None when it names another view of the Models page (the AdvProp comparison)."""
+    if analysis_ui.url_kind() not in (None, KIND):
+        return None
+    return analysis_ui.permalinked(KIND) or analysis_ui.job_status(KIND)
 
 
 def report_form(sel) -> tuple[bool, object]:

@@ -24,7 +24,13 @@ st.caption(
     "(Nguyen, Raghu & Kornblith 2021): memory does not grow with the number of images."
 )
 sel = common.current_selection()
-shown = analysis_ui.permalinked("cka") or analysis_ui.job_status("cka")  # ?result=<key> / ?job=<id>
+URL_KIND = analysis_ui.url_kind()  # the view the URL (?result= / ?job=) names: the maps or across epochs
+if URL_KIND == structure_view.EPOCHS_KIND and (sel.a is None or sel.b is None):
+    structure_view.across_epochs_section(sel.dataset, sel.device, runs_dir())  # needs no models A and B
+    st.stop()
+shown = None
+if URL_KIND != structure_view.EPOCHS_KIND:
+    shown = analysis_ui.permalinked("cka") or analysis_ui.job_status("cka")  # ?result=<key> / ?job=<id>
 if shown is None or (sel.a is not None and sel.b is not None):
     common.require_models(sel, both=True)
     # CKA compares representations, not predictions: inputs must match the dataset, classes need not

@@ -1,4 +1,5 @@
-"""Results: every stored analysis (CKA maps, OOD suites, feature top-k ...) and the analysis jobs.
+"""Results: every stored analysis (CKA maps, OOD suites, feature top-k and lucent images ...) and the
+analysis jobs.
 
 Reads ``<runs>/results`` (``engine.analysis.ResultStore``) and the job store; opening a result goes
 to its page with ``?result=<key>`` (the permalink), which renders it without computing anything.
@@ -19,8 +20,9 @@ from engine.errors import RobustScopeError
 
 #: kinds whose page reopens a result from ``?result=<key>`` (the others read it back when the same
 #: request is made there again)
-PERMALINKED = ("cka", "ood", "featvis_topk", "saliency_grid",
-               "saliency_curves", "tradeoff", "robustness_report", "craft", "eps_sweep", "transfer")
+PERMALINKED = ("cka", "ood", "featvis_topk", "featvis", "saliency_grid",
+               "saliency_curves", "tradeoff", "robustness_report", "craft", "eps_sweep", "transfer",
+               "advprop", "cka_epochs")
 
 st.title("Results")
 st.caption("Every analysis run here, from the CLI (`python -m engine cka ...`) or as a background job is stored "

@@ -1,6 +1,6 @@
 """Representations page parts: the block-structure reading of the CKA maps, and CKA across the
 epochs of training runs (Cianfarani et al. 2022). Rendering only; the numbers come from
-``engine.similarity.structure``."""
+``engine.similarity.structure`` (across epochs: the stored ``cka_epochs`` analysis)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,11 +11,14 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import engine
-from engine.models import block_layers
+from engine.analysis import CKARunRequest, ModelRef
 from engine.errors import RobustScopeError
-from engine.similarity.structure import block_structure, cka_across_epochs
+from engine.models import block_layers
+from engine.similarity.structure import block_structure
 from engine.training.state import list_snapshots
-from pages import common
+from pages import analysis_ui, common
+
+EPOCHS_KIND = CKARunRequest.kind
 
 
 def block_structure_table(comp) -> pd.DataFrame | None:
@@ -55,19 +58,6 @@ def _runs(roots: tuple[str, ...]) -> list[str]:
     return sorted(str(p) for p in found)
 
 
-def _epoch_map(folder: str, dataset: str, n: int, reference: str, device: str):
-    snapshots = [(epoch, engine.load(stem, device=device)) for epoch, stem in list_snapshots(Path(folder))]
-    images, labels = common.dataset_sample(dataset, n)
-    progress, finish = common.progress_callback(f"CKA across epochs of {Path(folder).name}…")
-    try:
-        return snapshots[-1][1].card, cka_across_epochs([(e, s.model) for e, s in snapshots], (images, labels),
-                                                         layers=block_layers(snapshots[-1][1].model),
-                                                         reference=reference, n=n, batch_size=min(100, n),
-                                                         progress=progress)
-    finally:
-        finish()
-
-
 def epochs_figure(results) -> go.Figure:
     """One heatmap per run: epochs × layers, CKA to the reference epoch."""
     fig = make_subplots(rows=1, cols=len(results), subplot_titles=[title for title, _ in results],
@@ -82,7 +72,9 @@ def epochs_figure(results) -> go.Figure:
 
 def across_epochs_section(dataset: str, device: str, runs_root: Path) -> None:
     """Pick one or two training runs with snapshots (under the runs folder, or shipped under
-    ``checkpoints/snapshots/``) and show each layer's CKA across epochs."""
+    ``checkpoints/snapshots/``) and show each layer's CKA across epochs: one ``engine.analysis``
+    request (:class:`~engine.analysis.CKARunRequest`), stored, run here or in the background, and
+    reopened from ``?result=<key>``."""
     st.subheader("Across epochs")
     st.caption("Runs trained with `\"snapshot_every\": k` keep every k-th epoch. Each layer's CKA between an "
                "epoch and the final one (or the previous one): robust overfitting is expected to move the "
@@ -93,27 +85,65 @@ def across_epochs_section(dataset: str, device: str, runs_root: Path) -> None:
     if not runs:
         st.info(f"No training run with at least two kept epochs under `{runs_root}`. Train with "
                 "`\"snapshot_every\": 1` (Training page or `python -m engine train`), then come back.")
-        return
+    shown = (epochs_form(runs, dataset, device) if runs else None) or linked_epochs()
+    if shown is not None:
+        show_epochs(shown)
+    elif analysis_ui.job_pending(EPOCHS_KIND):
+        st.caption("The CKA across epochs shows here when the background job is done.")
+
+
+def linked_epochs():
+    """The CKA across epochs the URL names (a finished ``?job=``, progress while it runs, or a
+    ``?result=`` permalink); None when it names another view."""
+    if analysis_ui.url_kind() != EPOCHS_KIND:
+        return None
+    return analysis_ui.job_status(EPOCHS_KIND) or analysis_ui.permalinked(EPOCHS_KIND)
+
+
+def epochs_form(runs: list[str], dataset: str, device: str):
+    """The runs, images and reference, and **Compute CKA across epochs**: the result when it is
+    stored or computed here, None when queued, failed (the error shown) or not asked for."""
     with st.form("epochs_form"):
         chosen = st.multiselect("Runs (standard and robust side by side)", runs, default=runs[-2:], max_selections=2,
                                 format_func=lambda p: f"{Path(p).parent.name}/{Path(p).name}")
         c1, c2 = st.columns(2)
         n = c1.number_input("Images", min_value=8, max_value=5000, value=300, step=100, key="epochs_n")
         reference = c2.radio("Compare each epoch with", ["final", "consecutive"], horizontal=True)
-        go_button = st.form_submit_button("Compute CKA across epochs")
-    if not go_button:
-        return
+        mode = analysis_ui.mode_picker(st, "epochs_mode")
+        asked = st.form_submit_button("Compute CKA across epochs")
+    if not (asked and chosen):
+        return None
     try:
-        results = []
+        loaded, request = epochs_request(chosen, dataset, int(n), reference, device)
         with common.stop_button(st, "epochs_stop"):
-            for folder in chosen:
-                card, res = _epoch_map(folder, dataset, int(n), reference, device)
-                results.append((f"{Path(folder).name} ({card.training.method})", res))
+            return analysis_ui.run_or_queue(request, loaded, mode, "CKA across epochs…", device)
     except RobustScopeError as exc:
         common.show_error(exc)
-        return
-    if results:
-        st.plotly_chart(epochs_figure(results), width="stretch")
-        frame = pd.concat([pd.DataFrame(res.matrix, index=[f"{t} · epoch {e}" for e in res.epochs],
-                                        columns=list(res.layers)) for t, res in results])
-        st.download_button("CSV", frame.to_csv(), "cka_epochs.csv", "text/csv")
+        return None
+
+
+def epochs_request(folders: list[str], dataset: str, n: int, reference: str, device: str):
+    """``(every snapshot loaded, the request)`` of the chosen runs: each run's kept snapshots, its
+    final snapshot's block layers, on the first ``n`` test images."""
+    fields, loaded = {}, []
+    for slot, folder in zip("ab", folders):
+        snapshots = list_snapshots(Path(folder))
+        models = [engine.load(stem, device=device) for _, stem in snapshots]  # not cached: runs keep many
+        loaded += models
+        fields |= {f"run_{slot}": tuple(ModelRef.from_loaded(m) for m in models),
+                   f"epochs_{slot}": tuple(epoch for epoch, _ in snapshots),
+                   f"layers_{slot}": tuple(block_layers(models[-1].model))}
+    return loaded, CKARunRequest(dataset=dataset, reference=reference, n=n, batch_size=min(100, n), **fields)
+
+
+def show_epochs(result) -> None:
+    """One heatmap per run of a stored (or just computed) result, its CSV and its permalink."""
+    runs = [(f"{Path(r.run).name} ({r.method})", r.cka) for r in result.value()]
+    st.markdown(f"**{result.request.describe()}**")
+    for note in result.meta.get("notes", []):
+        st.warning(note)
+    st.plotly_chart(epochs_figure(runs), width="stretch")
+    frame = pd.concat([pd.DataFrame(res.matrix, index=[f"{t} · epoch {e}" for e in res.epochs],
+                                    columns=list(res.layers)) for t, res in runs])
+    st.download_button("CSV", frame.to_csv(), "cka_epochs.csv", "text/csv")
+    analysis_ui.show_permalink(result)

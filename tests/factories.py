@@ -19,3 +19,27 @@ def advprop_model(num_classes: int = 3, shape: tuple = (3, 16, 16), seed: int = 
         with bn_branch(model, "aux"):
             model(torch.rand(16, *shape) * 3)
     return model.eval()
+
+
+def snapshot_run(folder, epochs=(1, 2, 3), method: str = "standard", seed: int = 0):
+    """A training run folder as ``snapshot_every: 1`` leaves it, without training: ``state.json`` and
+    one ``epoch-NNNN/model`` checkpoint per epoch, a tiny seeded ``small_cnn`` on ``shapes`` whose
+    weights drift from epoch to epoch. Returns the folder."""
+    import json
+    from pathlib import Path
+
+    from engine.checkpoints import make_card, save_checkpoint
+    from engine.data import get_spec
+
+    folder = Path(folder)
+    spec = get_spec("shapes")
+    torch.manual_seed(seed)
+    model = build_model("small_cnn", spec.num_classes, spec.input_shape, spec.mean, spec.std, width=4, hidden=8)
+    for epoch in epochs:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(0.3 * torch.randn_like(parameter) * parameter.std().nan_to_num(0.1))
+        card = make_card(model, "shapes", name=f"{folder.name}_e{epoch}", training={"method": method, "epochs": epoch})
+        save_checkpoint(model.eval(), card, folder / f"epoch-{epoch:04d}" / "model")
+    (folder / "state.json").write_text(json.dumps({"epoch": max(epochs), "last": f"epoch-{max(epochs):04d}"}))
+    return folder

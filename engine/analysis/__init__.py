@@ -7,8 +7,11 @@
 
 Public API:
 - requests (frozen dataclasses, ``to_json``/``from_json``, validated): :class:`CKARequest`,
-  :class:`OODRequest`, :class:`TopKRequest`, :class:`EvaluateRequest` (robust accuracy / AutoAttack),
+  :class:`OODRequest`, :class:`TopKRequest` (feature top-k), :class:`FeatVisRequest` (lucent feature
+  visualisation), :class:`EvaluateRequest` (robust accuracy / AutoAttack),
   :class:`ReportRequest` (the robustness report), :class:`UnitsRequest` (unit statistics); models as :class:`ModelRef` (path, sha256, BN branch);
+- :class:`AdvPropRequest` (AdvProp's BN branches vs standard and robust models) and :class:`CKARunRequest`
+  (CKA across a training run's epoch snapshots);
 - the Attack Lab's :class:`CraftRequest` (craft and compare), :class:`EpsSweepRequest` (ε-sweep) and
   :class:`TransferRequest` (transfer matrix), their parameters from :func:`attack_params`;
 - the Saliency page's :class:`SaliencyCurvesRequest` (keep/remove curves, KAR/ROAR) and
@@ -31,12 +34,15 @@ from engine.analysis.base import (  # noqa: F401
 )
 from engine.analysis.registry import ANALYSES, Analysis, get_analysis, request_from_dict  # noqa: F401
 from engine.analysis.requests import (  # noqa: F401
+    AdvPropRequest,
     CKARequest,
+    CKARunRequest,
     CraftRequest,
     EpsSweepRequest,
     TransferRequest,
     attack_params,
     EvaluateRequest,
+    FeatVisRequest,
     OODRequest,
     ReportRequest,
     SaliencyCurvesRequest,

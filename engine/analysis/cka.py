@@ -67,20 +67,12 @@ def run(request, ctx) -> Payload:
     transform, label = _inputs(request, loaded_a, loaded_b)
     state = ctx.load_state()
     resumed_at = int(state["images"]) if state else 0
-    ctx.check_stop()
-    try:
-        comparison = compare_models(
-            loaded_a.model, loaded_b.model, dataset, layers_a=request.layers_a, layers_b=request.layers_b,
-            n=request.n, batch_size=request.batch_size, kernel=request.kernel, sigma_fraction=request.sigma_fraction,
-            pooling=request.pooling, transform=transform, inputs=label, progress=ctx.report,
-            should_stop=ctx.stopped, forward_batch=FORWARD_BATCH, state=state, save_state=ctx.save_state,
-        )
-    except InvalidParameterError:
-        ctx.check_stop()  # stopped before the first batch: a cancel, not an input error
-        raise
-    ctx.check_stop()
-    if any(w.startswith("stopped early") for w in comparison.warnings):
-        raise AnalysisCancelled("CKA stopped before it finished; nothing was stored")
+    comparison = streamed(ctx, "CKA", lambda: compare_models(
+        loaded_a.model, loaded_b.model, dataset, layers_a=request.layers_a, layers_b=request.layers_b,
+        n=request.n, batch_size=request.batch_size, kernel=request.kernel, sigma_fraction=request.sigma_fraction,
+        pooling=request.pooling, transform=transform, inputs=label, progress=ctx.report,
+        should_stop=ctx.stopped, forward_batch=FORWARD_BATCH, state=state, save_state=ctx.save_state,
+    ))
     depth, values, pairs = corresponding_depths(comparison.across)
     meta = {
         "layers_a": list(comparison.within_a.rows), "layers_b": list(comparison.within_b.rows),
@@ -95,6 +87,22 @@ def run(request, ctx) -> Payload:
     arrays = {"within_a": comparison.within_a.matrix, "within_b": comparison.within_b.matrix,
               "across": comparison.across.matrix}
     return Payload(arrays, meta)
+
+
+def streamed(ctx, what: str, compute):
+    """``compute()``, a streamed CKA estimate polling ``ctx.stopped``, with a stop turned into
+    AnalysisCancelled: part way (the estimate warns "stopped early") or before its first batch
+    (the engine then finds no images: a cancel, not an input error)."""
+    ctx.check_stop()
+    try:
+        found = compute()
+    except InvalidParameterError:
+        ctx.check_stop()
+        raise
+    ctx.check_stop()
+    if any(w.startswith("stopped early") for w in found.warnings):
+        raise AnalysisCancelled(f"{what} stopped before it finished; nothing was stored")
+    return found
 
 
 def _structure(matrix) -> dict | None:

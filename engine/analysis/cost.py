@@ -61,10 +61,12 @@ def estimate(request, loaded) -> CostEstimate:
     sets and shape bias); top-k one; the saliency grid, on its one image, about 3 (forward and
     backward) per gradient each method takes (SmoothGrad's noisy copies, Integrated Gradients'
     steps); keep/remove curves :func:`curve_passes` per image; the ε-vs-interpretability trade-off
-    one map and one clean pass per image; robust accuracy and the robustness report one clean pass
-    plus their attacks'
+    one map and one clean pass per image; the lucent visualisation a gradient step per optimisation
+    step on each target's image (:func:`featvis_passes`); robust accuracy and the robustness report
+    one clean pass plus their attacks'
     (:func:`attack_passes`; an upper bound, as points broken early skip the later attacks); the
-    Attack Lab's craft, ε-sweep and transfer :func:`attack_lab_passes`.
+    Attack Lab's craft, ε-sweep and transfer :func:`attack_lab_passes`; the AdvProp comparison
+    :func:`advprop_passes` per model (both branches and the peers); CKA across epochs one per snapshot.
     """
     per = [seconds_per_image(m.model) for m in loaded]
     total_per_image = sum(per)
@@ -95,6 +97,10 @@ def estimate(request, loaded) -> CostEstimate:
         passes, images = report_passes(request), request.n
     elif kind in ATTACK_LAB:
         passes, images = attack_lab_passes(request, per), request.n
+    elif kind == "advprop":
+        passes, images = advprop_passes(request), request.n
+    elif kind == "featvis":
+        passes, images = featvis_passes(request, loaded[0].model), len(request.targets)
     else:
         passes, images = 1.0, request.n
     seconds = total_per_image * passes * images
@@ -155,6 +161,22 @@ def attack_passes(name: str, params: dict) -> float:
     steps = full.get("steps") or full.get("max_iter") or 1
     repeats = full["n_target_classes"] if "n_target_classes" in full else full.get("restarts", 1)
     return GRADIENT_STEP * steps * repeats * full.get("search_steps", 1)
+
+
+def featvis_passes(request, model) -> float:
+    """Forward-equivalent passes per target of a lucent visualisation: a forward and a backward
+    pass per optimisation step, scaled by the image's pixels over the model's input size."""
+    shape = tuple(getattr(model, "input_shape", None) or (3, 32, 32))
+    height, width = request.size or shape[1:]
+    return GRADIENT_STEP * request.steps * (height * width) / (shape[1] * shape[2])
+
+
+def advprop_passes(request) -> float:
+    """Forward-equivalent passes per image of an AdvProp comparison (its models: both branches and
+    the peers): a clean pass, PGD's steps and one pass per distortion at the request's severity."""
+    from engine.data.distortions import DISTORTIONS
+
+    return 1.0 + attack_passes("pgd", {"steps": request.steps}) + len(DISTORTIONS)
 
 
 #: the Attack Lab's analyses (:func:`attack_lab_passes`)

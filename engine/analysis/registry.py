@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from engine.analysis.requests import (
+    AdvPropRequest,
     CKARequest,
+    CKARunRequest,
     CraftRequest,
     EpsSweepRequest,
     TransferRequest,
     EvaluateRequest,
+    FeatVisRequest,
     OODRequest,
     ReportRequest,
     SaliencyCurvesRequest,
@@ -86,6 +89,7 @@ ANALYSES: dict[str, Analysis] = {
     "cka": Analysis(CKARequest, "engine.analysis.cka", "CKA maps", "representations"),
     "ood": Analysis(OODRequest, "engine.analysis.ood", "OOD accuracy and shape bias", "generalisation"),
     "featvis_topk": Analysis(TopKRequest, "engine.analysis.topk", "Feature top-k images", "features"),
+    "featvis": Analysis(FeatVisRequest, "engine.analysis.featvis", "Feature visualisations (lucent)", "features"),
     "saliency_grid": Analysis(SaliencyGridRequest, "engine.analysis.saliency", "Saliency maps", "saliency"),
     "saliency_curves": Analysis(SaliencyCurvesRequest, "engine.analysis.curves", "Keep/remove curves", "saliency"),
     "tradeoff": Analysis(TradeoffRequest, "engine.analysis.tradeoff", "ε vs interpretability", "saliency"),
@@ -95,6 +99,8 @@ ANALYSES: dict[str, Analysis] = {
     "eps_sweep": Analysis(EpsSweepRequest, "engine.analysis.sweep", "ε-sweep", "attack_lab"),
     "transfer": Analysis(TransferRequest, "engine.analysis.transfer", "Transfer matrix", "attack_lab"),
     "units": Analysis(UnitsRequest, "engine.analysis.units", "Unit statistics", "generalisation"),
+    "advprop": Analysis(AdvPropRequest, "engine.analysis.advprop", "AdvProp branches vs standard and robust", "models"),
+    "cka_epochs": Analysis(CKARunRequest, "engine.analysis.cka_epochs", "CKA across epochs", "representations"),
 }
 
 

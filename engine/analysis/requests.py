@@ -12,6 +12,7 @@ is checked here, without importing torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from engine.analysis.base import ModelRef, Request, check_choice, check_float, check_int, check_names
 from engine.errors import InvalidParameterError
@@ -25,6 +26,13 @@ MAX_IMAGES = 1_000_000
 MAX_BATCH = 4096
 #: the severities of ``engine.data.distortions.SEVERITIES``
 SEVERITY_LEVELS = (1, 2, 3, 4, 5)
+#: the bounds of ``engine.featvis.render`` (``MAX_VIS_TARGETS``, ``MAX_VIS_STEPS``, ``MAX_VIS_SIDE``,
+#: ``MAX_VIS_PIXELS``; checked by the tests): targets per request (top-k too), optimisation steps,
+#: image side and pixels over all targets of one visualisation
+MAX_TARGETS = 64
+MAX_VIS_STEPS = 10_000
+MAX_VIS_SIDE = 1024
+MAX_VIS_PIXELS = 2 ** 24
 
 
 def _dataset(name) -> str:
@@ -162,20 +170,8 @@ class TopKRequest(Request):
     batch_size: int = 32
 
     def _check(self) -> None:
-        if not isinstance(self.layer, str) or not self.layer:
-            raise InvalidParameterError(f"layer must be a layer name, got {self.layer!r}")
-        if not isinstance(self.targets, tuple) or not 1 <= len(self.targets) <= 64:
-            raise InvalidParameterError("targets must list one to 64 (kind, value) pairs")
-        for target in self.targets:
-            if not (isinstance(target, tuple) and len(target) == 2 and target[0] in ("unit", "direction")):
-                raise InvalidParameterError(f"a target is (\"unit\", i) or (\"direction\", seed), got {target!r}")
-            check_int(f"target {target[0]}", target[1], 0, 2**31 - 1)
+        _check_layer_targets(self.layer, self.targets, self.position)
         _dataset(self.dataset)
-        if self.position is not None:
-            if not (isinstance(self.position, tuple) and len(self.position) == 2):
-                raise InvalidParameterError(f"position must be (y, x), got {self.position!r}")
-            for v in self.position:
-                check_int("position", v, 0, 100_000)
         check_int("n", self.n, 1, MAX_IMAGES)
         check_int("sample_seed", self.sample_seed, 0, 2**31 - 1)
         check_int("k", self.k, 1, self.n)
@@ -183,6 +179,100 @@ class TopKRequest(Request):
 
     def describe(self) -> str:
         return f"{super().describe()} · {self.layer} · top-{self.k} of {self.n} {self.dataset} images"
+
+
+def _check_layer_targets(layer, targets, position) -> None:
+    """A layer name, 1 to :data:`MAX_TARGETS` ``("unit", i)`` / ``("direction", seed)`` targets and
+    an optional ``(y, x)`` position (the feature requests' shared fields)."""
+    if not isinstance(layer, str) or not layer:
+        raise InvalidParameterError(f"layer must be a layer name, got {layer!r}")
+    if not isinstance(targets, tuple) or not 1 <= len(targets) <= MAX_TARGETS:
+        raise InvalidParameterError(f"targets must list one to {MAX_TARGETS} (kind, value) pairs")
+    for target in targets:
+        if not (isinstance(target, tuple) and len(target) == 2 and target[0] in ("unit", "direction")):
+            raise InvalidParameterError(f"a target is (\"unit\", i) or (\"direction\", seed), got {target!r}")
+        check_int(f"target {target[0]}", target[1], 0, 2**31 - 1)
+    if position is not None:
+        if not (isinstance(position, tuple) and len(position) == 2):
+            raise InvalidParameterError(f"position must be (y, x), got {position!r}")
+        for v in position:
+            check_int("position", v, 0, 100_000)
+
+
+def _check_positive(name: str, value, high: float) -> None:
+    """``value`` is a finite number in (0, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+        raise InvalidParameterError(f"{name} must be a number in (0, {high:g}], got {value!r}")
+
+
+def check_vis_pixels(targets: int, height: int, width: int) -> None:
+    """Refuse a visualisation of more than :data:`MAX_VIS_PIXELS` pixels over all its targets."""
+    if targets * height * width > MAX_VIS_PIXELS:
+        raise InvalidParameterError(
+            f"{targets} targets of {height}×{width} pixels are {targets * height * width:,} pixels in one "
+            f"visualisation; the limit is {MAX_VIS_PIXELS:,}: visualise fewer targets or smaller images")
+
+
+@dataclass(frozen=True)
+class FeatVisRequest(Request):
+    """Feature visualisation: lucent's optimised image of each unit / random direction of one layer
+    (``engine.featvis.visualise``), every target with the same parameterisation and seed, so units
+    and directions compare (Szegedy et al. 2013; Olah et al. 2017).
+
+    Attributes:
+        model: the model; layer: dotted layer name.
+        targets: ``(("unit", i), ("direction", seed), ...)`` as in :class:`TopKRequest`, at most
+            :data:`MAX_TARGETS`; position: ``(y, x)``: one neuron per channel instead of the
+            spatial mean.
+        steps: Adam steps on the image parameters (1 to :data:`MAX_VIS_STEPS`); lr: its learning
+            rate, in (0, 10].
+        seed: seeds the starting image and the random transforms.
+        size: ``(height, width)`` of the images (None: the model's input size), at most
+            :data:`MAX_VIS_SIDE` per side and :data:`MAX_VIS_PIXELS` pixels over all targets.
+        fft: Fourier (True) or pixel parameterisation; decorrelate: lucent's colour
+            decorrelation (RGB models only); transforms: lucent's pad/jitter/scale/rotate
+            robustness transforms; sd: standard deviation of the starting parameters, in (0, 1].
+    """
+
+    kind = "featvis"
+    MODEL_FIELDS = ("model",)
+
+    model: ModelRef
+    layer: str
+    targets: tuple[tuple[str, int], ...]
+    position: tuple[int, int] | None = None
+    steps: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    size: tuple[int, int] | None = None
+    fft: bool = True
+    decorrelate: bool = True
+    transforms: bool = True
+    sd: float = 0.01
+
+    def _check(self) -> None:
+        _check_layer_targets(self.layer, self.targets, self.position)
+        check_int("steps", self.steps, 1, MAX_VIS_STEPS)
+        _check_positive("lr", self.lr, 10.0)
+        check_int("seed", self.seed, 0, 2**31 - 1)
+        if self.size is not None:
+            if not (isinstance(self.size, tuple) and len(self.size) == 2):
+                raise InvalidParameterError(f"size must be (height, width), got {self.size!r}")
+            for side in self.size:
+                check_int("image side", side, 1, MAX_VIS_SIDE)
+            check_vis_pixels(len(self.targets), *self.size)
+        for name in ("fft", "decorrelate", "transforms"):
+            _check_bool(name, getattr(self, name), optional=False)
+        _check_positive("sd", self.sd, 1.0)
+
+    def config(self) -> dict:
+        """The ``engine.featvis.VisConfig`` fields (steps, lr, seed, fft, decorrelate, transforms, sd)."""
+        return {"steps": self.steps, "lr": self.lr, "seed": self.seed, "fft": self.fft,
+                "decorrelate": self.decorrelate, "transforms": self.transforms, "sd": self.sd}
+
+    def describe(self) -> str:
+        return (f"{super().describe()} · {self.layer} · lucent, {len(self.targets)} target(s) · "
+                f"{self.steps} steps, seed {self.seed}")
 
 
 #: the names of ``engine.attribution.METHODS`` / ``REDUCTIONS`` are checked when the grid runs
@@ -457,6 +547,140 @@ class UnitsRequest(Request):
 
     def describe(self) -> str:
         return f"{super().describe()} · {self.dataset} · {self.n} images · top-{self.top_k}"
+
+
+# ------------------------------------------------------------------------------- AdvProp, CKA across epochs
+#: most checkpoints an AdvProp comparison sets beside the AdvProp model (a standard and a robust one)
+MAX_PEERS = 2
+
+
+@dataclass(frozen=True)
+class AdvPropRequest(Request):
+    """AdvProp's two BatchNorm branches beside a standard and a robust model (Xie et al. 2019,
+    ``engine.generalisation.advprop.compare_branches``): clean, PGD and mean distorted accuracy on the
+    first ``n`` test images (``python -m engine advprop``, the Models page).
+
+    Attributes:
+        model: the AdvProp (dual-BN) checkpoint, named by its main branch; both branches are evaluated.
+        peers: the standard and/or robust checkpoints of its dataset it is compared with, at most
+            :data:`MAX_PEERS` (chosen when the request is made: ``engine.analysis.advprop.advprop_request``).
+        dataset: the test split the first ``n`` images come from.
+        eps, steps: PGD's ε (None: the dataset's usual one) and steps; torch's RNG is seeded around
+            the comparison, so PGD's random starts repeat.
+        severity: the distortions' severity; batch_size: images per pass (PGD draws per batch).
+    """
+
+    kind = "advprop"
+    MODEL_FIELDS = ("model", "peers")
+
+    model: ModelRef
+    dataset: str
+    peers: tuple[ModelRef, ...] = ()
+    n: int = 500
+    eps: float | None = None
+    steps: int = 20
+    severity: int = 3
+    batch_size: int = 128
+
+    def _check(self) -> None:
+        if self.model.branch != "main":
+            raise InvalidParameterError("name the AdvProp checkpoint by its main branch: both branches are evaluated")
+        if not isinstance(self.peers, tuple) or len(self.peers) > MAX_PEERS:
+            raise InvalidParameterError(f"peers lists at most {MAX_PEERS} checkpoints, got {self.peers!r}")
+        _dataset(self.dataset)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_float("eps", self.eps, 0.0, 1e4)
+        check_int("steps", self.steps, 1, 10_000)
+        check_int("severity", self.severity, min(SEVERITY_LEVELS), max(SEVERITY_LEVELS))
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        peers = ", ".join(ref.name for ref in self.peers) or "no peers"
+        return (f"{self.kind}: {self.model.name} (main and aux BN) vs {peers} · {self.dataset} · {self.n} images · "
+                f"PGD-{self.steps}")
+
+
+#: the same names as ``engine.similarity.structure.REFERENCES`` (checked by the tests)
+CKA_REFERENCES = ("final", "consecutive")
+#: most kept snapshots of one run a request may name
+MAX_SNAPSHOTS = 1000
+
+
+def _check_run(name: str, snapshots, epochs, optional: bool = False) -> None:
+    """Two to :data:`MAX_SNAPSHOTS` snapshots of one run with their epochs, increasing (``optional``:
+    or none at all)."""
+    if optional and snapshots == () and epochs == ():
+        return
+    if not isinstance(snapshots, tuple) or not 2 <= len(snapshots) <= MAX_SNAPSHOTS:
+        raise InvalidParameterError(f"{name} must list 2 to {MAX_SNAPSHOTS} epoch snapshots of a run")
+    if not isinstance(epochs, tuple) or len(epochs) != len(snapshots):
+        raise InvalidParameterError(f"epochs_{name[-1]} must give one epoch per snapshot of {name}, got {epochs!r}")
+    for epoch in epochs:
+        check_int("epoch", epoch, 0, 1_000_000)
+    if list(epochs) != sorted(set(epochs)):
+        raise InvalidParameterError(f"the epochs of {name} must increase, got {list(epochs)}")
+
+
+@dataclass(frozen=True)
+class CKARunRequest(Request):
+    """Each layer's CKA across the kept epoch snapshots of one or two training runs (Cianfarani et
+    al. 2022, ``engine.similarity.structure.cka_across_epochs``, run by run): ``python -m engine
+    cka --run``, the Representations page's "Across epochs".
+
+    Attributes:
+        run_a, run_b: the snapshots of each run (``run_b`` empty for one run), two or more each; a
+            snapshot trained again or replaced has a new sha256, so a new key.
+        epochs_a, epochs_b: their epochs, increasing, in the same order.
+        reference: "final" (each epoch vs the last) or "consecutive" (each epoch vs the one before).
+        dataset, split, n, batch_size, kernel, pooling: as for :class:`CKARequest` (the first ``n``
+            images of the split; more than the split holds uses the whole split).
+        layers_a, layers_b: each run's layers (None: its final snapshot's default layers).
+    """
+
+    kind = "cka_epochs"
+    MODEL_FIELDS = ("run_a", "run_b")
+
+    run_a: tuple[ModelRef, ...]
+    epochs_a: tuple[int, ...]
+    dataset: str
+    run_b: tuple[ModelRef, ...] = ()
+    epochs_b: tuple[int, ...] = ()
+    reference: str = "final"
+    split: str = "test"
+    n: int = 2000
+    batch_size: int = 200
+    layers_a: tuple[str, ...] | None = None
+    layers_b: tuple[str, ...] | None = None
+    kernel: str = "linear"
+    pooling: str = "flatten"
+
+    def _check(self) -> None:
+        _check_run("run_a", self.run_a, self.epochs_a)
+        _check_run("run_b", self.run_b, self.epochs_b, optional=True)
+        check_choice("reference", self.reference, CKA_REFERENCES)
+        _dataset(self.dataset)
+        check_choice("split", self.split, SPLITS)
+        check_int("n", self.n, 4, MAX_IMAGES)
+        check_int("batch size", self.batch_size, 4, MAX_BATCH)
+        check_names("layers_a", self.layers_a)
+        check_names("layers_b", self.layers_b)
+        if not self.run_b and self.layers_b is not None:
+            raise InvalidParameterError("layers_b needs a second run (run_b)")
+        check_choice("kernel", self.kernel, CKA_KERNELS)
+        check_choice("pooling", self.pooling, CKA_POOLINGS)
+
+    def runs(self) -> tuple[tuple[tuple[ModelRef, ...], tuple[int, ...], tuple[str, ...] | None], ...]:
+        """``((snapshots, epochs, layers), ...)`` of each run, in order."""
+        runs = ((self.run_a, self.epochs_a, self.layers_a), (self.run_b, self.epochs_b, self.layers_b))
+        return tuple(run for run in runs if run[0])
+
+    def folders(self) -> tuple[str, ...]:
+        """Each run's folder (its snapshots are ``<folder>/epoch-<k>/model``)."""
+        return tuple(str(Path(snapshots[-1].path).parent.parent) for snapshots, _, _ in self.runs())
+
+    def describe(self) -> str:
+        names = " vs ".join(f"{Path(folder).parent.name}/{Path(folder).name}" for folder in self.folders())
+        return f"{self.kind}: {names} · each epoch vs the {self.reference} one · {self.dataset} · {self.n} images"
 
 
 # ------------------------------------------------------------------------------- Attack Lab

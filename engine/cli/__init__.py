@@ -129,8 +129,9 @@ def add_analysis_options(parser) -> None:
     """``--background`` and ``--no-cache``: the options of every command that runs an
     ``engine.analysis`` request (its result is stored under ``<runs>/results``)."""
     parser.add_argument("--background", action="store_true",
-                        help="queue it as a job instead of computing here (with --json prints {\"job\": ID}); "
-                             "then `python -m engine jobs wait ID` and `jobs result ID`")
+                        help="queue it as a job instead of computing here (with --json prints {\"job\": ID}, or "
+                             "{\"jobs\": [ID, ...]} for a command of several analyses); then "
+                             "`python -m engine jobs wait ID` and `jobs result ID`")
     parser.add_argument("--no-cache", action="store_true",
                         help="compute again even when the same request's result is stored (and replace it)")
 

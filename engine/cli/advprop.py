@@ -1,14 +1,15 @@
-"""``advprop``: an AdvProp model's two BatchNorm branches beside a standard and a robust model."""
+"""``advprop``: an AdvProp model's two BatchNorm branches beside a standard and a robust model.
+
+One ``engine.analysis`` request (:class:`~engine.analysis.AdvPropRequest`): the standard and robust
+peers are chosen from the listing when the command runs; the same command again prints the stored
+result (``"cached": true``), ``--background`` queues it as a job and ``--no-cache`` measures again.
+"""
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
 
-import engine
-from engine import checkpoints as ckpt
-from engine import data as edata
-from engine.cli import MAX_BATCH, check_int, print_json, require_compatible
-from engine.device import resolve_device
+from engine.cli import MAX_BATCH, add_analysis_options, check_int, needs_checking, run_request, warn_result_notes
 
 
 def register(sub) -> None:
@@ -25,33 +26,38 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_analysis_options(p)
     p.set_defaults(func=run_advprop)
 
 
-def run_advprop(args: argparse.Namespace) -> int:
-    """Load the AdvProp model (both branches) and its dataset's peers; print the comparison."""
-    from engine.attacks import make_attack
-    from engine.generalisation.advprop import compare_branches, comparison_entries
+def advprop_request(args: argparse.Namespace):
+    """The request of ``advprop --checkpoint P ...``: the checkpoint and its dataset's standard and
+    robust peers (from ``--root`` and the checkpoint's folder); ``--n`` is checked against the test
+    split unless the stored result answers."""
+    from engine import checkpoints as ckpt
+    from engine.analysis import ModelRef
+    from engine.analysis.advprop import advprop_request as request_for
 
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
-    device = str(resolve_device(args.device))
-    target = engine.load(args.checkpoint, device=device)
-    infos = ckpt.list_checkpoints(args.root) + ckpt.list_checkpoints(target.path.parent)
-    entries = comparison_entries(infos, str(target.path))
-    loaded = {e.label: engine.load(e.path, device=device, bn_branch=e.branch) for e in entries}
-    dataset = edata.load_dataset(target.card.dataset, split="test")
-    require_compatible(list(loaded.values()), dataset)
-    check_int("--n", args.n, 1, len(dataset), "the test split's size")
-    images, labels = edata.take(dataset, args.n)
-    params = {"steps": args.steps} | ({"eps": args.eps} if args.eps is not None else {})
-    attack = make_attack("pgd", target.card.dataset, **params)
-    table = compare_branches({k: v.model for k, v in loaded.items()}, images, labels, attack,
-                             severity=args.severity, batch_size=args.batch_size,
-                             progress=lambda d, t: print(f"\radvprop: {d}/{t} models", end="\n" if d == t else "",
-                                                         file=sys.stderr, flush=True))
-    if args.json:
-        print_json({"checkpoint": str(target.path), "dataset": target.card.dataset, "n": args.n,
-                    "rows": table.to_dict(orient="records")})
-    else:
-        print(table.to_string(index=False))
-    return 0
+    path = ModelRef.of(args.checkpoint).path
+    infos = ckpt.list_checkpoints(args.root) + ckpt.list_checkpoints(Path(path).parent)
+    request = request_for(infos, path, n=args.n, eps=args.eps, steps=args.steps, severity=args.severity,
+                          batch_size=args.batch_size)
+    if needs_checking(request, args):
+        from engine import data as edata
+
+        size = len(edata.load_dataset(request.dataset, split="test"))
+        check_int("--n", args.n, 1, size, "the test split's size")
+    return request
+
+
+def run_advprop(args: argparse.Namespace) -> int:
+    """Answer the comparison from the result store or measure it; print the table or its JSON
+    (``--background``: queue it as a job)."""
+    def show(result) -> int:
+        warn_result_notes(result)
+        print(result.value().to_string(index=False))
+        return 0
+
+    return run_request(advprop_request(args), args, "advprop",
+                       out_handler=None if args.json or args.background else show)

@@ -1,4 +1,6 @@
-"""``cka``: layer-by-layer CKA maps (A×A, B×B, A×B) between two checkpoints, clean or adversarial."""
+"""``cka``: layer-by-layer CKA maps (A×A, B×B, A×B) between two checkpoints, clean or adversarial;
+with ``--run``, each layer's CKA across the kept epoch snapshots of one or two training runs. Both
+are stored analyses (``cka``, ``cka_epochs``): ``--background``, ``--no-cache``, ``"cached": true``."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +9,7 @@ import sys
 from pathlib import Path
 
 from engine.analysis.requests import CKA_KERNELS, CKA_POOLINGS
-from engine.cli import MAX_BATCH, add_analysis_options, check_int, print_json, require_compatible
+from engine.cli import MAX_BATCH, add_analysis_options, check_int, warn_result_notes
 from engine.errors import InvalidParameterError
 
 
@@ -136,37 +138,52 @@ def run_folder(spec: str) -> Path:
     return folder
 
 
-def run_epochs(args: argparse.Namespace) -> int:
-    """``--run``: per-layer CKA between the kept epoch snapshots of each run."""
-    import engine
-    from engine import data as edata
-    from engine.device import resolve_device
-    from engine.similarity.structure import cka_across_epochs
+def run_snapshots(folder: Path) -> tuple[tuple, tuple[int, ...]]:
+    """``(ModelRefs, epochs)`` of the epoch snapshots a run folder keeps (at least two)."""
+    from engine.analysis import ModelRef
     from engine.training.state import list_snapshots
+
+    snapshots = list_snapshots(folder)
+    if len(snapshots) < 2:
+        raise InvalidParameterError(
+            f"{folder} keeps {len(snapshots)} epoch checkpoint(s); train with \"snapshot_every\": k to keep more"
+        )
+    return tuple(ModelRef.of(stem) for _, stem in snapshots), tuple(epoch for epoch, _ in snapshots)
+
+
+def epochs_request(args: argparse.Namespace):
+    """The :class:`~engine.analysis.CKARunRequest` of ``cka --run R [--run R2] ...``: each run's kept
+    snapshots (path + sha256); the dataset defaults to the first run's final snapshot's."""
+    from engine.analysis import CKARunRequest
+    from engine.analysis.base import card_json
 
     if len(args.run) > 2:
         raise InvalidParameterError("give at most two runs (e.g. a standard and a robust one)")
-    device = resolve_device(args.device)
-    reports, dataset, name = [], None, None
-    for spec in args.run:
-        folder = run_folder(spec)
-        snapshots = [(epoch, engine.load(stem, device=str(device))) for epoch, stem in list_snapshots(folder)]
-        if len(snapshots) < 2:
-            raise InvalidParameterError(
-                f"{folder} keeps {len(snapshots)} epoch checkpoint(s); train with \"snapshot_every\": k to keep more"
-            )
-        if dataset is None:
-            name = args.dataset or snapshots[-1][1].card.dataset
-            dataset = edata.load_dataset(name, split=args.split)
-        require_compatible([s for _, s in snapshots[-1:]], dataset, classes=False)
-        result = cka_across_epochs([(e, s.model) for e, s in snapshots], dataset, layers=args.layers,
-                                   reference=args.reference, n=args.n, batch_size=args.batch_size,
-                                   kernel=args.kernel, pooling=args.pooling, progress=_progress)
-        reports.append({"run": str(folder), "method": snapshots[-1][1].card.training.method, **result.to_dict()})
-    if args.out:
-        rows = [{"run": r["run"], "epoch": e, "layer": layer, "cka": r["matrix"][i][j]}
-                for r in reports for i, e in enumerate(r["epochs"]) for j, layer in enumerate(r["layers"])]
-        write_rows_atomic(rows, args.out, ["run", "epoch", "layer", "cka"])
+    runs = [run_snapshots(run_folder(spec)) for spec in args.run]
+    dataset = args.dataset or card_json(runs[0][0][-1].path).get("dataset")
+    if not dataset:
+        raise InvalidParameterError(f"{runs[0][0][-1].path}'s card names no dataset; give --dataset")
+    layers = {"a": args.layers, "b": args.layers_b or args.layers}
+    fields = {}
+    for slot, (refs, epochs) in zip("ab", runs):
+        fields |= {f"run_{slot}": refs, f"epochs_{slot}": epochs,
+                   f"layers_{slot}": tuple(layers[slot]) if layers[slot] else None}
+    return CKARunRequest(dataset=dataset, reference=args.reference, split=args.split, n=args.n,
+                         batch_size=args.batch_size, kernel=args.kernel, pooling=args.pooling, **fields).validate()
+
+
+def run_epochs(args: argparse.Namespace) -> int:
+    """``--run``: per-layer CKA between the kept epoch snapshots of each run (a stored analysis:
+    ``--background``, ``--no-cache``; ``--out`` writes the long-format CSV)."""
+    from engine.cli import run_request
+
+    def write_csv(result) -> int:
+        from engine.analysis.cka_epochs import rows
+
+        warn_result_notes(result)
+        path = write_rows_atomic(rows(result), args.out, ["run", "epoch", "layer", "cka"])
+        print(f"wrote {path} ({len(result.meta['runs'])} run(s), {result.seconds:.1f} s"
+              f"{', stored earlier' if result.cached else ''})", file=sys.stderr)
         return 0
-    print_json({"dataset": name, "runs": reports})
-    return 0
+
+    return run_request(epochs_request(args), args, "cka", out_handler=write_csv if args.out else None)

@@ -29,9 +29,18 @@ class BranchEntry:
     branch: str = "main"
 
 
-def comparison_entries(infos: Sequence, advprop_path: str) -> list[BranchEntry]:
-    """The AdvProp checkpoint's two branches, then the first standard and the first robust
-    (PGD-AT, TRADES, fast-AT) checkpoint trained on the same dataset, from a listing."""
+def branch_labels(name: str) -> tuple[str, str]:
+    """The row labels of an AdvProp model's main and aux BatchNorm branches."""
+    return f"{name} (main BN)", f"{name} (aux BN)"
+
+
+def comparison_peers(infos: Sequence, advprop_path: str) -> tuple:
+    """``(the AdvProp checkpoint's listing entry, [its peers])``: the first standard and the first
+    robust (PGD-AT, TRADES, fast-AT) checkpoint trained on the same dataset, from a listing.
+
+    Raises:
+        InvalidParameterError: ``advprop_path`` is not a dual-BN checkpoint of the listing.
+    """
     from engine.selection import is_robust, training_method
 
     by_path = {str(Path(i.path).resolve()): i for i in infos if i.card is not None}
@@ -39,13 +48,18 @@ def comparison_entries(infos: Sequence, advprop_path: str) -> list[BranchEntry]:
     if key not in by_path or not by_path[key].card.dual_bn:
         raise InvalidParameterError(f"{advprop_path} is not an AdvProp (dual-BN) checkpoint in the listing")
     adv = by_path[key]
-    entries = [BranchEntry(f"{adv.name} (main BN)", advprop_path, "main"),
-               BranchEntry(f"{adv.name} (aux BN)", advprop_path, "aux")]
     same = [i for p, i in by_path.items() if i.card.dataset == adv.card.dataset and p != key]
     standard = next((i for i in same if training_method(i.card) == "standard"), None)
     robust = next((i for i in same if is_robust(i.card)), None)
-    entries += [BranchEntry(i.name, str(i.path)) for i in (standard, robust) if i is not None]
-    return entries
+    return adv, [i for i in (standard, robust) if i is not None]
+
+
+def comparison_entries(infos: Sequence, advprop_path: str) -> list[BranchEntry]:
+    """The AdvProp checkpoint's two branches, then its peers (:func:`comparison_peers`)."""
+    adv, peers = comparison_peers(infos, advprop_path)
+    main, aux = branch_labels(adv.name)
+    entries = [BranchEntry(main, advprop_path, "main"), BranchEntry(aux, advprop_path, "aux")]
+    return entries + [BranchEntry(i.name, str(i.path)) for i in peers]
 
 
 def compare_branches(
