@@ -19,7 +19,7 @@ def show_advprop_comparison(infos: list, device: str) -> None:
     """The section: its form when the listing holds an AdvProp checkpoint, and the comparison the
     form computed, a background job finished or the URL (``?result=<key>``) names."""
     advprop = [i for i in infos if i.card is not None and i.card.dual_bn and not i.error]
-    linked = linked_comparison()
+    linked = analysis_ui.linked(KIND)
     if not advprop and linked is None:
         return
     st.subheader("AdvProp: both BatchNorm branches")
@@ -31,14 +31,6 @@ def show_advprop_comparison(infos: list, device: str) -> None:
         show_comparison(shown)
     elif analysis_ui.job_pending(KIND):
         st.caption("The comparison shows here when the background job is done.")
-
-
-def linked_comparison():
-    """The comparison the URL names (a finished ``?job=``, progress while it runs, or a
-    ``?result=`` permalink); None when it names another view."""
-    if analysis_ui.url_kind() != KIND:
-        return None
-    return analysis_ui.job_status(KIND) or analysis_ui.permalinked(KIND)
 
 
 def advprop_form(infos: list, advprop: list, device: str):

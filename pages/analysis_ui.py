@@ -265,6 +265,14 @@ def show_permalink(*results: AnalysisResult, in_url: bool = True) -> None:
                f"{'it' if one else 'them'}; all stored results are on the **Results** page.")
 
 
+def linked(kind: str) -> AnalysisResult | None:
+    """The ``kind`` result the URL names (a finished ``?job=``, progress while it runs, or a
+    ``?result=`` permalink) for a page with several views; None when it names another view."""
+    if url_kind() != kind:
+        return None
+    return job_status(kind) or permalinked(kind)
+
+
 def job_status(kind: str, key: str | None = None) -> AnalysisResult | None:
     """Follow the job in ``?job=ID`` (of analysis ``kind``; of request ``key`` when given): a
     progress line refreshed every 2 s; once it is done, its stored result (the URL then becomes

@@ -85,19 +85,11 @@ def across_epochs_section(dataset: str, device: str, runs_root: Path) -> None:
     if not runs:
         st.info(f"No training run with at least two kept epochs under `{runs_root}`. Train with "
                 "`\"snapshot_every\": 1` (Training page or `python -m engine train`), then come back.")
-    shown = (epochs_form(runs, dataset, device) if runs else None) or linked_epochs()
+    shown = (epochs_form(runs, dataset, device) if runs else None) or analysis_ui.linked(EPOCHS_KIND)
     if shown is not None:
         show_epochs(shown)
     elif analysis_ui.job_pending(EPOCHS_KIND):
         st.caption("The CKA across epochs shows here when the background job is done.")
-
-
-def linked_epochs():
-    """The CKA across epochs the URL names (a finished ``?job=``, progress while it runs, or a
-    ``?result=`` permalink); None when it names another view."""
-    if analysis_ui.url_kind() != EPOCHS_KIND:
-        return None
-    return analysis_ui.job_status(EPOCHS_KIND) or analysis_ui.permalinked(EPOCHS_KIND)
 
 
 def epochs_form(runs: list[str], dataset: str, device: str):

@@ -45,3 +45,22 @@ def assert_stopping_stores_nothing(request, polls: int) -> None:
     store = ResultStore()
     assert not store.exists(request.key()) and store.list() == []
     assert not store.partial_dir(request.key()).exists()
+
+
+def background_roundtrip(argv: list[str], kind: str, capsys) -> dict:
+    """``argv --json --background`` queues a ``kind`` job and stores nothing; a worker runs it;
+    ``jobs wait`` ends done and ``jobs result --json`` prints the stored result, which the
+    foreground command (``argv --json``) then prints too. Returns that stored result."""
+    from engine.jobs import JobStore, run_worker
+
+    rc, queued, err = cli(argv + ["--json", "--background"], capsys)
+    assert rc == 0 and queued["status"] == "queued" and queued["kind"] == kind
+    assert "jobs wait" in err and ResultStore().list() == []
+    assert run_worker(JobStore(), once=True, lane="analysis") == 1
+    rc, waited, _ = cli(["jobs", "wait", queued["job"], "--quiet", "--json"], capsys)
+    assert rc == 0 and waited["status"] == "done"
+    rc, stored, _ = cli(["jobs", "result", queued["job"], "--json"], capsys)
+    assert rc == 0 and stored["cached"] is True and stored["result"] == waited["result"]
+    rc, foreground, _ = cli(argv + ["--json"], capsys)
+    assert rc == 0 and foreground == stored  # the same stored result
+    return stored

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis_helpers import assert_stopping_stores_nothing, cli, without
+from analysis_helpers import assert_stopping_stores_nothing, background_roundtrip, cli, without
 from engine.analysis import ANALYSES, AdvPropRequest, ModelRef, run_analysis, submit_analysis
 from engine.errors import InvalidParameterError
 from engine.jobs import JobStore, run_worker
@@ -170,16 +170,5 @@ def test_cli_prints_the_table_and_json_and_answers_from_the_store(advprop, capsy
 
 
 def test_cli_background_then_jobs_wait_and_result(advprop, capsys):
-    from engine.analysis import ResultStore
-
-    rc, queued, err = cli(cli_args(advprop, "--json", "--background"), capsys)
-    assert rc == 0 and queued["status"] == "queued" and queued["kind"] == "advprop"
-    assert "jobs wait" in err and ResultStore().list() == []
-    assert run_worker(JobStore(), once=True, lane="analysis") == 1
-    rc, waited, _ = cli(["jobs", "wait", queued["job"], "--quiet", "--json"], capsys)
-    assert rc == 0 and waited["status"] == "done"
-    rc, stored, _ = cli(["jobs", "result", queued["job"], "--json"], capsys)
-    assert rc == 0 and stored["cached"] is True and stored["result"] == waited["result"]
+    stored = background_roundtrip(cli_args(advprop), "advprop", capsys)
     assert stored["rows"] == direct_table(advprop).to_dict(orient="records")
-    rc, foreground, _ = cli(cli_args(advprop, "--json"), capsys)
-    assert foreground == stored

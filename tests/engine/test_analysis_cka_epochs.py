@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from analysis_helpers import assert_stopping_stores_nothing, cli, without
+from analysis_helpers import assert_stopping_stores_nothing, background_roundtrip, cli, without
 from engine.analysis import ANALYSES, CKARunRequest, ModelRef, run_analysis, submit_analysis
 from engine.errors import CheckpointError, InvalidParameterError
 from engine.jobs import JobStore, run_worker
@@ -152,18 +152,7 @@ def test_cli_run_writes_the_csv(runs, capsys, tmp_path):
 
 
 def test_cli_background_then_jobs_wait_and_result(runs, capsys):
-    from engine.analysis import ResultStore
-
-    rc, queued, err = cli(cli_args(runs, "--json", "--background"), capsys)
-    assert rc == 0 and queued["status"] == "queued" and queued["kind"] == "cka_epochs"
-    assert "jobs wait" in err and ResultStore().list() == []
-    assert run_worker(JobStore(), once=True, lane="analysis") == 1
-    rc, waited, _ = cli(["jobs", "wait", queued["job"], "--quiet", "--json"], capsys)
-    assert rc == 0 and waited["status"] == "done"
-    rc, stored, _ = cli(["jobs", "result", queued["job"], "--json"], capsys)
-    assert rc == 0 and stored["cached"] is True and stored["result"] == waited["result"]
-    rc, foreground, _ = cli(cli_args(runs, "--json"), capsys)
-    assert foreground == stored  # the same stored result
+    background_roundtrip(cli_args(runs), "cka_epochs", capsys)
     rc, _, err = cli(["cka", "--run", runs[0] / "nope", "--n", "20", "--json"], capsys)
     assert rc == 2 and "no training run" in err
 

@@ -41,14 +41,19 @@ def _results_page_opens_on(key: str, page_name: str) -> None:
     assert list(results.dataframe[0].value["status"]) == ["done"]
 
 
-def test_background_advprop_then_results_page_then_permalink(tiny_checkpoints, monkeypatch, tmp_path):
+def _compare_branches(mode: str) -> AppTest:
+    """The Models page with an AdvProp checkpoint saved: **Compare branches** on 16 images, PGD-1, run ``mode``."""
     _save_advprop()
     at = run_ok(AppTest.from_file(MODELS, default_timeout=300))
     at.number_input(key="advprop_n").set_value(16)
     at.number_input(key="advprop_steps").set_value(1)
-    at.radio(key="advprop_mode").set_value("background")
+    at.radio(key="advprop_mode").set_value(mode)
     next(b for b in at.button if "Compare branches" in str(b.label)).click()
-    run_ok(at)
+    return run_ok(at)
+
+
+def test_background_advprop_then_results_page_then_permalink(tiny_checkpoints, monkeypatch, tmp_path):
+    at = _compare_branches("background")
     job_id = int(at.query_params["job"])
     assert f"Queued as background job {job_id}" in texts(at) and ResultStore().list() == []
     assert not any("PGD acc" in d.value.columns for d in at.dataframe)
@@ -73,13 +78,7 @@ def test_background_advprop_then_results_page_then_permalink(tiny_checkpoints, m
 
 
 def test_advprop_here_is_stored_and_read_back(tiny_checkpoints, monkeypatch):
-    _save_advprop()
-    at = run_ok(AppTest.from_file(MODELS, default_timeout=300))
-    at.number_input(key="advprop_n").set_value(16)
-    at.number_input(key="advprop_steps").set_value(1)
-    at.radio(key="advprop_mode").set_value("here")
-    next(b for b in at.button if "Compare branches" in str(b.label)).click()
-    run_ok(at)
+    at = _compare_branches("here")
     key = at.query_params["result"]
     assert ResultStore().exists(key) and f"Result `{key}` (computed now" in texts(at)
 
