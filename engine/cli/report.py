@@ -59,14 +59,17 @@ def _parse_sweep(text: str | None) -> tuple[float, ...] | None:
 def report_threat(path: str, dataset: str, norm: str | None, eps: float | None) -> tuple[str, float]:
     """``(norm, ε)`` of the report: as given, else the card's training threat (its ε only under its
     own norm), else ℓ∞ at the dataset's usual ε."""
-    from engine.attacks import default_eps
     from engine.checkpoints.store import checkpoint_paths, read_card
     from engine.selection import threat_of
 
     card_norm, card_eps = threat_of(read_card(checkpoint_paths(path)[1]))
     norm = norm or card_norm or "linf"
-    if eps is None:
-        eps = card_eps if card_eps and norm == card_norm else default_eps(dataset, norm)
+    if eps is None and card_eps and norm == card_norm:
+        eps = card_eps
+    elif eps is None:
+        from engine.attacks import default_eps  # (imports torch: only when the card has no ε for this norm)
+
+        eps = default_eps(dataset, norm)
     return norm, float(eps)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
-from torchvision import datasets, transforms
 
 from engine.data.base import (
     IMAGENET_MEAN,
@@ -25,6 +24,10 @@ from engine.errors import DatasetUnavailableError, InvalidParameterError
 DEFAULT_FOLDER = "imagefolder"  # under the data root when no folder is given
 _SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val")}
 
+
+#: the file suffixes torchvision's ImageFolder reads (``torchvision.datasets.folder.IMG_EXTENSIONS``;
+#: a test checks they agree), here so that listing folders imports no torchvision
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 def resolve_folder(root: str | Path | None, split: str = "test") -> Path:
     """The class folder for ``split``: ``root/train``, ``root/test``/``root/val`` if present, else ``root``.
@@ -50,13 +53,13 @@ def _class_names(folder: Path) -> tuple[str, ...]:
     if not names:
         raise DatasetUnavailableError(
             f"image folder {folder} has no class sub-folders with images "
-            f"({', '.join(datasets.folder.IMG_EXTENSIONS)}); expected <folder>/<class>/<image>"
+            f"({', '.join(IMAGE_SUFFIXES)}); expected <folder>/<class>/<image>"
         )
     return names
 
 
 def _has_images(folder: Path) -> bool:
-    return any(p.suffix.lower() in datasets.folder.IMG_EXTENSIONS for p in folder.rglob("*") if p.is_file())
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*") if p.is_file())
 
 
 def _check_size(image_size: int) -> int:
@@ -100,30 +103,8 @@ def read_rgb(path: str) -> Image.Image:
         raise InvalidParameterError(f"cannot read image {path}: {exc}") from exc
 
 
-class ImageFolderDataset(datasets.ImageFolder):
-    """torchvision's ImageFolder yielding ``(image (3, S, S) in [0, 1], label)`` with a ``spec``."""
-
-    def __init__(self, folder: Path, spec: DatasetSpec):
-        size = spec.input_shape[-1]
-        transform = transforms.Compose(
-            [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]
-        )
-        self.spec = spec
-        super().__init__(str(folder), transform=transform, loader=read_rgb)
-
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        """Classes are the spec's class names (sub-folders holding images), in sorted order."""
-        names = list(self.spec.class_names)
-        return names, {name: i for i, name in enumerate(names)}
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """The readable name of each label."""
-        return self.spec.class_names
-
-
 def load_imagefolder(split: str = "test", root: str | Path | None = None, download: bool = True,
-                     image_size: int = 224) -> ImageFolderDataset:
+                     image_size: int = 224):
     """Load an ImageNet-style folder as a dataset (nothing is downloaded).
 
     Args:
@@ -137,6 +118,8 @@ def load_imagefolder(split: str = "test", root: str | Path | None = None, downlo
         DatasetUnavailableError: missing or empty folder. Reading an unreadable image later
         raises InvalidParameterError naming the file.
     """
+    from engine.data.folders import ImageFolderDataset
+
     spec = imagefolder_spec(root, image_size, split)
     return ImageFolderDataset(resolve_folder(root, split), spec)
 

@@ -19,10 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from torchvision import datasets, transforms
 
 from engine.data.base import IMAGENET_MEAN, IMAGENET_STD, DATA_ENV, DatasetSpec, check_split, resolve_root
-from engine.data.imagefolder import read_rgb
 from engine.errors import DatasetUnavailableError, InvalidParameterError
 
 FOLDER = "imagenet"
@@ -115,7 +113,7 @@ def _check_side(value, what: str, low: int = 16, high: int = 1024) -> int:
 
 
 def preprocessing(image_size: int = DEFAULT_CROP, resize: int | None | str = "auto",
-                  interpolation: str = "bilinear") -> transforms.Compose:
+                  interpolation: str = "bilinear"):
     """The transform to (3, image_size, image_size) in [0, 1]: resize the shorter side, centre-crop.
 
     Args:
@@ -125,6 +123,8 @@ def preprocessing(image_size: int = DEFAULT_CROP, resize: int | None | str = "au
             ``Res224``); None: no resize (RobustBench's ``Crop288``).
         interpolation: "bilinear" or "bicubic".
     """
+    from torchvision import transforms
+
     size = _check_side(image_size, "image_size")
     mode = transforms.InterpolationMode(_check_interpolation(interpolation))
     steps = []
@@ -138,33 +138,9 @@ def preprocessing(image_size: int = DEFAULT_CROP, resize: int | None | str = "au
     return transforms.Compose(steps)
 
 
-class ImageNetDataset(datasets.ImageFolder):
-    """ImageNet images as ``(image (3, S, S) in [0, 1], label in 0..999)`` with a ``spec``.
-
-    Attributes:
-        spec: :data:`SPEC` with ``input_shape`` set to the crop size.
-        present: the wnids found (a subset of the 1000 keeps its standard labels).
-    """
-
-    def __init__(self, folder: Path, spec: DatasetSpec, transform, present: list[str]):
-        self.spec = spec
-        self.present = tuple(present)
-        super().__init__(str(folder), transform=transform, loader=read_rgb)
-
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        """Every present wnid mapped to its index among the 1000 (not among the present ones)."""
-        index = {w: i for i, w in enumerate(wnids())}
-        return list(self.present), {w: index[w] for w in self.present}
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """The readable name of each of the 1000 labels."""
-        return self.spec.class_names
-
-
 def load_imagenet(split: str = "test", root: str | Path | None = None, download: bool = True,
                   image_size: int = DEFAULT_CROP, resize: int | None | str = "auto",
-                  interpolation: str = "bilinear") -> ImageNetDataset:
+                  interpolation: str = "bilinear"):
     """Load ImageNet's validation ("test") or training split from ``<root>/imagenet/{val,train}``.
 
     Args:
@@ -178,6 +154,8 @@ def load_imagenet(split: str = "test", root: str | Path | None = None, download:
         DatasetUnavailableError: the folder is missing, empty or not in the ImageNet layout (the
             expected layout is named). An unreadable image raises InvalidParameterError when read.
     """
+    from engine.data.folders import ImageNetDataset
+
     folder = split_folder(root, split)
     present = _present_classes(folder)
     transform = preprocessing(image_size, resize, interpolation)

@@ -21,8 +21,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torchvision import datasets
-from torchvision.datasets.utils import download_and_extract_archive
 
 from engine.data.base import (
     DATA_ENV,
@@ -72,14 +70,22 @@ _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_TORCHVISION_CLASSES: dict[str, type[datasets.MNIST]] = {
-    "mnist": datasets.MNIST,
-    "fashion-mnist": datasets.FashionMNIST,
+#: torchvision's dataset class of each name (its name is also the data folder's)
+_TORCHVISION_CLASSES: dict[str, str] = {
+    "mnist": "MNIST",
+    "fashion-mnist": "FashionMNIST",
 }
 
 
+def download_and_extract_archive(url: str, download_root: str, md5: str | None = None, **kwargs) -> None:
+    """torchvision's downloader (imported only when something is downloaded)."""
+    from torchvision.datasets.utils import download_and_extract_archive as download
+
+    download(url, download_root=download_root, md5=md5, **kwargs)
+
+
 def _raw_folder(name: str, root: Path) -> Path:
-    return root / _TORCHVISION_CLASSES[name].__name__ / "raw"
+    return root / _TORCHVISION_CLASSES[name] / "raw"
 
 
 def idx_files(name: str, root: str | Path | None = None) -> list[Path]:
@@ -97,8 +103,10 @@ def _unavailable(name: str, files: list[Path], reason: str) -> DatasetUnavailabl
     )
 
 
-def _open_torchvision(name: str, split: str, root: Path, download: bool) -> datasets.MNIST:
-    cls = _TORCHVISION_CLASSES[name]
+def _open_torchvision(name: str, split: str, root: Path, download: bool):
+    from torchvision import datasets
+
+    cls = getattr(datasets, _TORCHVISION_CLASSES[name])
     files = idx_files(name, root)
     if all(f.is_file() for f in files):
         return cls(str(root), train=split == "train", download=False)

@@ -93,6 +93,11 @@ def test_torch_free_name_lists_match_the_registries():
     from engine.cli.tradeoff import METHOD_NAMES
 
     assert METHOD_NAMES == tuple(METHODS)
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from engine.data.imagefolder import IMAGE_SUFFIXES
+
+    assert IMAGE_SUFFIXES == tuple(IMG_EXTENSIONS)
     assert WEIGHT_SUFFIXES == STORE_SUFFIXES
     assert CKA_KERNELS == tuple(KERNELS) and CKA_POOLINGS == tuple(POOLINGS)
     assert sorted(DISTORTION_NAMES) == sorted(DISTORTIONS) and SEVERITY_LEVELS == tuple(SEVERITIES)
