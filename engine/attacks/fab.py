@@ -37,6 +37,11 @@ FAR = 1e10
 TINY = 1e-8
 
 
+#: the share of pulled-back examples above which a FAB step predicts first and linearises once
+#: (a forward plus a forward-backward pass) rather than linearising at the new iterate and again at
+#: the pulled-back ones (one forward-backward, plus one for that share; a backward ≈ 2 forwards)
+PREDICT_FIRST_ABOVE = 1 / 3
+
 def _solve_piecewise(r: torch.Tensor, q: torch.Tensor, need: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, the smallest λ >= 0 with Σᵢ qᵢ·min(λ, rᵢ) = need, for breakpoints r >= 0 and
     weights q >= 0 (N, D) and need >= 0 (N,).
@@ -138,7 +143,10 @@ def fab_run(fwd: Forward, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | No
 
     The forward pass that tells whether a new iterate is adversarial also gives the gradient the
     next step needs, so a step costs one forward-backward pass, plus one more only for the
-    iterates pulled back after a success (the reference spends a separate forward on every step).
+    iterates pulled back after a success; when more than ``PREDICT_FIRST_ABOVE`` of them were
+    pulled back at the last step, the step predicts first (a forward pass without gradients) and
+    linearises once after the pull-back, as the reference always does. Both orders compute the
+    same iterates.
     """
     threat = STEPS[norm](eps)
     b_size = len(x)
@@ -161,6 +169,7 @@ def fab_run(fwd: Forward, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | No
         return _boundary_targeted(fwd, z, yy, t if idx is None else t[idx])
 
     f, g, _ = boundary(x1)
+    pulled_share = 0.0  # share of the examples pulled back at the last step
     for i in range(steps):
         if tick is not None:
             tick(i)
@@ -176,21 +185,29 @@ def fab_run(fwd: Forward, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | No
             a1, a0 = size[:b_size], size[b_size:]
             alpha = (a1 / (a1 + a0)).clamp(0.0, alpha_max).view(-1, 1, 1, 1)
             x1 = ((x1 + eta * d1) * (1 - alpha) + (x + eta * d0) * alpha).clamp(0.0, 1.0)
-        if last:
+        # Either linearise at the new iterate (its forward pass also says which are adversarial) and
+        # again at the few pulled back, or, when many were pulled back last time, predict first
+        # and linearise once after the pull-back (the reference's order): whichever costs less.
+        predict_first = last or pulled_share > PREDICT_FIRST_ABOVE
+        if predict_first:
             with torch.no_grad():
                 logits = fwd(x1)
         else:
-            f, g, logits = boundary(x1)  # the next step's linearisation, and the prediction
+            f, g, logits = boundary(x1)
         with torch.no_grad():
             adversarial = logits.argmax(dim=1) != y
-            if not bool(adversarial.any()):
-                continue
-            dist = _norms(x1 - x, norm)
-            closer = adversarial & (dist < best_norm)
-            best = torch.where(closer.view(-1, 1, 1, 1), x1, best)
-            best_norm = torch.where(closer, dist, best_norm)
-            x1 = torch.where(adversarial.view(-1, 1, 1, 1), x + beta * (x1 - x), x1)
-        if not last:  # pulled back: linearise again there
+            pulled_share = float(adversarial.float().mean())
+            if bool(adversarial.any()):
+                dist = _norms(x1 - x, norm)
+                closer = adversarial & (dist < best_norm)
+                best = torch.where(closer.view(-1, 1, 1, 1), x1, best)
+                best_norm = torch.where(closer, dist, best_norm)
+                x1 = torch.where(adversarial.view(-1, 1, 1, 1), x + beta * (x1 - x), x1)
+        if last:
+            break
+        if predict_first:  # the next step's linearisation, after the pull-back
+            f, g, _ = boundary(x1)
+        elif bool(adversarial.any()):  # pulled back: linearise again there
             idx = adversarial.nonzero().flatten()
             f_a, g_a, _ = boundary(x1[idx], idx)
             f, g = f.clone(), g.clone()
