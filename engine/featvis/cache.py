@@ -16,7 +16,8 @@ import numpy as np
 
 from engine.errors import InvalidParameterError
 from engine.fileio import atomic_write_bytes
-from engine.featvis.render import VisConfig, VisResult, visualise
+from engine.featvis.config import VisConfig, VisResult
+from engine.featvis.render import visualise
 from engine.featvis.targets import FeatureTarget
 
 #: Bump when the rendering changes so old cache files are no longer used.

@@ -39,19 +39,11 @@ with warnings.catch_warnings():
 from engine.errors import InvalidParameterError
 from engine.featvis._model_state import frozen_eval, model_device
 from engine.featvis.targets import FeatureTarget
+from engine.featvis.config import MAX_VIS_PIXELS, MAX_VIS_SIDE, MAX_VIS_TARGETS, VisConfig, VisResult
 from engine.models.hooks import record_activations
 
 #: lucent's device globals are process-wide; one visualisation at a time may switch them.
 _LUCENT_LOCK = threading.RLock()
-
-from engine.featvis.config import (  # noqa: F401  (re-exported: the settings and bounds live without lucent)
-    MAX_VIS_PIXELS,
-    MAX_VIS_SIDE,
-    MAX_VIS_STEPS,
-    MAX_VIS_TARGETS,
-    VisConfig,
-    VisResult,
-)
 
 
 @lucent_objectives.wrap_objective()

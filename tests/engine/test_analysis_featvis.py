@@ -26,7 +26,7 @@ def vis_request(paths, **kw) -> FeatVisRequest:
 
 def test_request_round_trips_through_json_and_bounds_match_the_renderer(tiny_checkpoints):
     from engine.analysis import requests
-    from engine.featvis import render
+    from engine.featvis import config
 
     request = vis_request(tiny_checkpoints, position=(1, 2), size=(16, 24), lr=0.1, fft=False, sd=0.05)
     back = FeatVisRequest.from_json(request.to_json())
@@ -35,7 +35,7 @@ def test_request_round_trips_through_json_and_bounds_match_the_renderer(tiny_che
     assert request.key() != vis_request(tiny_checkpoints, position=(1, 2), size=(16, 24), lr=0.1, fft=False,
                                         sd=0.05, seed=6).key()
     assert (requests.MAX_TARGETS, requests.MAX_VIS_STEPS, requests.MAX_VIS_SIDE, requests.MAX_VIS_PIXELS) == \
-        (render.MAX_VIS_TARGETS, render.MAX_VIS_STEPS, render.MAX_VIS_SIDE, render.MAX_VIS_PIXELS)
+        (config.MAX_VIS_TARGETS, config.MAX_VIS_STEPS, config.MAX_VIS_SIDE, config.MAX_VIS_PIXELS)
 
 
 @pytest.mark.parametrize("field, value, message", [
