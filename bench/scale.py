@@ -6,11 +6,11 @@ seeded random images generated on the fly (nothing of size N is held). For every
 and every repeat, one fresh subprocess per measurement (so peak RSS is that run's own) runs:
 
 - ``cka``: ``engine.similarity.compare_models`` over both models' default layers, exactly as
-  ``engine.analysis.cka`` runs it (minibatch ``--batch-size``, forward pieces of
+  ``engine.analysis.kinds.cka`` runs it (minibatch ``--batch-size``, forward pieces of
   ``FORWARD_BATCH``), then the bare forward passes it needs (both models over the same images, in
   the same pieces, no hooks);
 - ``topk``: ``engine.featvis.stream_top_k`` (8 units/directions of ``--topk-layer``, k = 9) as
-  ``engine.analysis.topk`` runs it, then the bare forward pass of the model.
+  ``engine.analysis.kinds.topk`` runs it, then the bare forward pass of the model.
 
 Prints, per kind and N: seconds of the analysis and of the bare passes, their ratio (target
 <= 1.2), peak RSS (target <= 2 GB), each as median [min-max] over the repeats, and the peak-RSS
@@ -83,7 +83,7 @@ def child(args) -> dict:
     """One measurement in this process: the analysis, then its bare forward passes."""
     import torch
 
-    from engine.analysis.cka import FORWARD_BATCH
+    from engine.analysis.kinds.cka import FORWARD_BATCH
     from engine.featvis import direction_target, stream_top_k, unit_target
     from engine.similarity import compare_models
 

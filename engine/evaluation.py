@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from engine.errors import InvalidParameterError
 from engine.models.state import frozen_eval, model_device
-from engine.runtime import Progress  # noqa: F401 (re-exported)
+from engine.runtime import Progress
 
 
 

@@ -132,3 +132,36 @@ def class_mismatch(card: ModelCard, spec: Any) -> str | None:
         return (f"{card.title} has {card.num_classes} classes but `{spec.name}` has "
                 f"{spec.num_classes}; pick `{card.dataset or '?'}`.")
     return None
+
+
+def check_compatible(checkpoints: Sequence[Any], spec: Any, classes: bool = True) -> list[str]:
+    """Refuse models that cannot run on the dataset ``spec``; return the notes to show.
+
+    The one compatibility check of the CLI, the analyses and the pages.
+
+    Args:
+        checkpoints: loaded checkpoints (``.card``, ``.name``).
+        spec: the dataset's ``DatasetSpec``.
+        classes: a different class count is an error (``True``: the caller uses the labels), or
+            only a note (``False``: label-free analyses such as CKA).
+
+    Returns:
+        The notes, each once (class count or training set differ).
+
+    Raises:
+        InvalidParameterError: an input-shape mismatch (or a class-count one when ``classes``).
+    """
+    from engine.errors import InvalidParameterError
+
+    notes: list[str] = []
+    for loaded in checkpoints:
+        problem = incompatibility(loaded.card, spec, classes=classes)
+        if problem:
+            raise InvalidParameterError(problem)
+        note = class_mismatch(loaded.card, spec)
+        if note is None and loaded.card.dataset and loaded.card.dataset != spec.name:
+            note = (f"{loaded.name} was trained on `{loaded.card.dataset}`, not `{spec.name}`: its classes "
+                    "are not this dataset's labels")
+        if note and note not in notes:
+            notes.append(note)
+    return notes

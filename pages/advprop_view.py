@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.analysis import AdvPropRequest
-from engine.analysis.advprop import advprop_request, branches
+from engine.analysis.kinds.advprop import AdvPropRequest
+from engine.analysis.kinds.advprop import advprop_request, branches
 from engine.errors import RobustScopeError
 from pages import analysis_ui, common
 

@@ -16,14 +16,8 @@ import os
 
 import streamlit as st
 
-from engine.analysis import (
-    AnalysisResult,
-    CorruptResult,
-    ResultStore,
-    cached_result,
-    run_analysis,
-    submit_analysis,
-)
+from engine.analysis import AnalysisResult, CorruptResult, ResultStore, cached_result, run_analysis
+from engine.jobs import submit
 from engine.analysis.cost import BACKGROUND_ABOVE_S, CostEstimate, estimate
 from engine.errors import InvalidParameterError, RobustScopeError
 from engine.jobs.store import FINISHED
@@ -120,7 +114,7 @@ def run_or_queue_all(requests: list, loaded: list, mode: str, labels: list[str],
     cost = _total_cost([estimate(requests[i], loaded[i]) for i in missing])
     if mode == "background" or (mode == "auto" and cost.background):
         # stored ones are queued too: their jobs are done at once, so the jobs name the whole view
-        _queued([submit_analysis(r, device=device, submitter="dashboard", start_worker=_autostart())
+        _queued([submit(r, device=device, submitter="dashboard", start_worker=_autostart())
                  for r in requests], cost)
         return None
     st.caption(f"Running here: estimated {cost.describe()}.")
@@ -151,7 +145,7 @@ def auto_run(request, loaded, label: str, device: str = "auto", key: str = "anal
             "result is stored and opens again from here or the **Results** page.")
     c1, c2 = st.columns(2)
     if c1.button("Run in background", type="primary", key=f"{key}_background"):
-        job = submit_analysis(request, device=device, submitter="dashboard", start_worker=_autostart())
+        job = submit(request, device=device, submitter="dashboard", start_worker=_autostart())
         st.query_params[JOB_PARAM] = str(job.id)
         st.rerun()
     if c2.button("Run here", key=f"{key}_here"):

@@ -16,9 +16,10 @@ import engine
 from engine import checkpoints as ckpt
 from engine import data as edata
 from engine import device as edevice
+from engine.catalogue import BN_BRANCHES
 from engine.data.registry import NOT_DOWNLOADABLE
-from engine.errors import RobustScopeError
-from engine.selection import choose_default, class_mismatch, describe_recipe, incompatibility
+from engine.errors import InvalidParameterError, RobustScopeError
+from engine.selection import check_compatible, choose_default, describe_recipe
 
 SELECTION_KEY = "robustscope_selection"
 
@@ -150,7 +151,7 @@ def _pick_branch(slot: str, infos: list, path: str | None) -> str:
     if card is None or not card.dual_bn:
         return "main"
     return st.sidebar.radio(
-        f"BN branch of {slot}", ["main", "aux"], key=f"branch_{slot.lower()}", horizontal=True,
+        f"BN branch of {slot}", list(BN_BRANCHES), key=f"branch_{slot.lower()}", horizontal=True,
         help="AdvProp models normalise clean images with the main BatchNorm and adversarial ones with "
              "the auxiliary BatchNorm; inspect either (Xie et al. 2019).",
     )
@@ -258,11 +259,11 @@ def require_compatible(sel: Selection, models: dict, classes: bool = True):
         show_error(exc)
         st.stop()
     for slot, loaded in models.items():
-        problem = incompatibility(loaded.card, spec, classes=classes)
-        if problem:
-            st.warning(f"Model {slot}: {problem}")
+        try:
+            notes = check_compatible([loaded], spec, classes=classes)
+        except InvalidParameterError as exc:
+            st.warning(f"Model {slot}: {exc}")
             st.stop()
-        note = None if classes else class_mismatch(loaded.card, spec)
-        if note:
+        for note in [] if classes else notes:
             st.warning(f"Model {slot}: {note} (shown anyway: this view does not use the labels)")
     return spec

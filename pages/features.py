@@ -18,8 +18,10 @@ import streamlit as st
 
 from engine import featvis
 from engine import models as emodels
-from engine.analysis import AnalysisResult, FeatVisRequest, ModelRef, TopKRequest
-from engine.analysis import topk as etopk
+from engine.analysis import AnalysisResult, ModelRef
+from engine.analysis.kinds import topk as etopk
+from engine.analysis.kinds.featvis import FeatVisRequest
+from engine.analysis.kinds.topk import TopKRequest
 from engine.errors import RobustScopeError
 from pages import analysis_ui, common
 

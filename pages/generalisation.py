@@ -1,5 +1,5 @@
 """Generalisation page: OOD accuracy, shape bias and unit simplicity, robust vs standard
-(Agarwal & Chen 2020, SCIENCE.md §4)."""
+(Agarwal & Chen 2020, docs/SCIENCE.md, "Generalisation and simplicity")."""
 import json
 
 import numpy as np
@@ -9,7 +9,9 @@ import streamlit as st
 
 from engine import generalisation as gen
 from engine import models as emodels
-from engine.analysis import ModelRef, OODRequest, UnitsRequest
+from engine.analysis import ModelRef
+from engine.analysis.kinds.ood import OODRequest
+from engine.analysis.kinds.units import UnitsRequest
 from engine.data import distortions as dist
 from engine.errors import RobustScopeError
 from pages import analysis_ui, common

@@ -9,23 +9,18 @@ import pandas as pd
 import streamlit as st
 
 from engine import data as edata
-from engine.analysis import ModelRef, ReportRequest
-from engine.attacks import AUTOATTACK_VERSIONS, default_eps
+from engine.analysis import ModelRef
+from engine.analysis.kinds.report import ReportRequest, default_threat
+from engine.attacks import AUTOATTACK_VERSIONS
 from engine.attacks.report import png_export_available
+from engine.catalogue import NORMS, norm_symbol
 from engine.errors import RobustScopeError
-from engine.selection import incompatibility, threat_of, training_method
+from engine.selection import incompatibility, training_method
 from pages import analysis_ui, common
 
 KIND = ReportRequest.kind
 SIZES = [16, 32, 64, 128, 256, 512, 1000]
 STATUS_ICON = {"pass": "✅ pass", "flag": "⚠️ flag", "skipped": "— skipped"}
-
-
-def _default_threat(card, dataset: str) -> tuple[str, float]:
-    """The card's training threat for a robust model, else ℓ∞ at the dataset's usual ε."""
-    norm, eps = threat_of(card)
-    norm = norm if norm in ("linf", "l2") else "linf"
-    return norm, float(eps) if eps else default_eps(dataset, norm)
 
 
 def report_section(sel) -> None:
@@ -75,10 +70,10 @@ def report_form(sel) -> tuple[bool, object]:
     if problem:
         st.warning(f"Model {slot}: {problem}")
         return False, None
-    norm0, eps0 = _default_threat(loaded.card, sel.dataset)
-    norm = cols[1].selectbox("Norm", ["linf", "l2"], index=["linf", "l2"].index(norm0),
-                             key=f"report_norm_{slot}_{sel.dataset}", format_func={"linf": "ℓ∞", "l2": "ℓ₂"}.get)
-    eps = cols[2].number_input("ε", 0.0, None, eps0 if norm == norm0 else default_eps(sel.dataset, norm),
+    norm0, eps0 = default_threat(loaded.card, sel.dataset)
+    norm = cols[1].selectbox("Norm", list(NORMS), index=list(NORMS).index(norm0),
+                             key=f"report_norm_{slot}_{sel.dataset}", format_func=norm_symbol)
+    eps = cols[2].number_input("ε", 0.0, None, default_threat(loaded.card, sel.dataset, norm)[1],
                                1 / 255 if norm == "linf" else 0.05, format="%.4f",
                                key=f"report_eps_{slot}_{sel.dataset}_{norm}")
     n = cols[3].select_slider("Images", SIZES, value=64, key="report_n",
@@ -110,7 +105,7 @@ def report_form(sel) -> tuple[bool, object]:
 
 def show_report(report) -> None:
     """Tables, the sweep plot, the leaderboard beside ours, and downloads of one report."""
-    threat = f"{'ℓ∞' if report.norm == 'linf' else 'ℓ₂'} ε={report.eps:.4g}"
+    threat = f"{norm_symbol(report.norm)} ε={report.eps:.4g}"
     st.markdown(f"**{report.model}** on {report.n} `{report.dataset}` test images, {threat} · "
                 f"{report.seconds:.1f} s{' · stopped early' if report.stopped else ''}")
     tables = report.tables()

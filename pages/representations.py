@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from engine.analysis import CKARequest, ModelRef
+from engine.analysis.kinds.cka import CKARequest
+from engine.analysis import ModelRef
 from engine.errors import RobustScopeError
 from engine.models import block_layers, default_layers, list_layers
 from engine.paths import runs_dir

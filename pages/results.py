@@ -8,6 +8,7 @@ whether or not a tab is open.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from datetime import datetime
 
@@ -17,12 +18,6 @@ import streamlit as st
 from engine.analysis import ANALYSES, CorruptResult, ResultStore
 from engine.analysis.base import finite
 from engine.errors import RobustScopeError
-
-#: kinds whose page reopens a result from ``?result=<key>`` (the others read it back when the same
-#: request is made there again)
-PERMALINKED = ("cka", "ood", "featvis_topk", "featvis", "saliency_grid",
-               "saliency_curves", "tradeoff", "robustness_report", "craft", "eps_sweep", "transfer",
-               "advprop", "cka_epochs")
 
 st.title("Results")
 st.caption("Every analysis run here, from the CLI (`python -m engine cka ...`) or as a background job is stored "
@@ -96,16 +91,18 @@ except CorruptResult as exc:
     st.stop()
 analysis = ANALYSES[result.kind]
 link = f"/{analysis.page}?result={result.key}"
-where = f" · permalink: [`{link}`]({link})" if result.kind in PERMALINKED else ""
+where = f" · permalink: [`{link}`]({link})" if analysis.permalink else ""
 st.markdown(f"**{result.request.describe()}**  \ncomputed {_when(result.created)} in {result.seconds:.1f} s "
             f"(engine {result.version}){where}")
-if result.kind in PERMALINKED and st.button(f"Open on the {analysis.page.title()} page", key="results_open",
+if analysis.view is not None:
+    importlib.import_module(analysis.view).render(result)
+elif analysis.permalink and st.button(f"Open on the {analysis.page.title()} page", key="results_open",
                                            type="primary"):
     try:
         st.switch_page(f"pages/{analysis.page}.py", query_params={"result": result.key})
     except st.errors.StreamlitAPIException:
         st.info(f"Open {link} (this page runs outside the app's navigation).")
-elif result.kind not in PERMALINKED:
+elif not analysis.permalink:
     st.caption(f"The {analysis.page.title()} page reads this result back when you ask for the same thing there "
                "(same models, image or layer, and settings); the numbers are in the JSON below.")
 report = finite(analysis.report(result))

@@ -11,7 +11,9 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import engine
-from engine.analysis import CKARunRequest, ModelRef
+from engine.analysis import ModelRef
+from engine.analysis.kinds.cka_epochs import CKARunRequest
+from engine.catalogue import CKA_REFERENCES
 from engine.errors import RobustScopeError
 from engine.models import block_layers
 from engine.similarity.structure import block_structure
@@ -100,7 +102,7 @@ def epochs_form(runs: list[str], dataset: str, device: str):
                                 format_func=lambda p: f"{Path(p).parent.name}/{Path(p).name}")
         c1, c2 = st.columns(2)
         n = c1.number_input("Images", min_value=8, max_value=5000, value=300, step=100, key="epochs_n")
-        reference = c2.radio("Compare each epoch with", ["final", "consecutive"], horizontal=True)
+        reference = c2.radio("Compare each epoch with", list(CKA_REFERENCES), horizontal=True)
         mode = analysis_ui.mode_picker(st, "epochs_mode")
         asked = st.form_submit_button("Compute CKA across epochs")
     if not (asked and chosen):

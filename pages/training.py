@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from engine.catalogue import NORMS
 from engine.data import DATASETS
 from engine.errors import RobustScopeError
 from engine.jobs import JobStore, ensure_worker, worker_alive
@@ -64,7 +65,7 @@ with st.form("new_job"):
     arch = c2.selectbox("Architecture", sorted(ARCHITECTURES), index=sorted(ARCHITECTURES).index("small_cnn"))
     method = c3.selectbox("Method", list(METHODS), format_func=lambda m: f"{m}: {METHODS[m]}")
     c1, c2, c3, c4 = st.columns(4)
-    norm = c1.selectbox("Norm", ["linf", "l2"])
+    norm = c1.selectbox("Norm", list(NORMS))
     eps = c2.number_input("ε (pixels in [0,1])", value=8 / 255, min_value=0.0, format="%.4f")
     steps = c3.number_input("PGD steps", value=7, min_value=1)
     alpha = c4.number_input("α (0 = 2.5·ε/steps)", value=0.0, min_value=0.0, format="%.4f")

@@ -16,15 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-from engine.errors import CheckpointError, InvalidParameterError, RobustScopeError
-from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
+from engine.catalogue import BN_BRANCHES as BRANCHES
+from engine.errors import InvalidParameterError, RobustScopeError
 
-
-#: Weights-file suffixes a checkpoint stem resolves to, in order (the same list as
-#: ``engine.checkpoints.store.WEIGHT_SUFFIXES``, kept here so resolving a path needs no torch;
-#: ``tests/engine/test_analysis.py`` checks that the two agree).
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".tar")
-BRANCHES = ("main", "aux")
 _HEX = set("0123456789abcdef")
 
 
@@ -57,11 +51,12 @@ class ModelRef:
         file), else from hashing the weights file. No torch is imported.
 
         Raises:
-            CheckpointError: no card or no weights file at ``path``.
+            CheckpointError: no card or no weights file at ``path``, or an invalid card.
         """
-        weights, card = _checkpoint_files(Path(path))
-        digest = _card_sha256(card) or _sha256_file(weights)
-        return cls(str(weights), digest, branch).validate()
+        from engine.checkpoints.files import checkpoint_files, weights_sha256
+
+        weights, _ = checkpoint_files(path)
+        return cls(str(weights), weights_sha256(path), branch).validate()
 
     @classmethod
     def from_loaded(cls, loaded) -> "ModelRef":
@@ -72,6 +67,13 @@ class ModelRef:
     def name(self) -> str:
         """The checkpoint's file stem (for labels)."""
         return Path(self.path).stem
+
+    def card(self):
+        """The checkpoint's validated ``ModelCard``, read without torch (CheckpointError when the
+        card is missing or invalid)."""
+        from engine.checkpoints.files import checkpoint_files, read_card_file
+
+        return read_card_file(checkpoint_files(self.path)[1])
 
     def validate(self) -> "ModelRef":
         """Return self, or raise InvalidParameterError naming what is wrong."""
@@ -93,92 +95,6 @@ class ModelRef:
         if not isinstance(data, Mapping) or set(data) - {"path", "sha256", "branch"}:
             raise InvalidParameterError(f"a model reference is {{path, sha256, branch}}, got {data!r}")
         return cls(data.get("path"), data.get("sha256"), data.get("branch", "main")).validate()
-
-
-def _checkpoint_files(given: Path) -> tuple[Path, Path]:
-    """``(weights file, card file)`` for a stem, a weights file or a ``.json`` card."""
-    lower = given.name.lower()
-    if lower.endswith(".json") or any(lower.endswith(s) for s in WEIGHT_SUFFIXES):
-        stem = given.with_suffix("")
-    else:
-        stem = given
-    card = stem.parent / (stem.name + ".json")
-    if any(lower.endswith(s) for s in WEIGHT_SUFFIXES) and given.is_file():
-        weights = given
-    else:
-        weights = next((p for p in (stem.parent / (stem.name + s) for s in WEIGHT_SUFFIXES) if p.is_file()), None)
-    if not card.is_file():
-        raise CheckpointError(f"no model card {card}: a RobustScope checkpoint is NAME.safetensors + NAME.json")
-    if weights is None:
-        raise CheckpointError(f"the weights file of {card} is missing")
-    return weights, card
-
-
-def card_json(path: str | os.PathLike) -> dict:
-    """The raw JSON of the model card of the checkpoint at ``path`` (``{}`` when unreadable).
-
-    Only for quick look-ups that need no torch (the default dataset of a command); the loader
-    (``engine.load``) validates the card properly before any model is built from it.
-    """
-    try:
-        _, card = _checkpoint_files(Path(path))
-        if card.stat().st_size > 8 << 20:
-            return {}
-        data = json.loads(card.read_text(encoding="utf-8"))
-    except (OSError, ValueError, CheckpointError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _card_sha256(card: Path) -> str | None:
-    """The card's ``weights_sha256`` when it records a well-formed one (else None: hash the file)."""
-    value = card_json(card).get("weights_sha256")
-    return value if isinstance(value, str) and len(value) == 64 and set(value) <= _HEX else None
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# ------------------------------------------------------------------------------- validation helpers
-def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` if it is an int in [low, high], else an InvalidParameterError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise InvalidParameterError(f"{name} must be an integer {bound}, got {value!r}")
-    return value
-
-
-def check_float(name: str, value: Any, low: float, high: float | None = None, optional: bool = True) -> float | None:
-    """``value`` (a finite number in [low, high]) or None when ``optional``."""
-    if value is None and optional:
-        return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise InvalidParameterError(f"{name} must be a number {bound}, got {value!r}")
-    return float(value)
-
-
-def check_choice(name: str, value: Any, choices) -> str:
-    if value not in tuple(choices):
-        raise InvalidParameterError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
-    return value
-
-
-def check_names(name: str, value: Any, optional: bool = True, limit: int = 512) -> tuple[str, ...] | None:
-    """A tuple of non-empty strings (``None`` when ``optional``)."""
-    if value is None and optional:
-        return None
-    if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value or len(value) > limit:
-        raise InvalidParameterError(f"{name} must be a non-empty list of names (at most {limit}), got {value!r}")
-    if not all(isinstance(v, str) and v and len(v) <= 400 for v in value):
-        raise InvalidParameterError(f"{name}: every entry must be a non-empty string, got {value!r}")
-    return tuple(value)
 
 
 # ------------------------------------------------------------------------------- requests
@@ -205,11 +121,15 @@ class Request:
 
     Subclasses set ``kind``, list their model fields in ``MODEL_FIELDS`` (a ``ModelRef`` or a
     tuple of them) and implement ``_check()`` (raise InvalidParameterError). ``validate()`` runs
-    at construction through ``from_dict`` and before every run or submit.
+    at construction (``__post_init__``), so a request that exists is valid.
     """
 
     kind: ClassVar[str] = ""
     MODEL_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        """A request that exists is valid: the dataclass constructor runs :meth:`validate`."""
+        self.validate()
 
     # -- serialisation
     def to_dict(self) -> dict:
@@ -234,10 +154,28 @@ class Request:
                          else ModelRef.from_dict(value))
             values[key] = _frozen(value)
         try:
-            request = cls(**values)
+            return cls(**values)
         except TypeError as exc:
             raise InvalidParameterError(f"bad {cls.kind} request: {exc}") from None
-        return request.validate()
+
+    @classmethod
+    def make(cls, **intent) -> "Request":
+        """The request a user means, with the defaults decided here once (the CLI and the pages
+        both call it): model fields may be given as checkpoint paths (or tuples of them), read
+        into :class:`ModelRef` values; a missing or empty ``dataset`` is the first model's
+        training set (its card), else an InvalidParameterError asking for one; every other
+        field keeps its dataclass default."""
+        values = dict(intent)
+        for name in cls.MODEL_FIELDS:
+            if name in values:
+                values[name] = _model_refs(values[name])
+        names = {f.name for f in dataclasses.fields(cls)}
+        if "dataset" in names and not values.get("dataset"):
+            values["dataset"] = _default_dataset(cls, values)
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InvalidParameterError(f"bad {cls.kind} request: {exc}") from None
 
     @classmethod
     def from_json(cls, text: str) -> "Request":
@@ -286,6 +224,46 @@ class Request:
         """One line for lists (Results page, ``jobs list``)."""
         names = " vs ".join(r.name + ("" if r.branch == "main" else f" [{r.branch}]") for r in self.model_refs())
         return f"{self.kind}: {names}"
+
+
+def _model_refs(value: Any) -> Any:
+    """A model field as the user gave it (a path, a ModelRef or a tuple/list of them) as ModelRefs."""
+    if isinstance(value, (str, os.PathLike)):
+        return ModelRef.of(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(_model_refs(v) for v in value)
+    return value
+
+
+def _default_dataset(cls, values: dict) -> str:
+    """The training set of the request's first model (its card), for a request that names none."""
+    first = next((ref for name in cls.MODEL_FIELDS
+                  for ref in (values.get(name) if isinstance(values.get(name), tuple) else (values.get(name),))
+                  if isinstance(ref, ModelRef)), None)
+    if first is None:
+        raise InvalidParameterError(f"a {cls.kind} request needs a dataset")
+    return dataset_of(first)
+
+
+def dataset_of(ref: ModelRef) -> str:
+    """The dataset ``ref``'s card says it was trained on (InvalidParameterError when it names none)."""
+    dataset = ref.card().dataset
+    if not dataset:
+        raise InvalidParameterError(f"{ref.path}'s card names no dataset; give --dataset")
+    return dataset
+
+
+def unique_names(refs, file_safe: bool = False) -> list[str]:
+    """Unique display names of the models ``refs``: file stems, a repeat told apart by its position
+    (``"stem (2)"``) or, ``file_safe``, numbered ``stem-2``, ``stem-3`` ... (they name PNG files)."""
+    names: list[str] = []
+    for position, ref in enumerate(refs, start=1):
+        stem = name = Path(ref.path).stem
+        k = 2
+        while name in names:
+            name, k = (f"{stem}-{k}", k + 1) if file_safe else (f"{stem} ({position})", k)
+        names.append(name)
+    return names
 
 
 def finite(obj: Any) -> Any:

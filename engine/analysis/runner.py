@@ -1,11 +1,12 @@
-"""``run_analysis``: one request in, one stored result out; and the job-side helpers.
+"""``run_analysis``: one request in, one stored result out.
 
-    result = run_analysis(CKARequest(a=ModelRef.of("checkpoints/std"), b=ModelRef.of("checkpoints/rob"),
-                                     dataset="cifar10", n=2000))
+    request = get_analysis("cka").request.make(a="checkpoints/std", b="checkpoints/rob", dataset="cifar10", n=2000)
+    result = run_analysis(request)
     result.cached          # True when the same request was answered before (same weights, version)
     result.value()         # the CKAComparison the page plots
 
-The same call serves the CLI, the dashboard and the job worker. A finished result is stored under
+The same call serves the CLI, the dashboard and the job worker (``engine.jobs.submit`` queues a
+request; the worker calls :func:`run_analysis`). A finished result is stored under
 ``<runs>/results/<key>/`` (``engine.analysis.store``); a stopped run raises
 :class:`~engine.analysis.base.AnalysisCancelled` and stores nothing.
 """
@@ -15,22 +16,38 @@ import json
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from engine.analysis.base import AnalysisCancelled, AnalysisResult, ModelRef, Progress, Request, ShouldStop
+from engine.analysis.base import AnalysisCancelled, AnalysisResult, ModelRef, Request
 from engine.analysis.registry import get_analysis
 from engine.analysis.store import CorruptResult, ResultStore
 from engine.errors import CheckpointError, InvalidParameterError
 from engine.fileio import atomic_write_bytes, atomic_write_text
+from engine.runtime import Progress, ShouldStop
 
 log = logging.getLogger("engine.analysis")
 
 #: partial state (resume) is written at most this often, in seconds
 STATE_EVERY_S = 1.0
 STATE_ARRAYS, STATE_META = "state.npz", "state.json"
+#: the steps of the one progress bar a run of several stages draws (:meth:`RunContext.stage`)
+BAR = 100
+
+
+@contextmanager
+def seeded(seed: int, device: str = "cpu"):
+    """Torch's RNG (CPU and ``device``'s GPU) seeded with ``seed`` inside the block, restored after."""
+    import torch
+
+    where = torch.device(device)
+    devices = [where.index if where.index is not None else torch.cuda.current_device()] if where.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 class RunContext:
@@ -68,9 +85,9 @@ class RunContext:
         found = self._loaded.get((ref.sha256, ref.branch))
         if found is not None:
             return found
-        import engine
+        from engine.checkpoints import load
 
-        loaded = engine.load(ref.path, device=self.device, bn_branch=ref.branch)
+        loaded = load(ref.path, device=self.device, bn_branch=ref.branch)
         if loaded.sha256 != ref.sha256:
             raise CheckpointError(
                 f"{ref.path} now holds other weights (sha256 {loaded.sha256[:12]}…, the request names "
@@ -78,6 +95,47 @@ class RunContext:
             )
         self._loaded[(ref.sha256, ref.branch)] = loaded
         return loaded
+
+    def models(self, refs: Sequence[ModelRef], dataset, classes: bool = True) -> tuple[list, list[str]]:
+        """The models ``refs`` loaded (:meth:`load`), checked against ``dataset`` (a loaded dataset,
+        which carries its spec, or a registry name), and the notes to show about them.
+
+        Args:
+            classes: a different class count is an error (the analysis uses the labels), or only
+                a note (label-free analyses such as CKA).
+
+        Raises:
+            InvalidParameterError: a model cannot take the dataset's images (or labels).
+        """
+        from engine.data import get_spec
+        from engine.selection import check_compatible
+
+        loaded = [self.load(ref) for ref in refs]
+        spec = getattr(dataset, "spec", None) or get_spec(dataset)
+        return loaded, check_compatible(loaded, spec, classes=classes)
+
+    def images(self, dataset: str, split: str = "test", n: int | None = None, **options):
+        """The ``split`` of ``dataset`` (``engine.data.load_dataset``; read lazily, so streaming),
+        refusing an ``n`` larger than it holds with the split's size in the message."""
+        from engine import data as edata
+
+        found = edata.load_dataset(dataset, split=split, **options)
+        if n is not None and n > len(found):
+            raise InvalidParameterError(f"n must be an integer in [1, {len(found)}] (the {dataset} {split} "
+                                        f"split's size), got {n}")
+        return found
+
+    def seeded(self, seed: int):
+        """:func:`seeded` on this run's device: an attack's random starts repeat, and the
+        caller's RNG is left as it was."""
+        return seeded(seed, self.device)
+
+    def stage(self, start: int, width: int) -> Progress:
+        """``progress(done, total)`` of one stage, drawn on ``[start, start + width)`` of one bar of
+        :data:`BAR` steps."""
+        def update(done: int, total: int) -> None:
+            self.report(start + width * done // max(total, 1), BAR)
+        return update
 
     def stopped(self) -> bool:
         return self.should_stop is not None and bool(self.should_stop())
@@ -154,7 +212,6 @@ def run_analysis(request: Request, progress: Progress | None = None, should_stop
         InvalidParameterError / CheckpointError / DatasetUnavailableError: bad input.
         AnalysisCancelled: ``should_stop`` returned True.
     """
-    request.validate()
     analysis = get_analysis(request.kind)
     store = store or ResultStore()
     key = request.key()
@@ -209,7 +266,6 @@ def preflight(request: Request) -> Request:
     every checkpoint still holds the weights the request names."""
     from engine import data as edata
 
-    request.validate()
     dataset = getattr(request, "dataset", None)
     if dataset is not None and dataset not in edata.DATASETS:
         raise InvalidParameterError(f"unknown dataset {dataset!r}; choose one of: {', '.join(edata.DATASETS)}")
@@ -227,32 +283,3 @@ def preflight(request: Request) -> Request:
         if current.sha256 != ref.sha256:
             raise CheckpointError(f"{ref.path} holds other weights than the request names (it was replaced)")
     return request
-
-
-def submit_analysis(request: Request, use_cache: bool = True, device: str = "auto", submitter: str | None = None,
-                    jobs=None, results: ResultStore | None = None, start_worker: bool | None = None):
-    """Queue ``request`` as a background job; returns the :class:`engine.jobs.Job`.
-
-    A request whose result is already stored (and ``use_cache``) becomes a job that is done at
-    once, pointing at that result. Otherwise an analysis worker is started when none runs
-    (``start_worker``; default: unless ``ROBUSTSCOPE_AUTOSTART_WORKER=0``; it exits after 10 idle
-    minutes).
-    """
-    import os
-
-    from engine.jobs import JobStore, ensure_worker
-
-    if start_worker is None:
-        start_worker = os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0"
-
-    preflight(request)
-    jobs = jobs or JobStore()
-    results = results or ResultStore(jobs.root / "results")
-    done_key = None
-    if use_cache:
-        found, _ = cached_result(request.key(), results)
-        done_key = found.key if found is not None else None
-    job = jobs.submit_analysis(request, use_cache=use_cache, device=device, submitter=submitter, done_key=done_key)
-    if done_key is None and start_worker:
-        ensure_worker(jobs, idle_exit_s=600.0, lane="analysis")
-    return job

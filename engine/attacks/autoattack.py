@@ -40,7 +40,7 @@ from engine.attacks.square import MAX_QUERIES, Square
 from engine.errors import InvalidParameterError
 from engine.models.state import moved_to
 from engine.version import __version__
-from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
+from engine.runtime import Progress, ShouldStop
 
 
 #: version -> the attacks it runs, in order

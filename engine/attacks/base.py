@@ -2,7 +2,7 @@
 
 An attack is a small dataclass holding its parameters with one verb, ``__call__(model, x, y)``,
 returning an :class:`AttackResult`. Subclasses implement ``_craft`` only; this module does the
-checking, the device moves, the eval-mode/``requires_grad`` save-and-restore (DESIGN.md habit 8),
+checking, the device moves, the eval-mode/``requires_grad`` save-and-restore (``engine.models.state``),
 optional bf16 autocast / channels-last on CUDA, cancellation and the final bookkeeping.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.state import frozen_eval, model_device  # noqa: F401 (re-exported)
+from engine.models.state import frozen_eval, model_device
 from engine.errors import InvalidParameterError, RobustScopeError
 from engine.attacks.losses import Loss, get_loss, loss_name
 from engine.attacks.steps import STEPS
-from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
+from engine.runtime import Progress, ShouldStop
 
 
 

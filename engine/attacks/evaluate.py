@@ -21,7 +21,7 @@ from engine.attacks.pgd import PGD, pgd_loop
 from engine.attacks.registry import get_attack_class, make_attack
 from engine.attacks.steps import STEPS
 from engine.errors import InvalidParameterError
-from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
+from engine.runtime import Progress, ShouldStop
 
 
 

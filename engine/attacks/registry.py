@@ -1,20 +1,25 @@
 """The attack registry (name -> class) and per-dataset default parameters.
 
-``ATTACKS`` fills the dashboard's select box, the CLI's ``--attack`` choices and parametrises the
-tests, so a new attack appears everywhere by adding one entry.
+``ATTACKS`` fills the dashboard's select box and parametrises the tests; its names are also in
+``engine.catalogue.ATTACKS`` (the CLI's ``--attack`` choices and request checks, without torch).
+A new attack is one entry here (``ATTACKS`` and ``EXPOSED``) and one name in the catalogue; the
+registry checks that they agree when it is imported.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from engine.attacks.apgd import APGD, APGDDLR, APGDT
-from engine.attacks.autoattack import AutoAttack
+from engine.attacks.autoattack import VERSIONS as AUTOATTACK_VERSIONS, AutoAttack
 from engine.attacks.base import Attack, check_eps
 from engine.attacks.deepfool import DeepFool
 from engine.attacks.fab import FAB, FABT
 from engine.attacks.penalty import CW, LBFGS
 from engine.attacks.pgd import FGSM, PGD
 from engine.attacks.square import Square
+from engine.attacks.steps import STEPS
+from engine.catalogue import ATTACKS as ATTACK_NAMES, AUTOATTACK_FAMILY as FAMILY_NAMES
+from engine.catalogue import AUTOATTACK_VERSIONS as VERSION_NAMES, NORMS, require_names
 from engine.data.registry import DATASETS as DATASET_SPECS
 from engine.errors import InvalidParameterError
 
@@ -24,7 +29,7 @@ ATTACKS: dict[str, type[Attack]] = {
     "autoattack": AutoAttack,
 }
 #: the attacks of the AutoAttack family (evaluated attack by attack: engine.attacks.evaluate_autoattack)
-AUTOATTACK_FAMILY = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "autoattack")
+AUTOATTACK_FAMILY = FAMILY_NAMES
 
 #: the usual ε per dataset and norm (Madry et al.: 0.3 ℓ∞ on MNIST, 8/255 ℓ∞ on CIFAR-10)
 DEFAULT_EPS: dict[str, dict[str, float]] = {
@@ -51,6 +56,14 @@ EXPOSED: dict[str, tuple[str, ...]] = {
     "square": ("eps", "norm", "queries", "p_init", "restarts", "seed"),
     "autoattack": ("eps", "norm", "version", "seed"),
 }
+
+require_names(ATTACKS, ATTACK_NAMES, "engine.attacks.ATTACKS vs engine.catalogue.ATTACKS")
+require_names(EXPOSED, ATTACK_NAMES, "engine.attacks.EXPOSED vs engine.catalogue.ATTACKS")
+require_names([n for n in ATTACKS if n in AUTOATTACK_FAMILY], AUTOATTACK_FAMILY,
+              "engine.attacks.ATTACKS vs engine.catalogue.AUTOATTACK_FAMILY")
+require_names(STEPS, NORMS, "engine.attacks.STEPS vs engine.catalogue.NORMS")
+require_names(AUTOATTACK_VERSIONS, VERSION_NAMES,
+              "engine.attacks.AUTOATTACK_VERSIONS vs engine.catalogue.AUTOATTACK_VERSIONS")
 
 
 def get_attack_class(name: str) -> type[Attack]:

@@ -34,7 +34,7 @@ from engine.attacks.pgd import PGD
 from engine.errors import InvalidParameterError
 from engine.fileio import atomic_write_text
 from engine.version import __version__
-from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
+from engine.runtime import Progress, ShouldStop
 
 
 #: the ε-sweep's default points, as multiples of the report's ε
@@ -200,6 +200,16 @@ class _Stages:
         return update
 
 
+def _recorded(card) -> dict | None:
+    """The figures the card records (clean, robust, the attack, n, AutoAttack), as its JSON has
+    them; None when it records none."""
+    if card is None:
+        return None
+    metrics = card.metrics.to_dict()
+    return {k: metrics[k] for k in ("clean_acc", "robust_acc", "attack", "n_test", "autoattack_acc")
+            if k in metrics} or None
+
+
 def robustness_report(
     model: nn.Module,
     images: torch.Tensor,
@@ -227,8 +237,9 @@ def robustness_report(
 
     Args:
         eps, norm: the threat model of the PGD, AutoAttack and masking figures.
-        name, checkpoint, dataset, card: how the report names the model; the card's
-            ``source.leaderboard`` (RobustBench imports) and recorded metrics are shown beside ours.
+        name, checkpoint, dataset, card: how the report names the model; the card's (a
+            ``ModelCard``) ``source.leaderboard`` (RobustBench imports) and recorded metrics are shown
+            beside ours.
         pgd_steps: PGD's steps (α = 2.5·ε/steps, random start); version: AutoAttack's version;
             seed: seeds every attack; square_queries: AutoAttack's Square budget (5,000 standard).
         source_model: a standard model for the masking checks' transfer comparison.
@@ -245,8 +256,7 @@ def robustness_report(
     if len(images) == 0 or len(images) != len(labels):
         raise InvalidParameterError(f"need as many labels as images (> 0), got {len(images)} and {len(labels)}")
     points = [check_eps(e, norm, shape) for e in sweep_eps] if sweep_eps is not None else sweep_points(eps, norm, shape)
-    card_dict = card.to_dict() if hasattr(card, "to_dict") else (dict(card) if card else {})
-    board = (card_dict.get("source") or {}).get("leaderboard")
+    board = ((card.source or {}) if card is not None else {}).get("leaderboard")
     aa = AutoAttack(eps=eps, norm=norm, version=version, seed=seed, queries=square_queries)
     stage_names = ["clean", "pgd", "autoattack"] + (["masking"] if masking else []) + ["sweep"]
     stages = _Stages(progress, stage_names)
@@ -290,9 +300,7 @@ def robustness_report(
         fields["sweep"] = sweep
     except AttackCancelled:
         stopped = True
-    metrics = card_dict.get("metrics") or {}
-    card_metrics = {k: metrics[k] for k in ("clean_acc", "robust_acc", "attack", "n_test", "autoattack_acc")
-                    if k in metrics} or None
+    card_metrics = _recorded(card)
     return RobustnessReport(
         model=name, checkpoint=checkpoint, dataset=dataset, n=len(images), eps=eps, norm=norm, seed=seed,
         leaderboard=dict(board) if isinstance(board, dict) else None, card_metrics=card_metrics,

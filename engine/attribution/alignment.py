@@ -11,7 +11,7 @@ import torch
 
 from engine.attribution.methods import attribute
 from engine.attribution.render import REDUCTIONS, _as_array
-from engine.attribution.state import model_device
+from engine.models.state import model_device
 from engine.errors import InvalidParameterError
 from engine.evaluation import accuracy
 from engine.selection import robust_threat, training_method

@@ -20,10 +20,11 @@ from torch import nn
 
 from engine.attribution.methods import attribute
 from engine.attribution.render import REDUCTIONS
-from engine.attribution.state import as_images, as_labels, model_device, predict
+from engine.attribution.inputs import as_images, as_labels, predict
+from engine.models.state import model_device
 from engine.errors import InvalidParameterError
 from engine.evaluation import accuracy
-from engine.runtime import Progress  # noqa: F401 (re-exported)
+from engine.runtime import Progress
 
 MODES = ("keep", "remove")
 DEFAULT_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)

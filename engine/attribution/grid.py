@@ -11,7 +11,7 @@ from torch import nn
 
 from engine.attribution.methods import Attribution, UnsupportedModelError, attribute, get_method
 from engine.attribution.render import to_heatmap
-from engine.attribution.state import as_images, predict
+from engine.attribution.inputs import as_images, predict
 from engine.errors import InvalidParameterError
 
 

@@ -2,7 +2,8 @@
 
 Every method maps a batch of images (B, C, H, W) in [0, 1] and target classes to an attribution
 array of the same shape. Methods are registered in the plain dict :data:`METHODS`, whose
-parameter specs also fill the dashboard's widgets and the CLI's options.
+parameter specs also fill the dashboard's widgets and the CLI's options; its names are also
+``engine.catalogue.ATTRIBUTION_METHODS`` (checked when this module is imported).
 
 References: Simonyan et al. 2013 (vanilla gradient); Shrikumar et al. 2016 (input x gradient);
 Smilkov et al. 2017 (SmoothGrad); Sundararajan et al. 2017 (Integrated Gradients);
@@ -21,7 +22,9 @@ from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, Noi
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from engine.attribution.state import as_images, as_labels, frozen_eval, model_device, predict
+from engine.attribution.inputs import as_images, as_labels, predict
+from engine.models.state import frozen_eval, model_device
+from engine.catalogue import ATTRIBUTION_METHODS, require_names
 from engine.errors import InvalidParameterError
 
 
@@ -183,6 +186,9 @@ METHODS: dict[str, MethodSpec] = {
         (), _guided_backprop,
     ),
 }
+
+
+require_names(METHODS, ATTRIBUTION_METHODS, "engine.attribution.METHODS vs engine.catalogue.ATTRIBUTION_METHODS")
 
 
 def method_params(method: str) -> tuple[ParamSpec, ...]:

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from engine.attribution.curves import RetrainRequest, RetrainStopped
-from engine.attribution.state import as_images, as_labels, model_device
+from engine.attribution.inputs import as_images, as_labels
+from engine.models.state import model_device
 from engine.errors import InvalidParameterError
 from engine.training import CostEstimate, TrainConfig, estimate_cost, runs_root, train
 
@@ -165,7 +166,7 @@ class EngineRetrainer:
         shape = tuple(self.images.shape[1:])
         if not hasattr(model, "arch"):
             return dataclasses.replace(spec, input_shape=shape)
-        from engine.checkpoints.card import model_fields
+        from engine.checkpoints.making import model_fields
 
         fields = model_fields(model)
         if fields["num_classes"] != spec.num_classes:

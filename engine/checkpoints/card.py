@@ -12,9 +12,12 @@ reader). Fields::
     num_classes, class_names
     dual_bn           true for AdvProp models (main/aux BatchNorm)
     training          :class:`Recipe`: method ("standard", "pgd", "trades", "fast", "advprop", ...),
-                      norm, eps, steps, alpha, epochs, seed, bn_mode, ... (other keys kept)
-    metrics           :class:`Metrics`: clean_acc, robust_acc, attack (:class:`AttackRecord`: the
-                      attack's name and its own config), n_test, history, ... (other keys kept)
+                      norm, eps, steps, alpha, epochs, seed, bn_mode, ... (other keys kept); a
+                      model RobustScope trained stores its whole training config once, as
+                      ``config``, and the typed fields are read from it
+    metrics           :class:`Metrics`: clean_acc, robust_acc, attack (:class:`AttackRecord`,
+                      written ``{"attack": name, **its config}``), n_test, history, ... (other
+                      keys kept)
     versions          library versions at save time (python, torch, torchvision, safetensors, robustscope)
     created           ISO 8601 UTC time
     source            (imports) the original file, its format and sha256; provenance such as a
@@ -25,19 +28,20 @@ Reading is bounded: a card file over :data:`MAX_CARD_BYTES`, nested deeper than
 :data:`MAX_DEPTH`, or describing an implausible model (input larger than :data:`MAX_INPUT_PIXELS`,
 more than :data:`MAX_CLASSES` classes) is refused with a :class:`CheckpointError` before anything is
 built from it.
+
+This module imports no torch: cards are read, validated and written without it (finding a
+checkpoint's files and reading its card: :mod:`engine.checkpoints.files`). Making a card from a
+model (``make_card``, ``merge_structure``, ``model_fields``) is in :mod:`engine.checkpoints.making`.
 """
 from __future__ import annotations
 
 import json
 import math
-import platform
 from dataclasses import dataclass, field, fields as dc_fields, replace
-from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from torch import nn
-
-from engine.errors import CheckpointError, InvalidParameterError, RobustScopeError
+from engine.catalogue import norm_symbol, training_attack, training_bn_mode
+from engine.errors import CheckpointError, InvalidParameterError
 
 CARD_FORMAT = "robustscope-checkpoint"
 CARD_VERSION = 2
@@ -153,14 +157,14 @@ class AttackRecord:
     def label(self) -> str:
         """E.g. "PGD-40 ℓ∞ ε=0.3"."""
         steps = f"-{self.steps}" if self.steps else ""
-        norm = {"linf": " ℓ∞", "l2": " ℓ₂"}.get(self.norm or "", f" {self.norm}" if self.norm else "")
+        norm = f" {norm_symbol(self.norm)}" if self.norm else ""
         eps = f" ε={self.eps:.3g}" if self.eps is not None else ""
         return f"{self.name.upper()}{steps}{norm}{eps}"
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> "AttackRecord | None":
-        """Read either layout writers have used: ``{"attack": name, ...}`` (the attack's own
-        config) or ``{"name": name, ...}`` (older training cards)."""
+        """Read the written layout ``{"attack": name, ...}`` (the attack's own config; what
+        :meth:`to_dict` writes) and the one older training cards used, ``{"name": "PGD", ...}``."""
         if data is None or data == {}:
             return None
         data = _as_dict(data, where, "metrics.attack")
@@ -171,12 +175,48 @@ class AttackRecord:
         return cls(name=name, config=config)
 
     def to_dict(self) -> dict:
-        return {**self.config, "attack": self.name}
+        """The one layout every writer uses: ``{"attack": name, **config}``."""
+        return {"attack": self.name, **{k: v for k, v in self.config.items() if k not in ("attack", "name")}}
+
+
+#: The typed recipe fields (:class:`Recipe`).
+RECIPE_FIELDS = ("method", "norm", "eps", "steps", "alpha", "epochs", "seed", "bn_mode")
+#: Copies of ``config`` values that training cards written before the recipe was stored once kept
+#: beside it; dropped when such a card is read (the config holds them).
+_LEGACY_COPIES = ("trades_beta", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule")
+
+
+def _implied(config: Mapping[str, Any], where: str) -> dict:
+    """The typed recipe fields a training config (``engine.training.TrainConfig.to_dict()``)
+    implies: its method, threat, epochs and seed, the attack it trained with (steps and step size
+    as used, ``engine.catalogue.training_attack``) and its BatchNorm mode."""
+    key = "training.config."
+    method = _as_str(config.get("method") or "standard", where, key + "method")
+    eps = _as_float(config.get("eps"), where, key + "eps")
+    steps = None if config.get("steps") is None else _as_int(config["steps"], where, key + "steps", 0, 10**7)
+    alpha = _as_float(config.get("alpha"), where, key + "alpha")
+    if eps is not None and steps is not None:
+        steps, alpha = training_attack(method, eps, steps, alpha)
+    return {
+        "method": method,
+        "norm": _as_str(config.get("norm"), where, key + "norm"),
+        "eps": eps, "steps": steps, "alpha": alpha,
+        "epochs": None if config.get("epochs") is None else _as_int(config["epochs"], where, key + "epochs", 0, 10**7),
+        "seed": None if config.get("seed") is None else _as_int(config["seed"], where, key + "seed", -2**63, 2**64),
+        "bn_mode": training_bn_mode(method),
+    }
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the model was trained (``card.training``); unknown keys are kept in ``extra``."""
+    """How the model was trained (``card.training``); unknown keys are kept in ``extra``.
+
+    A model trained by RobustScope records its whole training config once, in ``config`` (what
+    ``engine.training.TrainConfig.from_dict`` reads back); the typed fields are then read from it
+    (``steps``/``alpha`` as the training attack used them) and are written only where they say
+    something else. Other cards (imports, RobustBench) give the typed fields themselves. Cards
+    written before the recipe was stored once (the fields *and* ``config``) read the same.
+    """
 
     method: str = "standard"
     norm: str | None = None
@@ -186,6 +226,7 @@ class Recipe:
     epochs: int | None = None
     seed: int | None = None
     bn_mode: str | None = None
+    config: dict | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -201,21 +242,31 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> "Recipe":
         known, extra = _split(_as_dict(data, where, "training"), cls)
+        config = None if known.get("config") is None else _as_dict(known["config"], where, "training.config")
+        implied = _implied(config, where) if config is not None else {}
+        if config is not None:
+            extra = {k: v for k, v in extra.items() if k not in _LEGACY_COPIES}
+        value = {k: known[k] if known.get(k) is not None else implied.get(k) for k in RECIPE_FIELDS}
         return cls(
-            method=_as_str(known.get("method") or "standard", where, "training.method"),
-            norm=_as_str(known.get("norm"), where, "training.norm"),
-            eps=_as_float(known.get("eps"), where, "training.eps"),
-            steps=None if known.get("steps") is None else _as_int(known["steps"], where, "training.steps", 0, 10**7),
-            alpha=_as_float(known.get("alpha"), where, "training.alpha"),
-            epochs=None if known.get("epochs") is None else _as_int(known["epochs"], where, "training.epochs", 0, 10**7),
-            seed=None if known.get("seed") is None else _as_int(known["seed"], where, "training.seed", -2**63, 2**64),
-            bn_mode=_as_str(known.get("bn_mode"), where, "training.bn_mode"),
+            method=_as_str(value["method"] or "standard", where, "training.method"),
+            norm=_as_str(value["norm"], where, "training.norm"),
+            eps=_as_float(value["eps"], where, "training.eps"),
+            steps=None if value["steps"] is None else _as_int(value["steps"], where, "training.steps", 0, 10**7),
+            alpha=_as_float(value["alpha"], where, "training.alpha"),
+            epochs=None if value["epochs"] is None else _as_int(value["epochs"], where, "training.epochs", 0, 10**7),
+            seed=None if value["seed"] is None else _as_int(value["seed"], where, "training.seed", -2**63, 2**64),
+            bn_mode=_as_str(value["bn_mode"], where, "training.bn_mode"),
+            config=config,
             extra=extra,
         )
 
     def to_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in ("method", "norm", "eps", "steps", "alpha", "epochs", "seed", "bn_mode")}
-        return {**self.extra, **{k: v for k, v in out.items() if v is not None or k == "method"}}
+        out = {k: getattr(self, k) for k in RECIPE_FIELDS}
+        if self.config is None:
+            return {**self.extra, **{k: v for k, v in out.items() if v is not None or k == "method"}}
+        implied = _implied(self.config, "")
+        own = {k: v for k, v in out.items() if v is not None and v != implied.get(k)}
+        return {**self.extra, **own, "config": dict(self.config)}
 
 
 @dataclass(frozen=True)
@@ -410,7 +461,7 @@ class ModelCard:
         norm, eps = self.training.threat()
         if eps is None:
             return self.training.method
-        symbol = {"linf": "ℓ∞", "l2": "ℓ₂"}.get(norm or "", norm or "")
+        symbol = norm_symbol(norm)
         return f"{self.training.method} {symbol + ' ' if symbol else ''}ε={eps:.3g}"
 
 
@@ -460,140 +511,6 @@ def _sha(value: Any, where: str) -> str | None:
     return value
 
 
-# ---------------------------------------------------------------------------------------------
-# making cards
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that determine how a checkpoint was made."""
-    import safetensors
-    import torch
-    import torchvision
-
-    from engine.version import __version__
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "safetensors": safetensors.__version__,
-        "robustscope": __version__,
-    }
-
-
-def model_fields(model: nn.Module) -> dict[str, Any]:
-    """The structure fields of a card, read from an ``engine.models.Classifier``.
-
-    Raises:
-        InvalidParameterError: ``model`` is not a Classifier built by ``engine.models.build_model``.
-    """
-    missing = [a for a in ("arch", "arch_kwargs", "num_classes", "input_shape", "normalize") if not hasattr(model, a)]
-    if missing:
-        raise InvalidParameterError(
-            f"expected a Classifier from engine.models.build_model (missing {', '.join(missing)}), "
-            f"got {type(model).__name__}"
-        )
-    return {
-        "arch": model.arch,
-        "arch_kwargs": dict(model.arch_kwargs),
-        "num_classes": int(model.num_classes),
-        "input_shape": [int(s) for s in model.input_shape],
-        "mean": [float(v) for v in model.normalize.mean.flatten().tolist()],
-        "std": [float(v) for v in model.normalize.std.flatten().tolist()],
-        "dual_bn": bool(getattr(model, "dual_bn", False)),
-    }
-
-
-def _default_class_names(dataset: str, num_classes: int) -> list[str]:
-    """The dataset's class names when engine.data knows it and the count fits, else "0", "1", ..."""
-    try:
-        from engine.data import get_spec
-
-        names = list(get_spec(dataset).class_names)
-    except (ImportError, RobustScopeError, AttributeError):
-        names = []
-    return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
-
-
-def make_card(
-    model: nn.Module,
-    dataset: str,
-    *,
-    name: str | None = None,
-    description: str = "",
-    class_names: list[str] | None = None,
-    training: Mapping[str, Any] | Recipe | None = None,
-    metrics: Mapping[str, Any] | Metrics | None = None,
-    source: Mapping[str, Any] | None = None,
-) -> ModelCard:
-    """Build the model card of ``model`` (an ``engine.models.Classifier``).
-
-    Args:
-        model: the classifier; arch, kwargs, shapes, mean/std and dual_bn are read from it.
-        dataset: the dataset name it was trained on (e.g. "shapes", "mnist").
-        name, description: shown in the dashboard; ``name`` defaults to the file stem on save.
-        class_names: defaults to the dataset's (``engine.data.get_spec``), else "0", "1", ...
-        training: the recipe, e.g. ``{"method": "pgd", "eps": 0.3, "norm": "linf", "steps": 40,
-            "alpha": 0.01, "epochs": 10, "seed": 0, "bn_mode": "main"}``.
-        metrics: measured results, e.g. ``{"clean_acc": 0.98, "robust_acc": 0.91, "attack":
-            {"attack": "pgd", "eps": 0.3, ...}, "history": [...]}``.
-        source: where an imported model came from.
-
-    Returns:
-        A validated :class:`ModelCard`.
-
-    Raises:
-        InvalidParameterError: class names that do not fit, or values a card cannot hold.
-    """
-    fields_ = model_fields(model)
-    names = list(class_names) if class_names is not None else _default_class_names(dataset, fields_["num_classes"])
-    if len(names) != fields_["num_classes"]:
-        raise InvalidParameterError(f"{len(names)} class names given for a model with {fields_['num_classes']} classes")
-    data = {
-        "name": name, "description": description, **fields_, "dataset": dataset,
-        "class_names": [str(n) for n in names],
-        "training": training.to_dict() if isinstance(training, Recipe) else dict(training or {}),
-        "metrics": metrics.to_dict() if isinstance(metrics, Metrics) else dict(metrics or {}),
-        "versions": library_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": dict(source) if source is not None else None,
-    }
-    try:
-        return ModelCard.from_dict(data, f"for {name or 'the model'}")
-    except CheckpointError as exc:
-        raise InvalidParameterError(str(exc)) from None
-
-
-def as_card(card: ModelCard | Mapping[str, Any], where: str = "") -> ModelCard:
+def as_card(card: "ModelCard | Mapping[str, Any]", where: str = "") -> "ModelCard":
     """``card`` as a :class:`ModelCard` (a dict is validated like a card read from disk)."""
     return card if isinstance(card, ModelCard) else ModelCard.from_dict(card, where)
-
-
-def _normalised(key: str, value: Any) -> Any:
-    """A structure field in a comparable form (lists, floats rounded for mean/std)."""
-    if key in ("mean", "std"):
-        return [round(float(v), 6) for v in value]
-    if key == "input_shape":
-        return [int(v) for v in value]
-    if key == "arch_kwargs":
-        return dict(value or {})
-    if key == "dual_bn":
-        return bool(value)
-    return value
-
-
-def merge_structure(card: ModelCard | Mapping[str, Any], model: nn.Module) -> ModelCard:
-    """``card`` with its structure fields filled from ``model``; disagreeing fields raise.
-
-    Raises:
-        InvalidParameterError: the card says something else than the model (field named).
-    """
-    model_side = model_fields(model)
-    given = card.to_dict() if isinstance(card, ModelCard) else dict(card)
-    for key, value in model_side.items():
-        if given.get(key) is not None and _normalised(key, given[key]) != _normalised(key, value):
-            raise InvalidParameterError(f"model card field {key!r} is {given[key]!r} but the model has {value!r}")
-    try:
-        return ModelCard.from_dict({**given, **model_side}, f"for {given.get('name') or 'the model'}")
-    except CheckpointError as exc:
-        raise InvalidParameterError(str(exc)) from None

@@ -15,7 +15,6 @@ Files are read with ``torch.load(weights_only=True)`` only; see ``engine.checkpo
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from engine.checkpoints.card import make_card
+from engine.catalogue import IMPORT_FORMATS, require_names
+from engine.checkpoints.making import make_card
 from engine.checkpoints.safe_io import read_weights
 from engine.checkpoints.store import LoadedCheckpoint, checkpoint_stem, check_state_dict, read_card, save_checkpoint
 from engine.errors import CheckpointError, InvalidParameterError, RobustScopeError
@@ -354,6 +354,7 @@ FORMATS: dict[str, Callable[[dict[str, torch.Tensor]], ImportedState]] = {
     "robustbench": convert_plain,
     "robustness": convert_robustness,
 }
+require_names(FORMATS, IMPORT_FORMATS, "engine.checkpoints.importers.FORMATS vs engine.catalogue.IMPORT_FORMATS")
 
 
 def _dataset_spec(dataset):
@@ -432,15 +433,6 @@ def assemble_model(
     model.load_state_dict(full)
     model.eval()
     return model, chosen
-
-
-def _with_name(card, name: str):
-    """The card with ``name`` set (a dict or the typed card)."""
-    if isinstance(card, Mapping):
-        return {**card, "name": name}
-    if dataclasses.is_dataclass(card):
-        return dataclasses.replace(card, name=name)
-    return card.replace(name=name)
 
 
 def import_checkpoint(
@@ -544,7 +536,6 @@ def save_imported(loaded: LoadedCheckpoint, dest: str | os.PathLike) -> LoadedCh
         ``weights_sha256``, ``path`` = the new ``.safetensors`` file, its sha256.
     """
     name = checkpoint_stem(Path(dest)).name
-    path = save_checkpoint(loaded.model, _with_name(loaded.card, name), dest)
+    path = save_checkpoint(loaded.model, loaded.card.replace(name=name), dest)
     card = read_card(path.with_suffix(".json"))
-    digest = card["weights_sha256"] if isinstance(card, Mapping) else card.weights_sha256
-    return LoadedCheckpoint(model=loaded.model, card=card, path=path, sha256=digest)
+    return LoadedCheckpoint(model=loaded.model, card=card, path=path, sha256=card.weights_sha256)

@@ -35,22 +35,22 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from engine.checkpoints.card import make_card
+from engine.catalogue import ROBUSTBENCH_DATASETS
 from engine.checkpoints.importers import (
     ImportedState,
     Normalization,
     _tensors_only,
-    _with_name,
     assemble_model,
     parse_normalization,
     save_imported,
 )
+from engine.checkpoints.making import make_card
 from engine.checkpoints.safe_io import read_weights, sha256_file
 from engine.checkpoints.store import LoadedCheckpoint
 from engine.errors import CheckpointError, InvalidParameterError
 
 ZOO_PATH = Path(__file__).with_name("robustbench_zoo.json")
-DATASETS = ("cifar10", "cifar100", "imagenet")
+DATASETS = ROBUSTBENCH_DATASETS
 THREATS = ("Linf", "L2", "corruptions")
 #: RobustBench's default ``model_dir``.
 DEFAULT_MODEL_DIR = Path("models")
@@ -610,5 +610,5 @@ def import_robustbench(
     folder = Path(out_dir) if out_dir is not None else checkpoints_root()
     folder.mkdir(parents=True, exist_ok=True)
     stem = free_stem(folder, wanted, (".safetensors", ".json"), overwrite=overwrite)
-    loaded = LoadedCheckpoint(model=loaded.model, card=_with_name(loaded.card, stem.name), path=loaded.path, sha256=loaded.sha256)
+    loaded = LoadedCheckpoint(model=loaded.model, card=loaded.card.replace(name=stem.name), path=loaded.path, sha256=loaded.sha256)
     return save_imported(loaded, stem)

@@ -21,7 +21,6 @@ Bounds (checked from the file's header before its tensors are read):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import re
@@ -32,57 +31,22 @@ from typing import Any, Iterable
 
 import torch
 
+from engine.checkpoints.files import (  # noqa: F401 (re-exported: torch-free, defined once there)
+    MAX_WEIGHTS_BYTES,
+    SAFETENSORS_SUFFIX,
+    TORCH_SUFFIXES,
+    file_size,
+    read_bytes,
+    sha256_bytes,
+    sha256_file,
+)
 from engine.errors import CheckpointError, UnsafeCheckpointError
 
-SAFETENSORS_SUFFIX = ".safetensors"
-TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
-#: Largest weights file read (WRN-94-16, the largest RobustBench CIFAR model, is ~1.4 GB).
-MAX_WEIGHTS_BYTES = 4 << 30
 MAX_HEADER_BYTES = 100 << 20
-_CHUNK = 1 << 20
 _ST_DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
 }
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (constant memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_size(path: Path, limit: int = MAX_WEIGHTS_BYTES) -> int:
-    """The size of a regular file, refusing missing, special or over-large files."""
-    path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint file {path} does not exist") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint file {path}: {exc.strerror or exc}") from exc
-    if not path.is_file():
-        raise CheckpointError(f"{path} is not a regular file")
-    if info.st_size > limit:
-        raise CheckpointError(f"{path} is {info.st_size / 2**30:.1f} GiB; files over {limit / 2**30:.0f} GiB are not read")
-    return info.st_size
-
-
-def read_bytes(path: Path, limit: int = MAX_WEIGHTS_BYTES) -> bytes:
-    """The file's bytes (at most ``limit``); a missing or unreadable file raises ``CheckpointError``."""
-    file_size(path, limit)
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint file {path}: {exc.strerror or exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,20 +24,23 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import torch
 from torch import nn
 
-from engine.checkpoints.card import MAX_CARD_BYTES, ModelCard, as_card, merge_structure
-from engine.checkpoints.safe_io import (
+from engine.checkpoints.card import ModelCard
+from engine.checkpoints.files import (  # noqa: F401 (WEIGHT_SUFFIXES, checkpoint_stem re-exported)
+    CARD_SUFFIX,
     SAFETENSORS_SUFFIX,
-    TORCH_SUFFIXES,
-    check_safetensors_header,
-    parse_weights,
-    read_bytes,
+    WEIGHT_SUFFIXES,
+    checkpoint_files,
+    checkpoint_stem,
+    find_weights as _find_weights,
+    read_card_file,
     sha256_file,
+    with_suffix as _with_suffix,
 )
+from engine.checkpoints.making import merge_structure
+from engine.checkpoints.safe_io import check_safetensors_header, parse_weights
 from engine.errors import CheckpointError, InvalidParameterError, RobustScopeError
 from engine.fileio import FILE_MODE, TEMP_SUFFIX
 
-CARD_SUFFIX = ".json"
-WEIGHT_SUFFIXES = (SAFETENSORS_SUFFIX, *TORCH_SUFFIXES)
 CHECKPOINTS_ENV = "ROBUSTSCOPE_CHECKPOINTS"
 UPLOADS_FOLDER = "uploads"
 _MAX_NAMES_IN_ERROR = 8
@@ -99,39 +102,8 @@ def checkpoints_root() -> Path:
     return Path(env) if env else Path("checkpoints")
 
 
-def checkpoint_stem(path: Path) -> Path:
-    """The checkpoint stem: ``a/b/name`` for ``a/b/name.safetensors``, ``.json``, ``.pt`` or ``a/b/name``."""
-    if path.suffix.lower() in (CARD_SUFFIX, *WEIGHT_SUFFIXES):
-        return path.with_suffix("")
-    return path
-
-
-def _with_suffix(stem: Path, suffix: str) -> Path:
-    return stem.parent / (stem.name + suffix)
-
-
-def _find_weights(stem: Path) -> Path | None:
-    return next((p for p in (_with_suffix(stem, s) for s in WEIGHT_SUFFIXES) if p.is_file()), None)
-
-
-def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """``(weights file, card file)`` for a stem, a ``.safetensors`` (or ``.pt``) or a ``.json`` path.
-
-    Raises:
-        CheckpointError: the card or the weights file does not exist.
-    """
-    given = Path(path)
-    stem = checkpoint_stem(given)
-    card = _with_suffix(stem, CARD_SUFFIX)
-    weights = given if given.suffix.lower() in WEIGHT_SUFFIXES else _find_weights(stem)
-    if not card.is_file():
-        raise CheckpointError(
-            f"no model card {card}: a RobustScope checkpoint is NAME.safetensors + NAME.json; "
-            "convert other files with `python -m engine import FILE --arch A --dataset D`"
-        )
-    if weights is None or not weights.is_file():
-        raise CheckpointError(f"the weights file of {card} is missing (expected {_with_suffix(stem, SAFETENSORS_SUFFIX)})")
-    return weights, card
+#: ``(weights file, card file)`` of a checkpoint path (``engine.checkpoints.files.checkpoint_files``).
+checkpoint_paths = checkpoint_files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,10 +203,9 @@ def update_card(path: str | os.PathLike, updates: Mapping[str, Any]) -> Path:
 # load
 
 
-def read_card(card_path: Path) -> ModelCard:
-    """Parse and validate a model card file; bad JSON, missing or out-of-bounds fields raise
-    ``CheckpointError``."""
-    return ModelCard.from_json(read_bytes(card_path, limit=MAX_CARD_BYTES), str(card_path))
+#: Parse and validate a model card file (``engine.checkpoints.files.read_card_file``); bad JSON,
+#: missing or out-of-bounds fields raise ``CheckpointError``.
+read_card = read_card_file
 
 
 def _interrupted_publish(card_path: Path, digest: str) -> Path | None:

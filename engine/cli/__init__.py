@@ -12,7 +12,8 @@ import json
 import pkgutil
 import sys
 
-from engine.errors import RobustScopeError
+from engine.catalogue import BN_BRANCHES
+from engine.errors import InvalidParameterError, RobustScopeError
 
 #: largest ``--batch-size`` any command accepts (bounds the memory of one forward/backward pass)
 MAX_BATCH = 4096
@@ -100,7 +101,7 @@ def print_json(obj) -> None:
 
 def add_branch_option(parser, flag: str = "--bn-branch") -> None:
     """The BatchNorm-branch option of commands that evaluate a model (AdvProp models have two)."""
-    parser.add_argument(flag, default="main", choices=["main", "aux"],
+    parser.add_argument(flag, default="main", choices=list(BN_BRANCHES),
                         help="BatchNorm branch of AdvProp (dual-BN) models: main (clean, the default) or aux "
                              "(the adversarial branch)")
 
@@ -139,9 +140,9 @@ def add_analysis_options(parser) -> None:
 def queue_request(request, args) -> dict:
     """Queue ``request`` as a background job (``--background``; ``--no-cache``, ``--device``) and
     say how to follow it on stderr; returns the JSON ``{"job", "status", "kind", "result"}``."""
-    from engine.analysis import submit_analysis
+    from engine.jobs import submit
 
-    job = submit_analysis(request, use_cache=not args.no_cache, device=getattr(args, "device", "auto"),
+    job = submit(request, use_cache=not args.no_cache, device=getattr(args, "device", "auto"),
                           submitter="cli")
     if job.status != "done":
         print(f"queued job {job.id}: `python -m engine jobs wait {job.id}` then "
@@ -182,9 +183,75 @@ def run_request(request, args, label: str, out_handler=None, loaded=()) -> int:
         for note in result.notes:
             warn(note)
         return out_handler(result)
-    from engine.cli.jobs import emit
-
     return emit(result, args)
+
+
+def emit(result, args, notes=()) -> int:
+    """Print or write ``result`` as ``--json`` / ``--out`` / a summary (``engine.cli.jobs.print_result``)."""
+    import json
+    from pathlib import Path
+
+    from engine.analysis import get_analysis
+    from engine.analysis.base import finite
+    from engine.fileio import atomic_write_bytes, atomic_write_text
+
+    for note in list(notes) + list(result.notes) + list(result.meta.get("notes", [])) + \
+            list(result.meta.get("warnings", [])):
+        warn(note)
+    body = {**get_analysis(result.kind).report(result), "cached": result.cached, "result": result.key}
+    out = getattr(args, "out", None)
+    if out:
+        target = Path(out)
+        suffix = target.suffix.lower()
+        if suffix == ".npz":
+            import io
+
+            import numpy as np
+
+            buffer = io.BytesIO()
+            np.savez(buffer, **result.arrays)
+            atomic_write_bytes(target, buffer.getvalue(), what="result arrays")
+        elif suffix == ".csv":
+            import csv
+
+            rows = get_analysis(result.kind).rows
+            if rows is None:
+                raise InvalidParameterError(f"{result.kind} results have no CSV form; use --out FILE.json or .npz")
+            atomic_write_text(target, _csv_text(rows(result), csv), what="CSV file")
+        else:
+            atomic_write_text(target, json.dumps(finite(body), indent=2, default=str) + "\n", what="result JSON")
+        print(f"wrote {target} (result {result.key}, {'stored earlier' if result.cached else 'computed'})",
+              file=sys.stderr)
+        return 0
+    if getattr(args, "json", False):
+        print_json(finite(body))
+        return 0
+    print(f"{result.request.describe()}\nresult {result.key} · {'stored earlier' if result.cached else 'computed'} "
+          f"in {result.seconds:.1f} s · engine {result.version}\n(--json prints every number; --out F.json|.npz writes them)")
+    return 0
+
+
+def _csv_text(rows: list[dict], csv) -> str:
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def read_train_config(path: str):
+    """The validated ``TrainConfig`` in JSON file ``path`` (``train`` and ``jobs submit``)."""
+    from pathlib import Path
+
+    from engine.training import TrainConfig
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidParameterError(f"cannot read config file {path!r}: {exc}") from exc
+    return TrainConfig.from_json(text).validate()
 
 
 def require_compatible(checkpoints, spec, classes: bool = True) -> list[str]:
@@ -204,26 +271,25 @@ def require_compatible(checkpoints, spec, classes: bool = True) -> list[str]:
         InvalidParameterError: an input-shape mismatch (or a class-count one when ``classes``).
     """
     from engine.data import get_spec
-    from engine.errors import InvalidParameterError
-    from engine.selection import class_mismatch, incompatibility
+    from engine.selection import check_compatible
 
     if isinstance(spec, str):
         spec = get_spec(spec)
     spec = getattr(spec, "spec", None) or spec  # a loaded dataset carries its spec
-    notes = []
-    for loaded in checkpoints:
-        card = loaded.card
-        problem = incompatibility(card, spec, classes=classes)
-        if problem:
-            raise InvalidParameterError(problem)
-        note = class_mismatch(card, spec)
-        if note is None and card.dataset and card.dataset != spec.name:
-            note = (f"{loaded.name} was trained on `{card.dataset}`, not `{spec.name}`: its "
-                    "classes are not this dataset's labels")
-        if note:
-            notes.append(note)
-            warn(note)
+    notes = check_compatible(checkpoints, spec, classes=classes)
+    for note in notes:
+        warn(note)
     return notes
+
+
+def check_images(args, dataset: str, split: str = "test", offset: int = 0) -> None:
+    """Refuse ``--n`` (from ``offset``) beyond the split's size at once, naming the size, so a
+    background job is refused before it is queued."""
+    from engine import data as edata
+
+    size = len(edata.load_dataset(dataset, split=split))
+    check_int("--offset", offset, 0, size - 1, f"the {dataset} {split} split's size")
+    check_int("--n", args.n, 1, size - offset, f"the {dataset} {split} split's size")
 
 
 def check_int(flag: str, value, low: int = 1, high: int | None = None, why: str = "") -> int:

@@ -36,7 +36,7 @@ def advprop_request(args: argparse.Namespace):
     split unless the stored result answers."""
     from engine import checkpoints as ckpt
     from engine.analysis import ModelRef
-    from engine.analysis.advprop import advprop_request as request_for
+    from engine.analysis.kinds.advprop import advprop_request as request_for
 
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     path = ModelRef.of(args.checkpoint).path

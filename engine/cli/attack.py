@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import argparse
 
+from engine.analysis.fields import MAX_IMAGES
+from engine.catalogue import ATTACKS as ATTACK_NAMES
+from engine.catalogue import NORMS as NORM_NAMES
 from engine.cli import (
     MAX_BATCH,
     add_analysis_options,
+    check_images,
     check_int,
     needs_checking,
     print_json,
@@ -23,11 +27,6 @@ from engine.cli import (
 )
 from engine.errors import InvalidParameterError
 
-#: the names of ``engine.attacks.ATTACKS`` and ``engine.attacks.STEPS`` (the tests check they agree),
-#: kept here so building the parser imports no torch and a stored result prints at once
-ATTACK_NAMES = ("fgsm", "pgd", "lbfgs", "cw", "deepfool", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square",
-                "autoattack")
-NORM_NAMES = ("linf", "l2")
 #: the options of :func:`add_attack_arguments`, as ``engine.attacks.make_attack`` keywords
 ATTACK_KEYS = ("norm", "eps", "steps", "alpha", "restarts", "random_start", "targeted")
 
@@ -52,7 +51,7 @@ def add_attack_arguments(p: argparse.ArgumentParser, default: str | None = None,
 def attack_options(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> tuple:
     """The attack options given (not ``skip``), as a request's ``params``
     (``engine.analysis.attack_params``)."""
-    from engine.analysis import attack_params
+    from engine.analysis.kinds._attacklab import attack_params
 
     return attack_params({k: getattr(args, k, None) for k in ATTACK_KEYS if k not in skip})
 
@@ -60,7 +59,7 @@ def attack_options(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> tupl
 def model_refs(paths: list[str]) -> tuple:
     """The :class:`~engine.analysis.ModelRef` of each checkpoint path (one to eight, slots A, B, ...)."""
     from engine.analysis import ModelRef
-    from engine.analysis.requests import SLOTS
+    from engine.analysis.kinds._attacklab import SLOTS
 
     if not 1 <= len(paths) <= len(SLOTS):
         raise InvalidParameterError(f"give one to {len(SLOTS)} checkpoints, got {len(paths)}")
@@ -69,31 +68,23 @@ def model_refs(paths: list[str]) -> tuple:
 
 def card_dataset(args: argparse.Namespace, ref) -> str:
     """``--dataset``, else the dataset the first checkpoint's card names."""
-    from engine.analysis.base import card_json
+    from engine.analysis.base import dataset_of
 
-    dataset = args.dataset or card_json(ref.path).get("dataset")
-    if not dataset:
-        raise InvalidParameterError(f"{ref.path}'s card names no dataset; give --dataset")
-    return dataset
+    return args.dataset or dataset_of(ref)
 
 
-def check_images(args: argparse.Namespace, dataset: str, split: str = "test", offset: int = 0) -> None:
-    """Refuse ``--n`` (from ``offset``) beyond the split's size at once, so a background job is
-    refused before it is queued."""
-    from engine import data as edata
-
-    size = len(edata.load_dataset(dataset, split=split))
-    check_int("--offset", offset, 0, size - 1, f"the {dataset} {split} split's size")
-    check_int("--n", args.n, 1, size - offset, f"the {dataset} {split} split's size")
-
-
-def models_and_dataset(args: argparse.Namespace, paths: list[str]) -> tuple[tuple, str]:
+def models_and_dataset(args: argparse.Namespace, paths: list[str], split: str = "test",
+                       offset: int = 0) -> tuple[tuple, str]:
     """Check ``--n`` and ``--batch-size``; the :func:`model_refs` of ``paths`` and the
-    :func:`card_dataset` (the image count is checked against the split by :func:`checked`)."""
+    :func:`card_dataset` (the image count is checked against the split by :func:`checked`, or
+    here when it is beyond any request's bound)."""
     check_int("--n", args.n, 1)
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     models = model_refs(paths)
-    return models, card_dataset(args, models[0])
+    dataset = card_dataset(args, models[0])
+    if args.n > MAX_IMAGES:
+        check_images(args, dataset, split, offset)
+    return models, dataset
 
 
 def checked(request, args: argparse.Namespace, split: str = "test", offset: int = 0):
@@ -101,7 +92,7 @@ def checked(request, args: argparse.Namespace, split: str = "test", offset: int 
     unless its result is stored and will be used: a stored answer reads no dataset."""
     if needs_checking(request, args):  # first: its message names the split's size
         check_images(args, request.dataset, split, offset)
-    return request.validate()
+    return request
 
 
 def add_comparison_arguments(p: argparse.ArgumentParser, out_help: str, eps: bool = True) -> None:
@@ -145,9 +136,9 @@ def register(sub) -> None:
 
 def craft_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.CraftRequest` of ``attack --checkpoint ...``."""
-    from engine.analysis import CraftRequest
+    from engine.analysis.kinds.craft import CraftRequest
 
-    models, dataset = models_and_dataset(args, [args.checkpoint, *args.compare])
+    models, dataset = models_and_dataset(args, [args.checkpoint, *args.compare], args.split, args.offset)
     return checked(CraftRequest(models=models, dataset=dataset, attack=args.attack,
                                 params=attack_options(args), split=args.split, n=args.n, offset=args.offset,
                                 sample_seed=args.seed, target=args.target, batch_size=args.batch_size),
@@ -163,7 +154,7 @@ def run_attack_command(args: argparse.Namespace) -> int:
     def write(result) -> int:
         from engine.analysis import get_analysis
         from engine.analysis.base import finite
-        from engine.analysis.craft import example_arrays
+        from engine.analysis.kinds.craft import example_arrays
         from engine.fileio import save_npz
 
         warn_result_notes(result)

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.analysis.requests import CKA_KERNELS, CKA_POOLINGS
+from engine.catalogue import BN_BRANCHES, CKA_KERNELS, CKA_POOLINGS, CKA_REFERENCES
 from engine.cli import MAX_BATCH, add_analysis_options, check_int, warn_result_notes
 from engine.errors import InvalidParameterError
 
@@ -18,12 +18,12 @@ def register(sub) -> None:
     p = sub.add_parser("cka", help="layer-by-layer CKA within and across two checkpoints, or across a run's epochs")
     p.add_argument("--a", help="checkpoint A (stem, .safetensors or .json)")
     p.add_argument("--b", help="checkpoint B (may be A again with another --b-branch)")
-    p.add_argument("--a-branch", default="main", choices=["main", "aux"], help="BatchNorm branch of A (AdvProp models)")
-    p.add_argument("--b-branch", default="main", choices=["main", "aux"], help="BatchNorm branch of B (AdvProp models)")
+    p.add_argument("--a-branch", default="main", choices=list(BN_BRANCHES), help="BatchNorm branch of A (AdvProp models)")
+    p.add_argument("--b-branch", default="main", choices=list(BN_BRANCHES), help="BatchNorm branch of B (AdvProp models)")
     p.add_argument("--run", action="append", metavar="JOB_OR_DIR",
                    help="instead of --a/--b: a training run (job id or run folder) whose kept epoch snapshots "
                         "are compared with each other; give two to compare a standard and a robust run")
-    p.add_argument("--reference", default="final", choices=["final", "consecutive"],
+    p.add_argument("--reference", default="final", choices=list(CKA_REFERENCES),
                    help="with --run: each epoch vs the final one, or vs the previous one")
     p.add_argument("--dataset", help="dataset name (default: A's card dataset)")
     p.add_argument("--split", default="test", choices=["test", "train"])
@@ -85,20 +85,16 @@ def write_csv_atomic(rows: list[dict], path: str | os.PathLike) -> Path:
 
 def cka_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.CKARequest` of ``cka --a A --b B ...`` (no torch needed)."""
-    from engine.analysis import CKARequest, ModelRef
-    from engine.analysis.base import card_json
+    from engine.analysis import ModelRef
+    from engine.analysis.kinds.cka import CKARequest
 
-    a, b = ModelRef.of(args.a, args.a_branch), ModelRef.of(args.b, args.b_branch)
-    dataset = args.dataset or card_json(a.path).get("dataset")
-    if not dataset:
-        raise InvalidParameterError(f"{a.path}'s card names no dataset; give --dataset")
-    return CKARequest(
-        a=a, b=b, dataset=dataset, split=args.split, n=args.n, batch_size=args.batch_size,
+    return CKARequest.make(
+        a=ModelRef.of(args.a, args.a_branch), b=ModelRef.of(args.b, args.b_branch), dataset=args.dataset, split=args.split, n=args.n, batch_size=args.batch_size,
         layers_a=tuple(args.layers) if args.layers else None,
         layers_b=tuple(args.layers_b or args.layers) if (args.layers_b or args.layers) else None,
         kernel=args.kernel, sigma_fraction=args.sigma_fraction, pooling=args.pooling, inputs=args.inputs,
         attack=args.attack, eps=args.eps, steps=args.steps, craft_on=args.craft_on,
-    ).validate()
+    )
 
 
 def run_cka(args: argparse.Namespace) -> int:
@@ -115,7 +111,7 @@ def run_cka(args: argparse.Namespace) -> int:
         raise InvalidParameterError("give two checkpoints (--a and --b) or one or two training runs (--run)")
 
     def write_csv(result) -> int:
-        from engine.analysis.cka import rows
+        from engine.analysis.kinds.cka import rows
 
         path = write_csv_atomic(rows(result), args.out)
         print(f"wrote {path} ({result.meta['n']} images, {result.seconds:.1f} s"
@@ -154,22 +150,18 @@ def run_snapshots(folder: Path) -> tuple[tuple, tuple[int, ...]]:
 def epochs_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.CKARunRequest` of ``cka --run R [--run R2] ...``: each run's kept
     snapshots (path + sha256); the dataset defaults to the first run's final snapshot's."""
-    from engine.analysis import CKARunRequest
-    from engine.analysis.base import card_json
+    from engine.analysis.kinds.cka_epochs import CKARunRequest
 
     if len(args.run) > 2:
         raise InvalidParameterError("give at most two runs (e.g. a standard and a robust one)")
     runs = [run_snapshots(run_folder(spec)) for spec in args.run]
-    dataset = args.dataset or card_json(runs[0][0][-1].path).get("dataset")
-    if not dataset:
-        raise InvalidParameterError(f"{runs[0][0][-1].path}'s card names no dataset; give --dataset")
     layers = {"a": args.layers, "b": args.layers_b or args.layers}
     fields = {}
     for slot, (refs, epochs) in zip("ab", runs):
         fields |= {f"run_{slot}": refs, f"epochs_{slot}": epochs,
                    f"layers_{slot}": tuple(layers[slot]) if layers[slot] else None}
-    return CKARunRequest(dataset=dataset, reference=args.reference, split=args.split, n=args.n,
-                         batch_size=args.batch_size, kernel=args.kernel, pooling=args.pooling, **fields).validate()
+    return CKARunRequest.make(dataset=args.dataset, reference=args.reference, split=args.split, n=args.n,
+                              batch_size=args.batch_size, kernel=args.kernel, pooling=args.pooling, **fields)
 
 
 def run_epochs(args: argparse.Namespace) -> int:
@@ -178,7 +170,7 @@ def run_epochs(args: argparse.Namespace) -> int:
     from engine.cli import run_request
 
     def write_csv(result) -> int:
-        from engine.analysis.cka_epochs import rows
+        from engine.analysis.kinds.cka_epochs import rows
 
         warn_result_notes(result)
         path = write_rows_atomic(rows(result), args.out, ["run", "epoch", "layer", "cka"])

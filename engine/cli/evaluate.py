@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from engine.analysis.requests import AUTOATTACK_FAMILY, AUTOATTACK_VERSIONS
+from engine.analysis.fields import AUTOATTACK_FAMILY, AUTOATTACK_VERSIONS
 from engine.cli import (
     MAX_BATCH,
     add_analysis_options,
     add_branch_option,
+    check_images,
     check_int,
     needs_checking,
     print_json,
@@ -67,13 +68,12 @@ def evaluate_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.EvaluateRequest` of ``evaluate --checkpoint ...``; a subset
     (``--n``) not answered from the store is checked against the split's size here, so a background
     job is refused at once too."""
-    from engine.analysis import EvaluateRequest, ModelRef
-    from engine.analysis.base import card_json
+    from engine.analysis import ModelRef
+    from engine.analysis.base import dataset_of
+    from engine.analysis.fields import MAX_IMAGES
+    from engine.analysis.kinds.evaluate import EvaluateRequest
 
     model = ModelRef.of(args.checkpoint, args.bn_branch)
-    dataset = args.dataset or card_json(model.path).get("dataset")
-    if not dataset:
-        raise InvalidParameterError(f"{model.path}'s card names no dataset; give --dataset")
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     params = {}
     if args.attack:
@@ -81,14 +81,14 @@ def evaluate_request(args: argparse.Namespace):
         if args.attacks:
             params["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
             params.setdefault("version", "custom")
-    request = EvaluateRequest(model=model, dataset=dataset, split=args.split, n=args.n, batch_size=args.batch_size,
-                              attack=args.attack, seed=0 if args.seed is None else args.seed, **params)
+    if args.n is not None and args.n > MAX_IMAGES:  # beyond any request: name the split's size
+        check_images(args, args.dataset or dataset_of(model), args.split)
+    request = EvaluateRequest.make(model=model, dataset=args.dataset, split=args.split, n=args.n,
+                                   batch_size=args.batch_size, attack=args.attack,
+                                   seed=0 if args.seed is None else args.seed, **params)
     if args.n is not None and needs_checking(request, args):
-        from engine import data as edata
-
-        size = len(edata.load_dataset(dataset, split=args.split))
-        check_int("--n", args.n, 1, size, f"the {dataset} {args.split} split's size")
-    return request.validate()
+        check_images(args, request.dataset, args.split)
+    return request
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -98,7 +98,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     def show(result) -> int:
         from engine.analysis.base import finite
-        from engine.analysis.evaluate import report as evaluation_report
+        from engine.analysis.kinds.evaluate import report as evaluation_report
 
         warn_result_notes(result)
         report = evaluation_report(result)
@@ -114,7 +114,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def print_summary(report: dict, cached: bool) -> None:
-    """The human-readable lines of an evaluation ``report`` (:func:`engine.analysis.evaluate.report`)."""
+    """The human-readable lines of an evaluation ``report`` (:func:`engine.analysis.kinds.evaluate.report`)."""
     from pathlib import Path
 
     stored = " (stored earlier)" if cached else ""
@@ -156,7 +156,7 @@ def measured_command(argv: list[str]) -> str:
 
 
 def record(checkpoint: str, report: dict, argv: list[str]) -> object:
-    """Write ``report`` (:func:`engine.analysis.evaluate.report`) into the card of ``checkpoint``:
+    """Write ``report`` (:func:`engine.analysis.kinds.evaluate.report`) into the card of ``checkpoint``:
     the AutoAttack family under its own name, other figures as the headline (or the BN branch's)."""
     from engine.checkpoints.store import checkpoint_paths, read_card
 

@@ -28,7 +28,7 @@ def register(sub) -> None:
                     "back; --background queues both.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint path (stem, .safetensors or .json)")
-    p.add_argument("--layer", required=True, help="layer name (see `python -m engine models --layers`)")
+    p.add_argument("--layer", required=True, help="layer name (see `python -m engine models --layers CHECKPOINT`)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--unit", type=int, help="unit (channel) index i")
     which.add_argument("--direction-seed", type=int, help="seed of a random unit-norm direction v")
@@ -65,7 +65,7 @@ def layer_channels(model, layer: str) -> int:
     for info in list_layers(model):
         if info.name == layer and info.output_shape:
             return int(info.output_shape[0])
-    raise InvalidParameterError(f"unknown or non-tensor layer {layer!r}; see `python -m engine models --layers`")
+    raise InvalidParameterError(f"unknown or non-tensor layer {layer!r}; see `python -m engine models --layers CHECKPOINT`")
 
 
 def target_spec(args: argparse.Namespace) -> tuple[str, int]:
@@ -76,19 +76,21 @@ def target_spec(args: argparse.Namespace) -> tuple[str, int]:
 def topk_request(args: argparse.Namespace, dataset: str, position):
     """The :class:`~engine.analysis.TopKRequest` of ``featvis`` (the same sample as before: ``--n``
     test images drawn with seed 0)."""
-    from engine.analysis import ModelRef, TopKRequest
+    from engine.analysis import ModelRef
+    from engine.analysis.kinds.topk import TopKRequest
 
-    return TopKRequest(model=ModelRef.of(args.checkpoint), layer=args.layer, targets=(target_spec(args),),
-                       dataset=dataset, position=position, n=args.n, sample_seed=0, k=args.top_k).validate()
+    return TopKRequest.make(model=ModelRef.of(args.checkpoint), layer=args.layer, targets=(target_spec(args),),
+                            dataset=dataset, position=position, n=args.n, sample_seed=0, k=args.top_k)
 
 
 def vis_request(args: argparse.Namespace, position):
     """The :class:`~engine.analysis.FeatVisRequest` of ``featvis`` (``--steps``, ``--lr``, ``--seed``;
     lucent's other settings at their defaults, the model's input size)."""
-    from engine.analysis import FeatVisRequest, ModelRef
+    from engine.analysis import ModelRef
+    from engine.analysis.kinds.featvis import FeatVisRequest
 
     return FeatVisRequest(model=ModelRef.of(args.checkpoint), layer=args.layer, targets=(target_spec(args),),
-                          position=position, steps=args.steps, lr=args.lr, seed=args.seed).validate()
+                          position=position, steps=args.steps, lr=args.lr, seed=args.seed)
 
 
 def run_featvis(args: argparse.Namespace) -> int:
@@ -140,8 +142,6 @@ def queue_parts(args: argparse.Namespace) -> int:
     """``--background``: queue the top-k search (``--top-k`` > 0) and the visualisation (``--steps``
     > 0), one job each; print ``{"jobs": [ID, ...], "top_k": {job, status, kind, result},
     "visualisation": {...}}``."""
-    from engine.analysis.base import card_json
-
     check_int("--n", args.n, 1, MAX_SEARCHED, "held-out images searched")
     check_int("--top-k", args.top_k, 0, args.n, "at most --n")
     if not (args.top_k or args.steps):
@@ -149,7 +149,7 @@ def queue_parts(args: argparse.Namespace) -> int:
     position = parse_position(args.position)
     requests = {}
     if args.top_k:
-        requests["top_k"] = topk_request(args, args.dataset or card_json(args.checkpoint).get("dataset"), position)
+        requests["top_k"] = topk_request(args, args.dataset, position)
     if args.steps:
         requests["visualisation"] = vis_request(args, position)
     queued = {part: queue_request(request, args) for part, request in requests.items()}
@@ -167,7 +167,7 @@ def write_top_k(loaded, args, target, out: Path) -> dict:
     """Search ``args.n`` held-out images (a stored result answers a repeated search); write
     topk.png; return indices, scores and labels."""
     from engine import featvis
-    from engine.analysis.topk import picked_images, sample
+    from engine.analysis.kinds.topk import picked_images, sample
 
     check_int("--n", args.n, 1, MAX_SEARCHED, "held-out images searched")
     name = args.dataset or loaded.card.dataset

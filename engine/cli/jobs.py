@@ -10,11 +10,74 @@ from __future__ import annotations
 import sys
 import time
 
-from engine.cli.train import cmd_cancel, cmd_list, cmd_logs, cmd_resume, cmd_submit
 from engine.errors import InvalidParameterError
 
 #: seconds between looks at the job while waiting
 POLL_S = 0.5
+
+
+def cmd_submit(args) -> int:
+    from engine.cli import print_json, read_train_config, warn
+    from engine.jobs import JobStore, worker_alive
+
+    store = JobStore(args.runs)
+    job = store.submit(read_train_config(args.config), submitter="cli")
+    running = worker_alive(store)
+    print_json({"id": job.id, "name": job.name, "status": job.status, "worker_running": running})
+    if not running:
+        runs = f" --runs {store.root}" if args.runs else ""
+        warn(f"no worker is running for {store.root}, so job {job.id} waits in the queue; start one "
+             f"with `python -m engine worker{runs}` (it runs queued jobs one at a time until stopped)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from engine.cli import print_json
+    from engine.jobs import JobStore
+
+    store = JobStore(args.runs)
+    jobs = store.list()
+    if args.json:
+        print_json([j.to_dict() for j in jobs])
+        return 0
+    print(f"{'id':>4}  {'status':<11} {'kind':<12} {'progress':>8}  name")
+    for j in jobs:
+        if j.is_analysis:
+            last = store.latest_progress(j.id) if j.status == "running" else None
+            where = f"{last.batch}/{last.batches}" if last is not None and last.batches else (j.result_key or "")[:8]
+        else:
+            where = f"{len(store.history(j.id))}/{j.config.epochs} ep"
+        print(f"{j.id:>4}  {j.status:<11} {(j.config.method if not j.is_analysis else j.kind):<12} {where:>8}  {j.name}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from engine.cli import print_json
+    from engine.jobs import JobStore
+
+    job = JobStore(args.runs).cancel(args.id)
+    print_json({"id": job.id, "status": job.status, "cancel_requested": job.cancel_requested})
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from engine.cli import print_json
+    from engine.jobs import JobStore
+
+    job = JobStore(args.runs).resume(args.id)
+    print_json({"id": job.id, "status": job.status})
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from engine.jobs import JobStore
+
+    store = JobStore(args.runs)
+    job = store.get(args.id)
+    sys.stdout.write(store.read_log(job.id))
+    if job.error:
+        sys.stdout.write(f"\n--- error ---\n{job.error}\n")
+    return 0
 
 
 def cmd_wait(args) -> int:
@@ -72,66 +135,11 @@ def print_result(key: str, args, runs=None, notes=()) -> int:
     """The shared output of a stored analysis result: ``--json`` prints the kind's report with
     ``cached``/``key``; ``--out`` writes it; neither prints a short summary."""
     from engine.analysis import ResultStore, load_result
+    from engine.cli import emit
 
     results = ResultStore(None if runs is None else runs / "results")
     result = load_result(key, results)
     return emit(result, args, notes)
-
-
-def emit(result, args, notes=()) -> int:
-    """Print or write ``result`` as ``--json`` / ``--out`` / a summary (see :func:`print_result`)."""
-    import json
-    from pathlib import Path
-
-    from engine.analysis import get_analysis
-    from engine.analysis.base import finite
-    from engine.cli import print_json, warn
-    from engine.fileio import atomic_write_bytes, atomic_write_text
-
-    for note in list(notes) + list(result.notes) + list(result.meta.get("notes", [])) + \
-            list(result.meta.get("warnings", [])):
-        warn(note)
-    body = {**get_analysis(result.kind).report(result), "cached": result.cached, "result": result.key}
-    out = getattr(args, "out", None)
-    if out:
-        target = Path(out)
-        suffix = target.suffix.lower()
-        if suffix == ".npz":
-            import io
-
-            import numpy as np
-
-            buffer = io.BytesIO()
-            np.savez(buffer, **result.arrays)
-            atomic_write_bytes(target, buffer.getvalue(), what="result arrays")
-        elif suffix == ".csv":
-            import csv
-
-            rows = get_analysis(result.kind).rows
-            if rows is None:
-                raise InvalidParameterError(f"{result.kind} results have no CSV form; use --out FILE.json or .npz")
-            atomic_write_text(target, _csv_text(rows(result), csv), what="CSV file")
-        else:
-            atomic_write_text(target, json.dumps(finite(body), indent=2, default=str) + "\n", what="result JSON")
-        print(f"wrote {target} (result {result.key}, {'stored earlier' if result.cached else 'computed'})",
-              file=sys.stderr)
-        return 0
-    if getattr(args, "json", False):
-        print_json(finite(body))
-        return 0
-    print(f"{result.request.describe()}\nresult {result.key} · {'stored earlier' if result.cached else 'computed'} "
-          f"in {result.seconds:.1f} s · engine {result.version}\n(--json prints every number; --out F.json|.npz writes them)")
-    return 0
-
-
-def _csv_text(rows: list[dict], csv) -> str:
-    import io
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else [])
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue()
 
 
 def register(subparsers) -> None:

@@ -16,6 +16,8 @@ def register(sub) -> None:
     p = sub.add_parser("models", help="list available checkpoints and their model cards")
     p.add_argument("--root", action="append", type=Path, help="folder to scan (repeatable); default: $ROBUSTSCOPE_CHECKPOINTS or ./checkpoints")
     p.add_argument("--json", action="store_true", help="print JSON (full cards) instead of a table")
+    p.add_argument("--layers", metavar="CHECKPOINT",
+                   help="list CHECKPOINT's hookable layers (name, type, output shape): the names --layer takes")
     p.set_defaults(func=list_models)
 
     p = sub.add_parser(
@@ -79,7 +81,9 @@ def _summary(info) -> dict:
 
 
 def list_models(args: argparse.Namespace) -> int:
-    """Print the checkpoints found under the roots, as JSON or a table."""
+    """Print the checkpoints found under the roots, as JSON or a table (``--layers P``: P's layers)."""
+    if args.layers:
+        return print_layers(args.layers, args.json)
     infos = ckpt.list_checkpoints(args.root)
     if args.json:
         print_json([dict(_summary(i), card=i.card.to_dict() if i.card else None) for i in infos])
@@ -92,6 +96,23 @@ def list_models(args: argparse.Namespace) -> int:
     print("  ".join(f"{c:<14}" for c in cols))
     for row in rows:
         print("  ".join(f"{_cell(row[c]):<14}" for c in cols) + (f"  ERROR: {row['error']}" if row["error"] else ""))
+    return 0
+
+
+def print_layers(path: str, as_json: bool) -> int:
+    """Print the hookable layers of the checkpoint at ``path``: dotted name, module type and the
+    output shape of one image (``engine.models.list_layers``)."""
+    from engine.models import default_layers, list_layers
+
+    model = ckpt.load(path).model
+    layers, default = list_layers(model), set(default_layers(model))
+    if as_json:
+        print_json([{"name": info.name, "type": info.kind, "output_shape": info.output_shape,
+                     "default": info.name in default} for info in layers])
+        return 0
+    for info in layers:
+        shape = "×".join(map(str, info.output_shape)) if info.output_shape else "-"
+        print(f"{info.name:<40} {info.kind:<18} {shape:<14}{'  (default)' if info.name in default else ''}")
     return 0
 
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.catalogue import DISTORTIONS as DISTORTION_NAMES
+from engine.catalogue import SEVERITIES
 from engine.cli import MAX_BATCH, add_analysis_options, add_branch_option, check_int
 from engine.errors import InvalidParameterError
-
-#: the names of ``engine.data.distortions.DISTORTIONS`` (checked against it by the tests), kept here
-#: so building the parser imports no torch
-DISTORTION_NAMES = ("gaussian_blur", "gaussian_noise", "contrast", "low_pass", "high_pass", "edges", "silhouette",
-                    "patch_shuffle")
 
 
 def _common(p: argparse.ArgumentParser, n_default: int) -> None:
@@ -35,7 +32,7 @@ def register(sub) -> None:
     p = sub.add_parser("ood", help="accuracy under distortions (+ shape bias on shapes)")
     _common(p, 500)
     p.add_argument("--distortions", nargs="+", choices=list(DISTORTION_NAMES), help="default: all")
-    p.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
     add_analysis_options(p)
     p.set_defaults(func=run_ood)
     p = sub.add_parser("units", help="per-unit smoothness and label complexity of layers")
@@ -56,19 +53,16 @@ def _print_findings(report: dict) -> None:
 
 def ood_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.OODRequest` of ``ood --checkpoint ...`` (no torch needed)."""
-    from engine.analysis import ModelRef, OODRequest
-    from engine.analysis.base import card_json
+    from engine.analysis import ModelRef
+    from engine.analysis.kinds.ood import OODRequest
 
     if args.n is None or args.n < 1:
         raise InvalidParameterError(f"--n must be at least 1, got {args.n}")
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     refs = tuple(ModelRef.of(path, args.bn_branch) for path in args.checkpoint)
-    dataset = args.dataset or card_json(refs[0].path).get("dataset")
-    if not dataset:
-        raise InvalidParameterError(f"{refs[0].path}'s card names no dataset; give --dataset")
-    return OODRequest(models=refs, dataset=dataset, n=args.n, batch_size=args.batch_size, seed=args.seed,
+    return OODRequest.make(models=refs, dataset=args.dataset, n=args.n, batch_size=args.batch_size, seed=args.seed,
                       distortions=tuple(args.distortions) if args.distortions else None,
-                      severities=tuple(args.severities)).validate()
+                           severities=tuple(args.severities))
 
 
 def run_ood(args: argparse.Namespace) -> int:
@@ -95,19 +89,16 @@ def run_ood(args: argparse.Namespace) -> int:
 
 def units_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.UnitsRequest` of ``units --checkpoint ...`` (no torch needed)."""
-    from engine.analysis import ModelRef, UnitsRequest
-    from engine.analysis.base import card_json
+    from engine.analysis import ModelRef
+    from engine.analysis.kinds.units import UnitsRequest
 
     if args.n is None or args.n < 1:
         raise InvalidParameterError(f"--n must be at least 1, got {args.n}")
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
     top_k = check_int("--top-k", min(10, args.n) if args.top_k is None else args.top_k, 1, args.n, "at most --n")
     refs = tuple(ModelRef.of(path, args.bn_branch) for path in args.checkpoint)
-    dataset = args.dataset or card_json(refs[0].path).get("dataset")
-    if not dataset:
-        raise InvalidParameterError(f"{refs[0].path}'s card names no dataset; give --dataset")
-    return UnitsRequest(models=refs, dataset=dataset, n=args.n, layers=tuple(args.layer) if args.layer else None,
-                        top_k=top_k, batch_size=args.batch_size).validate()
+    return UnitsRequest.make(models=refs, dataset=args.dataset, n=args.n,
+                             layers=tuple(args.layer) if args.layer else None, top_k=top_k, batch_size=args.batch_size)
 
 
 def run_units(args: argparse.Namespace) -> int:

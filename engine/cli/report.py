@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.analysis.requests import AUTOATTACK_VERSIONS, MAX_SWEEP, NORMS
+from engine.analysis.fields import AUTOATTACK_VERSIONS, MAX_SWEEP
+from engine.catalogue import NORMS, norm_symbol
 from engine.cli import MAX_BATCH, add_analysis_options, check_int, run_request, warn_result_notes
 from engine.errors import InvalidParameterError
 
@@ -56,28 +57,12 @@ def _parse_sweep(text: str | None) -> tuple[float, ...] | None:
     return values
 
 
-def report_threat(path: str, dataset: str, norm: str | None, eps: float | None) -> tuple[str, float]:
-    """``(norm, ε)`` of the report: as given, else the card's training threat (its ε only under its
-    own norm), else ℓ∞ at the dataset's usual ε."""
-    from engine.checkpoints.store import checkpoint_paths, read_card
-    from engine.selection import threat_of
-
-    card_norm, card_eps = threat_of(read_card(checkpoint_paths(path)[1]))
-    norm = norm or card_norm or "linf"
-    if eps is None and card_eps and norm == card_norm:
-        eps = card_eps
-    elif eps is None:
-        from engine.attacks import default_eps  # (imports torch: only when the card has no ε for this norm)
-
-        eps = default_eps(dataset, norm)
-    return norm, float(eps)
-
-
 def report_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.ReportRequest` of ``report --checkpoint ...`` (the threat
     resolved from the card, so it is part of the result key)."""
-    from engine.analysis import ModelRef, ReportRequest
-    from engine.analysis.base import card_json
+    from engine.analysis import ModelRef
+    from engine.analysis.base import dataset_of
+    from engine.analysis.kinds.report import ReportRequest, default_threat
 
     check_int("--n", args.n, 1)
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
@@ -85,15 +70,13 @@ def report_request(args: argparse.Namespace):
     check_int("--seed", args.seed, 0, 2**63 - 1)
     sweep = _parse_sweep(args.sweep)
     model = ModelRef.of(args.checkpoint)
-    dataset = args.dataset or card_json(model.path).get("dataset")
-    if not dataset:
-        raise InvalidParameterError(f"{model.path}'s card names no dataset; give --dataset")
-    norm, eps = report_threat(args.checkpoint, dataset, args.norm, args.eps)
-    return ReportRequest(
+    dataset = args.dataset or dataset_of(model)
+    norm, eps = default_threat(model.card(), dataset, args.norm, args.eps)
+    return ReportRequest.make(
         model=model, dataset=dataset, eps=eps, norm=norm, n=args.n, batch_size=args.batch_size, version=args.version,
         seed=args.seed, pgd_steps=args.pgd_steps, sweep=sweep, masking=args.masking,
-        source=(ModelRef.of(args.source),) if args.source else (),
-    ).validate()
+        source=(args.source,) if args.source else (),
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -115,7 +98,7 @@ def run_report(args: argparse.Namespace) -> int:
         report = result.value()
         stored = ", stored earlier" if result.cached else ""
         print(f"{report.model} on {report.n} {report.dataset} test images, "
-              f"{'ℓ∞' if report.norm == 'linf' else 'ℓ₂'} ε={report.eps:.4g} ({report.seconds:.1f} s{stored})")
+              f"{norm_symbol(report.norm)} ε={report.eps:.4g} ({report.seconds:.1f} s{stored})")
         for row in report.summary_rows():
             print(f"  {row['measure']:<28} {row['accuracy']:.4f}  {row['source']}")
         for check in (report.masking or {}).get("checks", []):

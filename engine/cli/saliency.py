@@ -21,16 +21,18 @@ import numpy as np
 
 import engine
 from engine import data as edata
+from engine.analysis import run_analysis
+from engine.analysis.base import unique_names
 from engine.attribution import (
     DEFAULT_FRACTIONS,
     METHODS,
     MODES,
     REDUCTIONS,
     REPLACEMENTS,
+    colorize,
     image_to_rgb,
     method_params,
     overlay,
-    colorize,
     to_png_bytes,
 )
 from engine.cli import (
@@ -43,8 +45,6 @@ from engine.cli import (
     require_compatible,
     warn,
 )
-from engine.analysis import run_analysis
-from engine.analysis.saliency import model_names as grid_names
 from engine.device import resolve_device
 from engine.errors import InvalidParameterError
 
@@ -169,7 +169,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         return _queue(args, request, curve)
     device = resolve_device(args.device)
     loaded = [engine.load(ref.path, device=str(device), bn_branch=ref.branch) for ref in request.models]
-    models = dict(zip(grid_names(request.models), loaded))
+    models = dict(zip(unique_names(request.models, file_safe=True), loaded))
     dataset_name = request.dataset
     dataset = edata.load_dataset(dataset_name, split="test")
     require_compatible(list(models.values()), dataset)
@@ -211,24 +211,19 @@ def run_saliency(args: argparse.Namespace) -> int:
 def grid_request(args: argparse.Namespace, params: dict):
     """The :class:`~engine.analysis.SaliencyGridRequest` of the maps (``--curve`` is not part of it)."""
     from engine.analysis import ModelRef
-    from engine.analysis.base import card_json
-    from engine.analysis.requests import SaliencyGridRequest
+    from engine.analysis.kinds.saliency import SaliencyGridRequest
 
     refs = tuple(ModelRef.of(path, args.bn_branch) for path in args.checkpoint)
-    dataset = args.dataset or card_json(refs[0].path).get("dataset")
-    if not dataset:
-        raise InvalidParameterError(f"{refs[0].path}'s card names no dataset; give --dataset")
     chosen = tuple((m, k, v) for m in args.methods for k, v in params.get(m, {}).items())
-    return SaliencyGridRequest(models=refs, dataset=dataset, index=args.index, target=args.target,
-                               methods=tuple(args.methods), params=chosen, reduce=args.reduce,
-                               percentile=args.percentile).validate()
+    return SaliencyGridRequest.make(models=refs, dataset=args.dataset, index=args.index, target=args.target,
+                                    methods=tuple(args.methods), params=chosen, reduce=args.reduce,
+                                    percentile=args.percentile)
 
 
 def curve_request(args: argparse.Namespace, params: dict, grid):
     """The :class:`~engine.analysis.SaliencyCurvesRequest` of ``--curve`` on the maps' models and
     dataset (the ranking method: ``--curve-method``, else the first of ``--methods``)."""
-    from engine.analysis import SaliencyCurvesRequest
-    from engine.analysis.requests import RETRAIN_EPOCHS, RETRAIN_N
+    from engine.analysis.kinds.curves import RETRAIN_EPOCHS, RETRAIN_N, SaliencyCurvesRequest
 
     method = args.curve_method or args.methods[0]
     retrain = (args.retrain_epochs, args.retrain_n) if args.retrain else (RETRAIN_EPOCHS, RETRAIN_N)
@@ -236,7 +231,7 @@ def curve_request(args: argparse.Namespace, params: dict, grid):
         models=grid.models, dataset=grid.dataset, modes=(args.curve,), method=method,
         params=tuple(params.get(method, {}).items()), fractions=_parse_fractions(args.fractions),
         replacement=args.replacement, n=args.n, seed=args.seed, retrain=args.retrain,
-        retrain_epochs=retrain[0], retrain_n=retrain[1]).validate()
+        retrain_epochs=retrain[0], retrain_n=retrain[1])
 
 
 def _queue(args, request, curve) -> int:
@@ -288,7 +283,7 @@ def _check_retrain_size(args, dataset_name: str) -> None:
 def _run_curve(args, request, loaded: list, out: Path) -> dict:
     """The stored keep/remove curve of every model (computed when not stored yet); writes
     ``curve_<mode>.json`` (``curve_<mode>_retrain.json`` with ``--retrain``)."""
-    from engine.analysis.curves import report
+    from engine.analysis.kinds.curves import report
 
     result = run_analysis(request, progress=_stderr_progress(f"{args.curve} curve"), use_cache=not args.no_cache,
                           device=args.device, loaded=loaded)

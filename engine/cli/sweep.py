@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 def sweep_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.EpsSweepRequest` of ``sweep --checkpoint ...``."""
-    from engine.analysis import EpsSweepRequest
+    from engine.analysis.kinds.sweep import EpsSweepRequest
 
     models, dataset = models_and_dataset(args, args.checkpoint)
     return checked(EpsSweepRequest(models=models, dataset=dataset, eps=tuple(args.eps),

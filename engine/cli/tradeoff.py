@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 
-from engine.analysis.requests import ALIGNMENT_DATASETS, MAX_ALIGNMENT_IMAGES
+from engine.analysis.kinds.tradeoff import MAX_ALIGNMENT_IMAGES
+from engine.catalogue import ALIGNMENT_DATASETS
+from engine.catalogue import ATTRIBUTION_METHODS as METHOD_NAMES
 from engine.cli import MAX_BATCH, add_analysis_options, check_int, run_request
-
-#: the names of ``engine.attribution.METHODS`` (the tests check they agree), kept here so that building
-#: the parser imports neither torch nor captum and a stored result prints at once
-METHOD_NAMES = ("saliency", "input_x_gradient", "smoothgrad", "integrated_gradients", "guided_backprop")
 
 
 def register(sub) -> None:
@@ -39,15 +37,12 @@ def register(sub) -> None:
 
 def tradeoff_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.TradeoffRequest` of the command line (no torch needed)."""
-    from engine.analysis import ModelRef, TradeoffRequest
-    from engine.analysis.base import card_json
+    from engine.analysis.kinds.tradeoff import TradeoffRequest
 
     check_int("--n", args.n, 1, MAX_ALIGNMENT_IMAGES, "held-out images")
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
-    refs = tuple(ModelRef.of(path) for path in args.checkpoint)
-    dataset = args.dataset or card_json(refs[0].path).get("dataset")
-    return TradeoffRequest(models=refs, dataset=dataset, n=args.n, method=args.method,
-                           batch_size=args.batch_size).validate()
+    return TradeoffRequest.make(models=tuple(args.checkpoint), dataset=args.dataset, n=args.n, method=args.method,
+                                batch_size=args.batch_size)
 
 
 def run_tradeoff(args: argparse.Namespace) -> int:

@@ -1,25 +1,13 @@
-"""``python -m engine train | worker``: training from the shell, and the job actions that
-``engine/cli/jobs.py`` registers as ``python -m engine jobs submit|list|cancel|resume|logs|wait|result``."""
+"""``python -m engine train | worker``: training from the shell, and the job worker (its options and
+loop are ``engine.jobs.worker``'s, shared with ``python -m engine.jobs``). The job actions
+(``python -m engine jobs submit|list|...``) are ``engine/cli/jobs.py``'s."""
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 import time
-from pathlib import Path
 
-from engine.errors import InvalidParameterError
-
-
-def _read_config(path: str):
-    from engine.training import TrainConfig
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidParameterError(f"cannot read config file {path!r}: {exc}") from exc
-    return TrainConfig.from_json(text).validate()
+from engine.jobs.worker import add_worker_arguments
 
 
 class _Bar:
@@ -48,10 +36,10 @@ class _Bar:
 
 
 def cmd_train(args) -> int:
-    from engine.cli import print_json
+    from engine.cli import print_json, read_train_config
     from engine.training import train
 
-    config = _read_config(args.config)
+    config = read_train_config(args.config)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     result = train(config, run_dir=args.run_dir, progress=None if args.quiet else _Bar(),
                    resume=not args.no_resume)
@@ -60,100 +48,6 @@ def cmd_train(args) -> int:
                     "checkpoint": result.checkpoint, "best_checkpoint": result.best_checkpoint,
                     "history": result.history, "seconds": round(result.seconds, 2)})
     return 0
-
-
-def cmd_submit(args) -> int:
-    from engine.cli import print_json, warn
-    from engine.jobs import JobStore, worker_alive
-
-    store = JobStore(args.runs)
-    job = store.submit(_read_config(args.config), submitter="cli")
-    running = worker_alive(store)
-    print_json({"id": job.id, "name": job.name, "status": job.status, "worker_running": running})
-    if not running:
-        runs = f" --runs {store.root}" if args.runs else ""
-        warn(f"no worker is running for {store.root}, so job {job.id} waits in the queue; start one "
-             f"with `python -m engine worker{runs}` (it runs queued jobs one at a time until stopped)")
-    return 0
-
-
-def cmd_list(args) -> int:
-    from engine.cli import print_json
-    from engine.jobs import JobStore
-
-    store = JobStore(args.runs)
-    jobs = store.list()
-    if args.json:
-        print_json([j.to_dict() for j in jobs])
-        return 0
-    print(f"{'id':>4}  {'status':<11} {'kind':<12} {'progress':>8}  name")
-    for j in jobs:
-        if j.is_analysis:
-            last = store.latest_progress(j.id) if j.status == "running" else None
-            where = f"{last.batch}/{last.batches}" if last is not None and last.batches else (j.result_key or "")[:8]
-        else:
-            where = f"{len(store.history(j.id))}/{j.config.epochs} ep"
-        print(f"{j.id:>4}  {j.status:<11} {(j.config.method if not j.is_analysis else j.kind):<12} {where:>8}  {j.name}")
-    return 0
-
-
-def cmd_cancel(args) -> int:
-    from engine.cli import print_json
-    from engine.jobs import JobStore
-
-    job = JobStore(args.runs).cancel(args.id)
-    print_json({"id": job.id, "status": job.status, "cancel_requested": job.cancel_requested})
-    return 0
-
-
-def cmd_resume(args) -> int:
-    from engine.cli import print_json
-    from engine.jobs import JobStore
-
-    job = JobStore(args.runs).resume(args.id)
-    print_json({"id": job.id, "status": job.status})
-    return 0
-
-
-def cmd_logs(args) -> int:
-    from engine.jobs import JobStore
-
-    store = JobStore(args.runs)
-    job = store.get(args.id)
-    sys.stdout.write(store.read_log(job.id))
-    if job.error:
-        sys.stdout.write(f"\n--- error ---\n{job.error}\n")
-    return 0
-
-
-def cmd_worker(args) -> int:
-    from engine.jobs import JobStore, run_worker
-
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    ran = run_worker(JobStore(args.runs), once=args.once, idle_exit_s=args.idle_exit, lane=args.lane)
-    if ran < 0:
-        print(f"another {args.lane}-lane worker is already running for this runs folder", file=sys.stderr)
-        return 1
-    print(json.dumps({"jobs_run": ran}))
-    return 0
-
-
-def _add_worker_args(w: argparse.ArgumentParser) -> None:
-    w.add_argument("--once", action="store_true", help="exit when the queue is empty")
-    w.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
-    w.add_argument("--runs", default=None, help="runs folder (default $ROBUSTSCOPE_RUNS or ./runs)")
-    w.add_argument("--lane", default="all", choices=["all", "analysis"],
-                   help="all: analyses first, then training (default); analysis: analyses only (a second "
-                        "worker so analyses do not wait behind a training run)")
-    w.set_defaults(func=cmd_worker)
-
-
-def worker_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m engine.jobs`` (the worker without the CLI's command discovery)."""
-    parser = argparse.ArgumentParser(prog="python -m engine.jobs", description="RobustScope job worker")
-    _add_worker_args(parser)
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
 
 
 def register(subparsers) -> None:
@@ -166,4 +60,4 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_train)
 
-    _add_worker_args(subparsers.add_parser("worker", help="run queued jobs (training and analyses)"))
+    add_worker_arguments(subparsers.add_parser("worker", help="run queued jobs (training and analyses)"))

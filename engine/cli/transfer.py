@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 def transfer_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.TransferRequest` of ``transfer --checkpoint ...``."""
-    from engine.analysis import TransferRequest
+    from engine.analysis.kinds.transfer import TransferRequest
 
     models, dataset = models_and_dataset(args, args.checkpoint)
     return checked(TransferRequest(models=models, dataset=dataset, attack=args.attack, params=attack_options(args),

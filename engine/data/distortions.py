@@ -1,4 +1,4 @@
-"""Out-of-distribution image distortions with five severities (Agarwal & Chen 2020, SCIENCE.md §4).
+"""Out-of-distribution image distortions with five severities (Agarwal & Chen 2020, docs/SCIENCE.md, "Generalisation and simplicity").
 
 Every distortion maps a batch of images ``(B, C, H, W)`` in [0, 1] to a batch of the same shape,
 dtype and range. Random ones (noise, patch shuffle) draw from a ``torch.Generator`` seeded by the

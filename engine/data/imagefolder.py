@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from engine.data.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -92,15 +90,6 @@ def imagefolder_spec(root: str | Path | None, image_size: int = 224, split: str 
         default_arch="resnet18",
         description=f"Images from {folder} ({len(names)} classes), resized and centre-cropped to {size}",
     )
-
-
-def read_rgb(path: str) -> Image.Image:
-    """Open an image file as RGB; an unreadable file raises InvalidParameterError naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidParameterError(f"cannot read image {path}: {exc}") from exc
 
 
 def load_imagefolder(split: str = "test", root: str | Path | None = None, download: bool = True,

@@ -160,7 +160,7 @@ def load_imagenet(split: str = "test", root: str | Path | None = None, download:
     present = _present_classes(folder)
     transform = preprocessing(image_size, resize, interpolation)
     spec = replace(SPEC, input_shape=(3, image_size, image_size)) if image_size != DEFAULT_CROP else SPEC
-    return ImageNetDataset(folder, spec, transform, present)
+    return ImageNetDataset(folder, spec, transform, present, labels={w: i for i, w in enumerate(wnids())})
 
 
 def loader_options(card: Mapping[str, Any] | None) -> dict:

@@ -1,7 +1,9 @@
 """The dataset registry: name -> spec, loader and availability check, plus ``take``.
 
-Three plain dicts keyed by the same names fill the dashboard's select boxes and parametrise the
-tests, so a new dataset is one entry in each.
+Plain dicts keyed by the same names fill the dashboard's select boxes and parametrise the
+tests; the names are also in ``engine.catalogue`` (``DATASETS``, ``LOADABLE_DATASETS``) for code
+that needs no torch. A new dataset is one entry in each dict and one name in the catalogue; the
+registry checks that they agree when it is imported.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
+from engine.catalogue import DATASETS as DATASET_NAMES, LOADABLE_DATASETS, require_names
 from engine.data import imagefolder, imagenet, shapes, vision
 from engine.data.base import DatasetSpec, TensorImageDataset, check_no_options
 from engine.errors import InvalidParameterError
@@ -54,6 +57,11 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "imagenet": ("image_size", "resize", "interpolation"),
     "imagefolder": ("image_size",),
 }
+
+require_names(DATASETS, DATASET_NAMES, "engine.data.DATASETS vs engine.catalogue.DATASETS")
+for _registry, _name in ((LOADERS, "LOADERS"), (AVAILABLE, "AVAILABLE"), (OPTIONS, "OPTIONS")):
+    require_names(_registry, LOADABLE_DATASETS, f"engine.data.registry.{_name} vs engine.catalogue.LOADABLE_DATASETS")
+del _registry, _name
 
 
 def _check_name(name: str) -> str:

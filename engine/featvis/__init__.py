@@ -8,7 +8,7 @@
   :data:`MAX_VIS_TARGETS`, :data:`MAX_VIS_PIXELS`, :data:`MAX_GRID_SIDE`.
 - Optimisation (lucent, hooks always removed, device follows the model): :func:`visualise`,
   :class:`VisConfig`, :class:`VisResult`; cached by checkpoint hash: :func:`cached_visualise`.
-  As a stored, backgroundable analysis: ``engine.analysis.FeatVisRequest`` (kind ``featvis``).
+  As a stored, backgroundable analysis: the ``featvis`` kind (``engine.analysis.kinds.featvis``).
 """
 from engine.featvis.config import (  # noqa: F401
     MAX_VIS_PIXELS,

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from engine.errors import InvalidParameterError
-from engine.featvis._model_state import as_image_tensor, frozen_eval, model_device
+from engine.featvis.inputs import as_image_tensor
+from engine.models.state import frozen_eval, model_device
 from engine.featvis.targets import FeatureTarget, direction_target, unit_target
 from engine.models.hooks import record_activations
-from engine.runtime import Progress  # noqa: F401 (re-exported)
+from engine.runtime import Progress
 
 
 

@@ -37,7 +37,7 @@ with warnings.catch_warnings():
     from lucent.optvis.param import spatial as lucent_spatial
 
 from engine.errors import InvalidParameterError
-from engine.featvis._model_state import frozen_eval, model_device
+from engine.models.state import frozen_eval, model_device
 from engine.featvis.targets import FeatureTarget
 from engine.featvis.config import MAX_VIS_PIXELS, MAX_VIS_SIDE, MAX_VIS_TARGETS, VisConfig, VisResult
 from engine.models.hooks import record_activations

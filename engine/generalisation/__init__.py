@@ -1,4 +1,4 @@
-"""Generalisation and simplicity of robust vs standard models (Agarwal & Chen 2020, SCIENCE.md §4).
+"""Generalisation and simplicity of robust vs standard models (Agarwal & Chen 2020, docs/SCIENCE.md, "Generalisation and simplicity").
 
 - :mod:`engine.generalisation.ood`: accuracy of several models under every distortion and
   severity of ``engine.data.distortions`` (and on fixed image sets such as the ``shapes``

@@ -17,8 +17,8 @@ from torch import nn
 from engine.data import dataset_size, iter_batches
 from engine.data import distortions as dist
 from engine.errors import InvalidParameterError
-from engine.models.state import model_device, predict_labels  # noqa: F401 (model_device re-exported)
-from engine.runtime import Progress, ShouldStop  # noqa: F401 (re-exported)
+from engine.models.state import predict_labels
+from engine.runtime import Progress, ShouldStop
 
 
 #: Table columns of :attr:`OODResult.table`.

@@ -33,9 +33,9 @@ from torch import nn
 from engine.data import dataset_size, iter_batches
 from engine.errors import InvalidParameterError
 from engine.evaluation import eval_mode
-from engine.generalisation.ood import model_device
+from engine.models.state import model_device
 from engine.models.hooks import record_activations
-from engine.runtime import Progress  # noqa: F401 (re-exported)
+from engine.runtime import Progress
 
 
 #: Radial frequency (cycles/pixel) above which energy counts as high-frequency.

@@ -1,11 +1,13 @@
-"""Background training jobs: a persistent SQLite job store and a worker process.
+"""Background jobs (training and analyses): a persistent SQLite job store and a worker process.
 
 Public API:
 - :class:`JobStore` (``submit``, ``get``, ``list``, ``claim``, ``cancel``, ``resume``, ``recover``,
   ``events``, ``history``, ``latest_progress``, ``read_log``), :class:`Job`, :class:`Event`,
   :data:`STATUSES`, :func:`runs_dir`;
+- :func:`submit` (queue an ``engine.analysis`` request);
 - :func:`run_worker` (``python -m engine worker``), :func:`run_job`, :func:`ensure_worker`,
   :func:`worker_alive`.
 """
 from engine.jobs.store import CLAIMABLE, FINISHED, STATUSES, Event, Job, JobStore, pid_alive, runs_dir  # noqa: F401
 from engine.jobs.worker import ensure_worker, run_job, run_worker, worker_alive  # noqa: F401
+from engine.jobs.submit import submit  # noqa: F401

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.errors import InvalidParameterError, RobustScopeError
-from engine.paths import runs_dir  # noqa: F401  (re-exported: engine.jobs.runs_dir)
+from engine.paths import runs_dir
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 CLAIMABLE = ("queued", "interrupted")

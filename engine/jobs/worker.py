@@ -11,6 +11,10 @@ Lanes (one worker per lane and runs folder): the ``all`` lane (``python -m engin
 ``analysis-worker.lock``, started by ``--background`` and the dashboard when an analysis is queued)
 runs analyses only. So a short analysis never waits hours behind a training run: while the main
 worker trains, the analysis worker takes it (the two then share the CPU).
+
+Start-up: :func:`worker_main` is ``python -m engine.jobs`` (the worker alone, without the CLI's
+command discovery); ``python -m engine worker`` registers the same options
+(:func:`add_worker_arguments`) and runs the same :func:`worker_command`.
 """
 from __future__ import annotations
 
@@ -290,3 +294,38 @@ def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float 
     finally:
         pid_path(store, lane).unlink(missing_ok=True)
         lock.release()
+
+
+def worker_command(args) -> int:
+    """Run the worker loop for parsed ``args`` (``runs``, ``once``, ``idle_exit``, ``lane``); print
+    ``{"jobs_run": N}`` on stdout. Exit status 1 when another worker of the lane holds the lock."""
+    import json
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    ran = run_worker(JobStore(args.runs), once=args.once, idle_exit_s=args.idle_exit, lane=args.lane)
+    if ran < 0:
+        print(f"another {args.lane}-lane worker is already running for this runs folder", file=sys.stderr)
+        return 1
+    print(json.dumps({"jobs_run": ran}))
+    return 0
+
+
+def add_worker_arguments(parser) -> None:
+    """The worker's options on an ``argparse`` parser, with ``func=worker_command``."""
+    parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    parser.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    parser.add_argument("--runs", default=None, help="runs folder (default $ROBUSTSCOPE_RUNS or ./runs)")
+    parser.add_argument("--lane", default="all", choices=["all", "analysis"],
+                        help="all: analyses first, then training (default); analysis: analyses only (a second "
+                             "worker so analyses do not wait behind a training run)")
+    parser.set_defaults(func=worker_command)
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m engine.jobs`` (the worker without the CLI's command discovery)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m engine.jobs", description="RobustScope job worker")
+    add_worker_arguments(parser)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)

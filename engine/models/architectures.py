@@ -7,9 +7,9 @@ Conventions every architecture follows (docs/ENGINE_API.md):
   normalisation so the model as a whole takes images in [0, 1].
 
 torchvision ResNets: torchvision's blocks share one ``ReLU(inplace=True)`` for all their uses.
-:func:`_split_relus` replaces every block by a :class:`ResidualBlock` holding the same conv/BN/
-downsample modules (so state-dict keys stay torchvision's, ``layer1.0.conv1.weight`` ...) plus one
-non-inplace ReLU per use (``relu1``, ``relu2`` [, ``relu3``]); the stem's ReLU is made non-inplace.
+:func:`engine.models.base.split_relus` replaces every block by a ``ResidualBlock`` holding the same
+conv/BN/downsample modules (so state-dict keys stay torchvision's, ``layer1.0.conv1.weight`` ...) plus
+one non-inplace ReLU per use (``relu1``, ``relu2`` [, ``relu3``]); the stem's ReLU is made non-inplace.
 
 The zoo families (``wide_resnet``, ``dm_wide_resnet``, ``dm_preact_resnet``, ``preact_resnet18``,
 ``cifar_resnet18``, ``cifar_resnet50``) live in :mod:`engine.models.cifar_zoo` with the original
@@ -19,51 +19,22 @@ normalisation and input size the published weights of a family expect.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from engine import catalogue
+from engine.catalogue import require_names
 from engine.errors import InvalidParameterError
 from engine.models import cifar_zoo
-from engine.models.dual_bn import convert_to_dual_bn
+from engine.models.base import ArchSpec, split_relus
+from engine.models.dual_bn import BN_BRANCHES, convert_to_dual_bn
 from engine.models.external import Normalization, external_normalization, external_spec, is_external
 from engine.models.wrapper import Classifier
 
 #: Largest accepted number of classes (ImageNet-21k has 21,843): more is refused before allocation.
 MAX_CLASSES = 100_000
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """One registered architecture.
-
-    Attributes:
-        builder: ``builder(in_channels, num_classes, **kwargs) -> nn.Module`` taking normalised
-            (B, in_channels, H, W) images and returning (B, num_classes) logits.
-        description: one line for select boxes and ``--help``.
-        default_kwargs: every accepted keyword argument with its default.
-        has_bn: whether the net has BatchNorm2d layers (so a dual-BN variant exists).
-        min_input: smallest accepted image side (H and W), in pixels.
-        default_layers: the main blocks, relative to the net (``Classifier`` prefixes ``net.``).
-        layers_for: ``layers_for(net) -> list[str]`` for nets whose blocks depend on the instance
-            (torchvision/timm); used instead of ``default_layers`` when given.
-        check_input: ``check_input((C, H, W), kwargs)`` raising ``InvalidParameterError`` for image
-            sizes the net cannot take (e.g. a ViT's fixed size); run before building.
-        canonical_kwargs: ``canonical_kwargs(kwargs) -> kwargs`` recording the options as they
-            were resolved (e.g. torchvision's ``weights="DEFAULT"`` -> its member's name).
-    """
-
-    builder: Callable[..., nn.Module]
-    description: str
-    default_kwargs: dict = field(default_factory=dict)
-    has_bn: bool = True
-    min_input: int = 16
-    default_layers: tuple[str, ...] = ()
-    layers_for: Callable[[nn.Module], list[str]] | None = None
-    check_input: Callable[[tuple[int, int, int], dict], None] | None = None
-    canonical_kwargs: Callable[[dict], dict] | None = None
 
 
 def _positive_int(name: str, value) -> int:
@@ -180,41 +151,6 @@ class CifarResNet(nn.Module):
 # torchvision resnet18 / resnet50
 
 
-class ResidualBlock(nn.Module):
-    """A torchvision ``BasicBlock``/``Bottleneck`` rebuilt with one non-inplace ReLU per use.
-
-    Holds the block's own ``conv1, bn1, conv2, bn2[, conv3, bn3]`` and ``downsample`` modules
-    (state-dict keys unchanged) and ReLUs ``relu1 .. reluN`` (``reluN`` after the residual sum).
-    """
-
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.depth = 3 if hasattr(block, "conv3") else 2
-        for i in range(1, self.depth + 1):
-            setattr(self, f"conv{i}", getattr(block, f"conv{i}"))
-            setattr(self, f"bn{i}", getattr(block, f"bn{i}"))
-            setattr(self, f"relu{i}", nn.ReLU())
-        self.downsample = block.downsample if block.downsample is not None else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        for i in range(1, self.depth + 1):
-            out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
-            if i < self.depth:
-                out = getattr(self, f"relu{i}")(out)
-        return getattr(self, f"relu{self.depth}")(out + self.downsample(x))
-
-
-def _split_relus(net: nn.Module) -> nn.Module:
-    """Make a torchvision ResNet use separate non-inplace ReLU modules (see module docstring)."""
-    net.relu = nn.ReLU()
-    for stage_name in ("layer1", "layer2", "layer3", "layer4"):
-        stage = getattr(net, stage_name)
-        for index, block in list(stage.named_children()):
-            setattr(stage, index, ResidualBlock(block))
-    return net
-
-
 def _torchvision_resnet(name: str) -> Callable[..., nn.Module]:
     def build(in_channels: int, num_classes: int) -> nn.Module:
         import torchvision
@@ -222,7 +158,7 @@ def _torchvision_resnet(name: str) -> Callable[..., nn.Module]:
         net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        return _split_relus(net)
+        return split_relus(net)
 
     build.__name__ = f"build_{name}"
     return build
@@ -321,6 +257,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         default_layers=("layer1", "layer2", "layer3", "layer4", "linear"),
     ),
 }
+
+require_names(ARCHITECTURES, catalogue.ARCHITECTURES, "engine.models.ARCHITECTURES vs engine.catalogue.ARCHITECTURES")
+require_names(BN_BRANCHES, catalogue.BN_BRANCHES, "engine.models.BN_BRANCHES vs engine.catalogue.BN_BRANCHES")
 
 #: The DeepMind families (normalisation: DeepMind's constants per dataset, unless in code).
 _DM_FAMILIES = ("dm_wide_resnet", "dm_preact_resnet")

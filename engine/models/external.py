@@ -8,7 +8,7 @@ RobustScope's conventions are applied without changing any logit:
 - every module with an ``inplace`` flag (``nn.ReLU(inplace=True)``, ``nn.SiLU``, timm's
   activations, ...) is switched to out-of-place, so a recorded activation is never overwritten;
 - torchvision's ResNet family (``resnet*``, ``wide_resnet*``, ``resnext*``) gets one ReLU module
-  per use (``engine.models.architectures._split_relus``; keys unchanged), so guided backprop
+  per use (``engine.models.base.split_relus``; keys unchanged), so guided backprop
   works on it. Other nets keep their activations; guided backprop refuses the ones it cannot
   handle (``engine.models.activations.guided_backprop_problem``).
 
@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from engine.errors import InvalidParameterError
+from engine.models.base import ArchSpec, split_relus
 
 TORCHVISION_PREFIX = "torchvision:"
 TIMM_PREFIX = "timm:"
@@ -156,8 +157,6 @@ def _torchvision_builder(name: str):
     def build(in_channels: int, num_classes: int, weights="DEFAULT", aux_logits: bool = True) -> nn.Module:
         import torchvision
 
-        from engine.models.architectures import _split_relus
-
         resolved = _tv_weights(name, weights)
         if in_channels != 3:
             raise InvalidParameterError(
@@ -173,7 +172,7 @@ def _torchvision_builder(name: str):
                 if getattr(net, attr, None) is not None:
                     setattr(net, attr, DormantHead(getattr(net, attr)) if aux_logits else None)
         if isinstance(net, torchvision.models.ResNet):
-            _split_relus(net)
+            split_relus(net)
         return no_inplace(net)
 
     build.__name__ = f"build_torchvision_{name}"
@@ -319,13 +318,11 @@ def pick_default_layers(net: nn.Module) -> list[str]:
 
 @functools.lru_cache(maxsize=256)
 def external_spec(arch: str):
-    """The :class:`~engine.models.architectures.ArchSpec` of ``torchvision:NAME``/``timm:NAME``.
+    """The :class:`~engine.models.base.ArchSpec` of ``torchvision:NAME``/``timm:NAME``.
 
     Raises:
         InvalidParameterError: an unknown model name (or timm pretrained tag).
     """
-    from engine.models.architectures import ArchSpec
-
     if arch.startswith(TORCHVISION_PREFIX):
         name = _tv_name(arch)
         kwargs = {"weights": "DEFAULT"}

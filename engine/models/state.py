@@ -1,4 +1,4 @@
-"""Leave shared models as they were found (DESIGN.md habit 8; torchattacks' ``_recover_model_mode``)."""
+"""Leave shared models as they were found (as torchattacks' ``_recover_model_mode`` does)."""
 from __future__ import annotations
 
 from contextlib import contextmanager

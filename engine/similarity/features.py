@@ -11,9 +11,9 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from engine.data.registry import dataset_size, slice_batch  # noqa: F401  (re-exported)
+from engine.data.registry import dataset_size, slice_batch
 from engine.errors import InvalidParameterError
-from engine.models.state import model_device  # noqa: F401 (re-exported)
+from engine.models.state import model_device
 from engine.models.hooks import record_activations
 
 #: A per-batch input transform (attack, distortion): (images (B,C,H,W) in [0,1], labels (B,))

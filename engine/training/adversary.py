@@ -55,10 +55,7 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: fl
     Returns:
         Detached adversarial images, same shape as ``x``.
     """
-    try:
-        from engine.attacks import PGD
-    except ImportError:  # the package's __init__ may not re-export it yet
-        from engine.attacks.pgd import PGD
+    from engine.attacks.pgd import PGD
 
     attack = PGD(eps=eps, steps=steps, alpha=alpha, norm=norm, random_start=True, amp=amp)
     if loss == "trades":

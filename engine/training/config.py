@@ -10,17 +10,13 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from engine import catalogue
 from engine.errors import InvalidParameterError
 
-#: Training methods (name -> one-line description); the trainers live in ``engine.training.methods``.
-METHODS: dict[str, str] = {
-    "standard": "cross-entropy on clean images",
-    "pgd": "PGD adversarial training (Madry et al. 2018): cross-entropy on PGD images",
-    "trades": "TRADES (Zhang et al. 2019): clean CE + beta * KL(clean || adversarial)",
-    "fast": "fast FGSM with random start (Wong et al. 2020)",
-    "advprop": "AdvProp (Xie et al. 2019): clean CE (main BN) + PGD CE (auxiliary BN)",
-}
-NORMS = ("linf", "l2")
+#: Training methods (name -> one-line description; ``engine.catalogue.TRAINING_METHODS``); the
+#: losses live in ``engine.training.methods``.
+METHODS: dict[str, str] = catalogue.TRAINING_METHODS
+NORMS = catalogue.NORMS
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "piecewise", "constant")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -90,17 +86,13 @@ class TrainConfig:
     # ----------------------------------------------------------------- derived values
     @property
     def attack_steps(self) -> int:
-        """PGD steps used while training (``fast`` = 1, ``standard`` = 0)."""
-        return {"standard": 0, "fast": 1}.get(self.method, self.steps)
+        """PGD steps used while training (``fast`` = 1, ``standard`` = 0; ``engine.catalogue.training_attack``)."""
+        return catalogue.training_attack(self.method, self.eps, self.steps, self.alpha)[0]
 
     @property
     def attack_alpha(self) -> float:
         """Step size used while training (the explicit ``alpha`` or the method's default)."""
-        if self.alpha is not None:
-            return float(self.alpha)
-        if self.method == "fast":
-            return 1.25 * self.eps
-        return 2.5 * self.eps / max(self.attack_steps, 1)
+        return catalogue.training_attack(self.method, self.eps, self.steps, self.alpha)[1]
 
     @property
     def output_name(self) -> str:

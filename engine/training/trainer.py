@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from engine.catalogue import TRAINING_METHODS, require_names
 from engine.errors import CheckpointError, InvalidParameterError
 from engine.training.config import TrainConfig
 from engine.training.methods import METHOD_LOSSES, Step
@@ -31,6 +32,8 @@ from engine.training.state import (
 )
 
 log = logging.getLogger("engine.training")
+require_names(METHOD_LOSSES, TRAINING_METHODS,
+              "engine.training.methods.METHOD_LOSSES vs engine.catalogue.TRAINING_METHODS", ordered=False)
 
 
 @dataclass
@@ -252,30 +255,28 @@ def selection_metric(config: TrainConfig) -> str:
 
 
 def eval_attack(config: TrainConfig) -> dict:
-    """The exact attack of the per-epoch robust evaluation (recorded in the card)."""
-    return {"name": "PGD", "norm": config.norm, "eps": config.eps, "steps": config.eval_steps,
-            "alpha": 2.5 * config.eps / config.eval_steps, "restarts": 1, "random_start": True,
-            "n": config.eval_size, "subset_seed": 0}
+    """The exact attack of the per-epoch robust evaluation, as the card records it (the one
+    ``AttackRecord`` layout every writer uses; the images are the card's ``eval_subset``)."""
+    from engine.checkpoints import AttackRecord
+
+    return AttackRecord("pgd", {"norm": config.norm, "eps": config.eps, "steps": config.eval_steps,
+                                "alpha": 2.5 * config.eps / config.eval_steps, "restarts": 1,
+                                "random_start": True}).to_dict()
+
+
+#: how the training attacks craft (recorded in the card beside the recipe)
+ATTACK_MODE = "eval-mode BN while crafting"
 
 
 def make_training_card(model: nn.Module, config: TrainConfig, spec, history: list, status: str,
                        selected: str | None = None):
-    """The model card: architecture, data, recipe, metrics of the last epoch and the history."""
+    """The model card: architecture, data, the recipe (the config, stored once: the card's typed
+    recipe fields are read from it), the run's state, the last epoch's metrics and the history."""
     from engine.checkpoints import make_card
 
     last = history[-1] if history else {}
-    recipe = {
-        "method": config.method, "norm": config.norm, "eps": config.eps,
-        "steps": config.attack_steps, "alpha": config.attack_alpha,
-        "trades_beta": config.trades_beta if config.method == "trades" else None,
-        "epochs": config.epochs, "epochs_completed": len(history), "batch_size": config.batch_size,
-        "optimizer": config.optimizer, "lr": config.lr, "momentum": config.momentum,
-        "weight_decay": config.weight_decay, "schedule": config.schedule, "seed": config.seed,
-        "bn_mode": "dual (main for clean, aux for adversarial; evaluate with main)"
-        if config.method == "advprop" else "single",
-        "attack_mode": "eval-mode BN while crafting",
-        "status": status, "config": config.to_dict(),
-    }
+    recipe = {"config": config.to_dict(), "epochs_completed": len(history), "status": status,
+              "attack_mode": ATTACK_MODE}
     if selected is not None:
         recipe["selected"] = selected
     metrics = {

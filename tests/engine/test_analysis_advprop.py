@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from analysis_helpers import assert_stopping_stores_nothing, background_roundtrip, cli, without
-from engine.analysis import ANALYSES, AdvPropRequest, ModelRef, run_analysis, submit_analysis
+from engine.analysis import ANALYSES, ModelRef, run_analysis
+from engine.analysis.kinds.advprop import AdvPropRequest
+from engine.jobs import submit
 from engine.errors import InvalidParameterError
 from engine.jobs import JobStore, run_worker
 from factories import advprop_model
@@ -45,7 +47,7 @@ def listing():
 
 
 def advprop_request(path, **kw) -> AdvPropRequest:
-    from engine.analysis.advprop import advprop_request as request_for
+    from engine.analysis.kinds.advprop import advprop_request as request_for
 
     return request_for(listing(), str(path), **{**SETTINGS, **kw})
 
@@ -90,7 +92,7 @@ def test_request_names_the_peers_round_trips_and_refuses_bad_values(advprop, tin
 def test_a_model_without_dual_bn_is_refused_before_a_job_is_queued(tiny_checkpoints):
     request = AdvPropRequest(model=ModelRef.of(tiny_checkpoints["standard"]), dataset="shapes", n=4)
     with pytest.raises(InvalidParameterError, match="not an AdvProp"):
-        submit_analysis(request)
+        submit(request)
     assert JobStore().list() == []
 
 

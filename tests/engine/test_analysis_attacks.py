@@ -11,16 +11,12 @@ import torch
 import engine
 from engine import attacks
 from engine import data as edata
-from engine.analysis import (
-    ANALYSES,
-    AnalysisCancelled,
-    CraftRequest,
-    EpsSweepRequest,
-    TransferRequest,
-    attack_params,
-    run_analysis,
-)
-from engine.analysis.evaluate import seeded
+from engine.analysis import ANALYSES, AnalysisCancelled, run_analysis
+from engine.analysis.kinds.craft import CraftRequest
+from engine.analysis.kinds.sweep import EpsSweepRequest
+from engine.analysis.kinds.transfer import TransferRequest
+from engine.analysis.kinds._attacklab import attack_params
+from engine.analysis.runner import seeded
 from engine.errors import InvalidParameterError
 from engine.jobs import JobStore, run_worker
 from analysis_helpers import cli, refs, without

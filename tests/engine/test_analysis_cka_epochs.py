@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from analysis_helpers import assert_stopping_stores_nothing, background_roundtrip, cli, without
-from engine.analysis import ANALYSES, CKARunRequest, ModelRef, run_analysis, submit_analysis
+from engine.analysis import ANALYSES, ModelRef, run_analysis
+from engine.analysis.kinds.cka_epochs import CKARunRequest
+from engine.jobs import submit
 from engine.errors import CheckpointError, InvalidParameterError
 from engine.jobs import JobStore, run_worker
 from factories import snapshot_run
@@ -64,13 +66,6 @@ def test_request_round_trips_and_refuses_bad_values(runs):
         CKARunRequest.from_dict({**good, "run_a": [{**good["run_a"][0], "sha256": "abc"}, *good["run_a"][1:]]})
 
 
-def test_torch_free_reference_names_match_the_engine():
-    from engine.analysis.requests import CKA_REFERENCES
-    from engine.similarity.structure import REFERENCES
-
-    assert CKA_REFERENCES == REFERENCES
-
-
 # ------------------------------------------------------------------ the same numbers as the engine
 def test_stored_result_equals_the_direct_engine_call(runs):
     import engine
@@ -105,7 +100,7 @@ def test_same_request_is_cached_and_a_replaced_snapshot_misses(runs):
     for part in ("model.safetensors", "model.json"):  # epoch 2 trained again: other weights, same name
         shutil.copy(runs[0] / "epoch-0001" / part, runs[0] / "epoch-0002" / part)
     with pytest.raises(CheckpointError, match="other weights"):
-        submit_analysis(request)  # the old request names weights the snapshot no longer holds
+        submit(request)  # the old request names weights the snapshot no longer holds
     fresh = run_analysis(epochs_request(runs, run_b=(), epochs_b=()))
     assert fresh.cached is False and fresh.key != first.key
     assert not np.array_equal(fresh.arrays["0/matrix"], first.arrays["0/matrix"])

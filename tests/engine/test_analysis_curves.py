@@ -8,14 +8,9 @@ import json
 import pytest
 
 from engine import data as edata
-from engine.analysis import (
-    ANALYSES,
-    ModelRef,
-    ResultStore,
-    SaliencyCurvesRequest,
-    TradeoffRequest,
-    run_analysis,
-)
+from engine.analysis import ANALYSES, ModelRef, ResultStore, run_analysis
+from engine.analysis.kinds.curves import SaliencyCurvesRequest
+from engine.analysis.kinds.tradeoff import TradeoffRequest
 from engine.errors import InvalidParameterError
 from engine.jobs import JobStore, run_worker
 from analysis_helpers import assert_stopping_stores_nothing, cli, refs, without
@@ -60,16 +55,6 @@ def test_requests_round_trip_and_refuse_bad_values(tiny_checkpoints):
     for field, value in [("dataset", "cifar10"), ("n", 10_001), ("batch_size", 0), ("models", [])]:
         with pytest.raises(InvalidParameterError):
             TradeoffRequest.from_dict({**tradeoff, field: value})
-
-
-def test_torch_free_name_lists_match_the_attribution_registries():
-    from engine.analysis import requests
-    from engine.attribution import ALIGNMENT_DATASETS, DEFAULT_FRACTIONS, MODES, REPLACEMENTS
-    from engine.cli.tradeoff import MAX_ALIGNMENT_IMAGES
-
-    assert requests.CURVE_MODES == MODES and requests.CURVE_REPLACEMENTS == tuple(REPLACEMENTS)
-    assert requests.CURVE_FRACTIONS == DEFAULT_FRACTIONS and requests.ALIGNMENT_DATASETS == ALIGNMENT_DATASETS
-    assert MAX_ALIGNMENT_IMAGES == requests.MAX_ALIGNMENT_IMAGES
 
 
 # ------------------------------------------------------------------ the same numbers as the engine

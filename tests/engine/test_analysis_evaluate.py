@@ -10,14 +10,10 @@ import pytest
 import torch
 
 from engine import data as edata
-from engine.analysis import (
-    ANALYSES,
-    EvaluateRequest,
-    ModelRef,
-    ReportRequest,
-    run_analysis,
-    submit_analysis,
-)
+from engine.analysis import ANALYSES, ModelRef, run_analysis
+from engine.analysis.kinds.evaluate import EvaluateRequest
+from engine.analysis.kinds.report import ReportRequest
+from engine.jobs import submit
 from engine.analysis.base import finite
 from engine.cli import main
 from engine.errors import InvalidParameterError
@@ -75,16 +71,6 @@ def test_requests_round_trip_and_refuse_what_does_not_fit(tiny_checkpoints):
             ReportRequest.from_dict({**report, field: value})
 
 
-def test_torch_free_name_lists_match_the_attack_registries():
-    from engine.analysis.requests import AUTOATTACK_FAMILY, AUTOATTACK_VERSIONS, NORMS
-    from engine.attacks import AUTOATTACK_FAMILY as FAMILY
-    from engine.attacks import AUTOATTACK_VERSIONS as VERSIONS
-    from engine.attacks import STEPS
-
-    assert NORMS == tuple(STEPS) and AUTOATTACK_FAMILY == tuple(FAMILY)
-    assert AUTOATTACK_VERSIONS == (*VERSIONS, "custom")
-
-
 def test_stored_results_print_without_torch(tiny_checkpoints):
     import os
     import subprocess
@@ -108,7 +94,7 @@ def test_a_bad_attack_is_refused_before_a_job_is_queued(tiny_checkpoints):
     request = EvaluateRequest(model=ModelRef.of(tiny_checkpoints["standard"]), dataset="shapes", n=4,
                               attack="square", steps=3)
     with pytest.raises(InvalidParameterError, match="does not take steps"):
-        submit_analysis(request)
+        submit(request)
     assert JobStore().list() == []
 
 

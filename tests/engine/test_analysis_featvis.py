@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from analysis_helpers import assert_stopping_stores_nothing, cli
-from engine.analysis import ANALYSES, FeatVisRequest, ModelRef, ResultStore, get_analysis, run_analysis
+from engine.analysis import ANALYSES, ModelRef, ResultStore, get_analysis, run_analysis
+from engine.analysis.kinds.featvis import FeatVisRequest
 from engine.errors import InvalidParameterError
 from engine.jobs import JobStore, run_worker
 
@@ -25,7 +26,7 @@ def vis_request(paths, **kw) -> FeatVisRequest:
 
 
 def test_request_round_trips_through_json_and_bounds_match_the_renderer(tiny_checkpoints):
-    from engine.analysis import requests
+    from engine.analysis import fields as requests
     from engine.featvis import config
 
     request = vis_request(tiny_checkpoints, position=(1, 2), size=(16, 24), lr=0.1, fft=False, sd=0.05)
@@ -74,12 +75,13 @@ def test_request_refuses_too_many_pixels_and_unknown_fields(tiny_checkpoints):
 
 
 def test_queueing_checks_the_pixels_at_the_models_input_size(tiny_checkpoints, monkeypatch):
-    import engine.analysis.featvis as analysis_featvis
-    from engine.analysis import preflight
+    from types import SimpleNamespace
+
+    from engine.analysis import ModelRef, preflight
 
     many = vis_request(tiny_checkpoints, targets=tuple(("unit", i) for i in range(64)))
     preflight(many)  # 64 images of 32×32: fine
-    monkeypatch.setattr(analysis_featvis, "card_json", lambda path: {"input_shape": [3, 1024, 1024]})
+    monkeypatch.setattr(ModelRef, "card", lambda self: SimpleNamespace(input_shape=(3, 1024, 1024)))
     with pytest.raises(InvalidParameterError, match="64 targets of 1024×1024 pixels"):
         preflight(many)
     preflight(vis_request(tiny_checkpoints, targets=tuple(("unit", i) for i in range(64)), size=(64, 64)))

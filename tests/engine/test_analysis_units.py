@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from engine.analysis import ModelRef, UnitsRequest, get_analysis, run_analysis
+from engine.analysis import ModelRef, get_analysis, run_analysis
+from engine.analysis.kinds.units import UnitsRequest
 from engine.errors import InvalidParameterError
 from engine.jobs import JobStore, run_worker
 

@@ -410,7 +410,9 @@ def test_agrees_with_the_reference_autoattack(tmp_path):
     ref = run_reference(str(path), x, y, eps, seed=0, batch_size=250, threads=1, python=python)["runs"][0]
     ref_acc = sum(ref["robust"]) / len(y)
     after = {s["attack"]: s["robust_acc_after"] for s in ours.per_attack}
-    assert ours.clean_acc > after["apgd-ce"] > ours.robust_acc > 0  # a real evaluation: APGD-T adds to APGD-CE
+    # a real evaluation: APGD-T adds to APGD-CE (whose saturated cross-entropy may break nothing at all
+    # on some CPUs: the ×1000 logits are there to make it miss points)
+    assert ours.clean_acc >= after["apgd-ce"] > ours.robust_acc > 0
     assert abs(ours.robust_acc - ref_acc) <= 0.005, (ours.robust_acc, ref_acc)
     for name, acc in ref["after"].items():
         assert abs(after[name] - acc) <= 0.005, (name, after[name], acc)
@@ -503,8 +505,10 @@ def test_cli_report_json_and_out(tiny_ckpt, tmp_path, capsys):
 def test_report_puts_the_leaderboard_beside_ours():
     model = Linear(11)
     x, y = batch(model, 8, 11)
-    card = {"metrics": {"robust_acc": 0.5}, "source": {"leaderboard": {
-        "clean_acc": 0.9, "autoattack_acc": 0.6, "norm": "linf", "eps": 0.3, "eps_text": "0.3", "from": "the board"}}}
+    spec = get_spec("shapes")
+    small = build_model("small_cnn", spec.num_classes, spec.input_shape, spec.mean, spec.std, width=4, hidden=16)
+    card = ckpt.make_card(small, "shapes", metrics={"robust_acc": 0.5}).replace(source={"leaderboard": {
+        "clean_acc": 0.9, "autoattack_acc": 0.6, "norm": "linf", "eps": 0.3, "eps_text": "0.3", "from": "the board"}})
     rep = robustness_report(model, x, y, 0.3, card=card, masking=False, sweep_eps=[0.3], square_queries=20)
     rows = {r["measure"]: r for r in rep.summary_rows()}
     assert rows["AutoAttack (leaderboard)"]["accuracy"] == 0.6 and rows["AutoAttack (leaderboard)"]["source"] == "the board"

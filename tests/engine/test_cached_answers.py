@@ -69,8 +69,9 @@ def test_a_stored_answer_prints_without_torch_or_the_dataset(command, tiny_check
 
 
 def test_stored_npz_arrays_equal_the_decoded_results(tiny_checkpoints):
-    from engine.analysis import CraftRequest, ModelRef, run_analysis
-    from engine.analysis.craft import example_arrays
+    from engine.analysis.kinds.craft import CraftRequest
+    from engine.analysis import ModelRef, run_analysis
+    from engine.analysis.kinds.craft import example_arrays
     from engine.attacks.export import result_arrays
 
     request = CraftRequest(models=(ModelRef.of(str(tiny_checkpoints["standard"])),), dataset="shapes",

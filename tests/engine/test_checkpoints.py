@@ -395,3 +395,118 @@ def test_load_onto_cuda(tmp_path):
     x = torch.rand(4, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(loaded.model(x.cuda()).cpu(), model(x), atol=1e-5)
+
+
+# --- torch-free card and files (engine.checkpoints.card / .files) -----------------------------
+
+
+def test_card_and_files_modules_import_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import engine.checkpoints.card, engine.checkpoints.files, engine.checkpoints, engine.catalogue, sys; "
+            "engine.checkpoints.ModelCard, engine.checkpoints.checkpoint_files; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]")
+    repo = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+def test_weight_suffixes_are_defined_once():
+    from engine.checkpoints import files, safe_io
+
+    assert store.WEIGHT_SUFFIXES is files.WEIGHT_SUFFIXES is ckpt.WEIGHT_SUFFIXES
+    assert files.WEIGHT_SUFFIXES == (safe_io.SAFETENSORS_SUFFIX, *safe_io.TORCH_SUFFIXES)
+    assert safe_io.sha256_file is files.sha256_file and store.checkpoint_paths is files.checkpoint_files
+
+
+@pytest.mark.parametrize("form", ["stem", "safetensors", "json"])
+def test_checkpoint_files_card_and_sha256_without_loading(tmp_path, form):
+    from engine.checkpoints.files import checkpoint_files, read_card_file, weights_sha256
+
+    _, path = saved(tmp_path, training={"method": "pgd", "eps": 0.1})
+    arg = {"stem": tmp_path / "m", "safetensors": path, "json": path.with_suffix(".json")}[form]
+    assert checkpoint_files(arg) == (path, path.with_suffix(".json"))
+    card = read_card_file(checkpoint_files(arg)[1])
+    assert card == ckpt.load(arg).card and card.training.method == "pgd"
+    assert weights_sha256(arg) == hashlib.sha256(path.read_bytes()).hexdigest()
+    edit_card(path, weights_sha256=None)  # no recorded hash: the file is hashed
+    assert weights_sha256(arg) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_checkpoint_files_and_read_card_file_refuse_missing_and_oversized(tmp_path):
+    from engine.checkpoints.card import MAX_CARD_BYTES
+    from engine.checkpoints.files import checkpoint_files, read_card_file
+
+    _, path = saved(tmp_path)
+    with pytest.raises(CheckpointError, match="weights file .* is missing"):
+        checkpoint_files(tmp_path / "m.pt")  # the named weights file does not exist
+    with pytest.raises(CheckpointError, match="no model card"):
+        checkpoint_files(tmp_path / "other")
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (MAX_CARD_BYTES + 1))
+    with pytest.raises(CheckpointError, match="GiB|MiB|bytes"):
+        read_card_file(big)
+    path.unlink()
+    with pytest.raises(CheckpointError, match="weights file"):
+        checkpoint_files(tmp_path / "m")
+
+
+# --- the recipe stored once, the attack record in one layout ---------------------------------
+
+
+def _config(**over) -> dict:
+    config = {"dataset": "shapes", "dataset_options": {}, "arch": "small_cnn", "arch_kwargs": {}, "method": "pgd",
+              "norm": "linf", "eps": 0.1, "steps": 5, "alpha": None, "trades_beta": 6.0, "epochs": 3,
+              "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0005,
+              "schedule": "cosine", "warmup_epochs": 0.0, "seed": 1, "device": "auto", "amp": True,
+              "train_size": None, "eval_size": 64, "eval_steps": 5, "name": None, "snapshot_every": 0}
+    return {**config, **over}
+
+
+@pytest.mark.parametrize("method, steps, alpha", [("pgd", 5, 2.5 * 0.1 / 5), ("standard", 0, 2.5 * 0.1),
+                                                  ("fast", 1, 1.25 * 0.1)])
+def test_a_training_recipe_is_stored_once_and_read_typed(method, steps, alpha):
+    from engine.checkpoints import ModelCard
+
+    config = _config(method=method)
+    card = ModelCard.from_dict({**_structure(), "training": {"config": config, "status": "done"}})
+    recipe = card.training
+    assert (recipe.method, recipe.norm, recipe.eps, recipe.steps, recipe.alpha, recipe.epochs, recipe.seed) == \
+        (method, "linf", 0.1, steps, pytest.approx(alpha), 3, 1)
+    assert recipe.bn_mode == "single" and recipe.config == config and recipe.extra == {"status": "done"}
+    assert card.to_dict()["training"] == {"status": "done", "config": config}  # nothing written twice
+    assert ModelCard.from_dict(card.to_dict()).training == card.training
+
+
+def test_old_training_cards_with_the_recipe_twice_read_the_same():
+    from engine.checkpoints import ModelCard
+
+    config = _config(method="advprop", steps=3)
+    flat = {"method": "advprop", "norm": "linf", "eps": 0.1, "steps": 3, "alpha": 2.5 * 0.1 / 3, "trades_beta": None,
+            "epochs": 3, "epochs_completed": 3, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
+            "weight_decay": 0.0005, "schedule": "cosine", "seed": 1,
+            "bn_mode": "dual (main for clean, aux for adversarial; evaluate with main)",
+            "attack_mode": "eval-mode BN while crafting", "status": "done", "config": config}
+    old = ModelCard.from_dict({**_structure(), "training": flat})
+    new = ModelCard.from_dict({**_structure(), "training": {"config": config, "epochs_completed": 3, "status": "done",
+                                                            "attack_mode": "eval-mode BN while crafting"}})
+    assert old.training == new.training and old.describe_recipe() == "advprop ℓ∞ ε=0.1"
+    # a field that says something else than the config is kept (and wins)
+    odd = ModelCard.from_dict({**_structure(), "training": {"config": config, "eps": 0.2}})
+    assert odd.training.eps == 0.2 and odd.to_dict()["training"] == {"eps": 0.2, "config": config}
+
+
+def test_attack_record_is_written_in_one_layout_and_read_in_both():
+    from engine.checkpoints import AttackRecord, ModelCard
+
+    written = AttackRecord("pgd", {"eps": 0.1, "steps": 10, "norm": "linf"}).to_dict()
+    assert written == {"attack": "pgd", "eps": 0.1, "steps": 10, "norm": "linf"}
+    legacy = {"name": "PGD", "eps": 0.1, "steps": 10, "norm": "linf"}
+    for layout in (written, legacy):
+        card = ModelCard.from_dict({**_structure(), "metrics": {"attack": layout}})
+        assert card.metrics.attack.label() == "PGD-10 ℓ∞ ε=0.1" and card.to_dict()["metrics"]["attack"] == written
+
+
+def _structure() -> dict:
+    return {"arch": "small_cnn", "num_classes": 3, "input_shape": [3, 16, 16], "mean": MEAN, "std": STD}

@@ -332,7 +332,7 @@ def test_cli_writes_pngs_and_json(tmp_path, capsys):
     import json
 
     from engine.checkpoints import save_checkpoint
-    from engine.checkpoints.card import make_card
+    from engine.checkpoints import make_card
     from engine.cli import main
     from engine.data import get_spec
     from engine.models import build_model

@@ -280,15 +280,17 @@ def test_tradeoff_plot_keeps_advprop_off_the_robust_lines():
 
 
 def _tradeoff_series():
-    """``tradeoff_series`` from pages/saliency.py without running the page (its source, exec'd)."""
+    """``tradeoff_series`` from pages/tradeoff_view.py without running the page (its source, exec'd)."""
     import ast
 
     import pandas as pd
 
-    tree = ast.parse((REPO / "pages" / "saliency.py").read_text())
+    tree = ast.parse((REPO / "pages" / "tradeoff_view.py").read_text())
     [func] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "tradeoff_series"]
-    namespace = {"pd": pd}
-    exec(compile(ast.Module([func], []), "pages/saliency.py", "exec"), namespace)  # noqa: S102 - our own source
+    from engine.catalogue import norm_symbol
+
+    namespace = {"pd": pd, "norm_symbol": norm_symbol}
+    exec(compile(ast.Module([func], []), "pages/tradeoff_view.py", "exec"), namespace)  # noqa: S102 - our own source
     return namespace["tradeoff_series"]
 
 

@@ -44,8 +44,17 @@ def test_each_method_lowers_the_loss(method):
     assert losses[-1] < losses[0]
     from engine.checkpoints import load
     loaded = load(result.checkpoint)
-    assert loaded.card.to_dict()["training"]["method"] == method
-    assert len(loaded.card.to_dict()["metrics"]["history"]) == 3
+    assert loaded.card.training.method == method and len(loaded.card.metrics.history) == 3
+    # the recipe is stored once (the config); the typed fields are read from it
+    written = loaded.card.to_dict()["training"]
+    assert TrainConfig.from_dict(written["config"]) == tiny(method)
+    assert set(written) == {"config", "epochs_completed", "status", "attack_mode", "selected"}
+    cfg = tiny(method)
+    assert (loaded.card.training.steps, loaded.card.training.alpha) == (cfg.attack_steps, cfg.attack_alpha)
+    assert loaded.card.training.bn_mode.startswith("dual" if method == "advprop" else "single")
+    # the evaluation attack in the one AttackRecord layout
+    attack = loaded.card.to_dict()["metrics"]["attack"]
+    assert attack["attack"] == "pgd" and "name" not in attack and attack["steps"] == cfg.eval_steps
     assert loaded.model.dual_bn == (method == "advprop")
 
 

@@ -133,7 +133,7 @@ def test_background_epochs_then_results_page_then_permalink(tiny_checkpoints, mo
 def _stored(kind: str):
     """A small stored ``kind`` result on the tiny checkpoints (AdvProp) or two snapshot runs."""
     from engine.analysis import run_analysis
-    from engine.analysis.advprop import advprop_request
+    from engine.analysis.kinds.advprop import advprop_request
     from engine.checkpoints import list_checkpoints
     from engine.cli.cka import epochs_request
 

@@ -19,7 +19,7 @@ def checkpoints(request, tmp_path):
         import torch
 
         from engine.checkpoints import save_checkpoint
-        from engine.checkpoints.card import make_card
+        from engine.checkpoints import make_card
         from engine.data import get_spec
         from engine.models import build_model
 
@@ -126,7 +126,8 @@ def test_foreground_show_stores_the_result_and_the_second_show_reads_it(checkpoi
 ])
 def test_a_stale_or_damaged_permalink_says_so(checkpoints, link, message):
     if link == "damaged":
-        from engine.analysis import ModelRef, ResultStore, TopKRequest, run_analysis
+        from engine.analysis import ModelRef, ResultStore, run_analysis
+        from engine.analysis.kinds.topk import TopKRequest
 
         stored = run_analysis(TopKRequest(model=ModelRef.of(checkpoints["standard"]), layer="net.block2",
                                           targets=(("unit", 0),), dataset="shapes", n=20, k=2))

@@ -64,7 +64,8 @@ def test_background_cka_then_results_page_then_permalink(tiny_checkpoints, monke
 
 
 def test_results_page_lists_a_damaged_entry_without_failing(tiny_checkpoints):
-    from engine.analysis import CKARequest, ModelRef, run_analysis
+    from engine.analysis.kinds.cka import CKARequest
+    from engine.analysis import ModelRef, run_analysis
 
     request = CKARequest(a=ModelRef.of(tiny_checkpoints["standard"]), b=ModelRef.of(tiny_checkpoints["robust"]),
                          dataset="shapes", n=12, batch_size=6)
@@ -174,8 +175,9 @@ def test_background_saliency_grid_then_results_page_then_permalink(tiny_checkpoi
 
 def _stored_view_request(kind: str, paths: dict):
     """A small stored request of ``kind`` on the tiny checkpoints."""
-    from engine.analysis import ModelRef, TopKRequest
-    from engine.analysis.requests import SaliencyGridRequest
+    from engine.analysis import ModelRef
+    from engine.analysis.kinds.topk import TopKRequest
+    from engine.analysis.kinds.saliency import SaliencyGridRequest
 
     if kind == "featvis_topk":
         return TopKRequest(model=ModelRef.of(paths["standard"]), layer="net.block2",

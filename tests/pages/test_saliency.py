@@ -132,7 +132,7 @@ def test_the_grid_is_stored_and_the_next_run_reads_it(tiny_checkpoints):
 
 def test_a_permalink_of_other_settings_shows_the_stored_grid_until_asked(tiny_checkpoints):
     from engine.analysis import ModelRef, run_analysis
-    from engine.analysis.requests import SaliencyGridRequest
+    from engine.analysis.kinds.saliency import SaliencyGridRequest
 
     stored = run_analysis(SaliencyGridRequest(
         models=(ModelRef.of(tiny_checkpoints["standard"]), ModelRef.of(tiny_checkpoints["robust"])),
@@ -156,7 +156,7 @@ def test_a_permalink_of_other_settings_shows_the_stored_grid_until_asked(tiny_ch
 ])
 def test_a_stale_or_damaged_permalink_says_so(tiny_checkpoints, link, message):
     from engine.analysis import ModelRef, ResultStore, run_analysis
-    from engine.analysis.requests import SaliencyGridRequest
+    from engine.analysis.kinds.saliency import SaliencyGridRequest
 
     if link == "damaged":
         stored = run_analysis(SaliencyGridRequest(models=(ModelRef.of(tiny_checkpoints["standard"]),),

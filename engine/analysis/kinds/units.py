@@ -9,9 +9,50 @@ model's layers and the paper's findings for a pair. ``decode`` rebuilds the
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from engine.analysis.base import AnalysisCancelled, Payload, finite
+from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite
+from engine.analysis.fields import MAX_BATCH, MAX_IMAGES, check_dataset, check_int, check_model_list, check_names
+from engine.analysis.registry import register
+
+
+@register(title='Unit statistics', page='generalisation', permalink=False)
+@dataclass(frozen=True)
+class UnitsRequest(Request):
+    """Unit statistics (Agarwal & Chen 2020): per-unit roughness, high-frequency share and label
+    complexity of layers, for several models on the same first ``n`` test images
+    (``engine.generalisation.compare_units``, streamed).
+
+    Attributes:
+        models: one to eight models; dataset: the test split's first ``n`` images.
+        layers: dotted layer names every model has (None: each model's default layers).
+        top_k: images per unit for the label-complexity statistics (1 <= top_k <= n).
+        batch_size: images per forward pass (memory only; the statistics do not depend on it
+            beyond float32 rounding).
+    """
+
+    kind = "units"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    n: int = 500
+    layers: tuple[str, ...] | None = None
+    top_k: int = 10
+    batch_size: int = 128
+
+    def _check(self) -> None:
+        check_model_list(self.models)
+        check_dataset(self.dataset)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_names("layers", self.layers)
+        check_int("top_k", self.top_k, 1, self.n)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.dataset} · {self.n} images · top-{self.top_k}"
 
 #: the arrays of one layer's ``UnitStats`` (its ``layer`` field is the key itself)
 FIELDS = ("roughness", "high_freq_share", "label_entropy", "distinct_labels", "mean_activation", "top_indices",
@@ -24,11 +65,11 @@ def _key(i: int, layer: str, field: str) -> str:
 
 def run(request, ctx) -> Payload:
     """Unit statistics of the request's models and layers (see the module docstring)."""
-    from engine.analysis.ood import load_test_sample
+    from engine.analysis.kinds.ood import test_sample
     from engine.generalisation import compare_units
     from engine.models import default_layers
 
-    loaded, names, sample, notes = load_test_sample(request, ctx)
+    loaded, names, sample, notes = test_sample(request, ctx)
     models = {name: m.model for name, m in zip(names, loaded)}
     layers = {name: list(request.layers) if request.layers else default_layers(m) for name, m in models.items()}
     reports = compare_units(models, sample, None, layers, top_k=request.top_k,

@@ -9,11 +9,69 @@ JSON summary without importing torch.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from engine.analysis.attacklab import attacking, build_attack, check, load_models, models_json  # noqa: F401
-from engine.analysis.base import Payload, finite
+from engine.analysis.base import Payload, Request, finite
+from engine.analysis.fields import MAX_BATCH, MAX_IMAGES, SPLITS, check_choice, check_int
+from engine.analysis.kinds._attacklab import (  # noqa: F401
+    AttackChoice,
+    attacking,
+    build_attack,
+    check,
+    load_models,
+    models_json,
+)
+from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
+
+
+@register(title='Adversarial examples (craft and compare)', page='attack_lab', permalink=True)
+@dataclass(frozen=True)
+class CraftRequest(AttackChoice, Request):
+    """Craft-and-compare (``engine.attacks.craft_and_compare``): adversarial examples crafted on one
+    model, scored clean and adversarial by every model (the Attack Lab's Craft, ``python -m engine
+    attack``).
+
+    Attributes:
+        models: one to eight models (slots A, B, ...); source: the position of the one attacked.
+        dataset, split: the images: ``n`` from index ``offset`` on, or (``sample_seed``) ``n``
+            seeded random ones (``engine.data.take``; then ``offset`` is 0).
+        attack, params: the attack and its :func:`attack_params`; target: the class of a targeted
+            attack (None: its own choice, e.g. the clean runner-up).
+        batch_size: images per pass; seed: torch's RNG around the attack.
+    """
+
+    kind = "craft"
+
+    source: int = 0
+    split: str = "test"
+    n: int = 1
+    offset: int = 0
+    sample_seed: int | None = None
+    target: int | None = None
+    batch_size: int = 128
+    seed: int = 0
+
+    def _check(self) -> None:
+        self._check_models_and_attack()
+        check_int("source", self.source, 0, len(self.models) - 1)
+        check_choice("split", self.split, SPLITS)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("offset", self.offset, 0, 100_000_000)
+        if self.sample_seed is not None:
+            check_int("sample_seed", self.sample_seed, 0, 2**31 - 1)
+            if self.offset:
+                raise InvalidParameterError("a seeded sample (sample_seed) starts at offset 0")
+        if self.target is not None:
+            check_int("target", self.target, 0, 1_000_000)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        images = (f"{self.n} seeded images" if self.sample_seed is not None else
+                  f"#{self.offset}" if self.n == 1 else f"images {self.offset}–{self.offset + self.n - 1}")
+        return f"{super().describe()} · {self.attack} on {self.slots()[self.source]} · {self.dataset} {images}"
 
 #: the ``AttackResult`` tensors stored as arrays (``targets``, ``queries``, ``found_by``: when set)
 RESULT_TENSORS = ("adv", "perturbation", "success", "linf_norm", "l2_norm", "logits_clean", "logits_adv",
@@ -126,3 +184,10 @@ def rows(result) -> list[dict]:
     body = report(result)
     return [{"slot": m["slot"], "checkpoint": m["checkpoint"], "crafted_on": body["source"], "n": body["n"],
              "clean_acc": m["clean_acc"], "adversarial_acc": m["adversarial_acc"]} for m in body["models"]]
+
+
+def passes(request, per, _loaded) -> tuple[float, int]:
+    """Cost model: the attack on the source model plus a clean and an adversarial pass on every model."""
+    from engine.analysis.cost import attack_passes, share
+
+    return 2.0 + attack_passes(request.attack, request.attack_kwargs()) * share(per, request.source), request.n

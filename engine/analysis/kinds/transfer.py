@@ -9,9 +9,48 @@ without importing torch.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
-from engine.analysis.attacklab import attacking, build_attack, check, first_images, load_models, models_json  # noqa: F401
-from engine.analysis.base import Payload, finite
+from engine.analysis.base import Payload, Request, finite
+from engine.analysis.fields import MAX_BATCH, MAX_IMAGES, check_int
+from engine.analysis.kinds._attacklab import (  # noqa: F401
+    AttackChoice,
+    attacking,
+    build_attack,
+    check,
+    first_images,
+    load_models,
+    models_json,
+)
+from engine.analysis.registry import register
+
+
+@register(title='Transfer matrix', page='attack_lab', permalink=True)
+@dataclass(frozen=True)
+class TransferRequest(AttackChoice, Request):
+    """The transfer matrix (``engine.attacks.transfer_matrix``, Szegedy et al. 2013): the attack
+    crafted on every model (rows) and evaluated on every model (columns), on the first ``n`` test
+    images: the Attack Lab's Transfer, ``python -m engine transfer``.
+
+    Attributes:
+        models: one to eight models (slots A, B, ...); dataset: its test split.
+        attack, params: the attack and its :func:`attack_params`.
+        batch_size: images per pass; seed: torch's RNG around the attacks.
+    """
+
+    kind = "transfer"
+
+    n: int = 64
+    batch_size: int = 128
+    seed: int = 0
+
+    def _check(self) -> None:
+        self._check_models_and_attack()
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.attack} · {self.dataset} · {self.n} images"
 
 
 def run(request, ctx) -> Payload:
@@ -52,3 +91,10 @@ def rows(result) -> list[dict]:
     return [{"crafted_on": src, "evaluated_on": dst, "accuracy": body["accuracy"][i][j],
              "fooling_rate": body["fooling_rate"][i][j], "n": body["n"]}
             for i, src in enumerate(names) for j, dst in enumerate(names)]
+
+
+def passes(request, _per, _loaded) -> tuple[float, int]:
+    """Cost model: the attack on every model, one clean pass and one pass per model's examples."""
+    from engine.analysis.cost import attack_passes
+
+    return attack_passes(request.attack, request.attack_kwargs()) + 1.0 + len(request.models), request.n

@@ -8,12 +8,56 @@ back just the chosen images for display.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from engine.analysis.base import AnalysisCancelled, Payload
+from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request
+from engine.analysis.fields import MAX_BATCH, MAX_IMAGES, check_dataset, check_int, check_layer_targets
+from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
+
+
+@register(title='Feature top-k images', page='features', permalink=True)
+@dataclass(frozen=True)
+class TopKRequest(Request):
+    """Feature top-k: the held-out images maximising units / random directions of one layer.
+
+    Attributes:
+        model: the model; layer: dotted layer name.
+        targets: ``(("unit", i), ("direction", seed), ...)``: a unit eᵢ or a seeded random
+            unit-norm direction (Szegedy et al. 2013), at most 64.
+        position: ``(y, x)``: score one neuron per channel instead of the spatial mean.
+        dataset, n, sample_seed: ``n`` test images drawn with ``sample_seed`` (a generated set is
+            generated at size ``n``), as ``python -m engine featvis`` and the Features page do.
+        k: images per target (1 <= k <= n).
+        batch_size: images per forward pass (memory only; the ranking does not depend on it).
+    """
+
+    kind = "featvis_topk"
+    MODEL_FIELDS = ("model",)
+
+    model: ModelRef
+    layer: str
+    targets: tuple[tuple[str, int], ...]
+    dataset: str
+    position: tuple[int, int] | None = None
+    n: int = 1000
+    sample_seed: int = 0
+    k: int = 9
+    batch_size: int = 32
+
+    def _check(self) -> None:
+        check_layer_targets(self.layer, self.targets, self.position)
+        check_dataset(self.dataset)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("sample_seed", self.sample_seed, 0, 2**31 - 1)
+        check_int("k", self.k, 1, self.n)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.layer} · top-{self.k} of {self.n} {self.dataset} images"
 
 
 class TopKReport(NamedTuple):
@@ -53,11 +97,9 @@ def _target_builders(request):
 def run(request, ctx) -> Payload:
     """Search the sample for the top-k images of every target (see the module docstring)."""
     from engine import featvis
-    from engine.analysis.cka import check_models
 
-    loaded = ctx.load(request.model)
     dataset, chosen = sample(request)
-    notes = check_models([loaded], dataset, request.dataset, classes=False)
+    (loaded,), notes = ctx.models([request.model], dataset, classes=False)
     builders = _target_builders(request)
     try:
         found = featvis.stream_top_k(loaded.model, request.layer, chosen, builders, request.k,

@@ -1,4 +1,5 @@
-"""Leaving shared models as they were found: eval mode and frozen parameters, restored on exit."""
+"""The attribution methods' checked inputs: images in [0, 1] (:func:`as_images`), class indices
+(:func:`as_labels`) and the models' predicted classes (:func:`predict`)."""
 from __future__ import annotations
 
 
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from engine.errors import InvalidParameterError
-from engine.models.state import batched_logits, frozen_eval, model_device  # noqa: F401 (re-exported)
+from engine.models.state import batched_logits
 
 
 def as_images(images, name: str = "images") -> torch.Tensor:

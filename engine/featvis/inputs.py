@@ -1,4 +1,4 @@
-"""Leaving shared models as they were found: mode, ``requires_grad`` and device helpers."""
+"""The feature-visualisation code's checked input: a batch of images as a float32 tensor."""
 from __future__ import annotations
 
 
@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from engine.errors import InvalidParameterError
-from engine.models.state import frozen_eval, model_device  # noqa: F401 (re-exported)
 
 
 def as_image_tensor(images) -> torch.Tensor:

@@ -8,10 +8,83 @@ time) and saves its running HSIC sums every second, so a killed job resumes at t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from engine.analysis.base import AnalysisCancelled, Payload
+from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request
+from engine.analysis.fields import (
+    CKA_KERNELS,
+    CKA_POOLINGS,
+    MAX_BATCH,
+    MAX_IMAGES,
+    SPLITS,
+    check_choice,
+    check_dataset,
+    check_float,
+    check_int,
+    check_names,
+)
+from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
+
+
+@register(title='CKA maps', page='representations', permalink=True)
+@dataclass(frozen=True)
+class CKARequest(Request):
+    """Minibatch CKA maps A×A, B×B and A×B (``engine.similarity.compare_models``).
+
+    Attributes:
+        a, b: the two models (``b`` may be ``a`` with the other BN branch).
+        dataset, split: the images (the first ``n`` of the split, in order).
+        n: images used (>= 4); batch_size: images per minibatch of the estimator (>= 4).
+        layers_a, layers_b: layer names (None: the model's default layers).
+        kernel: "linear" or "rbf"; sigma_fraction: RBF bandwidth (None: 0.8).
+        pooling: "flatten" or "avg".
+        inputs: "clean", or "adv" (crafted by ``attack`` with ``eps``/``steps`` on ``craft_on``).
+    """
+
+    kind = "cka"
+    MODEL_FIELDS = ("a", "b")
+
+    a: ModelRef
+    b: ModelRef
+    dataset: str
+    split: str = "test"
+    n: int = 2000
+    batch_size: int = 200
+    layers_a: tuple[str, ...] | None = None
+    layers_b: tuple[str, ...] | None = None
+    kernel: str = "linear"
+    sigma_fraction: float | None = None
+    pooling: str = "flatten"
+    inputs: str = "clean"
+    attack: str = "pgd"
+    eps: float | None = None
+    steps: int | None = None
+    craft_on: str = "a"
+
+    def _check(self) -> None:
+        check_dataset(self.dataset)
+        check_choice("split", self.split, SPLITS)
+        check_int("n", self.n, 4, MAX_IMAGES)
+        check_int("batch size", self.batch_size, 4, MAX_BATCH)
+        check_names("layers_a", self.layers_a)
+        check_names("layers_b", self.layers_b)
+        check_choice("kernel", self.kernel, CKA_KERNELS)
+        check_float("sigma_fraction", self.sigma_fraction, 1e-6, 1e6)
+        check_choice("pooling", self.pooling, CKA_POOLINGS)
+        check_choice("inputs", self.inputs, ("clean", "adv"))
+        if not isinstance(self.attack, str) or not self.attack:
+            raise InvalidParameterError(f"attack must be an attack name, got {self.attack!r}")
+        check_float("eps", self.eps, 0.0, 1e4)
+        if self.steps is not None:
+            check_int("steps", self.steps, 1, 10_000)
+        check_choice("craft_on", self.craft_on, ("a", "b"))
+
+    def describe(self) -> str:
+        inputs = "clean" if self.inputs == "clean" else f"{self.attack} on {self.craft_on.upper()}"
+        return f"{super().describe()} · {self.dataset} · {self.n} images · {inputs}"
 
 #: images per forward pass inside one CKA minibatch (bounds activation memory; same numbers)
 FORWARD_BATCH = 16
@@ -32,38 +105,12 @@ def _inputs(request, loaded_a, loaded_b):
     return attack_transform(attack, target.model), f"adversarial ({request.attack} on {request.craft_on.upper()})"
 
 
-def check_models(checkpoints, dataset, name: str, classes: bool) -> list[str]:
-    """Refuse models that cannot run on ``dataset`` (input shape; class count when ``classes``);
-    return the notes to show (class count or training set differ), like ``engine.cli.require_compatible``."""
-    from engine import data as edata
-    from engine.selection import class_mismatch, incompatibility
-
-    spec = getattr(dataset, "spec", None) or edata.get_spec(name)
-    notes = []
-    for loaded in checkpoints:
-        problem = incompatibility(loaded.card, spec, classes=classes)
-        if problem:
-            raise InvalidParameterError(problem)
-        note = class_mismatch(loaded.card, spec)
-        if note is None and loaded.card.dataset and loaded.card.dataset != spec.name:
-            note = (f"{loaded.name} was trained on `{loaded.card.dataset}`, not `{spec.name}`: its classes "
-                    "are not this dataset's labels")
-        if note and note not in notes:
-            notes.append(note)
-    return notes
-
-
 def run(request, ctx) -> Payload:
     """Compute the three CKA maps of ``request`` (see the module docstring)."""
-    from engine import data as edata
     from engine.similarity import compare_models, corresponding_depths
 
-    loaded_a, loaded_b = ctx.load(request.a), ctx.load(request.b)
-    dataset = edata.load_dataset(request.dataset, split=request.split)
-    notes = check_models([loaded_a, loaded_b], dataset, request.dataset, classes=False)
-    if request.n > len(dataset):
-        raise InvalidParameterError(f"n must be at most {len(dataset)} (the {request.dataset} {request.split} "
-                                    f"split's size), got {request.n}")
+    dataset = ctx.images(request.dataset, request.split, request.n)
+    (loaded_a, loaded_b), notes = ctx.models([request.a, request.b], dataset, classes=False)
     transform, label = _inputs(request, loaded_a, loaded_b)
     state = ctx.load_state()
     resumed_at = int(state["images"]) if state else 0
@@ -165,3 +212,14 @@ def rows(result) -> list[dict]:
         out += [{"map": key, "row": r, "col": c, "cka": float(matrix[i, j])}
                 for i, r in enumerate(rs) for j, c in enumerate(cs)]
     return out
+
+
+def passes(request, per, _loaded) -> tuple[float, int]:
+    """Cost model: one forward pass per model and image, plus about three passes per attack step on
+    the crafting model for adversarial inputs."""
+    from engine.analysis.cost import GRADIENT_STEP, share
+
+    extra = 0.0
+    if request.inputs == "adv":
+        extra = GRADIENT_STEP * (request.steps or 10) * share(per, 0 if request.craft_on == "a" else len(per) - 1)
+    return 1.0 + extra, request.n

@@ -7,40 +7,81 @@ Saliency page and ``python -m engine saliency`` render.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from pathlib import Path
-
-from engine.analysis.base import AnalysisCancelled, Payload, finite
+from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite, unique_names
+from engine.analysis.fields import PARAM_TYPES, check_dataset, check_float, check_int, check_model_list, check_names
+from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
 
 
-def model_names(refs) -> list[str]:
-    """Unique display names of the models: file stems, ``stem-2``, ``stem-3`` ... for repeats
-    (they name the CLI's PNG files)."""
-    names: list[str] = []
-    for ref in refs:
-        stem, k = Path(ref.path).stem, 2
-        name = stem
-        while name in names:
-            name, k = f"{stem}-{k}", k + 1
-        names.append(name)
-    return names
+@register(title='Saliency maps', page='saliency', permalink=True)
+@dataclass(frozen=True)
+class SaliencyGridRequest(Request):
+    """Attribution maps of one test image, every method for every model (``attribution_grid``).
+
+    Attributes:
+        models: one to eight models; dataset, index: the image (test split).
+        target: the class attributed (None: each model's own prediction).
+        methods: ``engine.attribution.METHODS`` names, in display order.
+        params: ``((method, name, value), ...)`` overriding a method's defaults.
+        reduce, percentile: the heatmap's channel reduction and clipping percentile.
+    """
+
+    kind = "saliency_grid"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    index: int = 0
+    target: int | None = None
+    methods: tuple[str, ...] = ("saliency",)
+    params: tuple[tuple[str, str, object], ...] = ()
+    reduce: str = "abs_sum"
+    percentile: float = 99.0
+
+    def _check(self) -> None:
+        check_model_list(self.models)
+        check_dataset(self.dataset)
+        check_int("index", self.index, 0, 100_000_000)
+        if self.target is not None:
+            check_int("target", self.target, 0, 1_000_000)
+        check_names("methods", self.methods, optional=False, limit=32)
+        if not isinstance(self.params, tuple) or len(self.params) > 256:
+            raise InvalidParameterError("params must be a list of (method, name, value) triples")
+        for item in self.params:
+            if not (isinstance(item, tuple) and len(item) == 3 and all(isinstance(v, str) for v in item[:2])
+                    and isinstance(item[2], PARAM_TYPES)):
+                raise InvalidParameterError(f"a parameter is (method, name, value), got {item!r}")
+            if item[0] not in self.methods:
+                raise InvalidParameterError(f"parameter {item[0]}.{item[1]} is for a method not chosen")
+        if not isinstance(self.reduce, str) or not self.reduce:
+            raise InvalidParameterError(f"reduce must be a reduction name, got {self.reduce!r}")
+        check_float("percentile", self.percentile, 50.0, 100.0, optional=False)
+
+    def method_params(self) -> dict[str, dict]:
+        """``{method: {name: value}}`` in method order."""
+        out: dict[str, dict] = {m: {} for m in self.methods}
+        for method, name, value in self.params:
+            out[method][name] = value
+        return out
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.dataset} #{self.index} · {', '.join(self.methods)}"
 
 
 def run(request, ctx) -> Payload:
     """Attribute the request's image with every method for every model."""
-    from engine import data as edata
-    from engine.analysis.cka import check_models
     from engine.attribution import attribution_grid
     from engine.attribution.methods import get_method
 
     for method in request.methods:
         get_method(method)
-    loaded = [ctx.load(ref) for ref in request.models]
-    names = model_names(request.models)
-    dataset = edata.load_dataset(request.dataset, split="test")
-    notes = check_models(loaded, dataset, request.dataset, classes=True)
+    names = unique_names(request.models, file_safe=True)
+    dataset = ctx.images(request.dataset)
+    loaded, notes = ctx.models(request.models, dataset)
     if request.index >= len(dataset):
         raise InvalidParameterError(f"index must be in [0, {len(dataset) - 1}] for {request.dataset}, "
                                     f"got {request.index}")
@@ -93,3 +134,11 @@ def report(result) -> dict:
             "checkpoints": {n: r.path for n, r in zip(meta["names"], request.models)},
             "methods": list(request.methods), "maps": meta["cells"], "seconds": round(result.seconds, 3),
             "warnings": list(meta.get("notes", []))}
+
+
+def passes(request, _per, _loaded) -> tuple[float, int]:
+    """Cost model: on its one image, a forward and a backward pass per gradient each method takes
+    (SmoothGrad's noisy copies, Integrated Gradients' steps)."""
+    from engine.analysis.cost import method_passes
+
+    return sum(method_passes(method, params) for method, params in request.method_params().items()), 1

@@ -10,17 +10,143 @@ importing torch.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from engine.analysis.base import AnalysisCancelled, Payload, finite
+from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite
+from engine.analysis.fields import (
+    AUTOATTACK_FAMILY,
+    AUTOATTACK_VERSIONS,
+    MAX_BATCH,
+    MAX_IMAGES,
+    MAX_SEED,
+    NORMS,
+    SPLITS,
+    check_bool,
+    check_choice,
+    check_dataset,
+    check_float,
+    check_int,
+    check_names,
+)
+from engine.analysis.registry import register
+from engine.analysis.runner import BAR
 from engine.errors import InvalidParameterError
+
+#: evaluate's attack parameters: those of every attack, of the AutoAttack family only, of the others only
+_ATTACK_PARAMS = ("norm", "eps", "steps", "restarts")
+
+
+_FAMILY_PARAMS = ("version", "attacks", "queries", "n_target_classes")
+
+
+_OTHER_PARAMS = ("alpha", "random_start", "targeted")
+
+
+@register(title='Robust accuracy', page='models', permalink=False)
+@dataclass(frozen=True)
+class EvaluateRequest(Request):
+    """Clean accuracy of one model on a split, and robust accuracy under one attack
+    (``python -m engine evaluate``).
+
+    Clean accuracy is ``engine.evaluation.accuracy`` over the first ``n`` images; the attack runs
+    on the same images: ``engine.attacks.evaluate_autoattack`` (attack by attack) for the AutoAttack
+    family, ``engine.attacks.robust_accuracy`` for the others. Torch's RNG is seeded with ``seed``
+    around the attack, so random starts (PGD) repeat and the stored figure is the request's.
+
+    Attributes:
+        model: the model (BN branch included); dataset, split: the images.
+        n: the first ``n`` images (None: the whole split).
+        batch_size: images per pass (the attacks' random draws are per batch, so it is part of
+            the request).
+        attack: an ``engine.attacks.ATTACKS`` name, or None for clean accuracy only.
+        norm, eps, steps, restarts: the attack's threat model and effort (None: the attack's
+            per-dataset default, ``engine.attacks.make_attack``).
+        alpha, random_start, targeted: PGD-style options (not for the AutoAttack family).
+        version, attacks, queries, n_target_classes: AutoAttack's version, a ``custom`` sequence,
+            Square's query budget and APGD-T/FAB-T's target count (AutoAttack family only).
+        seed: seeds the attack (the family's own seed) and torch's RNG around it.
+    """
+
+    kind = "robust_accuracy"
+    MODEL_FIELDS = ("model",)
+
+    model: ModelRef
+    dataset: str
+    split: str = "test"
+    n: int | None = None
+    batch_size: int = 256
+    attack: str | None = None
+    norm: str | None = None
+    eps: float | None = None
+    steps: int | None = None
+    restarts: int | None = None
+    alpha: float | None = None
+    random_start: bool | None = None
+    targeted: bool | None = None
+    version: str | None = None
+    attacks: tuple[str, ...] | None = None
+    queries: int | None = None
+    n_target_classes: int | None = None
+    seed: int = 0
+
+    def _check(self) -> None:
+        check_dataset(self.dataset)
+        check_choice("split", self.split, SPLITS)
+        if self.n is not None:
+            check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+        if self.attack is not None and (not isinstance(self.attack, str) or not self.attack):
+            raise InvalidParameterError(f"attack must be an attack name, got {self.attack!r}")
+        if self.norm is not None:
+            check_choice("norm", self.norm, NORMS)
+        check_float("eps", self.eps, 0.0, 1e4)
+        check_float("alpha", self.alpha, 0.0, 1e4)
+        for name, high in (("steps", 10_000), ("restarts", 1000), ("queries", 10_000_000), ("n_target_classes", 999)):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1, high)
+        check_bool("random_start", self.random_start)
+        check_bool("targeted", self.targeted)
+        if self.version is not None:
+            check_choice("version", self.version, AUTOATTACK_VERSIONS)
+        check_names("attacks", self.attacks, limit=16)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        self._check_params_fit_the_attack()
+
+    def _check_params_fit_the_attack(self) -> None:
+        """Refuse parameters the chosen attack does not take (they would split the result key)."""
+        given = [p for p in (*_ATTACK_PARAMS, *_FAMILY_PARAMS, *_OTHER_PARAMS) if getattr(self, p) is not None]
+        if self.attack is None and given:
+            raise InvalidParameterError(f"attack parameters ({', '.join(given)}) need an attack")
+        foreign = _OTHER_PARAMS if self.family else _FAMILY_PARAMS
+        wrong = [p for p in given if p in foreign]
+        if self.attack is not None and wrong:
+            what = ("its step size is automatic and APGD-T/FAB-T choose their own targets" if self.family
+                    else "they are the AutoAttack family's")
+            raise InvalidParameterError(f"{self.attack} takes no {', '.join(wrong)}: {what}")
+
+    @property
+    def family(self) -> bool:
+        """True for the AutoAttack family (evaluated attack by attack)."""
+        return self.attack in AUTOATTACK_FAMILY
+
+    def attack_params(self) -> dict:
+        """The attack parameters given (``engine.attacks.make_attack`` keywords); the family's seed too."""
+        names = _ATTACK_PARAMS + (_FAMILY_PARAMS if self.family else _OTHER_PARAMS)
+        params = {p: getattr(self, p) for p in names if getattr(self, p) is not None}
+        if self.family:
+            params["seed"] = self.seed
+        return params
+
+    def describe(self) -> str:
+        images = "all" if self.n is None else self.n
+        what = f"under {self.attack}" if self.attack else "clean"
+        return f"{super().describe()} · {self.dataset} {self.split} · {images} images · {what}"
 
 #: share of the progress bar the clean pass takes when an attack follows (the attack: the rest)
 CLEAN_SHARE = 10
-BAR = 100
 
 
 class Evaluation(NamedTuple):
@@ -53,25 +179,6 @@ def check(request) -> None:
         build_attack(request)
 
 
-def stage_progress(ctx, start: int, width: int):
-    """``progress(done, total)`` of one stage drawn on ``[start, start + width)`` of one bar of :data:`BAR`."""
-    def update(done: int, total: int) -> None:
-        ctx.report(start + width * done // max(total, 1), BAR)
-    return update
-
-
-@contextmanager
-def seeded(seed: int, device: str):
-    """Torch's RNG (CPU and ``device``'s GPU) seeded with ``seed`` inside the block, restored after."""
-    import torch
-
-    where = torch.device(device)
-    devices = [where.index if where.index is not None else torch.cuda.current_device()] if where.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 def device_name(device: str) -> str:
     """The accelerator's name for a CUDA ``device`` (what measured a figure), else ``device``."""
     import torch
@@ -90,20 +197,15 @@ def torch_version() -> str:
 def run(request, ctx) -> Payload:
     """Clean accuracy, then the attack (see the module docstring)."""
     from engine import data as edata
-    from engine.analysis.cka import check_models
     from engine.evaluation import accuracy
 
     attack = build_attack(request) if request.attack is not None else None
-    loaded = ctx.load(request.model)
-    dataset = edata.load_dataset(request.dataset, split=request.split)
-    notes = check_models([loaded], dataset, request.dataset, classes=True)
-    if request.n is not None and request.n > len(dataset):
-        raise InvalidParameterError(f"n must be an integer in [1, {len(dataset)}] (the {request.dataset} "
-                                    f"{request.split} split's size), got {request.n}")
+    dataset = ctx.images(request.dataset, request.split, request.n)
+    (loaded,), notes = ctx.models([request.model], dataset)
     ctx.check_stop()
     clean_width = CLEAN_SHARE if attack is not None else BAR
     clean = accuracy(loaded.model, dataset, n=request.n, batch_size=request.batch_size, device=ctx.device,
-                     progress=stage_progress(ctx, 0, clean_width), should_stop=ctx.stopped)
+                     progress=ctx.stage(0, clean_width), should_stop=ctx.stopped)
     if clean.stopped:
         raise AnalysisCancelled("evaluation stopped before it finished; nothing was stored")
     meta = {"clean": {"accuracy": clean.accuracy, "correct": clean.correct, "total": clean.total,
@@ -114,9 +216,9 @@ def run(request, ctx) -> Payload:
     if attack is not None:
         images, labels = edata.take(dataset, clean.total)
         measure = _family if request.family else _other
-        with seeded(request.seed, ctx.device):
+        with ctx.seeded(request.seed):
             measured, arrays = measure(request, ctx, loaded.model, attack, images, labels,
-                                       stage_progress(ctx, clean_width, BAR - clean_width))
+                                       ctx.stage(clean_width, BAR - clean_width))
         meta["attack"] = measured
     return Payload(arrays, finite(meta))
 
@@ -201,3 +303,16 @@ def rows(result) -> list[dict]:
     if "robust_acc" in body:
         out.append({"measure": body["attack"].get("attack", "attack"), "accuracy": body["robust_acc"], "n": body["n"]})
     return out
+
+
+def passes(request, _per, _loaded) -> tuple[float, int]:
+    """Cost model: one clean pass plus the attack's (an upper bound: points broken early skip the
+    later attacks of the AutoAttack family), over ``n`` images or the whole split."""
+    from engine.analysis.cost import attack_passes
+
+    attack = attack_passes(request.attack, request.attack_params()) if request.attack else 0.0
+    if request.n is not None:
+        return 1.0 + attack, request.n
+    from engine import data as edata
+
+    return 1.0 + attack, len(edata.load_dataset(request.dataset, split=request.split))

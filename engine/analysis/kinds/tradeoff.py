@@ -9,8 +9,51 @@ the Saliency page plots; ``report`` gives the JSON ``python -m engine tradeoff -
 """
 from __future__ import annotations
 
-from engine.analysis.base import AnalysisCancelled, Payload, card_json, finite
+from dataclasses import dataclass
+
+from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite
+from engine.analysis.fields import MAX_BATCH, check_choice, check_int, check_model_list
+from engine.analysis.registry import register
+from engine.catalogue import ALIGNMENT_DATASETS
 from engine.errors import InvalidParameterError
+
+#: most held-out images one ε-vs-interpretability measurement uses (every model attributes each)
+MAX_ALIGNMENT_IMAGES = 10_000
+
+
+@register(title='ε vs interpretability', page='saliency', permalink=True)
+@dataclass(frozen=True)
+class TradeoffRequest(Request):
+    """The ε-vs-interpretability trade-off (Kim & Seo 2019, ``engine.attribution.epsilon_tradeoff``):
+    clean accuracy and the share of attribution mass inside the object mask, per checkpoint.
+
+    Attributes:
+        models: one to 64 checkpoints whose cards record a training ε, all trained on ``dataset``
+            and of one input shape.
+        dataset: "shapes" (exact masks), "mnist" or "fashion-mnist" (the non-zero pixels);
+            its ``n`` held-out images (``engine.attribution.evaluation_set``).
+        method: the attribution method; batch_size: images per pass.
+    """
+
+    kind = "tradeoff"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    n: int = 256
+    method: str = "saliency"
+    batch_size: int = 64
+
+    def _check(self) -> None:
+        check_model_list(self.models, limit=64)
+        check_choice("dataset", self.dataset, ALIGNMENT_DATASETS)
+        check_int("n", self.n, 1, MAX_ALIGNMENT_IMAGES)
+        if not isinstance(self.method, str) or not self.method:
+            raise InvalidParameterError(f"method must be an attribution method name, got {self.method!r}")
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        return f"{self.kind}: {len(self.models)} checkpoint(s) · {self.dataset} · {self.n} images · {self.method}"
 
 
 def refuse_other_datasets(request, datasets) -> None:
@@ -25,25 +68,24 @@ def check(request) -> None:
     from engine.attribution.methods import get_method
 
     get_method(request.method)
-    refuse_other_datasets(request, [card_json(ref.path).get("dataset") for ref in request.models])
+    refuse_other_datasets(request, [ref.card().dataset for ref in request.models])
 
 
 def run(request, ctx) -> Payload:
     """Measure every checkpoint (see the module docstring)."""
     from dataclasses import replace
-    from types import SimpleNamespace
 
-    from engine.analysis.cka import check_models
     from engine.attribution import epsilon_tradeoff, evaluation_set
     from engine.attribution.methods import get_method
     from engine.data import get_spec
+    from engine.selection import check_compatible
 
     get_method(request.method)
     loaded = [ctx.load(ref) for ref in request.models]
     refuse_other_datasets(request, [c.card.dataset for c in loaded])
     data = evaluation_set(request.dataset, request.n, image_size=tuple(loaded[0].card.input_shape)[-1])
     spec = replace(get_spec(request.dataset), input_shape=tuple(data.images.shape[1:]))  # shapes: the model's size
-    notes = check_models(loaded, SimpleNamespace(spec=spec), request.dataset, classes=True)
+    notes = check_compatible(loaded, spec)
     ctx.check_stop()
     points = epsilon_tradeoff(loaded, data.images, data.labels, data.masks, method=request.method,
                               batch_size=request.batch_size, progress=ctx.report, should_stop=ctx.stopped)
@@ -69,3 +111,10 @@ def report(result) -> dict:
 def rows(result) -> list[dict]:
     """One row per checkpoint (the Saliency page's table and CSV)."""
     return [dict(point) for point in result.meta["points"]]
+
+
+def passes(request, _per, _loaded) -> tuple[float, int]:
+    """Cost model: one attribution map and one clean pass per image."""
+    from engine.analysis.cost import method_passes
+
+    return method_passes(request.method, {}) + 1.0, request.n

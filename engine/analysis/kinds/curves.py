@@ -9,8 +9,105 @@ Saliency page plots; ``report`` gives the JSON ``python -m engine saliency --cur
 """
 from __future__ import annotations
 
-from engine.analysis.base import AnalysisCancelled, Payload, finite
+from dataclasses import dataclass
+
+from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite, unique_names
+from engine.analysis.fields import (
+    MAX_IMAGES,
+    PARAM_TYPES,
+    check_bool,
+    check_choice,
+    check_dataset,
+    check_float,
+    check_int,
+    check_model_list,
+)
+from engine.analysis.registry import register
+from engine.catalogue import CURVE_FRACTIONS, CURVE_MODES, CURVE_REPLACEMENTS
 from engine.errors import InvalidParameterError
+
+#: the retraining defaults of ``python -m engine saliency --retrain`` (epochs, training images)
+RETRAIN_EPOCHS, RETRAIN_N = 4, 2048
+
+
+def _check_method_params(params) -> None:
+    """``((name, value), ...)``: one attribution method's parameter overrides."""
+    if not isinstance(params, tuple) or len(params) > 64:
+        raise InvalidParameterError("params must be a list of (name, value) pairs")
+    for item in params:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], PARAM_TYPES)):
+            raise InvalidParameterError(f"a parameter is (name, value), got {item!r}")
+
+
+@register(title='Keep/remove curves', page='saliency', permalink=True)
+@dataclass(frozen=True)
+class SaliencyCurvesRequest(Request):
+    """Keep/remove curves (``engine.attribution.keep_remove_curves``): accuracy as the top-attributed
+    pixels are kept or removed, per mode and model; with ``retrain`` the KAR/ROAR variant (Hooker
+    et al. 2019): a fresh model trained on masked training images at each fraction
+    (``engine.attribution.engine_retrainer``).
+
+    Attributes:
+        models: one to eight models; dataset: its test split gives the ``n`` images (the first
+            ``n``, or a ``seed``-ed random subset).
+        modes: "keep" and/or "remove", in display order.
+        method, params: the attribution method ranking the pixels and its ``(name, value)``
+            parameter overrides.
+        fractions: shares of pixels kept/removed, in [0, 1].
+        replacement: "mean" or "blur" fill of the dropped pixels.
+        retrain: evaluate freshly trained models instead of the originals (KAR for keep, ROAR for
+            remove); retrain_epochs, retrain_n: epochs and training images of each (the first
+            ``retrain_n`` of the training split, or ``seed``-ed; the recipe's seed is ``seed`` or 0).
+    """
+
+    kind = "saliency_curves"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    modes: tuple[str, ...] = CURVE_MODES
+    method: str = "saliency"
+    params: tuple[tuple[str, object], ...] = ()
+    fractions: tuple[float, ...] = CURVE_FRACTIONS
+    replacement: str = "mean"
+    n: int = 64
+    seed: int | None = None
+    retrain: bool = False
+    retrain_epochs: int = RETRAIN_EPOCHS
+    retrain_n: int = RETRAIN_N
+
+    def _check(self) -> None:
+        check_model_list(self.models)
+        check_dataset(self.dataset)
+        if not isinstance(self.modes, tuple) or not self.modes or len(set(self.modes)) != len(self.modes):
+            raise InvalidParameterError(f"modes must list keep and/or remove once each, got {self.modes!r}")
+        for mode in self.modes:
+            check_choice("mode", mode, CURVE_MODES)
+        if not isinstance(self.method, str) or not self.method:
+            raise InvalidParameterError(f"method must be an attribution method name, got {self.method!r}")
+        _check_method_params(self.params)
+        if not isinstance(self.fractions, tuple) or not 1 <= len(self.fractions) <= 64:
+            raise InvalidParameterError(f"fractions must list 1 to 64 numbers in [0, 1], got {self.fractions!r}")
+        for value in self.fractions:
+            check_float("fraction", value, 0.0, 1.0, optional=False)
+        check_choice("replacement", self.replacement, CURVE_REPLACEMENTS)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        if self.seed is not None:
+            check_int("seed", self.seed, 0, 2**31 - 1)
+        check_bool("retrain", self.retrain, optional=False)
+        check_int("retrain_epochs", self.retrain_epochs, 1, 1000)
+        check_int("retrain_n", self.retrain_n, 2, MAX_IMAGES)
+        if not self.retrain and (self.retrain_epochs, self.retrain_n) != (RETRAIN_EPOCHS, RETRAIN_N):
+            raise InvalidParameterError("retrain_epochs and retrain_n need retrain (they would split the result key)")
+
+    def method_params(self) -> dict:
+        """``{name: value}`` of the ranking method."""
+        return dict(self.params)
+
+    def describe(self) -> str:
+        variant = f" · retrained ({self.retrain_epochs} epoch(s) on {self.retrain_n})" if self.retrain else ""
+        return f"{super().describe()} · {self.dataset} · {'/'.join(self.modes)} · {self.n} images{variant}"
 
 
 def check(request) -> None:
@@ -23,15 +120,12 @@ def check(request) -> None:
 def run(request, ctx) -> Payload:
     """Every mode's curve for every model (see the module docstring)."""
     from engine import data as edata
-    from engine.analysis.cka import check_models
-    from engine.analysis.saliency import model_names
     from engine.attribution import keep_remove_curves
 
     check(request)
-    loaded = [ctx.load(ref) for ref in request.models]
-    names = model_names(request.models)
-    dataset = edata.load_dataset(request.dataset, split="test")
-    notes = check_models(loaded, dataset, request.dataset, classes=True)
+    names = unique_names(request.models, file_safe=True)
+    dataset = ctx.images(request.dataset, n=request.n)
+    loaded, notes = ctx.models(request.models, dataset)
     images, labels = edata.take(dataset, request.n, seed=request.seed)
     retrainer = retrainer_of(request, ctx) if request.retrain else None
     models = {name: m.model for name, m in zip(names, loaded)}
@@ -110,3 +204,18 @@ def rows(result, names: dict | None = None) -> list[dict]:
              "accuracy": a, "clean_accuracy": c["clean_accuracy"], "method": c["method"],
              "replacement": c["replacement"], "n": c["n"], **extra}
             for c in result.meta["curves"] for f, a in zip(c["fractions"], c["accuracy"])]
+
+
+def passes(request, _per, _loaded) -> tuple[float, int]:
+    """Cost model per evaluation image: per mode, the ranking map, one pass per fraction and the
+    clean pass; with retraining, per mode and fraction, masking ``retrain_n`` training images (a
+    map each) and training on them (a gradient step per image and epoch), per evaluation image."""
+    from engine.analysis.cost import GRADIENT_STEP, method_passes
+
+    fractions = len(set(request.fractions))
+    ranking = method_passes(request.method, request.method_params())
+    total = len(request.modes) * (ranking + fractions + 1.0)
+    if request.retrain:
+        per_run = request.retrain_n * (ranking + GRADIENT_STEP * request.retrain_epochs) / request.n
+        total += len(request.modes) * fractions * per_run
+    return total, request.n

@@ -8,10 +8,64 @@ request order; ``meta["names"]``); the paper's findings for a pair are stored wi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from engine.analysis.base import AnalysisCancelled, Payload, finite
+from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite, unique_names
+from engine.analysis.fields import (
+    MAX_BATCH,
+    MAX_IMAGES,
+    SEVERITY_LEVELS,
+    check_dataset,
+    check_int,
+    check_model_list,
+    check_names,
+)
+from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
+
+
+@register(title='OOD accuracy and shape bias', page='generalisation', permalink=True)
+@dataclass(frozen=True)
+class OODRequest(Request):
+    """Accuracy under distortions x severities (+ ``shapes`` image sets) and shape bias.
+
+    Attributes:
+        models: one to eight models, evaluated on the same distorted images.
+        dataset: test split, first ``n`` images; batch_size also sets the distortion seeds
+            (batch b uses ``seed + b``), so it is part of the request.
+        distortions: names (None: all of ``engine.data.distortions.DISTORTIONS``).
+        severities: subset of 1..5.
+        shape_bias: also score shape bias on cue-conflict images (``shapes`` only).
+    """
+
+    kind = "ood"
+    MODEL_FIELDS = ("models",)
+
+    models: tuple[ModelRef, ...]
+    dataset: str
+    n: int = 500
+    batch_size: int = 128
+    seed: int = 0
+    distortions: tuple[str, ...] | None = None
+    severities: tuple[int, ...] = SEVERITY_LEVELS
+    shape_bias: bool = True
+
+    def _check(self) -> None:
+        check_model_list(self.models)
+        check_dataset(self.dataset)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+        check_int("seed", self.seed, 0, 2**31 - 1)
+        check_names("distortions", self.distortions)
+        if not isinstance(self.severities, tuple) or not self.severities or \
+                any(s not in SEVERITY_LEVELS or isinstance(s, bool) for s in self.severities):
+            raise InvalidParameterError(f"every severity must be one of 1..5 (at least one), got {self.severities!r}")
+        if not isinstance(self.shape_bias, bool):
+            raise InvalidParameterError(f"shape_bias must be true or false, got {self.shape_bias!r}")
+
+    def describe(self) -> str:
+        return f"{super().describe()} · {self.dataset} · {self.n} images"
 
 
 class OODReport(NamedTuple):
@@ -25,30 +79,15 @@ class OODReport(NamedTuple):
     seconds: float
 
 
-def model_names(refs) -> list[str]:
-    """The display names of the models: file stems, ``"stem (2)"`` for repeats (as the CLI did)."""
-    names: list[str] = []
-    for ref in refs:
-        name = ref.name
-        names.append(name if name not in names else f"{name} ({len(names) + 1})")
-    return names
-
-
-def load_test_sample(request, ctx) -> tuple[list, list[str], object, list[str]]:
-    """The request's models loaded (``ctx.load``), their display names, its first ``n`` test images
-    as an ``engine.data.Sample`` (read batch by batch: memory independent of ``n``) and the notes
-    about models trained on other data; InvalidParameterError when ``n`` exceeds the split or a
-    model cannot take the images."""
+def test_sample(request, ctx) -> tuple[list, list[str], object, list[str]]:
+    """The request's models loaded and checked (``ctx.models``), their display names, its first
+    ``n`` test images as an ``engine.data.Sample`` (read batch by batch: memory independent of
+    ``n``) and the notes about models trained on other data (OOD and unit statistics share it)."""
     from engine import data as edata
-    from engine.analysis.cka import check_models
 
-    loaded = [ctx.load(ref) for ref in request.models]
-    split = edata.load_dataset(request.dataset, split="test")
-    notes = check_models(loaded, split, request.dataset, classes=True)
-    if request.n > len(split):
-        raise InvalidParameterError(f"n must be at most {len(split)} (the {request.dataset} test split's size), "
-                                    f"got {request.n}")
-    return loaded, model_names(request.models), edata.Sample(split, request.n), notes
+    split = ctx.images(request.dataset, n=request.n)
+    loaded, notes = ctx.models(request.models, split)
+    return loaded, unique_names(request.models), edata.Sample(split, request.n), notes
 
 
 def run(request, ctx) -> Payload:
@@ -62,7 +101,7 @@ def run(request, ctx) -> Payload:
         shapes_image_sets,
     )
 
-    loaded, names, sample, notes = load_test_sample(request, ctx)
+    loaded, names, sample, notes = test_sample(request, ctx)
     size = int(sample[0][0].shape[-1])
     sets = shapes_image_sets(request.n, seed=request.seed, image_size=size) if request.dataset == "shapes" else None
     models = {name: m.model for name, m in zip(names, loaded)}
@@ -127,3 +166,12 @@ def report(result) -> dict:
 def rows(result) -> list[dict]:
     """The accuracy table's rows (CSV)."""
     return list(result.meta["rows"])
+
+
+def passes(request, _per, _loaded) -> tuple[float, int]:
+    """Cost model: one pass per model per cell (clean, distortion × severity, the shapes sets)."""
+    from engine.data.distortions import DISTORTIONS
+
+    cells = 1 + len(request.distortions or DISTORTIONS) * len(request.severities)
+    cells += 4 if request.dataset == "shapes" else 0
+    return float(cells), request.n

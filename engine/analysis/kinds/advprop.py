@@ -12,12 +12,64 @@ metadata, with the column order. ``decode`` rebuilds the table (a DataFrame with
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, card_json, finite
+from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite
+from engine.analysis.fields import MAX_BATCH, MAX_IMAGES, SEVERITY_LEVELS, check_dataset, check_float, check_int
+from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
+
+#: most checkpoints an AdvProp comparison sets beside the AdvProp model (a standard and a robust one)
+MAX_PEERS = 2
+
+
+@register(title='AdvProp branches vs standard and robust', page='models', permalink=True)
+@dataclass(frozen=True)
+class AdvPropRequest(Request):
+    """AdvProp's two BatchNorm branches beside a standard and a robust model (Xie et al. 2019,
+    ``engine.generalisation.advprop.compare_branches``): clean, PGD and mean distorted accuracy on the
+    first ``n`` test images (``python -m engine advprop``, the Models page).
+
+    Attributes:
+        model: the AdvProp (dual-BN) checkpoint, named by its main branch; both branches are evaluated.
+        peers: the standard and/or robust checkpoints of its dataset it is compared with, at most
+            :data:`MAX_PEERS` (chosen when the request is made: ``engine.analysis.kinds.advprop.advprop_request``).
+        dataset: the test split the first ``n`` images come from.
+        eps, steps: PGD's ε (None: the dataset's usual one) and steps; torch's RNG is seeded around
+            the comparison, so PGD's random starts repeat.
+        severity: the distortions' severity; batch_size: images per pass (PGD draws per batch).
+    """
+
+    kind = "advprop"
+    MODEL_FIELDS = ("model", "peers")
+
+    model: ModelRef
+    dataset: str
+    peers: tuple[ModelRef, ...] = ()
+    n: int = 500
+    eps: float | None = None
+    steps: int = 20
+    severity: int = 3
+    batch_size: int = 128
+
+    def _check(self) -> None:
+        if self.model.branch != "main":
+            raise InvalidParameterError("name the AdvProp checkpoint by its main branch: both branches are evaluated")
+        if not isinstance(self.peers, tuple) or len(self.peers) > MAX_PEERS:
+            raise InvalidParameterError(f"peers lists at most {MAX_PEERS} checkpoints, got {self.peers!r}")
+        check_dataset(self.dataset)
+        check_int("n", self.n, 1, MAX_IMAGES)
+        check_float("eps", self.eps, 0.0, 1e4)
+        check_int("steps", self.steps, 1, 10_000)
+        check_int("severity", self.severity, min(SEVERITY_LEVELS), max(SEVERITY_LEVELS))
+        check_int("batch size", self.batch_size, 1, MAX_BATCH)
+
+    def describe(self) -> str:
+        peers = ", ".join(ref.name for ref in self.peers) or "no peers"
+        return (f"{self.kind}: {self.model.name} (main and aux BN) vs {peers} · {self.dataset} · {self.n} images · "
+                f"PGD-{self.steps}")
 
 #: torch's seed around the comparison (PGD's random starts)
 SEED = 0
@@ -30,7 +82,7 @@ def advprop_request(infos, path: str, **settings):
     with the standard and robust checkpoints of its dataset in the listing ``infos``
     (``engine.generalisation.advprop.comparison_peers``); ``settings``: n, eps, steps, severity,
     batch_size."""
-    from engine.analysis.requests import AdvPropRequest
+    from engine.analysis.kinds.advprop import AdvPropRequest
     from engine.generalisation.advprop import comparison_peers
 
     adv, peers = comparison_peers(infos, path)
@@ -54,7 +106,7 @@ def build_attack(request):
 
 def check(request) -> None:
     """Torch-side checks before a job is queued: the model is an AdvProp one and PGD takes the settings."""
-    if not card_json(request.model.path).get("dual_bn"):
+    if not request.model.card().dual_bn:
         raise InvalidParameterError(f"{request.model.path} is not an AdvProp (dual-BN) checkpoint")
     build_attack(request)
 
@@ -62,21 +114,15 @@ def check(request) -> None:
 def run(request, ctx) -> Payload:
     """Compare the branches and peers (see the module docstring)."""
     from engine import data as edata
-    from engine.analysis.cka import check_models
-    from engine.analysis.evaluate import seeded
     from engine.generalisation.advprop import branch_labels, compare_branches
 
-    loaded = [ctx.load(ref) for ref in branches(request)]
-    dataset = edata.load_dataset(request.dataset, split="test")
-    notes = check_models(loaded, dataset, request.dataset, classes=True)
-    if request.n > len(dataset):
-        raise InvalidParameterError(f"n must be at most {len(dataset)} (the {request.dataset} test split's size), "
-                                    f"got {request.n}")
+    dataset = ctx.images(request.dataset, n=request.n)
+    loaded, notes = ctx.models(branches(request), dataset)
     images, labels = edata.take(dataset, request.n)
     names = [*branch_labels(loaded[0].name), *(peer.name for peer in loaded[2:])]
     ctx.check_stop()
     models = {name: m.model for name, m in zip(names, loaded)}
-    with seeded(SEED, ctx.device):
+    with ctx.seeded(SEED):
         table = compare_branches(models, images, labels, build_attack(request), severity=request.severity,
                                  batch_size=request.batch_size, progress=ctx.report, should_stop=ctx.stopped)
     if ctx.stopped() or len(table) < len(models):
@@ -109,3 +155,12 @@ def report(result) -> dict:
     """The JSON of ``python -m engine advprop --json`` (torch-free)."""
     request = result.request
     return {"checkpoint": request.model.path, "dataset": request.dataset, "n": request.n, "rows": rows(result)}
+
+
+def passes(request, _per, _loaded) -> tuple[float, int]:
+    """Cost model per image (its models: both branches and the peers): a clean pass, PGD's steps
+    and one pass per distortion at the request's severity."""
+    from engine.analysis.cost import attack_passes
+    from engine.data.distortions import DISTORTIONS
+
+    return 1.0 + attack_passes("pgd", {"steps": request.steps}) + len(DISTORTIONS), request.n

@@ -10,16 +10,91 @@ render raises :class:`~engine.analysis.base.AnalysisCancelled` and stores nothin
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from engine.analysis.base import AnalysisCancelled, Payload, card_json, finite
-from engine.analysis.requests import check_vis_pixels
+from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite
+from engine.analysis.fields import (
+    MAX_VIS_SIDE,
+    MAX_VIS_STEPS,
+    check_bool,
+    check_int,
+    check_layer_targets,
+    check_positive,
+    check_vis_pixels,
+)
+from engine.analysis.registry import register
+from engine.errors import InvalidParameterError
+
+
+@register(title='Feature visualisations (lucent)', page='features', permalink=True)
+@dataclass(frozen=True)
+class FeatVisRequest(Request):
+    """Feature visualisation: lucent's optimised image of each unit / random direction of one layer
+    (``engine.featvis.visualise``), every target with the same parameterisation and seed, so units
+    and directions compare (Szegedy et al. 2013; Olah et al. 2017).
+
+    Attributes:
+        model: the model; layer: dotted layer name.
+        targets: ``(("unit", i), ("direction", seed), ...)`` as in the ``featvis_topk`` request, at most
+            :data:`MAX_TARGETS`; position: ``(y, x)``: one neuron per channel instead of the
+            spatial mean.
+        steps: Adam steps on the image parameters (1 to :data:`MAX_VIS_STEPS`); lr: its learning
+            rate, in (0, 10].
+        seed: seeds the starting image and the random transforms.
+        size: ``(height, width)`` of the images (None: the model's input size), at most
+            :data:`MAX_VIS_SIDE` per side and :data:`MAX_VIS_PIXELS` pixels over all targets.
+        fft: Fourier (True) or pixel parameterisation; decorrelate: lucent's colour
+            decorrelation (RGB models only); transforms: lucent's pad/jitter/scale/rotate
+            robustness transforms; sd: standard deviation of the starting parameters, in (0, 1].
+    """
+
+    kind = "featvis"
+    MODEL_FIELDS = ("model",)
+
+    model: ModelRef
+    layer: str
+    targets: tuple[tuple[str, int], ...]
+    position: tuple[int, int] | None = None
+    steps: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    size: tuple[int, int] | None = None
+    fft: bool = True
+    decorrelate: bool = True
+    transforms: bool = True
+    sd: float = 0.01
+
+    def _check(self) -> None:
+        check_layer_targets(self.layer, self.targets, self.position)
+        check_int("steps", self.steps, 1, MAX_VIS_STEPS)
+        check_positive("lr", self.lr, 10.0)
+        check_int("seed", self.seed, 0, 2**31 - 1)
+        if self.size is not None:
+            if not (isinstance(self.size, tuple) and len(self.size) == 2):
+                raise InvalidParameterError(f"size must be (height, width), got {self.size!r}")
+            for side in self.size:
+                check_int("image side", side, 1, MAX_VIS_SIDE)
+            check_vis_pixels(len(self.targets), *self.size)
+        for name in ("fft", "decorrelate", "transforms"):
+            check_bool(name, getattr(self, name), optional=False)
+        check_positive("sd", self.sd, 1.0)
+
+    def config(self) -> dict:
+        """The ``engine.featvis.VisConfig`` fields (steps, lr, seed, fft, decorrelate, transforms, sd)."""
+        return {"steps": self.steps, "lr": self.lr, "seed": self.seed, "fft": self.fft,
+                "decorrelate": self.decorrelate, "transforms": self.transforms, "sd": self.sd}
+
+    def describe(self) -> str:
+        return (f"{super().describe()} · {self.layer} · lucent, {len(self.targets)} target(s) · "
+                f"{self.steps} steps, seed {self.seed}")
 
 
 def run(request, ctx) -> Payload:
     """Render the request's targets (see the module docstring)."""
     from engine import featvis
-    from engine.analysis.topk import feature_targets
+    from engine.analysis.kinds.topk import feature_targets
 
     loaded = ctx.load(request.model)
     targets, dim = feature_targets(request, loaded.model)
@@ -45,7 +120,7 @@ def _image_shape(request, loaded) -> tuple[int, int, int] | None:
 def check(request) -> None:
     """Before a job is queued: the images of all targets stay within ``MAX_VIS_PIXELS`` (at the
     model's input size, read from its card, when the request names no size). Torch-free."""
-    size = request.size or tuple(card_json(request.model.path).get("input_shape") or ())[1:]
+    size = request.size or tuple(request.model.card().input_shape)[1:]
     if len(size) == 2:
         check_vis_pixels(len(request.targets), int(size[0]), int(size[1]))
 
@@ -81,3 +156,13 @@ def rows(result) -> list[dict]:
     return [{"target": label, "key": key, "step": step + 1, "objective": float(trajectories[step, i])}
             for i, (label, key) in enumerate(zip(result.meta["labels"], result.meta["keys"]))
             for step in range(len(trajectories))]
+
+
+def passes(request, _per, loaded) -> tuple[float, int]:
+    """Cost model per target: a forward and a backward pass per optimisation step, scaled by the
+    image's pixels over the model's input size."""
+    from engine.analysis.cost import GRADIENT_STEP
+
+    shape = tuple(getattr(loaded[0].model, "input_shape", None) or (3, 32, 32))
+    height, width = request.size or shape[1:]
+    return GRADIENT_STEP * request.steps * (height * width) / (shape[1] * shape[2]), len(request.targets)

@@ -1,0 +1,43 @@
+"""Queue an analysis request as a background job: ``engine.jobs.submit(request)``.
+
+Jobs use analyses (never the reverse): the request is checked by ``engine.analysis.preflight``,
+answered at once from the result store when it is stored, else queued for the analysis worker.
+"""
+from __future__ import annotations
+
+import os
+
+from engine.analysis import ResultStore, cached_result, preflight
+from engine.jobs.store import Job, JobStore
+from engine.jobs.worker import ensure_worker
+
+#: an analysis worker started for a submit exits after this many idle seconds
+IDLE_EXIT_S = 600.0
+
+
+def submit(request, use_cache: bool = True, device: str = "auto", submitter: str | None = None,
+           jobs: JobStore | None = None, results: ResultStore | None = None,
+           start_worker: bool | None = None) -> Job:
+    """Queue ``request`` (an ``engine.analysis`` request) as a background job; returns the Job.
+
+    A request whose result is already stored (and ``use_cache``) becomes a job that is done at
+    once, pointing at that result. Otherwise an analysis worker is started when none runs
+    (``start_worker``; default: unless ``ROBUSTSCOPE_AUTOSTART_WORKER=0``; it exits after
+    :data:`IDLE_EXIT_S` idle seconds).
+
+    Raises:
+        InvalidParameterError / CheckpointError: the request fails its pre-queue checks.
+    """
+    if start_worker is None:
+        start_worker = os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0"
+    preflight(request)
+    jobs = jobs or JobStore()
+    results = results or ResultStore(jobs.root / "results")
+    done_key = None
+    if use_cache:
+        found, _ = cached_result(request.key(), results)
+        done_key = found.key if found is not None else None
+    job = jobs.submit_analysis(request, use_cache=use_cache, device=device, submitter=submitter, done_key=done_key)
+    if done_key is None and start_worker:
+        ensure_worker(jobs, idle_exit_s=IDLE_EXIT_S, lane="analysis")
+    return job
