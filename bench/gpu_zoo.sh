@@ -32,7 +32,7 @@ autoattack() {  # checkpoint dataset [batch]: whole test split, recorded in the 
 
 lane_tests() {
   timeout 200 "$py" -m pytest -q -p no:cacheprovider tests/engine/test_cuda.py \
-    "tests/engine/test_checkpoints.py::test_load_onto_cuda" > "$out/cuda_tests.log" 2>&1
+    "tests/engine/checkpoints/test_checkpoints.py::test_load_onto_cuda" > "$out/cuda_tests.log" 2>&1
   echo "cuda tests exit $?" >> "$out/cuda_tests.log"
 }
 

@@ -1,4 +1,4 @@
-"""Issue 12 item 4: every analysis the pages and CLIs run works on the imported families — attacks,
+"""Every analysis the pages and CLIs run works on the imported families — attacks,
 CKA (main and per-block layers), saliency (guided backprop refuses clearly where it cannot be
 exact), OOD accuracy and feature top-k — on small instances of each family."""
 from __future__ import annotations

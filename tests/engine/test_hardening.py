@@ -1,4 +1,4 @@
-"""Issue 13 regressions: hostile or unlucky files, names and kills that used to lose data, run
+"""Hardening regressions: hostile or unlucky files, names and kills that used to lose data, run
 code, blow up memory or print tracebacks. Each case was first reproduced with a small script."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 13, input hardening: a model on the wrong dataset, parameters without upper bounds, and
+"""Input hardening: a model on the wrong dataset, parameters without upper bounds, and
 the small things a new user hit (AdvProp on the ℓ∞ line, the kornia warning, a silent job queue).
 
 Every CLI case runs ``engine.cli.main`` in-process: a user error must come back as exit status 2

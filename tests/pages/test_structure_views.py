@@ -1,4 +1,4 @@
-"""AppTest: block-structure table, CKA across epochs, and the AdvProp branch selector (issue 16)."""
+"""AppTest: block-structure table, CKA across epochs, and the AdvProp branch selector."""
 from __future__ import annotations
 
 import os

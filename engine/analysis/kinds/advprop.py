@@ -25,7 +25,7 @@ from engine.errors import InvalidParameterError
 MAX_PEERS = 2
 
 
-@register(title='AdvProp branches vs standard and robust', page='models', permalink=True)
+@register(title="AdvProp branches vs standard and robust", page="models")
 @dataclass(frozen=True)
 class AdvPropRequest(Request):
     """AdvProp's two BatchNorm branches beside a standard and a robust model (Xie et al. 2019,

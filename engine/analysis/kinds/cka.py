@@ -29,7 +29,7 @@ from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
 
 
-@register(title='CKA maps', page='representations', permalink=True)
+@register(title="CKA maps", page="representations")
 @dataclass(frozen=True)
 class CKARequest(Request):
     """Minibatch CKA maps A×A, B×B and A×B (``engine.similarity.compare_models``).

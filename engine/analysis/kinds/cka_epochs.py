@@ -51,7 +51,7 @@ def _check_run(name: str, snapshots, epochs, optional: bool = False) -> None:
         raise InvalidParameterError(f"the epochs of {name} must increase, got {list(epochs)}")
 
 
-@register(title='CKA across epochs', page='representations', permalink=True)
+@register(title="CKA across epochs", page="representations")
 @dataclass(frozen=True)
 class CKARunRequest(Request):
     """Each layer's CKA across the kept epoch snapshots of one or two training runs (Cianfarani et

@@ -27,7 +27,7 @@ from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
 
 
-@register(title='Adversarial examples (craft and compare)', page='attack_lab', permalink=True)
+@register(title="Adversarial examples (craft and compare)", page="attack_lab")
 @dataclass(frozen=True)
 class CraftRequest(AttackChoice, Request):
     """Craft-and-compare (``engine.attacks.craft_and_compare``): adversarial examples crafted on one

@@ -40,7 +40,7 @@ def _check_method_params(params) -> None:
             raise InvalidParameterError(f"a parameter is (name, value), got {item!r}")
 
 
-@register(title='Keep/remove curves', page='saliency', permalink=True)
+@register(title="Keep/remove curves", page="saliency")
 @dataclass(frozen=True)
 class SaliencyCurvesRequest(Request):
     """Keep/remove curves (``engine.attribution.keep_remove_curves``): accuracy as the top-attributed

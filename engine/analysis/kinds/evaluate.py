@@ -45,7 +45,7 @@ _FAMILY_PARAMS = ("version", "attacks", "queries", "n_target_classes")
 _OTHER_PARAMS = ("alpha", "random_start", "targeted")
 
 
-@register(title='Robust accuracy', page='models', permalink=False)
+@register(title="Robust accuracy", page="models", permalink=False)
 @dataclass(frozen=True)
 class EvaluateRequest(Request):
     """Clean accuracy of one model on a split, and robust accuracy under one attack

@@ -28,7 +28,7 @@ from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
 
 
-@register(title='Feature visualisations (lucent)', page='features', permalink=True)
+@register(title="Feature visualisations (lucent)", page="features")
 @dataclass(frozen=True)
 class FeatVisRequest(Request):
     """Feature visualisation: lucent's optimised image of each unit / random direction of one layer

@@ -25,7 +25,7 @@ from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
 
 
-@register(title='OOD accuracy and shape bias', page='generalisation', permalink=True)
+@register(title="OOD accuracy and shape bias", page="generalisation")
 @dataclass(frozen=True)
 class OODRequest(Request):
     """Accuracy under distortions x severities (+ ``shapes`` image sets) and shape bias.

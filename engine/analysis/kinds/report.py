@@ -34,7 +34,7 @@ from engine.catalogue import norm_symbol
 from engine.errors import InvalidParameterError
 
 
-@register(title='Robustness report', page='models', permalink=True)
+@register(title="Robustness report", page="models")
 @dataclass(frozen=True)
 class ReportRequest(Request):
     """A checkpoint's robustness report (``engine.attacks.report.robustness_report``,

@@ -17,7 +17,7 @@ from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
 
 
-@register(title='Saliency maps', page='saliency', permalink=True)
+@register(title="Saliency maps", page="saliency")
 @dataclass(frozen=True)
 class SaliencyGridRequest(Request):
     """Attribution maps of one test image, every method for every model (``attribution_grid``).

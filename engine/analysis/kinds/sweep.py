@@ -24,7 +24,7 @@ from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
 
 
-@register(title='ε-sweep', page='attack_lab', permalink=True)
+@register(title="ε-sweep", page="attack_lab")
 @dataclass(frozen=True)
 class EpsSweepRequest(AttackChoice, Request):
     """Robust accuracy of each model at each ε (``engine.attacks.eps_sweep``) on the first ``n``

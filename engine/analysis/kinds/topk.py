@@ -19,7 +19,7 @@ from engine.analysis.registry import register
 from engine.errors import InvalidParameterError
 
 
-@register(title='Feature top-k images', page='features', permalink=True)
+@register(title="Feature top-k images", page="features")
 @dataclass(frozen=True)
 class TopKRequest(Request):
     """Feature top-k: the held-out images maximising units / random directions of one layer.

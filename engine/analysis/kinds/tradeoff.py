@@ -21,7 +21,7 @@ from engine.errors import InvalidParameterError
 MAX_ALIGNMENT_IMAGES = 10_000
 
 
-@register(title='ε vs interpretability', page='saliency', permalink=True)
+@register(title="ε vs interpretability", page="saliency")
 @dataclass(frozen=True)
 class TradeoffRequest(Request):
     """The ε-vs-interpretability trade-off (Kim & Seo 2019, ``engine.attribution.epsilon_tradeoff``):

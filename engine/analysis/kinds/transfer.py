@@ -25,7 +25,7 @@ from engine.analysis.kinds._attacklab import (  # noqa: F401
 from engine.analysis.registry import register
 
 
-@register(title='Transfer matrix', page='attack_lab', permalink=True)
+@register(title="Transfer matrix", page="attack_lab")
 @dataclass(frozen=True)
 class TransferRequest(AttackChoice, Request):
     """The transfer matrix (``engine.attacks.transfer_matrix``, Szegedy et al. 2013): the attack

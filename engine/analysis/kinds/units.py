@@ -18,7 +18,7 @@ from engine.analysis.fields import MAX_BATCH, MAX_IMAGES, check_dataset, check_i
 from engine.analysis.registry import register
 
 
-@register(title='Unit statistics', page='generalisation', permalink=False)
+@register(title="Unit statistics", page="generalisation", permalink=False)
 @dataclass(frozen=True)
 class UnitsRequest(Request):
     """Unit statistics (Agarwal & Chen 2020): per-unit roughness, high-frequency share and label

@@ -15,7 +15,7 @@ from engine.analysis import ModelRef, run_analysis
 from engine.analysis.kinds.activations import ActivationsRequest
 from engine.errors import InvalidParameterError
 
-RESULTS = str(Path(__file__).resolve().parents[3] / "pages" / "results.py")
+RESULTS = str(Path(__file__).resolve().parents[4] / "pages" / "results.py")
 
 pytestmark = pytest.mark.usefixtures("no_autostart")
 

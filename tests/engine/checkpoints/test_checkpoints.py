@@ -407,7 +407,7 @@ def test_card_and_files_modules_import_no_torch():
     code = ("import engine.checkpoints.card, engine.checkpoints.files, engine.checkpoints, engine.catalogue, sys; "
             "engine.checkpoints.ModelCard, engine.checkpoints.checkpoint_files; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]")
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     run = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
 

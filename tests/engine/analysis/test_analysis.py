@@ -24,7 +24,7 @@ from engine.errors import CheckpointError, InvalidParameterError
 from engine.jobs import JobStore, run_job, run_worker
 from analysis_helpers import assert_stopping_stores_nothing
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 pytestmark = pytest.mark.usefixtures("no_autostart")

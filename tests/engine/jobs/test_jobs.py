@@ -14,7 +14,7 @@ import pytest
 from engine.jobs import JobStore, run_worker
 from engine.training import TrainConfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def tiny(**kw) -> TrainConfig:

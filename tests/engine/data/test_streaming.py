@@ -18,7 +18,7 @@ from engine.data import Sample, TensorImageDataset, iter_batches, shapes
 from engine.featvis.examples import rank
 from engine.generalisation import evaluate_ood, unit_statistics
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _cnn(seed: int = 0, classes: int = 4) -> nn.Module:

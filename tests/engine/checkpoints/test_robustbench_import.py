@@ -566,7 +566,7 @@ def test_upload_size_limit_admits_wrn_70_16_and_is_stated(tmp_path, monkeypatch)
     from engine import uploads
 
     assert uploads.MAX_UPLOAD_BYTES >= 1_070_000_000 + (1 << 26)  # WRN-70-16 in fp32, with room
-    config = (Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml").read_text()
+    config = (Path(__file__).resolve().parents[3] / ".streamlit" / "config.toml").read_text()
     size_mb = int(next(line.split("=")[1] for line in config.splitlines() if line.startswith("maxUploadSize")))
     assert size_mb << 20 >= uploads.MAX_UPLOAD_BYTES
     monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 1000)

@@ -83,7 +83,7 @@ def test_stored_results_print_without_torch(tiny_checkpoints):
     code = ("import sys, engine.analysis as a; s = a.ResultStore(); "
             "[a.get_analysis(r.kind).report(r) for r in (s.load(k) for k in sys.argv[1:])]; "
             "print('torch' in sys.modules)")
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[4]
     out = subprocess.run([sys.executable, "-c", code, *keys], cwd=repo, capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, PYTHONPATH=str(repo)))
     assert out.returncode == 0, out.stderr

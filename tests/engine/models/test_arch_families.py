@@ -38,7 +38,7 @@ from engine.models import (
 )
 from engine.models.cifar_zoo import DM_CIFAR10_MEAN, DM_CIFAR10_STD, DM_CIFAR100_MEAN, DM_CIFAR100_STD
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CIFAR = (3, 32, 32)
 ZOO_FAMILIES = ("wide_resnet", "dm_wide_resnet", "dm_preact_resnet", "preact_resnet18", "cifar_resnet18", "cifar_resnet50")
 

@@ -525,7 +525,7 @@ def test_models_page_report_section(tiny_checkpoints):
 
     from streamlit.testing.v1 import AppTest
 
-    page = str(Path(__file__).resolve().parents[2] / "pages" / "models.py")
+    page = str(Path(__file__).resolve().parents[3] / "pages" / "models.py")
     at = AppTest.from_file(page, default_timeout=300)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -549,7 +549,7 @@ def test_attack_lab_square_shows_its_query_count(tiny_checkpoints):
 
     from streamlit.testing.v1 import AppTest
 
-    page = str(Path(__file__).resolve().parents[2] / "pages" / "attack_lab.py")
+    page = str(Path(__file__).resolve().parents[3] / "pages" / "attack_lab.py")
     at = AppTest.from_file(page, default_timeout=300)
     at.run()
     at.selectbox(key="atk_name").set_value("square")

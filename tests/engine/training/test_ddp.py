@@ -10,7 +10,7 @@ import pytest
 
 from engine.training import TrainConfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 SCRIPT = """
 import os, sys

@@ -1,4 +1,4 @@
-"""Issue 16: block-structure score, CKA across epochs from training snapshots, AdvProp branches."""
+"""Block-structure score, CKA across epochs from training snapshots, AdvProp branches."""
 from __future__ import annotations
 
 import json

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: run ``python -m engine ARGV`` and say whether torch was imported (the last line of stdout)
 RUNNER = ("import sys, runpy; sys.argv = ['engine', *sys.argv[1:]]\n"
           "try:\n    runpy.run_module('engine', run_name='__main__')\n"
