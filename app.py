@@ -11,19 +11,9 @@ from pages import common
 st.set_page_config(page_title="RobustScope", page_icon="🔬", layout="wide")
 
 HERE = Path(__file__).parent
-PAGES = [
-    ("pages/models.py", "Models", ":material/inventory_2:"),
-    ("pages/attack_lab.py", "Attack Lab", ":material/bolt:"),
-    ("pages/representations.py", "Representations (CKA)", ":material/grid_on:"),
-    ("pages/saliency.py", "Saliency", ":material/gradient:"),
-    ("pages/features.py", "Features", ":material/visibility:"),
-    ("pages/generalisation.py", "Generalisation", ":material/shape_line:"),
-    ("pages/training.py", "Training", ":material/model_training:"),
-    ("pages/results.py", "Results", ":material/folder_open:"),
-]
 
 navigation = st.navigation(
-    [st.Page(path, title=title, icon=icon) for path, title, icon in PAGES if (HERE / path).exists()]
+    [st.Page(path, title=title, icon=icon) for path, title, icon in common.PAGES if (HERE / path).exists()]
 )
 st.sidebar.title("🔬 RobustScope")
 try:

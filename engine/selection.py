@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from engine.checkpoints.card import ModelCard
@@ -73,9 +74,24 @@ class DefaultChoice:
     reason: str
 
 
-def _pair_for(dataset: str, infos: Sequence[Any]) -> tuple[str | None, str | None]:
-    """Paths of the first standard and the first robust checkpoint trained on ``dataset``."""
-    on_set = [i for i in infos if i.card is not None and i.card.dataset == dataset]
+def is_shipped(path: Any) -> bool:
+    """Whether the checkpoint at ``path`` is one of the shipped zoo's: its recipe is committed
+    beside it (``<folder>/recipes/<name>.json``), unlike a user's training output or upload."""
+    path = Path(path)
+    return (path.parent / "recipes" / f"{path.stem}.json").is_file()
+
+
+def _preference(info: Any) -> tuple[int, int]:
+    """Sort key of a default-pair candidate: shipped checkpoints first, a run's ``-best`` snapshot last."""
+    return (0 if is_shipped(info.path) else 1, 1 if Path(str(info.path)).stem.endswith("-best") else 0)
+
+
+def pair_for(dataset: str, infos: Sequence[Any]) -> tuple[str | None, str | None]:
+    """Paths of the standard and the robust checkpoint trained on ``dataset`` a page opens with:
+    the shipped pair when there is one (never a user's training output ahead of it), else the
+    first of each in listing order."""
+    on_set = sorted((i for i in infos if getattr(i, "card", None) is not None and i.card.dataset == dataset),
+                    key=_preference)
     standard = next((str(i.path) for i in on_set if training_method(i.card) == "standard"), None)
     robust = next((str(i.path) for i in on_set if is_robust(i.card)), None)
     return standard, robust
@@ -90,11 +106,11 @@ def choose_default(infos: Sequence[Any], available: dict[str, bool]) -> DefaultC
     """
     usable = [i for i in infos if getattr(i, "card", None)]
     for name in PREFERRED_DATASETS:
-        a, b = _pair_for(name, usable)
+        a, b = pair_for(name, usable)
         if available.get(name, name == OFFLINE_DEFAULT) and (a or b):
             reason = "" if name != OFFLINE_DEFAULT else _offline_reason(available)
             return DefaultChoice(name, a, b, reason)
-    a, b = _pair_for(OFFLINE_DEFAULT, usable)
+    a, b = pair_for(OFFLINE_DEFAULT, usable)
     first = str(usable[0].path) if usable else None
     return DefaultChoice(OFFLINE_DEFAULT, a or first, b, _offline_reason(available))
 

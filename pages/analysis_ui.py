@@ -24,6 +24,8 @@ from engine.jobs.store import FINISHED
 from pages import common
 
 RESULT_PARAM, JOB_PARAM = "result", "job"
+#: views that compute on display run by themselves only when the estimate is at most this (seconds)
+AUTO_RUN_S = 1.0
 MODES = ("auto", "here", "background")
 MODE_LABELS = {"auto": f"auto (background above {BACKGROUND_ABOVE_S:.0f} s, measured)", "here": "here",
                "background": "in the background"}
@@ -56,10 +58,12 @@ def _stored(key: str) -> AnalysisResult | None:
 
 
 def _run_here(request, loaded, label: str, device: str) -> AnalysisResult:
-    """Compute ``request`` in this script run, with a progress bar labelled ``label``."""
+    """Compute ``request`` in this script run, with a progress bar labelled ``label`` (its time
+    left) and a Stop button; both go when it ends."""
     progress, finish = common.progress_callback(label)
     try:
-        return run_analysis(request, progress, loaded=loaded, device=device)
+        with common.stop_button(st, key=f"stop_{request.key()}", help="stops this computation (nothing is stored)"):
+            return run_analysis(request, progress, loaded=loaded, device=device)
     finally:
         finish()
 
@@ -73,12 +77,26 @@ def _total_cost(costs: list) -> CostEstimate:
 
 
 def _queued(jobs: list, cost: CostEstimate) -> None:
-    """Name the queued ``jobs`` in the URL (``?job=ID[,ID…]``) and say so."""
+    """Name the queued ``jobs`` in the URL (``?job=ID[,ID…]``), say so, and follow them at once
+    (:func:`_follow`): the page reruns by itself when they are done, so the result appears with no
+    click (the rerun shows it through ``?job=``)."""
     ids = [str(job.id) for job in jobs]
     st.query_params[JOB_PARAM] = ",".join(ids)
     st.query_params.pop(RESULT_PARAM, None)
     st.info(f"Queued as background job{'s' if len(jobs) > 1 else ''} {', '.join(ids)} (estimated {cost.describe()}). It keeps "
-            "running when you close this tab; the **Results** page lists it when done.")
+            "running when you close this tab; its result appears here when it is done, and on the **Results** page.")
+    _follow(tuple(job.id for job in jobs))
+
+
+@st.fragment(run_every=2)
+def _follow(job_ids: tuple[int, ...]) -> None:
+    """Poll the jobs just queued; rerun the whole page when every one has finished."""
+    from engine.jobs import JobStore
+
+    store = JobStore()
+    if all(store.get(job_id).status in FINISHED for job_id in job_ids):
+        st.rerun()
+    st.caption("Waiting for the background job: its result appears here when it is done.")
 
 
 def run_or_queue(request, loaded, mode: str, label: str, device: str = "auto") -> AnalysisResult | None:
@@ -117,15 +135,18 @@ def run_or_queue_all(requests: list, loaded: list, mode: str, labels: list[str],
         _queued([submit(r, device=device, submitter="dashboard", start_worker=_autostart())
                  for r in requests], cost)
         return None
-    st.caption(f"Running here: estimated {cost.describe()}.")
+    banner = st.empty()
+    banner.caption(f"Running here: estimated {cost.describe()}.")
     for i in missing:
         found[i] = _run_here(requests[i], loaded[i], labels[i], device)
+    banner.empty()
     return found
 
 
 def auto_run(request, loaded, label: str, device: str = "auto", key: str = "analysis") -> AnalysisResult | None:
     """For views that compute as soon as they are shown: the stored result, else run here when
-    the measured estimate is short, else offer **Run in background** (default) or **Run here**.
+    the measured estimate is at most :data:`AUTO_RUN_S` (nothing heavier runs on page arrival),
+    else offer **Run in background** (the default above :data:`BACKGROUND_ABOVE_S`) or **Run here**.
 
     Returns:
         The result, or None while it is queued / waiting for the user's choice.
@@ -137,18 +158,18 @@ def auto_run(request, loaded, label: str, device: str = "auto", key: str = "anal
     if job is not None and job.status not in ("failed", "cancelled"):
         return job_status(request.kind, request.key())  # its result once done, else its progress
     if job is not None:
-        st.warning(f"Background job {job.id} {job.status}" + (f": {job.error.strip().splitlines()[-1]}" if job.error else ""))
+        st.warning(f"Background job {job.id} {job.status}" + (f": {job.error_line}" if job.error else ""))
     cost = estimate(request, loaded)
-    if not cost.background:
+    if cost.seconds <= AUTO_RUN_S:
         return _run_here(request, loaded, label, device)
     st.info(f"This takes {cost.describe()}. A background job keeps running when you close the tab; its "
             "result is stored and opens again from here or the **Results** page.")
     c1, c2 = st.columns(2)
-    if c1.button("Run in background", type="primary", key=f"{key}_background"):
+    if c1.button("Run in background", type="primary" if cost.background else "secondary", key=f"{key}_background"):
         job = submit(request, device=device, submitter="dashboard", start_worker=_autostart())
         st.query_params[JOB_PARAM] = str(job.id)
         st.rerun()
-    if c2.button("Run here", key=f"{key}_here"):
+    if c2.button("Run here", type="secondary" if cost.background else "primary", key=f"{key}_here"):
         return _run_here(request, loaded, label, device)
     return None
 
@@ -301,6 +322,16 @@ def _job_result(job) -> AnalysisResult | None:
     return found
 
 
+def show_job_failure(store, job) -> None:
+    """A failed or cancelled job as one sentence; its log (with any traceback) in an expander."""
+    reason = job.error_line
+    st.error(f"Background job {job.id} {job.status}" + (f": {reason}" if reason else "."))
+    log = store.read_log(job.id, tail_chars=4000)
+    if log.strip():
+        with st.expander(f"Job {job.id}'s log (`python -m engine jobs logs {job.id}`)"):
+            st.code(log)
+
+
 @st.fragment(run_every=2)
 def _job_progress(job_id: int) -> None:
     from engine.jobs import JobStore
@@ -310,12 +341,14 @@ def _job_progress(job_id: int) -> None:
     if job.status == "done":
         st.rerun()  # the page shows the result
     if job.status in ("failed", "cancelled"):
-        st.error(f"Background job {job.id} {job.status}." + (f"\n\n```\n{job.error[-2000:]}\n```" if job.error else ""))
+        show_job_failure(store, job)
         return
     last = store.latest_progress(job.id)
     if last is not None and last.batches:
         eta = f", about {last.eta_s:.0f} s left" if last.eta_s is not None else ""
         st.progress(min(last.batch / last.batches, 1.0), text=f"Background job {job.id}: {last.batch}/{last.batches}{eta}")
+    elif job.status != "running" and (reason := store.waiting_reason(job)):
+        st.warning(f"Background job {job.id} is {reason}")
     else:
         st.info(f"Background job {job.id} is {job.status}" +
                 ("" if job.status == "running" else " (waiting for the analysis worker)"))

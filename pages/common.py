@@ -5,6 +5,7 @@ model math lives here; it only caches and renders.
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from engine import device as edevice
 from engine.catalogue import BN_BRANCHES
 from engine.data.registry import NOT_DOWNLOADABLE
 from engine.errors import InvalidParameterError, RobustScopeError
-from engine.selection import check_compatible, choose_default, describe_recipe
+from engine.selection import check_compatible, choose_default, describe_recipe, pair_for
 
 SELECTION_KEY = "robustscope_selection"
 
@@ -96,14 +97,43 @@ def show_error(exc: BaseException) -> None:
         st.exception(exc)
 
 
+#: the dashboard's pages in menu order: (script, title, icon); ``app.py`` builds the navigation from it
+PAGES = [
+    ("pages/models.py", "Models", ":material/inventory_2:"),
+    ("pages/attack_lab.py", "Attack Lab", ":material/bolt:"),
+    ("pages/representations.py", "Representations (CKA)", ":material/grid_on:"),
+    ("pages/saliency.py", "Saliency", ":material/gradient:"),
+    ("pages/features.py", "Features", ":material/visibility:"),
+    ("pages/generalisation.py", "Generalisation", ":material/shape_line:"),
+    ("pages/training.py", "Training", ":material/model_training:"),
+    ("pages/results.py", "Results", ":material/folder_open:"),
+]
+
+
+def page_title(page: str) -> str:
+    """The menu title of ``page`` (its URL path, e.g. ``attack_lab`` -> "Attack Lab")."""
+    return next((title for path, title, _ in PAGES if path == f"pages/{page}.py"), page.replace("_", " ").title())
+
+
 def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A ``progress(done, total)`` callback drawing a progress bar, and a ``finish()`` to clear it."""
+    """A ``progress(done, total)`` callback drawing a progress bar with the time left (measured
+    from the steps done so far), and a ``finish()`` to clear it."""
     bar = st.progress(0.0, text=label)
+    start = time.monotonic()
 
     def update(done: int, total: int) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{label} {done}/{total}")
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{label} {done}/{total}{eta_text(start, done, total)}")
 
     return update, bar.empty
+
+
+def eta_text(start: float, done: int, total: int) -> str:
+    """`` · about N s left`` from the rate since ``start`` (monotonic seconds); empty before the
+    first step or after the last."""
+    if done <= 0 or done >= total:
+        return ""
+    left = (time.monotonic() - start) * (total - done) / done
+    return f" · about {left:.0f} s left" if left < 120 else f" · about {left / 60:.0f} min left"
 
 
 @contextmanager
@@ -157,6 +187,34 @@ def _pick_branch(slot: str, infos: list, path: str | None) -> str:
     )
 
 
+def _follow_model_a(infos: list, a_path: str | None) -> None:
+    """When the user picks another model A, the dataset follows it, and model B becomes the
+    partner from that dataset's default pair (robust for a standard A, else standard) when B was
+    trained on another dataset — each unless the user changed it in the same step. Runs before
+    the dataset and B widgets are drawn; :func:`_remember_sidebar` records what was shown."""
+    seen = st.session_state.get(_SEEN)
+    card = next((i.card for i in infos if str(i.path) == a_path), None)
+    if seen is None or seen["a"] == a_path or card is None or card.dataset not in edata.DATASETS:
+        return
+    if st.session_state.get("dataset") == seen["dataset"]:
+        st.session_state["dataset"] = card.dataset
+    b_path = st.session_state.get("model_b")
+    b_card = next((i.card for i in infos if str(i.path) == b_path), None)
+    if b_path != seen["b"] or (b_card is not None and b_card.dataset == card.dataset):
+        return
+    standard, robust = pair_for(card.dataset, infos)
+    partner = robust if standard == a_path or card.training.method == "standard" else standard
+    if partner is not None:
+        st.session_state["model_b"] = partner
+
+
+def _remember_sidebar(a_path: str | None, b_path: str | None, dataset: str) -> None:
+    st.session_state[_SEEN] = {"a": a_path, "b": b_path, "dataset": dataset}
+
+
+_SEEN = "_sidebar_seen"  # session: the models and dataset the sidebar showed last
+
+
 def _load_or_report(path: str | None, device: str, branch: str = "main"):
     """Load the chosen checkpoint, showing (not raising) a user error in the sidebar."""
     if path is None:
@@ -179,6 +237,7 @@ def sidebar() -> Selection:
     st.sidebar.header("Models")
     a_path = _pick_model("A", infos, default.a)
     a_branch = _pick_branch("A", infos, a_path)
+    _follow_model_a(infos, a_path)
     b_path = _pick_model("B", infos, default.b)
     b_branch = _pick_branch("B", infos, b_path)
     names = list(edata.DATASETS)
@@ -191,6 +250,7 @@ def sidebar() -> Selection:
                  "expected)" if dataset in NOT_DOWNLOADABLE else "pages will try to download it and say so if that fails")
         notice = f"`{dataset}` files were not found under {edata.data_root()} (set ROBUSTSCOPE_DATA); {fetch}."
     devices = ["auto", "cpu"] + (["cuda"] if edevice.resolve_device("auto").type == "cuda" else [])
+    _remember_sidebar(a_path, b_path, dataset)
     device_name = st.sidebar.selectbox("Device", devices, key="device")
     device = str(edevice.resolve_device(device_name))
     if notice:

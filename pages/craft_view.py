@@ -253,7 +253,12 @@ def show_result(page, state: dict, stem: str) -> None:
                 f"{'fools' if v[src]['fooled'] else 'does not fool'} {src}, and "
                 f"{'transfers to' if v[other]['fooled'] else 'does not fool'} **{titles[other]}**.")
     st.markdown(headline)
-    (st.error if any(r["fooled"] for r in v.values()) else st.success)(verdict_text(page, v))
+    for slot, r in v.items():
+        if not r["correct_before"]:
+            st.warning(f"{titles[slot]} already misclassifies the clean image (it predicts "
+                       f"{class_name(page, r['clean'])}, the label is {class_name(page, state['label'])}): "
+                       "whether the attack \"fools\" it says little.")
+    st.info(verdict_text(page, v))
     success = "reached" if bool(result.success[0]) else "did not reach"
     goal = "its target" if result.targets is not None else "a wrong class"
     st.caption(f"The attack {success} {goal} on {src} · ‖δ‖∞ = {float(result.linf_norm[0]):.4f} "
@@ -278,7 +283,8 @@ def show_result(page, state: dict, stem: str) -> None:
     frame = topk_frame(page, state)
     st.markdown(f"**Top-{TOP_K} probabilities before / after, both models**")
     st.plotly_chart(probability_figure(frame), key="atk_prob_chart")
-    st.dataframe(frame, hide_index=True, key="atk_prob_table")
+    st.dataframe(frame, hide_index=True, key="atk_prob_table",
+                 column_config={"probability": st.column_config.NumberColumn(format="%.3g")})
     summary = summary_frame(page, state, v)
     dl = st.columns(3)
     dl[0].download_button("Adversarial image (PNG)", eimages.encode_png(result.adv[0]),

@@ -58,19 +58,36 @@ def show_card(slot: str, loaded) -> None:
         return
     card = loaded.card
     branch = f" · `{loaded.branch}` BN branch" if loaded.branch != "main" else ""
-    st.markdown(f"**{loaded.name}** · `{card.arch}` on `{card.dataset}`{branch}")
-    cols = st.columns(4)
-    cols[0].metric("method", card.describe_recipe())
+    st.markdown(f"**{loaded.name}** · `{card.arch}` on `{card.dataset}`{branch} · trained: **{card.describe_recipe()}**")
+    cols = st.columns(3)
     clean, robust, auto = card.metrics.clean_acc, card.metrics.robust_acc, card.metrics.autoattack_acc
-    cols[1].metric("clean acc (card)", f"{clean:.2%}" if clean is not None else "—")
-    cols[2].metric("PGD acc (card)", f"{robust:.2%}" if robust is not None else "—",
+    cols[0].metric("clean acc (card)", f"{clean:.2%}" if clean is not None else "—")
+    cols[1].metric("PGD acc (card)", f"{robust:.2%}" if robust is not None else "—",
                    help=selection.describe_attack(card) or None)
-    cols[3].metric("AutoAttack (card)", f"{auto:.2%}" if auto is not None else "—",
+    cols[2].metric("AutoAttack (card)", f"{auto:.2%}" if auto is not None else "—",
                    help="python -m engine evaluate --attack autoattack --record" if auto is None else
                    f"standard AutoAttack on {card.metrics.extra.get('autoattack', {}).get('n', '?')} test images")
     show_leaderboard(card)
     with st.expander("Full model card"):
-        st.json(card.to_dict())
+        table, raw = st.tabs(["Table", "JSON"])
+        table.dataframe(pd.DataFrame(card_rows(card.to_dict())), hide_index=True, width="stretch")
+        raw.json(card.to_dict())
+
+
+def card_rows(card: dict, prefix: str = "") -> list[dict]:
+    """The card's JSON as ``{"field", "value"}`` rows, nested fields dotted (``training.method``); a
+    list of records (the per-epoch history) as its length."""
+    rows = []
+    for key, value in card.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += card_rows(value, f"{name}.")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            rows.append({"field": name, "value": f"{len(value)} records (see JSON)"})
+        else:
+            text = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            rows.append({"field": name, "value": "—" if text in (None, "", {}) else str(text)})
+    return rows
 
 
 def show_leaderboard(card) -> None:

@@ -18,6 +18,7 @@ import streamlit as st
 from engine.analysis import ANALYSES, CorruptResult, ResultStore
 from engine.analysis.base import finite
 from engine.errors import RobustScopeError
+from pages.common import page_title
 
 st.title("Results")
 st.caption("Every analysis run here, from the CLI (`python -m engine cka ...`) or as a background job is stored "
@@ -96,14 +97,14 @@ st.markdown(f"**{result.request.describe()}**  \ncomputed {_when(result.created)
             f"(engine {result.version}){where}")
 if analysis.view is not None:
     importlib.import_module(analysis.view).render(result)
-elif analysis.permalink and st.button(f"Open on the {analysis.page.title()} page", key="results_open",
+elif analysis.permalink and st.button(f"Open on the {page_title(analysis.page)} page", key="results_open",
                                            type="primary"):
     try:
         st.switch_page(f"pages/{analysis.page}.py", query_params={"result": result.key})
     except st.errors.StreamlitAPIException:
         st.info(f"Open {link} (this page runs outside the app's navigation).")
 elif not analysis.permalink:
-    st.caption(f"The {analysis.page.title()} page reads this result back when you ask for the same thing there "
+    st.caption(f"The {page_title(analysis.page)} page reads this result back when you ask for the same thing there "
                "(same models, image or layer, and settings); the numbers are in the JSON below.")
 report = finite(analysis.report(result))
 st.download_button("Download (JSON)", json.dumps(report, indent=2, default=str), f"{result.kind}-{result.key}.json",

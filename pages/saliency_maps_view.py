@@ -150,7 +150,7 @@ def show_grid(page, image, cells, dataset: str, as_overlay: bool, alpha: float, 
     input_tile = attr.image_to_rgb(image)
     for method, row in by_method.items():
         cols = st.columns(1 + len(models))
-        cols[0].image(attr.to_png_bytes(input_tile, scale), caption=attr.METHODS[method].label)
+        cols[0].image(attr.to_png_bytes(input_tile, scale), caption=attr.METHODS[method].label, width=TILE_PX)
         tiles = [input_tile]
         for col, c in zip(cols[1:], row):
             if c["error"]:
@@ -159,9 +159,14 @@ def show_grid(page, image, cells, dataset: str, as_overlay: bool, alpha: float, 
                 continue
             picture = tile(image, c["heatmap"], as_overlay, alpha)
             delta = f" · IG δ={c['delta']:.2g}" if c["delta"] is not None else ""
-            col.image(attr.to_png_bytes(picture, scale), caption=f"{c['model']} · {attr.METHODS[method].label}{delta}")
+            col.image(attr.to_png_bytes(picture, scale), caption=f"{c['model']} · {attr.METHODS[method].label}{delta}",
+                      width=TILE_PX)
             tiles.append(picture)
         rows.append(tiles)
+    if any(c["delta"] is not None for c in cells):
+        st.caption("IG δ: Integrated Gradients' completeness gap, the sum of the attributions minus "
+                   "(f(image) − f(baseline)) for the attributed class; near 0 when the path integral has converged "
+                   "(more steps shrink it; Sundararajan et al. 2017).")
     return rows
 
 

@@ -54,10 +54,20 @@ SNAPSHOTS_FOLDER = "snapshots"
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def _runs(roots: tuple[str, ...]) -> list[str]:
-    """Run folders under the roots that keep at least two epoch snapshots."""
+def _runs(roots: tuple[str, ...]) -> dict[str, str | None]:
+    """Run folders under the roots that keep at least two epoch snapshots -> the dataset their
+    final snapshot was trained on (its card, read without torch; None when unreadable)."""
     found = {p.parent for root in roots for p in Path(root).glob("**/state.json") if len(list_snapshots(p.parent)) >= 2}
-    return sorted(str(p) for p in found)
+    return {str(p): _run_dataset(p) for p in sorted(found)}
+
+
+def _run_dataset(folder: Path) -> str | None:
+    from engine.checkpoints.files import checkpoint_files, read_card_file
+
+    try:
+        return read_card_file(checkpoint_files(list_snapshots(folder)[-1][1])[1]).dataset
+    except RobustScopeError:
+        return None
 
 
 def epochs_figure(results) -> go.Figure:
@@ -83,10 +93,15 @@ def across_epochs_section(dataset: str, device: str, runs_root: Path) -> None:
                "deeper layers most (Cianfarani et al. 2022).")
     from engine.checkpoints import checkpoints_root
 
-    runs = _runs((str(runs_root), str(checkpoints_root() / SNAPSHOTS_FOLDER)))
-    if not runs:
+    every = _runs((str(runs_root), str(checkpoints_root() / SNAPSHOTS_FOLDER)))
+    runs = [folder for folder, trained_on in every.items() if trained_on == dataset]
+    if not every:
         st.info(f"No training run with at least two kept epochs under `{runs_root}`. Train with "
                 "`\"snapshot_every\": 1` (Training page or `python -m engine train`), then come back.")
+    elif not runs:
+        others = sorted({d for d in every.values() if d})
+        st.info(f"No training run with kept epochs on `{dataset}`; there are runs on "
+                f"{', '.join(f'`{d}`' for d in others) or 'other data'} (choose that dataset in the sidebar).")
     shown = (epochs_form(runs, dataset, device) if runs else None) or analysis_ui.linked(EPOCHS_KIND)
     if shown is not None:
         show_epochs(shown)

@@ -1,7 +1,14 @@
-"""Training page: queue a training job, watch the queue and live curves, cancel/resume, read logs."""
+"""Training page: queue a training job, watch the queue and live curves, cancel/resume, read logs.
+
+The worker this page starts runs with this dashboard's settings (data root, checkpoints folder,
+...) and stops when the dashboard stops; the live workers are listed with their settings, and a
+job that no live worker may run (it was queued with other settings) says why and offers to start
+a worker with its settings.
+"""
 from __future__ import annotations
 
 import os
+import time
 
 import pandas as pd
 import plotly.express as px
@@ -10,8 +17,9 @@ import streamlit as st
 from engine.catalogue import NORMS
 from engine.data import DATASETS
 from engine.errors import RobustScopeError
-from engine.jobs import JobStore, ensure_worker, worker_alive
+from engine.jobs import CLAIMABLE, JobStore, ensure_worker, worker_alive
 from engine.jobs.worker import pid_path
+from engine.paths import describe_settings, settings_key
 from engine.models import ARCHITECTURES
 from engine.training import METHODS, TrainConfig, estimate_cost
 
@@ -27,22 +35,58 @@ def worker_pid(store: JobStore) -> int | None:
         return None
 
 
+def autostart() -> bool:
+    return os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0"
+
+
+def start_worker(store: JobStore, settings: dict | None = None) -> int | None:
+    """Start a training worker with ``settings`` (default: this dashboard's) unless one runs; it
+    stops when this dashboard's process stops (after the job it is running)."""
+    return ensure_worker(store, idle_exit_s=WORKER_IDLE_EXIT_S, owner_pid=os.getpid(), settings=settings)
+
+
 def worker_notice(store: JobStore, started: int | None) -> None:
-    """Say whether a worker runs, where (pid) and how to stop it: it is a separate process that
-    outlives the dashboard."""
+    """Say whether a worker with this dashboard's settings runs, where (pid), when it stops and
+    how to stop it."""
     if started is None and not worker_alive(store):
-        st.warning(f"No training worker is running for `{store.root}`: queued jobs wait until one starts. "
+        st.warning(f"No training worker is running for `{store.root}` with this dashboard's settings "
+                   f"({describe_settings(store.settings())}): queued jobs wait until one starts. "
                    "Start one in a terminal with `python -m engine worker`.")
         return
     pid = started or worker_pid(store)
+    row = next((w for w in store.workers() if w.pid == pid), None)
+    owned = started is not None or (row is not None and row.owner_pid == os.getpid())
     who = "started by this dashboard" if started else "already running"
-    idle = f" It exits by itself after {WORKER_IDLE_EXIT_S / 60:.0f} idle minutes." if started else ""
+    if owned:
+        life = (f"It stops when this dashboard stops (after the job it is running), or after "
+                f"{WORKER_IDLE_EXIT_S / 60:.0f} idle minutes.")
+    elif row is not None and row.owner_pid:
+        life = f"It stops when the process that started it (pid {row.owner_pid}) stops."
+    else:
+        life = "It is a separate process and keeps running when the dashboard stops."
     st.caption(
-        f"Training worker: pid {pid if pid else '?'} ({who}), runs folder `{store.root}`. It is a separate "
-        f"process and keeps running when the dashboard stops.{idle} Stop it with `kill {pid if pid else '<pid>'}`; "
-        "a job it was running is marked interrupted and resumes from its last completed epoch when a "
-        "worker starts again."
+        f"Training worker: pid {pid if pid else '?'} ({who}), runs folder `{store.root}`. {life} "
+        f"Stop it with `kill {pid if pid else '<pid>'}`; a job it was running is marked interrupted and resumes "
+        "from its last completed epoch when a worker starts again."
     )
+
+
+def workers_view(store: JobStore, workers: list) -> None:
+    """The live workers: pid, lane, device, what they run, their settings and owner."""
+    mine = settings_key(store.settings())
+    if not workers:
+        st.caption("Live workers: none.")
+        return
+    st.markdown("**Live workers**")
+    st.dataframe(pd.DataFrame([{
+        "pid": w.pid, "lane": w.lane, "running": f"job {w.job_id}" if w.job_id else "idle",
+        "device": w.device or "?",
+        "data root": (w.settings or {}).get("data_root", "?"),
+        "checkpoints": (w.settings or {}).get("checkpoints_root", "?"),
+        "settings": "this dashboard's" if settings_key(w.settings) == mine else "other",
+        "stops with": f"pid {w.owner_pid}" if w.owner_pid else "(runs until stopped)",
+        "up": f"{(time.time() - w.started) / 60:.0f} min",
+    } for w in workers]), hide_index=True)
 
 
 st.title("Training")
@@ -54,9 +98,7 @@ except RobustScopeError as exc:  # read-only runs folder, full disk: say so inst
 if store.moved_aside is not None:
     st.warning(f"The job store was damaged and has been moved aside to `{store.moved_aside}`; "
                "a new, empty store was started (finished checkpoints are untouched).")
-started = None
-if os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0":
-    started = ensure_worker(store, idle_exit_s=WORKER_IDLE_EXIT_S)
+started = start_worker(store) if autostart() else None
 worker_notice(store, started)
 
 with st.form("new_job"):
@@ -90,17 +132,40 @@ except RobustScopeError as exc:
     st.error(str(exc))
 
 
+def note(job, reason: str | None) -> str:
+    """The queue table's one-line note: why a job waits, or a failed job's error."""
+    if reason:
+        return reason
+    return job.error_line if job.status == "failed" else ""
+
+
 @st.fragment(run_every=3)
 def queue_view() -> None:
+    workers = store.workers()
     jobs = store.list(limit=50, lane="train")  # analysis jobs are on the Results page
+    mine = settings_key(store.settings())
+    if autostart() and any(j.status in CLAIMABLE and settings_key(j.settings) == mine for j in jobs) \
+            and not worker_alive(store):
+        start_worker(store)  # the worker this page started went idle and exited; a job waits for one
+        workers = store.workers()
+    workers_view(store, workers)
     if not jobs:
         st.info("No training jobs yet: fill in the form above and queue one.")
         return
+    reasons = {j.id: store.waiting_reason(j, workers) for j in jobs}
     st.dataframe(pd.DataFrame([{"id": j.id, "name": j.name, "method": j.config.method, "status": j.status,
-                                "epochs done": len(store.history(j.id)), "epochs": j.config.epochs}
+                                "epochs done": len(store.history(j.id)), "epochs": j.config.epochs,
+                                "note": note(j, reasons[j.id])}
                                for j in jobs]), hide_index=True)
     job_id = st.selectbox("Job", [j.id for j in jobs], format_func=lambda i: f"#{i}")
     job = store.get(job_id)
+    reason = store.waiting_reason(job, workers)
+    if reason:
+        st.warning(f"Job {job.id} is {reason}")
+        if job.settings is not None and st.button("Start a worker with this job's settings",
+                                                  key=f"worker_for{job.id}"):
+            pid = start_worker(store, job.settings)
+            st.info(f"Started worker pid {pid}." if pid else "A worker with these settings is already starting.")
     progress = store.latest_progress(job.id)
     if job.status == "running" and progress is not None and progress.batches:
         st.progress(min(progress.batch / progress.batches, 1.0),
@@ -118,7 +183,8 @@ def queue_view() -> None:
     if job.checkpoint:
         st.caption(f"Checkpoint: {job.checkpoint} (appears in the model picker)")
     if job.error:
-        st.code(job.error)
+        st.error(f"Job {job.id} {job.status}: {job.error_line.rstrip('.')}. The log below has the details "
+                 f"(`python -m engine jobs logs {job.id}`).")
     st.code(store.read_log(job.id, tail_chars=4000) or "(no log yet)")
 
 

@@ -457,8 +457,13 @@ class ModelCard:
         return self.name or "model"
 
     def describe_recipe(self) -> str:
-        """A short recipe label, e.g. "standard" or "pgd ℓ∞ ε=0.3" (ε only for adversarial training)."""
+        """A short recipe label, e.g. "standard" or "pgd ℓ∞ ε=0.3" (ε only for adversarial training);
+        an imported model whose recipe is not recorded is named from its source: "imported
+        (RobustBench corruptions)", else "imported"."""
         norm, eps = self.training.threat()
+        if self.training.method == "unknown":
+            threat = ((self.source or {}).get("robustbench") or {}).get("threat")
+            return f"imported (RobustBench {threat})" if threat else "imported"
         if eps is None:
             return self.training.method
         symbol = norm_symbol(norm)

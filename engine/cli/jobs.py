@@ -1,9 +1,11 @@
-"""``python -m engine jobs submit|list|cancel|resume|logs|wait|result``: the background job queue.
+"""``python -m engine jobs submit|list|workers|cancel|resume|logs|wait|result``: the background job queue.
 
 Training jobs and analysis jobs (``cka --background`` ...) share one queue (``engine.jobs``);
 ``wait`` blocks until a job ends (exit 0 when done, 1 when failed or cancelled) and ``result``
-prints or writes the stored result of a finished analysis job. Heavy imports stay inside the
-functions so ``python -m engine --help`` stays fast.
+prints or writes the stored result of a finished analysis job. ``list`` and ``wait`` say why a
+queued job waits (no worker runs with the settings it was submitted with) and show a failed job's
+error as one line (``logs ID`` has the traceback); ``workers`` lists the live workers and their
+settings. Heavy imports stay inside the functions so ``python -m engine --help`` stays fast.
 """
 from __future__ import annotations
 
@@ -25,9 +27,15 @@ def cmd_submit(args) -> int:
     running = worker_alive(store)
     print_json({"id": job.id, "name": job.name, "status": job.status, "worker_running": running})
     if not running:
+        from engine.paths import worker_command
+
         runs = f" --runs {store.root}" if args.runs else ""
-        warn(f"no worker is running for {store.root}, so job {job.id} waits in the queue; start one "
-             f"with `python -m engine worker{runs}` (it runs queued jobs one at a time until stopped)")
+        others = [w for w in store.workers() if w.lane == "all"]
+        other = (f" (the running worker, pid {others[0].pid}, has other settings: it never takes this job)"
+                 if others else "")
+        command = worker_command(job.settings) if others else "python -m engine worker"
+        warn(f"no worker is running for {store.root} with this job's settings{other}, so job {job.id} waits in "
+             f"the queue; start one with `{command}{runs}` (it runs queued jobs one at a time until stopped)")
     return 0
 
 
@@ -37,8 +45,9 @@ def cmd_list(args) -> int:
 
     store = JobStore(args.runs)
     jobs = store.list()
+    workers = store.workers()
     if args.json:
-        print_json([j.to_dict() for j in jobs])
+        print_json([{**j.to_dict(), "waiting": store.waiting_reason(j, workers)} for j in jobs])
         return 0
     print(f"{'id':>4}  {'status':<11} {'kind':<12} {'progress':>8}  name")
     for j in jobs:
@@ -48,6 +57,32 @@ def cmd_list(args) -> int:
         else:
             where = f"{len(store.history(j.id))}/{j.config.epochs} ep"
         print(f"{j.id:>4}  {j.status:<11} {(j.config.method if not j.is_analysis else j.kind):<12} {where:>8}  {j.name}")
+        note = store.waiting_reason(j, workers)
+        if j.status == "failed" and j.error:
+            note = f"{j.error_line} (details: `python -m engine jobs logs {j.id}`)"
+        if note:
+            print(f"{'':>6}{note}")
+    return 0
+
+
+def cmd_workers(args) -> int:
+    """The live workers of the runs folder: pid, lane, owner, device, what they run, their settings."""
+    from engine.cli import print_json
+    from engine.jobs import JobStore, describe_settings
+
+    store = JobStore(args.runs)
+    workers = store.workers()
+    if args.json:
+        print_json([w.to_dict() for w in workers])
+        return 0
+    if not workers:
+        print(f"no worker is running for {store.root}; start one with `python -m engine worker`")
+        return 0
+    for w in workers:
+        owner = f"stops with pid {w.owner_pid}" if w.owner_pid else "no owner"
+        doing = f"running job {w.job_id}" if w.job_id else "idle"
+        print(f"pid {w.pid}  {w.lane} lane  {doing}  device {w.device or '?'}  ({owner})\n"
+              f"    {describe_settings(w.settings)}")
     return 0
 
 
@@ -77,28 +112,35 @@ def cmd_logs(args) -> int:
     sys.stdout.write(store.read_log(job.id))
     if job.error:
         sys.stdout.write(f"\n--- error ---\n{job.error}\n")
+    reason = store.waiting_reason(job)
+    if reason:
+        sys.stdout.write(f"\n--- {reason} ---\n")
     return 0
 
 
 def cmd_wait(args) -> int:
     """Block until job ``args.id`` finishes; exit 0 done, 1 failed/cancelled, 124 on --timeout."""
     from engine.cli import print_json, warn
-    from engine.jobs import FINISHED, JobStore, worker_alive
+    from engine.jobs import FINISHED, JobStore
 
     store = JobStore(args.runs)
     job = store.get(args.id)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    warned, shown = False, ""
+    warned, shown, looked = "", "", float("-inf")
     while job.status not in FINISHED:
         if deadline is not None and time.monotonic() > deadline:
-            print(f"error: job {job.id} is still {job.status} after {args.timeout:g} s", file=sys.stderr)
+            print(("\n" if shown else "") + f"error: job {job.id} is still {job.status} after {args.timeout:g} s",
+                  file=sys.stderr)
             return 124
-        lane = "analysis" if job.is_analysis else "all"
-        if job.status in ("queued", "interrupted") and not warned and not (
-                worker_alive(store, "all") or worker_alive(store, lane)):
-            warn(f"no worker is running for {store.root}: start one with `python -m engine worker` "
-                 "(analysis jobs started with --background start their own)")
-            warned = True
+        if job.status in ("queued", "interrupted") and time.monotonic() - looked > 5 * POLL_S:
+            looked = time.monotonic()
+            reason = store.waiting_reason(job)
+            if reason and reason != warned:
+                if shown:
+                    print(file=sys.stderr)
+                    shown = ""
+                warn(f"job {job.id} is {reason}")
+                warned = reason
         last = store.latest_progress(job.id) if job.status == "running" else None
         line = (f"job {job.id}: {job.status}" + (f" {last.batch}/{last.batches}" if last and last.batches else "")
                 + (f" (ETA {last.eta_s:.0f} s)" if last and last.eta_s is not None else ""))
@@ -112,7 +154,9 @@ def cmd_wait(args) -> int:
     if args.json:
         print_json({"job": job.id, "status": job.status, "result": job.result_key, "error": job.error})
     elif job.status != "done":
-        print(f"job {job.id} {job.status}" + (f":\n{job.error}" if job.error else ""), file=sys.stderr)
+        print(f"job {job.id} {job.status}" + (f": {job.error_line}" if job.error else ""), file=sys.stderr)
+        if job.status == "failed":
+            print(f"details: `python -m engine jobs logs {job.id}`", file=sys.stderr)
     return 0 if job.status == "done" else 1
 
 
@@ -150,9 +194,12 @@ def register(subparsers) -> None:
     s = sub.add_parser("submit", help="queue a training job from a JSON config")
     s.add_argument("--config", required=True)
     s.set_defaults(func=cmd_submit)
-    s = sub.add_parser("list", help="list jobs")
+    s = sub.add_parser("list", help="list jobs (and why a queued one waits, a failed one's error)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_list)
+    s = sub.add_parser("workers", help="list the live workers: pid, lane, device, current job, settings")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_workers)
     for name, func, text in (("cancel", cmd_cancel, "cancel a job (running: at the next batch)"),
                              ("resume", cmd_resume, "queue a cancelled/failed/interrupted job again"),
                              ("logs", cmd_logs, "print a job's log")):

@@ -12,6 +12,14 @@ Kinds: ``train`` (a :class:`~engine.training.TrainConfig`) or an analysis kind o
 ``{"request": ..., "use_cache": ..., "device": ...}`` and a done job names its stored result in
 ``result_key``). The ``kind`` and ``result_key`` columns were added in schema version 2; an older
 ``jobs.sqlite`` is migrated in place when opened (its jobs become ``train`` jobs).
+
+Settings (schema version 3): a job records the settings it depends on when it is submitted
+(``engine.paths.current_settings``: data root, checkpoints folder, runs folder, analysis plugins,
+visible GPUs) in its ``settings`` column, with ``settings_key`` (a short hash of the ones a worker
+must share). A worker claims only jobs whose ``settings_key`` equals its own (or jobs from before
+version 3, which have none and run as before). The ``workers`` table lists the live workers (pid,
+lane, settings, device, owner pid, heartbeat, current job): :meth:`JobStore.workers`, and
+:meth:`JobStore.waiting_reason` says why a queued job waits (no worker runs with its settings).
 """
 from __future__ import annotations
 
@@ -25,7 +33,8 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.errors import InvalidParameterError, RobustScopeError
-from engine.paths import runs_dir
+from engine.paths import (current_settings, describe_settings, same_settings, settings_differences, settings_key,
+                          runs_dir, worker_command)
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 CLAIMABLE = ("queued", "interrupted")
@@ -34,8 +43,11 @@ FINISHED = ("done", "failed", "cancelled")
 STALE_AFTER_S = 30.0
 #: a job whose worker died this many times is not claimed again (it is marked failed; resume retries).
 MAX_ATTEMPTS = 3
-#: the schema version written to ``PRAGMA user_version`` (1: before job kinds)
-SCHEMA_VERSION = 2
+#: the schema version written to ``PRAGMA user_version`` (1: before job kinds; 2: before job
+#: settings and the workers table)
+SCHEMA_VERSION = 3
+#: a worker row whose heartbeat is older than this (seconds) is ignored and removed (its pid may be reused)
+WORKER_STALE_S = 60.0
 TRAIN = "train"
 #: worker lanes: which kinds a worker claims (``all``: analyses first, then training)
 LANES = ("all", "train", "analysis")
@@ -62,9 +74,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     best_checkpoint TEXT,
     submitter TEXT,
     kind TEXT NOT NULL DEFAULT 'train',
-    result_key TEXT
+    result_key TEXT,
+    settings TEXT,
+    settings_key TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, id);
+CREATE TABLE IF NOT EXISTS workers (
+    pid INTEGER PRIMARY KEY,
+    lane TEXT NOT NULL,
+    settings TEXT,
+    settings_key TEXT,
+    device TEXT,
+    owner_pid INTEGER,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL,
+    job_id INTEGER
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id INTEGER NOT NULL,
@@ -116,16 +141,49 @@ class Job:
     best_checkpoint: str | None
     kind: str = TRAIN
     result_key: str | None = None
+    #: what it was submitted with (``engine.paths.current_settings``); None: a job from before
+    #: settings were recorded (any worker runs it)
+    settings: dict | None = None
 
     @property
     def is_analysis(self) -> bool:
         return self.kind != TRAIN
+
+    @property
+    def lanes(self) -> tuple[str, ...]:
+        """The worker lanes that claim this job."""
+        return ("all", "analysis") if self.is_analysis else ("all",)
+
+    @property
+    def error_line(self) -> str:
+        """The stored error as one line (a job failed by an older version stored a whole
+        traceback: its last line, the exception's message)."""
+        return error_line(self.error)
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (config as a dict)."""
         out = dict(self.__dict__)
         out["config"] = self.config.to_dict()
         return out
+
+
+@dataclass
+class WorkerInfo:
+    """A live worker (a row of the ``workers`` table): ``settings`` as recorded when it started,
+    ``device`` what ``"auto"`` means for it (``None`` until it has looked), ``owner_pid`` the
+    dashboard it stops with (``None``: started by hand), ``job_id`` the job it runs now."""
+
+    pid: int
+    lane: str
+    settings: dict | None
+    device: str | None
+    owner_pid: int | None
+    started: float
+    heartbeat: float
+    job_id: int | None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -176,15 +234,20 @@ class JobStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Bring a store written before job kinds (schema 1) to :data:`SCHEMA_VERSION`: add the
-        ``kind`` (existing rows: ``train``) and ``result_key`` columns. One immediate transaction,
-        so two processes opening an old store at once migrate it once."""
+        """Bring an older store to :data:`SCHEMA_VERSION`: version 1 (before job kinds) gets the
+        ``kind`` (existing rows: ``train``) and ``result_key`` columns; version 2 the ``settings``
+        and ``settings_key`` columns (existing jobs: none, so any worker runs them, as before; the
+        ``workers`` table is created with the schema). One immediate transaction, so two
+        processes opening an old store at once migrate it once."""
         with self._transaction() as con:
             columns = {row["name"] for row in con.execute("PRAGMA table_info(jobs)").fetchall()}
             if "kind" not in columns:
                 con.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'")
             if "result_key" not in columns:
                 con.execute("ALTER TABLE jobs ADD COLUMN result_key TEXT")
+            for column in ("settings", "settings_key"):
+                if column not in columns:
+                    con.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
             con.execute("CREATE INDEX IF NOT EXISTS jobs_kind ON jobs(kind, status, id)")
             if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -264,10 +327,22 @@ class JobStore:
         return self.job_dir(job_id) / "log.txt"
 
     # ------------------------------------------------------------------ jobs
-    def submit(self, config, submitter: str | None = None) -> Job:
+    def settings(self) -> dict:
+        """This process's settings for this store (``engine.paths.current_settings`` with the
+        store's folder as the runs folder): what a job submitted here records, what a worker
+        started here runs with."""
+        return current_settings(self.root)
+
+    def _settings_columns(self, settings: dict | None) -> tuple[str, str]:
+        settings = self.settings() if settings is None else settings
+        return json.dumps(settings, sort_keys=True), settings_key(settings)
+
+    def submit(self, config, submitter: str | None = None, settings: dict | None = None) -> Job:
         """Validate ``config`` (a ``TrainConfig``) and queue it; returns the new :class:`Job`.
 
         A config without ``name`` gets ``<recipe name>-j<id>`` so every job publishes its own files.
+        The job records ``settings`` (default: :meth:`settings`, this process's); only a worker
+        with the same settings claims it.
         """
         from engine.training.config import TrainConfig
 
@@ -275,8 +350,9 @@ class JobStore:
         now = time.time()
         with self._transaction() as con:
             cur = con.execute(
-                "INSERT INTO jobs (name, config, status, created, submitter) VALUES (?, ?, 'queued', ?, ?)",
-                (config.output_name, config.to_json(), now, submitter),
+                "INSERT INTO jobs (name, config, status, created, submitter, settings, settings_key) "
+                "VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+                (config.output_name, config.to_json(), now, submitter, *self._settings_columns(settings)),
             )
             job_id = cur.lastrowid
             if not config.name:
@@ -287,7 +363,8 @@ class JobStore:
         return self.get(job_id)
 
     def submit_analysis(self, request, use_cache: bool = True, device: str = "auto",
-                        submitter: str | None = None, done_key: str | None = None) -> Job:
+                        submitter: str | None = None, done_key: str | None = None,
+                        settings: dict | None = None) -> Job:
         """Queue an analysis request (``engine.analysis``); returns the new :class:`Job`.
 
         Args:
@@ -296,6 +373,8 @@ class JobStore:
             device: where the worker computes it.
             done_key: the key of a stored result that already answers it: the job is recorded
                 as done at once, pointing at that result.
+            settings: what the job records (default: :meth:`settings`, this process's); only a
+                worker with the same settings claims it.
         """
         request.validate()
         spec = AnalysisJob(request, bool(use_cache), str(device))
@@ -303,10 +382,11 @@ class JobStore:
         status = "done" if done_key else "queued"
         with self._transaction() as con:
             cur = con.execute(
-                "INSERT INTO jobs (name, config, status, created, submitter, kind, result_key, started, finished) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (name, config, status, created, submitter, kind, result_key, started, finished, "
+                "settings, settings_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (request.describe()[:200], json.dumps(spec.to_dict(), sort_keys=True), status, now, submitter,
-                 request.kind, done_key, now if done_key else None, now if done_key else None),
+                 request.kind, done_key, now if done_key else None, now if done_key else None,
+                 *self._settings_columns(settings)),
             )
             self._event(con, cur.lastrowid, "status", {"status": status, "cached": bool(done_key)})
         return self.get(cur.lastrowid)
@@ -333,15 +413,20 @@ class JobStore:
         with self._reading() as con:
             return [_job(r) for r in con.execute(sql, args + [int(limit)]).fetchall()]
 
-    def claim(self, worker_pid: int | None = None, lane: str = "all") -> Job | None:
+    def claim(self, worker_pid: int | None = None, lane: str = "all", settings: dict | None = None) -> Job | None:
         """Atomically take the next queued/interrupted job of ``lane`` and mark it running (or ``None``).
 
+        Only jobs recorded with the same settings as ``settings`` (the claiming worker's; default
+        :meth:`settings`, this process's) are taken, and jobs from before settings were recorded;
+        a job with other settings waits for a worker with them (:meth:`waiting_reason`).
         Analyses come before training jobs (oldest first within each), so a short analysis never
         waits behind a queue of training runs. An interrupted job whose worker already died
         ``MAX_ATTEMPTS`` times is marked failed instead (it would likely kill the next worker
         too); ``resume`` gives it new attempts.
         """
         lane_sql = "".join(f" AND {clause}" for clause in _lane_filter(lane))
+        key = settings_key(self.settings() if settings is None else settings)
+        pid = worker_pid or os.getpid()
         now = time.time()
         with self._transaction() as con:
             for dead in con.execute("SELECT id, attempts FROM jobs WHERE status = 'interrupted' AND attempts >= ?",
@@ -354,22 +439,26 @@ class JobStore:
                 self._event(con, dead["id"], "status", {"status": "failed", "error": error})
             row = con.execute(
                 f"SELECT id FROM jobs WHERE status IN ({','.join('?' * len(CLAIMABLE))}) "
-                f"AND cancel_requested = 0{lane_sql} ORDER BY (kind = 'train'), id LIMIT 1", CLAIMABLE,
+                f"AND cancel_requested = 0 AND (settings_key IS NULL OR settings_key = ?){lane_sql} "
+                "ORDER BY (kind = 'train'), id LIMIT 1", (*CLAIMABLE, key),
             ).fetchone()
             if row is None:
                 return None
             con.execute(
                 "UPDATE jobs SET status = 'running', started = COALESCE(started, ?), heartbeat = ?, "
                 "worker_pid = ?, attempts = attempts + 1, error = NULL WHERE id = ?",
-                (now, now, worker_pid or os.getpid(), row["id"]),
+                (now, now, pid, row["id"]),
             )
+            con.execute("UPDATE workers SET job_id = ?, heartbeat = ? WHERE pid = ?", (row["id"], now, pid))
             self._event(con, row["id"], "status", {"status": "running"})
         return self.get(row["id"])
 
     def heartbeat(self, job_id: int) -> bool:
-        """Refresh the running job's heartbeat; returns whether a cancel was requested."""
+        """Refresh the running job's heartbeat (and its worker's); returns whether a cancel was requested."""
         with self._transaction() as con:
-            con.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (time.time(), int(job_id)))
+            now = time.time()
+            con.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (now, int(job_id)))
+            con.execute("UPDATE workers SET heartbeat = ? WHERE job_id = ?", (now, int(job_id)))
             row = con.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
         return bool(row and row["cancel_requested"])
 
@@ -444,6 +533,83 @@ class JobStore:
                     out.append(row["id"])
         return out
 
+    # ------------------------------------------------------------------ workers
+    def register_worker(self, pid: int, lane: str, settings: dict | None, owner_pid: int | None = None,
+                        device: str | None = None) -> None:
+        """Record a starting worker (replacing a dead one's row with the same pid)."""
+        now = time.time()
+        with self._transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO workers (pid, lane, settings, settings_key, device, owner_pid, started, "
+                "heartbeat, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (int(pid), lane, None if settings is None else json.dumps(settings, sort_keys=True),
+                 settings_key(settings), device, owner_pid, now, now),
+            )
+
+    def worker_beat(self, pid: int, job_id: int | None = None, device: str | None = None) -> None:
+        """A worker is alive and runs ``job_id`` (None: idle); ``device`` once it knows it."""
+        with self._transaction() as con:
+            con.execute("UPDATE workers SET heartbeat = ?, job_id = ?, device = COALESCE(?, device) WHERE pid = ?",
+                        (time.time(), job_id, device, int(pid)))
+
+    def unregister_worker(self, pid: int) -> None:
+        """Remove a stopping worker's row."""
+        with self._transaction() as con:
+            con.execute("DELETE FROM workers WHERE pid = ?", (int(pid),))
+
+    def workers(self, lane: str | None = None, alive=None, stale_after_s: float = WORKER_STALE_S) -> list[WorkerInfo]:
+        """The live workers of this store (of ``lane`` when given), oldest first.
+
+        A row whose pid is gone or whose heartbeat is older than ``stale_after_s`` (the pid may
+        belong to another process by now) is left out, and removed.
+
+        Args:
+            alive: ``alive(pid) -> bool`` (default: the pid exists on this machine).
+        """
+        alive = alive or pid_alive
+        with self._reading() as con:
+            rows = con.execute("SELECT * FROM workers ORDER BY started, pid").fetchall()
+        now, live, dead = time.time(), [], []
+        for row in rows:
+            if now - row["heartbeat"] > stale_after_s or not alive(row["pid"]):
+                dead.append(row["pid"])
+            elif lane is None or row["lane"] == lane:
+                live.append(WorkerInfo(pid=row["pid"], lane=row["lane"],
+                                       settings=json.loads(row["settings"]) if row["settings"] else None,
+                                       device=row["device"], owner_pid=row["owner_pid"], started=row["started"],
+                                       heartbeat=row["heartbeat"], job_id=row["job_id"]))
+        if dead:
+            with self._transaction() as con:
+                con.executemany("DELETE FROM workers WHERE pid = ? AND heartbeat <= ?",
+                                [(pid, now) for pid in dead])
+        return live
+
+    def waiting_reason(self, job: Job, workers: list[WorkerInfo] | None = None) -> str | None:
+        """Why a queued (or interrupted) ``job`` is not being run, in one sentence; ``None`` when a
+        live worker that may claim it runs (or the job is not waiting).
+
+        E.g. ``"waiting: the running worker (pid 123) uses data root /a (this job needs /b); start
+        one with its settings: ROBUSTSCOPE_DATA=/b ... python -m engine worker"``.
+
+        Args:
+            workers: the live workers (default :meth:`workers`), when the caller already has them.
+        """
+        if job.status not in CLAIMABLE or job.cancel_requested:
+            return None
+        workers = self.workers() if workers is None else workers
+        lanes = [w for w in workers if w.lane in job.lanes]
+        if any(same_settings(w.settings, job.settings) for w in lanes):
+            return None
+        lane = "analysis" if job.is_analysis else "all"
+        if job.settings is None:
+            return "waiting: no worker is running; start one with `python -m engine worker`"
+        start = f"start one with its settings: `{worker_command(job.settings, lane)}`"
+        if not lanes:
+            return f"waiting: no worker is running with this job's settings ({describe_settings(job.settings)}); {start}"
+        others = "; ".join(f"the running worker (pid {w.pid}) uses " + ", ".join(settings_differences(w.settings, job.settings))
+                           for w in lanes[:3])
+        return f"waiting: {others}; {start}"
+
     # ------------------------------------------------------------------ events
     @staticmethod
     def _event(con, job_id, kind, metrics, epoch=None, epochs=None, batch=None, batches=None, eta_s=None):
@@ -508,6 +674,13 @@ class JobStore:
         return text[-tail_chars:] if tail_chars else text
 
 
+def error_line(error: str | None) -> str:
+    """A stored error as one line: the last non-empty line of a multi-line one (a traceback's
+    last line is the exception's message); ``""`` for none."""
+    lines = [line.strip() for line in (error or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def _corrupt(exc: sqlite3.DatabaseError) -> bool:
     """Whether sqlite says the file is not (or no longer) a usable database."""
     text = str(exc).lower()
@@ -525,6 +698,18 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return _not_zombie(int(pid))
+
+
+def process_started(pid: int | None) -> str | None:
+    """When process ``pid`` started (Linux: clock ticks after boot, from ``/proc``; else None), so a
+    pid seen again can be told apart from a new process that reuses it."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _not_zombie(pid: int) -> bool:
@@ -585,4 +770,5 @@ def _job(row: sqlite3.Row) -> Job:
         worker_pid=row["worker_pid"], attempts=row["attempts"], cancel_requested=bool(row["cancel_requested"]),
         error=row["error"], checkpoint=row["checkpoint"], best_checkpoint=row["best_checkpoint"],
         kind=kind, result_key=row["result_key"],
+        settings=json.loads(row["settings"]) if row["settings"] else None,
     )

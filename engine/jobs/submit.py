@@ -17,19 +17,28 @@ IDLE_EXIT_S = 600.0
 
 def submit(request, use_cache: bool = True, device: str = "auto", submitter: str | None = None,
            jobs: JobStore | None = None, results: ResultStore | None = None,
-           start_worker: bool | None = None) -> Job:
+           start_worker: bool | None = None, owner_pid: int | None = None) -> Job:
     """Queue ``request`` (an ``engine.analysis`` request) as a background job; returns the Job.
 
     A request whose result is already stored (and ``use_cache``) becomes a job that is done at
-    once, pointing at that result. Otherwise an analysis worker is started when none runs
-    (``start_worker``; default: unless ``ROBUSTSCOPE_AUTOSTART_WORKER=0``; it exits after
-    :data:`IDLE_EXIT_S` idle seconds).
+    once, pointing at that result. Otherwise an analysis worker with this process's settings is
+    started when none runs (``start_worker``; default: unless ``ROBUSTSCOPE_AUTOSTART_WORKER=0``;
+    it exits after :data:`IDLE_EXIT_S` idle seconds, and when ``owner_pid`` is gone). The job
+    records the settings it depends on (``engine.paths.current_settings``); only a worker with
+    the same settings runs it.
+
+    Args:
+        owner_pid: the started worker stops when this process is gone (the dashboard passes
+            ``os.getpid()``); default: this process when ``submitter == "dashboard"``, else none
+            (a worker started by ``--background`` outlives the command).
 
     Raises:
         InvalidParameterError / CheckpointError: the request fails its pre-queue checks.
     """
     if start_worker is None:
         start_worker = os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0"
+    if owner_pid is None and submitter == "dashboard":
+        owner_pid = os.getpid()
     preflight(request)
     jobs = jobs or JobStore()
     results = results or ResultStore(jobs.root / "results")
@@ -39,5 +48,5 @@ def submit(request, use_cache: bool = True, device: str = "auto", submitter: str
         done_key = found.key if found is not None else None
     job = jobs.submit_analysis(request, use_cache=use_cache, device=device, submitter=submitter, done_key=done_key)
     if done_key is None and start_worker:
-        ensure_worker(jobs, idle_exit_s=IDLE_EXIT_S, lane="analysis")
+        ensure_worker(jobs, idle_exit_s=IDLE_EXIT_S, lane="analysis", owner_pid=owner_pid, settings=job.settings)
     return job

@@ -1,16 +1,34 @@
 """The worker: claim a job -> train it or run its analysis -> record the outcome, one job at a time.
 
-Liveness: a running worker holds an exclusive ``fcntl`` lock on ``<runs>/worker.lock`` (released by
-the OS even on ``kill -9``) and writes its pid to ``<runs>/worker.pid``; a background thread
-refreshes the running job's heartbeat and picks up cancel requests. On start the worker marks
-running jobs left by a dead worker ``interrupted``; they are claimed again and resume from their
-last completed epoch (training) or their last saved partial state (CKA) or from the start.
+Settings: a worker reads its settings (``engine.paths.current_settings``: data root, checkpoints
+folder, analysis plugins, visible GPUs; the runs folder is its job store's) from its environment
+when it starts, and claims only jobs submitted with the same settings (and jobs from before
+settings were recorded). A job submitted with other settings is never run with the wrong ones: it
+waits, and ``JobStore.waiting_reason`` says for which settings; :func:`ensure_worker` starts a
+worker with a job's settings (its environment set from them).
 
-Lanes (one worker per lane and runs folder): the ``all`` lane (``python -m engine worker``, lock
-``worker.lock``) runs analyses and training, analyses first; the ``analysis`` lane (lock
-``analysis-worker.lock``, started by ``--background`` and the dashboard when an analysis is queued)
-runs analyses only. So a short analysis never waits hours behind a training run: while the main
-worker trains, the analysis worker takes it (the two then share the CPU).
+Liveness: a running worker holds an exclusive ``fcntl`` lock on
+``<runs>/[analysis-]worker-<settings key>.lock`` (released by the OS even on ``kill -9``) and
+writes its pid next to it (``.pid``), so workers of different settings coexist; it also keeps a
+row in the store's ``workers`` table (lane, settings, device, owner, current job) for the pages.
+A background thread refreshes the running job's heartbeat and picks up cancel requests. On start
+the worker marks running jobs left by a dead worker ``interrupted``; they are claimed again and
+resume from their last completed epoch (training) or their last saved partial state (CKA) or from
+the start.
+
+Owner: a worker started by the dashboard (``ensure_worker(owner_pid=...)``, ``--owner-pid``) exits
+when that process is gone (checked every :data:`OWNER_CHECK_S` seconds between jobs; a job it is
+running is finished first). A worker started by hand has no owner and runs until stopped (or
+``--idle-exit``).
+
+Lanes (one worker per lane, runs folder and settings): the ``all`` lane (``python -m engine
+worker``) runs analyses and training, analyses first; the ``analysis`` lane (started by
+``--background`` and the dashboard when an analysis is queued) runs analyses only. So a short
+analysis never waits hours behind a training run: while the main worker trains, the analysis
+worker takes it (the two then share the CPU).
+
+Errors: a failed job's ``error`` is one line (a ``RobustScopeError``'s message, else
+``"<ExceptionType>: <message>"``); the traceback goes to the job's log.
 
 Start-up: :func:`worker_main` is ``python -m engine.jobs`` (the worker alone, without the CLI's
 command discovery); ``python -m engine worker`` registers the same options
@@ -29,9 +47,15 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.jobs.store import LANES, Job, JobStore
+from engine.errors import RobustScopeError
+from engine.jobs.store import LANES, Job, JobStore, pid_alive, process_started
+from engine.paths import RUNS_ENV, apply_env, settings_key
 
 HEARTBEAT_S = 2.0
+#: seconds between checks that a worker's owner (the dashboard that started it) is still alive
+OWNER_CHECK_S = 2.0
+#: the longest stored error line (the log has the rest)
+MAX_ERROR_CHARS = 500
 BATCH_EVENT_EVERY_S = 1.0
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,46 +91,70 @@ def _lane_prefix(lane: str) -> str:
     return "" if lane == "all" else f"{lane}-"
 
 
-def lock_path(store: JobStore, lane: str = "all") -> Path:
-    return store.root / f"{_lane_prefix(lane)}worker.lock"
+def _file_stem(store: JobStore, lane: str, settings: dict | None) -> str:
+    key = settings_key(store.settings() if settings is None else settings)
+    return f"{_lane_prefix(lane)}worker-{key}"
 
 
-def pid_path(store: JobStore, lane: str = "all") -> Path:
-    return store.root / f"{_lane_prefix(lane)}worker.pid"
+def lock_path(store: JobStore, lane: str = "all", settings: dict | None = None) -> Path:
+    """The lock a worker of ``lane`` with ``settings`` (default: this process's) holds."""
+    return store.root / f"{_file_stem(store, lane, settings)}.lock"
 
 
-def worker_alive(store: JobStore | None = None, lane: str = "all") -> bool:
-    """Whether a worker of ``lane`` currently holds the store's lock (i.e. is alive)."""
+def pid_path(store: JobStore, lane: str = "all", settings: dict | None = None) -> Path:
+    """Where that worker writes its pid."""
+    return store.root / f"{_file_stem(store, lane, settings)}.pid"
+
+
+def log_path(store: JobStore, lane: str = "all", settings: dict | None = None) -> Path:
+    """Where a worker :func:`ensure_worker` starts writes its own output (each job has its log)."""
+    return store.root / f"{_file_stem(store, lane, settings)}.log"
+
+
+def worker_alive(store: JobStore | None = None, lane: str = "all", settings: dict | None = None) -> bool:
+    """Whether a worker of ``lane`` with ``settings`` (default: this process's, i.e. one that
+    claims the jobs submitted here) currently holds its lock (i.e. is alive)."""
     store = store or JobStore()
-    probe = WorkerLock(lock_path(store, lane))
+    probe = WorkerLock(lock_path(store, lane, settings))
     if probe.acquire():
         probe.release()
         return False
     return True
 
 
-def ensure_worker(store: JobStore | None = None, idle_exit_s: float | None = 1800.0, lane: str = "all") -> int | None:
-    """Start a detached worker process (new session) unless one of ``lane`` is alive.
+def ensure_worker(store: JobStore | None = None, idle_exit_s: float | None = 1800.0, lane: str = "all",
+                  owner_pid: int | None = None, settings: dict | None = None) -> int | None:
+    """Start a detached worker process (new session) unless one of ``lane`` with ``settings`` is alive.
 
     Args:
         store: the job store (default: ``$ROBUSTSCOPE_RUNS``).
         idle_exit_s: the started worker exits after this many idle seconds (``None`` = never);
             the dashboard calls this on every run, so a new one starts when needed.
         lane: "all" (training and analyses) or "analysis" (analyses only).
+        owner_pid: the started worker exits when this process is gone (after the job it is
+            running); the dashboard passes ``os.getpid()``. ``None``: no owner.
+        settings: the settings the worker runs with (a job's ``settings``, so it claims that
+            job); default: this process's (``store.settings()``). The child's environment is
+            this process's with ``ROBUSTSCOPE_DATA``, ``ROBUSTSCOPE_CHECKPOINTS``,
+            ``ROBUSTSCOPE_RUNS``, ``ROBUSTSCOPE_ANALYSES`` and ``CUDA_VISIBLE_DEVICES`` set (or
+            removed) from them.
 
     Returns:
-        The pid of the started process, or ``None`` when a worker was already alive.
+        The pid of the started process, or ``None`` when such a worker was already alive.
     """
     store = store or JobStore()
-    if worker_alive(store, lane):
+    settings = dict(store.settings() if settings is None else settings)
+    settings["runs_root"] = str(store.root.resolve())  # a worker serves the store it is started for
+    if worker_alive(store, lane, settings):
         return None
     cmd = [sys.executable, "-m", "engine.jobs", "--runs", str(store.root.resolve()), "--lane", lane]
     if idle_exit_s is not None:
         cmd += ["--idle-exit", str(idle_exit_s)]
-    env = dict(os.environ)
+    if owner_pid is not None:
+        cmd += ["--owner-pid", str(int(owner_pid))]
+    env = apply_env(os.environ, settings)
     env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["ROBUSTSCOPE_RUNS"] = str(store.root.resolve())
-    with open(store.root / f"{_lane_prefix(lane)}worker.log", "ab") as out:
+    with open(log_path(store, lane, settings), "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                                 cwd=os.getcwd(), start_new_session=True)
     return proc.pid
@@ -172,19 +220,29 @@ class _AnalysisReporter:
         self.store.add_event(self.job_id, "batch", {"done": done, "total": total}, batch=done, batches=total, eta_s=eta)
 
 
+def error_message(exc: BaseException) -> str:
+    """A failed job's stored error: one line (a ``RobustScopeError``'s message, which says what to
+    do; else ``"<ExceptionType>: <message>"``), at most :data:`MAX_ERROR_CHARS` characters."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, RobustScopeError) or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
 def _supervised(store: JobStore, job: Job, body) -> str:
     """Run ``body(logger, beat) -> status`` with the job's log file and heartbeat; a crash is
-    recorded as a failed job with its traceback. Returns the final status."""
+    recorded as a failed job with a one-line error (:func:`error_message`), its traceback in the
+    job's log. Returns the final status."""
     logger, handler = _job_logger(store.log_path(job.id))
     beat = _Heartbeat(store, job.id)
     beat.start()
     try:
         logger.info("job %d (%s) attempt %d started by worker pid %d", job.id, job.name, job.attempts, os.getpid())
         return body(logger, beat)
-    except Exception:  # noqa: BLE001 - any crash is recorded as a failed job with its traceback
-        text = traceback.format_exc()
-        logger.error("job %d failed:\n%s", job.id, text)
-        store.finish(job.id, "failed", error=text)
+    except Exception as exc:  # noqa: BLE001 - any crash is recorded as a failed job
+        error = error_message(exc)
+        logger.error("job %d failed: %s\n%s", job.id, error, traceback.format_exc())
+        store.finish(job.id, "failed", error=error)
         return "failed"
     finally:
         beat.stopped.set()
@@ -224,7 +282,8 @@ def run_job(store: JobStore, job: Job) -> str:
     heartbeat and the outcome.
 
     Returns:
-        The final status: ``"done"``, ``"cancelled"`` or ``"failed"`` (with the traceback stored).
+        The final status: ``"done"``, ``"cancelled"`` or ``"failed"`` (a one-line error stored,
+        the traceback in the job's log).
     """
     if job.is_analysis:
         return run_analysis_job(store, job)
@@ -259,52 +318,119 @@ def _clean_leftovers(store: JobStore) -> None:
         logging.getLogger("engine.jobs").info("removed leftover result folder %s", path)
 
 
+def device_description() -> str:
+    """What ``device="auto"`` means in this process: ``"cuda (<GPU name>[ x N])"``, ``"mps"`` or ``"cpu"``."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            return f"cuda ({torch.cuda.get_device_name(0)}{f' x {count}' if count > 1 else ''})"
+        backend = getattr(torch.backends, "mps", None)
+        return "mps" if backend is not None and backend.is_available() else "cpu"
+    except Exception as exc:  # noqa: BLE001 - a broken driver must not stop the worker from listing itself
+        return f"unknown ({type(exc).__name__})"
+
+
+class _Owner:
+    """The process a worker stops with (``None``: none); its start time guards against pid reuse."""
+
+    def __init__(self, pid: int | None):
+        self.pid = int(pid) if pid else None
+        self.started = process_started(self.pid) if self.pid else None
+        self.checked = float("-inf")
+        self.gone = self.pid is not None and not pid_alive(self.pid)
+
+    def is_gone(self) -> bool:
+        """Whether the owner has exited (looked up at most every :data:`OWNER_CHECK_S` seconds)."""
+        if self.pid is None or self.gone:
+            return self.gone
+        now = time.monotonic()
+        if now - self.checked >= OWNER_CHECK_S:
+            self.checked = now
+            self.gone = not pid_alive(self.pid) or (
+                self.started is not None and process_started(self.pid) != self.started)
+        return self.gone
+
+
 def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float = 1.0,
-               idle_exit_s: float | None = None, lane: str = "all") -> int:
+               idle_exit_s: float | None = None, lane: str = "all", owner_pid: int | None = None) -> int:
     """The worker loop: recover orphaned jobs, then claim -> run -> record until stopped.
 
+    The worker's settings are this process's (``store.settings()``); it claims only jobs with the
+    same settings (or none recorded).
+
     Args:
-        lane: "all" (analyses first, then training; lock ``worker.lock``) or "analysis"
-            (analyses only; lock ``analysis-worker.lock``). One worker per lane.
+        lane: "all" (analyses first, then training) or "analysis" (analyses only). One worker
+            per lane and settings (lock :func:`lock_path`).
         once: run jobs until the queue is empty, then return.
         poll_s: seconds between looks at an empty queue.
         idle_exit_s: return after this many seconds without work (``None`` = never).
+        owner_pid: return when this process is gone (looked at every :data:`OWNER_CHECK_S` s
+            between jobs: a job being run is finished first). ``None``: no owner.
 
     Returns:
         The number of jobs run; ``-1`` when another worker already holds the lock.
     """
     store = store or JobStore()
-    lock = WorkerLock(lock_path(store, lane))
+    settings = store.settings()
+    lock = WorkerLock(lock_path(store, lane, settings))
     if not lock.acquire():
         return -1
-    pid_path(store, lane).write_text(str(os.getpid()))
-    _clean_leftovers(store)
+    log = logging.getLogger("engine.jobs")
+    pid, owner = os.getpid(), _Owner(owner_pid)
+    pid_file = pid_path(store, lane, settings)
     ran, idle_since = 0, time.monotonic()
     try:
+        pid_file.write_text(str(pid))
+        store.register_worker(pid, lane, settings, owner_pid=owner.pid)
+        _clean_leftovers(store)
+        store.worker_beat(pid, None, device=device_description())
+        beat_at = time.monotonic()
         while True:
+            if owner.is_gone():
+                log.info("worker %d: its owner (pid %d) is gone; exiting after %d job(s)", pid, owner.pid, ran)
+                return ran
             store.recover()
-            job = store.claim(os.getpid(), lane=lane)
+            job = store.claim(pid, lane=lane, settings=settings)
             if job is not None:
                 run_job(store, job)
-                ran, idle_since = ran + 1, time.monotonic()
+                store.worker_beat(pid, None)
+                ran, idle_since, beat_at = ran + 1, time.monotonic(), time.monotonic()
                 continue
             if once or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
                 return ran
+            if time.monotonic() - beat_at >= HEARTBEAT_S:
+                store.worker_beat(pid, None)
+                beat_at = time.monotonic()
             time.sleep(poll_s)
     finally:
-        pid_path(store, lane).unlink(missing_ok=True)
+        try:
+            store.unregister_worker(pid)
+        except RobustScopeError:  # a store that broke meanwhile: the row is ignored once stale
+            log.warning("could not remove worker %d's row", pid, exc_info=True)
+        pid_file.unlink(missing_ok=True)
         lock.release()
 
 
 def worker_command(args) -> int:
-    """Run the worker loop for parsed ``args`` (``runs``, ``once``, ``idle_exit``, ``lane``); print
-    ``{"jobs_run": N}`` on stdout. Exit status 1 when another worker of the lane holds the lock."""
+    """Run the worker loop for parsed ``args`` (``runs``, ``once``, ``idle_exit``, ``lane``,
+    ``owner_pid``); print ``{"jobs_run": N}`` on stdout. Exit status 1 when another worker of the
+    lane with the same settings holds the lock."""
     import json
 
+    from engine.paths import describe_settings
+
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    ran = run_worker(JobStore(args.runs), once=args.once, idle_exit_s=args.idle_exit, lane=args.lane)
+    store = JobStore(args.runs)
+    os.environ[RUNS_ENV] = str(store.root.resolve())  # what the jobs' own temp folders use too
+    logging.getLogger("engine.jobs").info("worker %d (%s lane) for %s: %s", os.getpid(), args.lane, store.root,
+                                          describe_settings(store.settings()))
+    ran = run_worker(store, once=args.once, idle_exit_s=args.idle_exit, lane=args.lane,
+                     owner_pid=getattr(args, "owner_pid", None))
     if ran < 0:
-        print(f"another {args.lane}-lane worker is already running for this runs folder", file=sys.stderr)
+        print(f"another {args.lane}-lane worker with these settings is already running for this runs folder",
+              file=sys.stderr)
         return 1
     print(json.dumps({"jobs_run": ran}))
     return 0
@@ -318,6 +444,9 @@ def add_worker_arguments(parser) -> None:
     parser.add_argument("--lane", default="all", choices=["all", "analysis"],
                         help="all: analyses first, then training (default); analysis: analyses only (a second "
                              "worker so analyses do not wait behind a training run)")
+    parser.add_argument("--owner-pid", type=int, default=None,
+                        help="exit when this process is gone, after the job being run (the dashboard passes its "
+                             "own pid; default: no owner)")
     parser.set_defaults(func=worker_command)
 
 

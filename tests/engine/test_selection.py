@@ -82,3 +82,15 @@ def test_describe_attack_names_steps_norm_and_epsilon_whichever_writer_made_it()
     assert describe_attack(evaluated) == "PGD-40 ℓ∞ ε=0.3"
     assert describe_attack(trained) == "PGD-10 ℓ∞ ε=0.3"
     assert describe_attack(card(metrics={"clean_acc": 0.9})) == ""
+
+
+def test_the_shipped_pair_wins_over_a_users_training_output(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    for name in ("m_std", "m_rob"):
+        (tmp_path / "recipes" / f"{name}.json").write_text("{}")
+    infos = [_info(str(tmp_path / "a_run-best"), "mnist"), _info(str(tmp_path / "a_run"), "mnist"),
+             _info(str(tmp_path / "m_std"), "mnist"), _info(str(tmp_path / "m_rob"), "mnist", "pgd", 0.3)]
+    choice = choose_default(infos, {"mnist": True})
+    assert (choice.a, choice.b) == (str(tmp_path / "m_std"), str(tmp_path / "m_rob"))
+    without_zoo = choose_default(infos[:2], {"mnist": True})
+    assert without_zoo.a == str(tmp_path / "a_run")  # a run's -best snapshot comes after the run itself

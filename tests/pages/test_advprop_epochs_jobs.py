@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from apptest_helpers import APP, RESULTS, finish_job, no_checkpoints, ok, open_result, page, refuse_compute, run_ok, texts
+from pages.common import page_title
 from engine.analysis import ResultStore
 from factories import advprop_model, snapshot_run
 
@@ -37,7 +38,7 @@ def _results_page_opens_on(key: str, page_name: str) -> None:
     results = run_ok(AppTest.from_file(RESULTS, default_timeout=60))
     assert list(results.dataframe[-1].value["key"]) == [key]
     assert f"/{page_name}?result={key}" in texts(results)
-    assert results.button(key="results_open").label == f"Open on the {page_name.title()} page"
+    assert results.button(key="results_open").label == f"Open on the {page_title(page_name)} page"
     assert list(results.dataframe[0].value["status"]) == ["done"]
 
 
@@ -107,7 +108,7 @@ def test_background_epochs_then_results_page_then_permalink(tiny_checkpoints, mo
     assert f"Queued as background job {job_id}" in texts(at) and not at.get("plotly_chart")
 
     run_ok(at)  # another look while it waits: read from the job store
-    assert f"Background job {job_id} is queued" in texts(at)
+    assert f"Background job {job_id} is waiting: no worker is running" in texts(at)
 
     key = finish_job(at, job_id)
     assert len(at.get("plotly_chart")) == 1 and "train/rob vs train/std" in texts(at)  # sorted

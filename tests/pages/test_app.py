@@ -85,3 +85,31 @@ def test_upload_with_card_installs_checkpoint(tiny_checkpoints):
     assert path.parent.name == "uploads" and "my-upload" in names
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["name"] == "my-upload" and card["arch"] == "small_cnn"
+
+
+def test_the_dataset_and_model_b_follow_a_new_model_a(tiny_checkpoints):
+    import torch
+
+    from engine.checkpoints import make_card, save_checkpoint
+    from engine.data import get_spec
+    from engine.models import build_model
+
+    spec = get_spec("mnist")
+    made = {}
+    for name, training in (("m_standard", {"method": "standard"}), ("m_robust", {"method": "pgd", "norm": "linf", "eps": 0.3})):
+        torch.manual_seed(0)
+        model = build_model("small_cnn", spec.num_classes, spec.input_shape, spec.mean, spec.std, width=4, hidden=16)
+        folder = Path(tiny_checkpoints["standard"]).parent
+        made[name] = str(save_checkpoint(model.eval(), make_card(model, "mnist", name=name, training=training),
+                                         folder / name))
+    at = _run()
+    at.sidebar.selectbox(key="model_a").set_value(str(tiny_checkpoints["standard"])).run()
+    assert at.sidebar.selectbox(key="dataset").value == "shapes"
+    assert at.sidebar.selectbox(key="model_b").value == str(tiny_checkpoints["robust"])
+    at.sidebar.selectbox(key="model_a").set_value(made["m_standard"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.selectbox(key="dataset").value == "mnist"
+    assert at.sidebar.selectbox(key="model_b").value == made["m_robust"]
+    at.sidebar.selectbox(key="dataset").set_value("shapes").run()  # the user's own choice of dataset stays
+    assert at.sidebar.selectbox(key="dataset").value == "shapes"
+    assert at.sidebar.selectbox(key="model_a").value == made["m_standard"]

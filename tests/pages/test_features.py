@@ -111,7 +111,7 @@ def test_foreground_show_stores_the_result_and_the_second_show_reads_it(checkpoi
     _show(at)
     keys = at.query_params["result"].split(",")
     assert sorted(e.key for e in ResultStore().list()) == sorted(keys)
-    assert "Running here" in _texts(at) and f"`{keys[0]}` (computed now" in _texts(at)
+    assert "Running here" not in _texts(at) and f"`{keys[0]}` (computed now" in _texts(at)  # the banner goes with the run
     images = [img.url for node in at.get("image") for img in node.proto.imgs]
     _show(at)
     assert f"`{keys[0]}` (stored earlier" in _texts(at) and f"`{keys[1]}` (stored earlier" in _texts(at)

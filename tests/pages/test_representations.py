@@ -62,13 +62,14 @@ def _extra_checkpoint(name: str, classes: int, shape: tuple, dataset: str) -> st
 
 
 def _with_b(path: str) -> AppTest:
-    """The page with A = the tiny standard model on ``shapes`` and B = ``path`` (set explicitly:
-    with MNIST data present the default pair would be an MNIST one)."""
+    """The page with A = the tiny standard model on ``shapes`` and B = ``path`` (set explicitly,
+    after A, as a user would: with MNIST data present the default pair would be an MNIST one)."""
     import os
 
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
     at.selectbox(key="model_a").set_value(str(Path(os.environ["ROBUSTSCOPE_CHECKPOINTS"]) / "tiny_standard.safetensors"))
+    at.run()  # a new A brings its dataset and its pair's B; the user then picks B (and the dataset)
     at.selectbox(key="model_b").set_value(path)
     at.selectbox(key="dataset").set_value("shapes")
     at.run()
@@ -78,7 +79,7 @@ def _with_b(path: str) -> AppTest:
 
 def test_a_model_of_another_input_shape_is_refused(tiny_checkpoints):
     at = _with_b(_extra_checkpoint("mnist_sized", 10, (1, 28, 28), "mnist"))
-    assert any("takes inputs of shape (1, 28, 28)" in w.value for w in at.warning)
+    assert any("takes inputs of shape (1, 28, 28)" in w.value for w in at.warning), [w.value for w in at.warning] + [e.value for e in at.error]
     assert not [b for b in at.button if "Compute CKA" in b.label]  # the page stopped before the form
 
 

@@ -17,6 +17,7 @@ from apptest_helpers import (
     run_ok,
     texts,
 )
+from pages.common import page_title
 from engine.analysis import ResultStore
 from engine.jobs import JobStore, run_worker
 
@@ -38,7 +39,7 @@ def test_background_cka_then_results_page_then_permalink(tiny_checkpoints, monke
     assert not at.get("plotly_chart") and ResultStore().list() == []
 
     at.run()  # another look while it waits: its state is read from the job store
-    assert f"Background job {job_id} is queued" in texts(at)
+    assert f"Background job {job_id} is waiting: no worker is running" in texts(at)
 
     assert run_worker(JobStore(), once=True, lane="analysis") == 1  # the tab is irrelevant to the worker
     run_ok(at)
@@ -100,7 +101,7 @@ def _results_page_lists(keys: list[str], page: str) -> None:
     assert sorted(results.dataframe[-1].value["key"]) == sorted(keys)
     chosen = results.selectbox(key="results_pick").value
     assert f"/{page}?result={chosen}" in texts(results)
-    assert results.button(key="results_open").label == f"Open on the {page.title()} page"
+    assert results.button(key="results_open").label == f"Open on the {page_title(page)} page"
     assert list(results.dataframe[0].value["status"]) == ["done"] * len(keys)
 
 
@@ -116,7 +117,7 @@ def test_background_topk_then_results_page_then_permalink(tiny_checkpoints, monk
     assert not _image_urls(at) and ResultStore().list() == []
 
     at.run()  # another look while they wait: read from the job store
-    assert all(f"Background job {i} is queued" in texts(at) for i in job_ids)
+    assert all(f"Background job {i} is waiting: no worker is running" in texts(at) for i in job_ids)
 
     assert run_worker(JobStore(), once=True, lane="analysis") == 2
     run_ok(at)
@@ -144,14 +145,17 @@ def test_background_topk_then_results_page_then_permalink(tiny_checkpoints, monk
 def test_background_saliency_grid_then_results_page_then_permalink(tiny_checkpoints, monkeypatch, tmp_path):
     import engine.analysis.cost
 
+    import pages.analysis_ui
+
     monkeypatch.setattr(engine.analysis.cost, "BACKGROUND_ABOVE_S", 0.0)  # every grid counts as long
+    monkeypatch.setattr(pages.analysis_ui, "AUTO_RUN_S", 0.0)  # and none runs by itself on arrival
     at = AppTest.from_file(SALIENCY, default_timeout=120)
     run_ok(at)
     assert "This takes" in texts(at) and not _image_urls(at)
     at.button(key="sal_grid_background").click().run()
     ok(at)
     job_id = int(at.query_params["job"])
-    assert f"Background job {job_id} is queued" in texts(at)
+    assert f"Background job {job_id} is waiting: no worker is running" in texts(at)
     assert "The maps show here when the background job is done" in texts(at) and not _image_urls(at)
 
     key = finish_job(at, job_id)
@@ -201,3 +205,8 @@ def test_open_on_the_results_page_lands_on_the_view(tiny_checkpoints, kind, page
     ok(at)
     assert at.query_params["result"] == stored.key and shown in texts(at)
     assert len(_image_urls(at)) == images
+
+
+def test_pages_are_named_by_their_menu_titles():
+    assert page_title("attack_lab") == "Attack Lab" and page_title("representations") == "Representations (CKA)"
+    assert page_title("results") == "Results" and page_title("no_such_page") == "No Such Page"

@@ -40,7 +40,7 @@ def _background(at: AppTest, picker: str, button: str) -> str:
     job_id = int(at.query_params["job"])
     assert f"Queued as background job {job_id}" in texts(at)
     at.run()  # another look while it waits: its state is read from the job store
-    assert f"Background job {job_id} is queued" in texts(at)
+    assert f"Background job {job_id} is waiting: no worker is running" in texts(at)
     return finish_job(at, job_id)
 
 

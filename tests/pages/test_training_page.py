@@ -6,6 +6,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from engine.jobs import JobStore
+from engine.training import TrainConfig
 
 
 def test_page_queues_a_job(monkeypatch):
@@ -52,3 +53,39 @@ def test_page_names_the_running_worker_pid_and_how_to_stop_it(monkeypatch):
         assert not any("No training worker" in w.value for w in at.warning)
     finally:
         lock.release()
+
+
+def test_page_lists_live_workers_and_says_why_a_job_with_other_settings_waits(monkeypatch, tmp_path):
+    import os
+
+    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
+    store = JobStore()
+    other = {**store.settings(), "data_root": str(tmp_path / "old-data")}
+    store.register_worker(os.getpid(), "all", other, owner_pid=None, device="cpu")
+    job = store.submit(TrainConfig(dataset="shapes", arch="small_cnn", epochs=1), submitter="test")
+    at = _page()
+    at.run()
+    assert not at.exception
+    workers = at.dataframe[0].value
+    assert list(workers["pid"]) == [os.getpid()] and list(workers["data root"]) == [str(tmp_path / "old-data")]
+    assert list(workers["device"]) == ["cpu"] and list(workers["running"]) == ["idle"]
+    assert list(workers["settings"]) == ["other"]
+    waiting = [w.value for w in at.warning if f"Job {job.id} is waiting" in w.value]
+    assert waiting and f"uses data root {tmp_path / 'old-data'}" in waiting[0]
+    assert f"this job needs {store.settings()['data_root']}" in waiting[0]
+    assert "waiting" in at.dataframe[1].value["note"][0]
+
+
+def test_page_shows_a_failed_jobs_error_in_one_line(monkeypatch):
+    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
+    store = JobStore()
+    job = store.submit(TrainConfig(dataset="shapes", arch="small_cnn", epochs=1), submitter="test")
+    store.claim()
+    store.finish(job.id, "failed", error="Traceback (most recent call last):\n  File x\nRuntimeError: out of memory")
+    at = _page()
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any(f"Job {job.id} failed: RuntimeError: out of memory" in e and f"jobs logs {job.id}" in e
+               for e in errors), errors
+    assert not any("Traceback" in e for e in errors)

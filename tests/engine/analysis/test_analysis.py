@@ -22,6 +22,7 @@ from engine.analysis.kinds.topk import TopKRequest
 from engine.jobs import submit
 from engine.errors import CheckpointError, InvalidParameterError
 from engine.jobs import JobStore, run_job, run_worker
+from engine.jobs.store import SCHEMA_VERSION
 from analysis_helpers import assert_stopping_stores_nothing
 
 REPO = Path(__file__).resolve().parents[3]
@@ -199,7 +200,7 @@ def test_old_job_store_is_migrated_and_keeps_its_jobs(tmp_path):
     [job] = store.list()
     assert job.kind == "train" and not job.is_analysis and job.config.epochs == 1 and job.result_key is None
     with sqlite3.connect(root / "jobs.sqlite") as check:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     JobStore(root)  # opening a migrated store again is a no-op
 
 

@@ -510,3 +510,15 @@ def test_attack_record_is_written_in_one_layout_and_read_in_both():
 
 def _structure() -> dict:
     return {"arch": "small_cnn", "num_classes": 3, "input_shape": [3, 16, 16], "mean": MEAN, "std": STD}
+
+
+def test_an_imported_recipe_is_named_from_its_source():
+    from engine.checkpoints.card import ModelCard
+
+    base = {"arch": "small_cnn", "num_classes": 10, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.5],
+            "dataset": "mnist", "training": {"method": "unknown", "note": "imported"}}
+    assert ModelCard.from_dict(base).describe_recipe() == "imported"
+    zoo = ModelCard.from_dict({**base, "source": {"format": "robustbench", "robustbench": {"threat": "corruptions"}}})
+    assert zoo.describe_recipe() == "imported (RobustBench corruptions)"
+    assert ModelCard.from_dict({**base, "training": {"method": "adversarial", "norm": "linf", "eps": 0.03}}
+                               ).describe_recipe() == "adversarial ℓ∞ ε=0.03"

@@ -52,11 +52,11 @@ def test_cancel_queued_and_running(tmp_path):
     assert store.resume(running.id).status == "queued"
 
 
-def test_crash_marks_failed_with_traceback(tmp_path, monkeypatch):
+def test_crash_marks_failed_with_one_line_error_and_the_traceback_in_the_log(tmp_path, monkeypatch):
     import engine.training
 
     def boom(*a, **k):
-        raise RuntimeError("simulated crash in the trainer")
+        raise RuntimeError("simulated crash\nin the trainer")
 
     monkeypatch.setattr(engine.training, "train", boom)
     store = JobStore(tmp_path / "runs")
@@ -64,8 +64,24 @@ def test_crash_marks_failed_with_traceback(tmp_path, monkeypatch):
     run_worker(store, once=True)
     failed = store.get(job.id)
     assert failed.status == "failed"
-    assert "Traceback" in failed.error and "simulated crash" in failed.error
-    assert "simulated crash" in store.read_log(job.id)
+    assert failed.error == "RuntimeError: simulated crash in the trainer" and failed.error_line == failed.error
+    log = store.read_log(job.id)
+    assert "Traceback" in log and "simulated crash" in log and "def boom" not in failed.error
+
+
+def test_a_robustscope_error_is_stored_as_its_message(tmp_path, monkeypatch):
+    import engine.training
+    from engine.errors import InvalidParameterError
+
+    def refuse(*a, **k):
+        raise InvalidParameterError("MNIST files were not found under /nowhere; set ROBUSTSCOPE_DATA")
+
+    monkeypatch.setattr(engine.training, "train", refuse)
+    store = JobStore(tmp_path / "runs")
+    job = store.submit(tiny())
+    run_worker(store, once=True)
+    assert store.get(job.id).error == "MNIST files were not found under /nowhere; set ROBUSTSCOPE_DATA"
+    assert "Traceback" in store.read_log(job.id)
 
 
 def test_concurrent_submits_from_threads_are_neither_lost_nor_duplicated(tmp_path):
