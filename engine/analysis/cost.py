@@ -1,19 +1,43 @@
-"""Measured cost estimates: time a probe batch on the actual models and device, then scale.
+"""Measured cost estimates: time a probe batch on the actual models and device, scale by the
+kind's cost model, and correct by what the same kind actually took before.
 
 The dashboard runs an analysis in the background by default when :func:`estimate` says it takes
-longer than :data:`BACKGROUND_ABOVE_S`. The estimate is measured, not looked up: each model runs
-once on a small random batch of its input shape on its own device (after one warm-up pass), and
-the seconds per image are multiplied by the forward passes the request needs.
+longer than :data:`BACKGROUND_ABOVE_S`. The estimate is measured, not looked up:
+
+1. each model runs on a random batch of its input shape on its own device (after a warm-up pass):
+   :data:`PROBE_IMAGES` images, then :data:`PROBE_BATCH` when that is cheap, since analyses run
+   batched and a small batch's time per image overstates a batched pass's (cached per model and
+   device for the process);
+2. the kind's cost model (``passes(request, per, loaded)`` in its module) gives forward-equivalent
+   passes per image and the number of images;
+3. every computed result records its actual seconds beside this raw figure
+   (``<results>/timings.jsonl``, :func:`record_actual`), and the estimate is multiplied by the
+   median ratio actual ÷ raw of the last :data:`HISTORY` runs of the kind on that device type
+   (:func:`correction`), so fixed costs and batching effects the cost model misses are learnt.
 """
 from __future__ import annotations
 
+import json
+import statistics
 import time
+import weakref
+from pathlib import Path
 from typing import NamedTuple
 
 #: analyses estimated above this many seconds default to "Run in background" on the pages
 BACKGROUND_ABOVE_S = 20.0
-#: images in the timed probe batch
+#: images in the first timed probe batch, and in the second one when the first took under
+#: :data:`PROBE_CHEAP_S` (the analyses' own batches are larger)
 PROBE_IMAGES = 4
+PROBE_BATCH = 32
+PROBE_CHEAP_S = 0.02
+#: recorded runs per kind and device type the correction is the median of
+HISTORY = 20
+#: the correction factor's bounds (a wild outlier never makes an estimate absurd)
+CORRECTION_RANGE = (1 / 50, 50.0)
+TIMINGS_FILE = "timings.jsonl"
+
+_probed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 class CostEstimate(NamedTuple):
@@ -33,8 +57,23 @@ class CostEstimate(NamedTuple):
         return f"≈ {self.seconds:.0f} s ({self.how})"
 
 
-def seconds_per_image(model, images: int = PROBE_IMAGES) -> float:
-    """Measured forward seconds per image of ``model`` on its device (eval mode, restored)."""
+def seconds_per_image(model) -> float:
+    """Measured forward seconds per image of ``model`` on its device, batched (eval mode,
+    restored; cached per model and device for the process)."""
+    from engine.models.state import model_device
+
+    device = str(model_device(model))
+    known = _probed.setdefault(model, {})
+    if device not in known:
+        per = _timed(model, PROBE_IMAGES)
+        if per * PROBE_IMAGES < PROBE_CHEAP_S:
+            per = _timed(model, PROBE_BATCH)
+        known[device] = per
+    return known[device]
+
+
+def _timed(model, images: int) -> float:
+    """Seconds per image of one forward pass of ``images`` random images (after a warm-up)."""
     import torch
 
     from engine.models.state import frozen_eval, model_device
@@ -43,7 +82,7 @@ def seconds_per_image(model, images: int = PROBE_IMAGES) -> float:
     device = model_device(model)
     x = torch.rand((images, *shape), device=device)
     with frozen_eval(model, freeze=False), torch.no_grad():
-        model(x[:1])                                     # warm-up (allocations, kernels)
+        model(x)                                         # warm-up (allocations, kernels)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -53,23 +92,68 @@ def seconds_per_image(model, images: int = PROBE_IMAGES) -> float:
     return (time.perf_counter() - start) / images
 
 
-def estimate(request, loaded) -> CostEstimate:
-    """The measured cost of ``request`` with its models already ``loaded`` (in request order).
+def estimate(request, loaded, results: Path | None = None) -> CostEstimate:
+    """The measured cost of ``request`` with its models already ``loaded`` (in request order):
+    :func:`raw_estimate` × :func:`correction` from the kind's recorded runs (``results``: the
+    result store's folder, default ``<runs>/results``)."""
+    raw = raw_estimate(request, loaded)
+    factor, runs = correction(request.kind, _device_type(loaded), results)
+    how = raw.how + (f" × {factor:.2g} (the last {runs} {request.kind} run(s) here)" if runs else "")
+    return CostEstimate(raw.seconds * factor, raw.per_image_s, raw.passes, how)
 
-    Each model's forward seconds per image is measured on a probe batch
-    (:func:`seconds_per_image`); the kind's cost model (``passes(request, per)`` in its module,
-    ``engine.analysis.registry``) turns them into forward-equivalent passes per image (in units of
-    all the models' forward passes together) and the number of images.
-    """
+
+def raw_estimate(request, loaded) -> CostEstimate:
+    """The cost model alone: each model's forward seconds per image (:func:`seconds_per_image`)
+    × the kind's forward-equivalent passes per image (``passes(request, per, loaded)``, in units of
+    all the models' forward passes together) × its number of images."""
     from engine.analysis.registry import get_analysis
 
     per = [seconds_per_image(m.model) for m in loaded]
     total_per_image = sum(per)
     passes, images = get_analysis(request.kind).passes(request, per, loaded)
-    seconds = total_per_image * passes * images
-    how = (f"measured {total_per_image * 1000:.1f} ms per image for {len(per)} model(s) on "
+    seconds = RUN_OVERHEAD_S + total_per_image * passes * images
+    how = (f"measured {total_per_image * 1000:.2f} ms per image for {len(per)} model(s) on "
            f"{_device(loaded)} × {passes:.0f} pass(es) × {images} images")
     return CostEstimate(seconds, total_per_image, passes, how)
+
+
+def record_actual(request, loaded, seconds: float, results: Path) -> None:
+    """Append one computed run (kind, device type, raw estimate, actual seconds) to
+    ``<results>/timings.jsonl``, which :func:`correction` reads."""
+    raw = raw_estimate(request, loaded).seconds
+    line = json.dumps({"kind": request.kind, "device": _device_type(loaded), "raw_s": raw, "actual_s": seconds,
+                       "at": time.time()})
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / TIMINGS_FILE, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+def correction(kind: str, device: str, results: Path | None = None) -> tuple[float, int]:
+    """``(factor, runs)``: the median actual ÷ raw estimate of the last :data:`HISTORY` recorded
+    runs of ``kind`` on ``device`` (a device type: "cpu", "cuda"), within :data:`CORRECTION_RANGE`;
+    ``(1.0, 0)`` before any run (an unreadable line is skipped)."""
+    if results is None:
+        from engine.paths import results_dir
+
+        results = results_dir()
+    ratios = []
+    try:
+        lines = (Path(results) / TIMINGS_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 1.0, 0
+    for text in reversed(lines):
+        try:
+            row = json.loads(text)
+            if row["kind"] == kind and row["device"] == device and row["raw_s"] > 0 and row["actual_s"] >= 0:
+                ratios.append(row["actual_s"] / row["raw_s"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if len(ratios) == HISTORY:
+            break
+    if not ratios:
+        return 1.0, 0
+    low, high = CORRECTION_RANGE
+    return min(max(statistics.median(ratios), low), high), len(ratios)
 
 
 def share(per: list[float], index: int) -> float:
@@ -88,8 +172,11 @@ def method_passes(method: str, params: dict) -> float:
     return GRADIENT_STEP * int(full.get("n_samples", full.get("steps", 1)))
 
 
-#: forward-equivalent passes of one gradient step (a forward and a backward pass)
-GRADIENT_STEP = 3.0
+#: forward-equivalent passes of one gradient step (a forward and a backward pass; measured on the
+#: shipped models with ``bench/estimates.py``: a batched backward pass costs about 1.5 forward ones)
+GRADIENT_STEP = 2.5
+#: seconds every computed run spends besides its passes (reading its inputs, storing the result)
+RUN_OVERHEAD_S = 0.05
 
 
 def attack_passes(name: str, params: dict) -> float:
@@ -111,6 +198,12 @@ def attack_passes(name: str, params: dict) -> float:
     steps = full.get("steps") or full.get("max_iter") or 1
     repeats = full["n_target_classes"] if "n_target_classes" in full else full.get("restarts", 1)
     return GRADIENT_STEP * steps * repeats * full.get("search_steps", 1)
+
+
+def _device_type(loaded) -> str:
+    from engine.models.state import model_device
+
+    return model_device(loaded[0].model).type if loaded else "cpu"
 
 
 def _device(loaded) -> str:

@@ -237,7 +237,20 @@ def run_analysis(request: Request, progress: Progress | None = None, should_stop
                             cached=False, version=__version__, notes=tuple(notes))
     store.save(result)
     ctx.clear_state()
+    _record_time(request, ctx, seconds, store)
     return result
+
+
+def _record_time(request: Request, ctx: RunContext, seconds: float, store: ResultStore) -> None:
+    """Record the run's actual seconds beside its raw estimate (``engine.analysis.cost``), which
+    corrects later estimates of the kind; a failure to record is logged, never the run's."""
+    from engine.analysis.cost import record_actual
+    from engine.errors import RobustScopeError
+
+    try:
+        record_actual(request, [ctx.load(ref) for ref in request.model_refs()], seconds, store.root)
+    except (OSError, RobustScopeError) as exc:
+        log.warning("could not record the run's time for later estimates: %s", exc)
 
 
 def cached_result(key: str, store: ResultStore | None = None) -> tuple[AnalysisResult | None, str | None]:

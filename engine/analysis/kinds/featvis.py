@@ -158,11 +158,19 @@ def rows(result) -> list[dict]:
             for step in range(len(trajectories))]
 
 
-def passes(request, _per, loaded) -> tuple[float, int]:
+#: seconds per optimisation step and megapixel of lucent's own work besides the model (the
+#: parameterisation's inverse FFT, the jitter/scale/rotate transforms; ``bench/estimates.py``)
+STEP_OVERHEAD_S_PER_MPIXEL = 2.5
+
+
+def passes(request, per, loaded) -> tuple[float, int]:
     """Cost model per target: a forward and a backward pass per optimisation step, scaled by the
-    image's pixels over the model's input size."""
+    image's pixels over the model's input size, plus lucent's per-step image work (in units of the
+    model's forward time)."""
     from engine.analysis.cost import GRADIENT_STEP
 
     shape = tuple(getattr(loaded[0].model, "input_shape", None) or (3, 32, 32))
     height, width = request.size or shape[1:]
-    return GRADIENT_STEP * request.steps * (height * width) / (shape[1] * shape[2]), len(request.targets)
+    scale = (height * width) / (shape[1] * shape[2])
+    overhead = STEP_OVERHEAD_S_PER_MPIXEL * height * width * shape[0] / 1e6 / max(sum(per), 1e-9)
+    return request.steps * (GRADIENT_STEP * scale + overhead), len(request.targets)

@@ -144,3 +144,13 @@ def rows(result) -> list[dict]:
                 out.append({"model": name, "layer": layer, "unit": u,
                             **{f: columns[f][u].item() for f in columns}})
     return out
+
+
+#: forward-equivalent passes per image of the unit statistics besides the forward pass (each
+#: unit's Fourier roughness and its top-k bookkeeping; measured with ``bench/estimates.py``)
+STATISTICS_PASSES = 1.2
+
+
+def passes(request, _per, _loaded) -> tuple[float, int]:
+    """Cost model: one forward pass per model and image, plus the statistics' own work."""
+    return 1.0 + STATISTICS_PASSES, request.n

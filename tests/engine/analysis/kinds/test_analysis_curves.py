@@ -113,16 +113,16 @@ def test_tradeoff_equals_the_direct_engine_call(tiny_checkpoints):
 
 
 def test_estimates_cover_both_kinds(tiny_checkpoints):
-    from engine.analysis.cost import estimate
+    from engine.analysis.cost import GRADIENT_STEP, estimate
     from engine.checkpoints import load
 
     loaded = [load(tiny_checkpoints["standard"]), load(tiny_checkpoints["robust"])]
     plain = estimate(curves_request(tiny_checkpoints), loaded)
     retrained = estimate(curves_request(tiny_checkpoints, retrain=True), loaded)
-    assert plain.passes == 2 * (3 + 3 + 1) and "12 images" in plain.how  # 2 modes x (map + 3 fractions + clean)
+    assert plain.passes == 2 * (GRADIENT_STEP + 3 + 1) and "12 images" in plain.how  # 2 modes x (map + 3 fractions + clean)
     assert retrained.passes > 100 * plain.passes and retrained.background
     tradeoff = estimate(TradeoffRequest(models=refs(tiny_checkpoints), dataset="shapes", n=8), loaded)
-    assert tradeoff.passes == 4.0 and tradeoff.seconds > 0
+    assert tradeoff.passes == GRADIENT_STEP + 1 and tradeoff.seconds > 0
 
 
 # ------------------------------------------------------------------ store, cancel, jobs, CLI
