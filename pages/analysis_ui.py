@@ -129,11 +129,12 @@ def run_or_queue_all(requests: list, loaded: list, mode: str, labels: list[str],
     missing = [i for i, result in enumerate(found) if result is None]
     if not missing:
         return found
-    cost = _total_cost([estimate(requests[i], loaded[i]) for i in missing])
+    each = {i: estimate(requests[i], loaded[i]) for i in missing}
+    cost = _total_cost(list(each.values()))
     if mode == "background" or (mode == "auto" and cost.background):
         # stored ones are queued too: their jobs are done at once, so the jobs name the whole view
-        _queued([submit(r, device=device, submitter="dashboard", start_worker=_autostart())
-                 for r in requests], cost)
+        _queued([submit(r, device=device, submitter="dashboard", start_worker=_autostart(),
+                        estimate_s=each[i].seconds if i in each else None) for i, r in enumerate(requests)], cost)
         return None
     banner = st.empty()
     banner.caption(f"Running here: estimated {cost.describe()}.")
@@ -166,7 +167,8 @@ def auto_run(request, loaded, label: str, device: str = "auto", key: str = "anal
             "result is stored and opens again from here or the **Results** page.")
     c1, c2 = st.columns(2)
     if c1.button("Run in background", type="primary" if cost.background else "secondary", key=f"{key}_background"):
-        job = submit(request, device=device, submitter="dashboard", start_worker=_autostart())
+        job = submit(request, device=device, submitter="dashboard", start_worker=_autostart(),
+                     estimate_s=cost.seconds)
         st.query_params[JOB_PARAM] = str(job.id)
         st.rerun()
     if c2.button("Run here", type="secondary" if cost.background else "primary", key=f"{key}_here"):
@@ -332,6 +334,15 @@ def show_job_failure(store, job) -> None:
             st.code(log)
 
 
+def queue_text(running: list, queued: list) -> str:
+    """Where a queued job stands: what runs now and how many are ahead of it in its lane."""
+    if not running and not queued:
+        return "next in line"
+    now = ", ".join(f"job {job.id} ({job.name})" for job in running[:2]) or "nothing"
+    ahead = f"{len(queued)} queued ahead of it" if queued else "next in line"
+    return f"{ahead}; running now: {now}"
+
+
 @st.fragment(run_every=2)
 def _job_progress(job_id: int) -> None:
     from engine.jobs import JobStore
@@ -351,6 +362,6 @@ def _job_progress(job_id: int) -> None:
         st.warning(f"Background job {job.id} is {reason}")
     else:
         st.info(f"Background job {job.id} is {job.status}" +
-                ("" if job.status == "running" else " (waiting for the analysis worker)"))
+                ("" if job.status == "running" else f" ({queue_text(*store.ahead_of(job))})"))
     if st.button("Cancel job", key=f"cancel_job_{job.id}"):
         store.cancel(job.id)

@@ -13,4 +13,4 @@ from engine.jobs.store import (CLAIMABLE, FINISHED, STATUSES, Event, Job, JobSto
                                error_line, pid_alive, runs_dir)
 from engine.jobs.worker import ensure_worker, run_job, run_worker, worker_alive  # noqa: F401
 from engine.paths import current_settings, describe_settings  # noqa: F401
-from engine.jobs.submit import submit  # noqa: F401
+from engine.jobs.queueing import submit  # noqa: F401

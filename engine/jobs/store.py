@@ -24,6 +24,7 @@ lane, settings, device, owner pid, heartbeat, current job): :meth:`JobStore.work
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -49,8 +50,12 @@ SCHEMA_VERSION = 3
 #: a worker row whose heartbeat is older than this (seconds) is ignored and removed (its pid may be reused)
 WORKER_STALE_S = 60.0
 TRAIN = "train"
-#: worker lanes: which kinds a worker claims (``all``: analyses first, then training)
-LANES = ("all", "train", "analysis")
+#: worker lanes: which kinds a worker claims (``all``: analyses first, then training;
+#: ``analysis``: analyses, short ones first; ``short``: analyses estimated at most
+#: :data:`SHORT_S` seconds only, so short work never waits behind a long analysis)
+LANES = ("all", "train", "analysis", "short")
+#: an analysis estimated at most this many seconds is short work (its own lane)
+SHORT_S = 60.0
 
 
 class JobStoreError(RobustScopeError):
@@ -113,9 +118,16 @@ class AnalysisJob:
     request: object
     use_cache: bool = True
     device: str = "auto"
+    estimate_s: float | None = None
+
+    @property
+    def short(self) -> bool:
+        """Whether it was estimated to take at most :data:`SHORT_S` seconds (the short lane's)."""
+        return self.estimate_s is not None and self.estimate_s <= SHORT_S
 
     def to_dict(self) -> dict:
-        return {"request": self.request.to_dict(), "use_cache": self.use_cache, "device": self.device}
+        return {"request": self.request.to_dict(), "use_cache": self.use_cache, "device": self.device,
+                "estimate_s": self.estimate_s}
 
 
 @dataclass
@@ -152,7 +164,9 @@ class Job:
     @property
     def lanes(self) -> tuple[str, ...]:
         """The worker lanes that claim this job."""
-        return ("all", "analysis") if self.is_analysis else ("all",)
+        if not self.is_analysis:
+            return ("all",)
+        return ("all", "analysis", "short") if self.config.short else ("all", "analysis")
 
     @property
     def error_line(self) -> str:
@@ -364,7 +378,7 @@ class JobStore:
 
     def submit_analysis(self, request, use_cache: bool = True, device: str = "auto",
                         submitter: str | None = None, done_key: str | None = None,
-                        settings: dict | None = None) -> Job:
+                        settings: dict | None = None, estimate_s: float | None = None) -> Job:
         """Queue an analysis request (``engine.analysis``); returns the new :class:`Job`.
 
         Args:
@@ -375,9 +389,14 @@ class JobStore:
                 as done at once, pointing at that result.
             settings: what the job records (default: :meth:`settings`, this process's); only a
                 worker with the same settings claims it.
+            estimate_s: its measured estimate (``engine.analysis.cost``), when known: at most
+                :data:`SHORT_S` makes it short work, claimed by the short lane too.
         """
         request.validate()
-        spec = AnalysisJob(request, bool(use_cache), str(device))
+        if estimate_s is not None and (not isinstance(estimate_s, (int, float)) or not math.isfinite(estimate_s)
+                                       or estimate_s < 0):
+            raise InvalidParameterError(f"estimate_s must be a finite number of seconds >= 0, got {estimate_s!r}")
+        spec = AnalysisJob(request, bool(use_cache), str(device), None if estimate_s is None else float(estimate_s))
         now = time.time()
         status = "done" if done_key else "queued"
         with self._transaction() as con:
@@ -440,7 +459,7 @@ class JobStore:
             row = con.execute(
                 f"SELECT id FROM jobs WHERE status IN ({','.join('?' * len(CLAIMABLE))}) "
                 f"AND cancel_requested = 0 AND (settings_key IS NULL OR settings_key = ?){lane_sql} "
-                "ORDER BY (kind = 'train'), id LIMIT 1", (*CLAIMABLE, key),
+                f"ORDER BY {CLAIM_ORDER} LIMIT 1", (*CLAIMABLE, key),
             ).fetchone()
             if row is None:
                 return None
@@ -452,6 +471,27 @@ class JobStore:
             con.execute("UPDATE workers SET job_id = ?, heartbeat = ? WHERE pid = ?", (row["id"], now, pid))
             self._event(con, row["id"], "status", {"status": "running"})
         return self.get(row["id"])
+
+    def ahead_of(self, job: Job) -> tuple[list[Job], list[Job]]:
+        """``(running, queued)``: the analyses running now, and the queued ones a worker of the
+        job's lanes claims before it (same settings, in claim order); both empty unless ``job`` is
+        a queued or interrupted analysis."""
+        if not job.is_analysis or job.status not in CLAIMABLE:
+            return [], []
+        lane = "short" if "short" in job.lanes else "analysis"
+        lane_sql = "".join(f" AND {clause}" for clause in _lane_filter(lane))
+        with self._reading() as con:
+            running = con.execute(f"SELECT * FROM jobs WHERE status = 'running'{lane_sql} ORDER BY id").fetchall()
+            queued = con.execute(
+                f"SELECT * FROM jobs WHERE status IN ({','.join('?' * len(CLAIMABLE))}) AND cancel_requested = 0 "
+                f"AND (settings_key IS NULL OR settings_key IS ?){lane_sql} ORDER BY {CLAIM_ORDER}",
+                (*CLAIMABLE, settings_key(job.settings) if job.settings is not None else None)).fetchall()
+        before = []
+        for row in queued:
+            if row["id"] == job.id:
+                break
+            before.append(_job(row))
+        return [_job(row) for row in running], before
 
     def heartbeat(self, job_id: int) -> bool:
         """Refresh the running job's heartbeat (and its worker's); returns whether a cancel was requested."""
@@ -725,7 +765,14 @@ def _lane_filter(lane: str) -> list[str]:
     """SQL conditions selecting the jobs of a worker lane."""
     if lane not in LANES:
         raise InvalidParameterError(f"lane must be one of {LANES}, got {lane!r}")
-    return {"all": [], "train": ["kind = 'train'"], "analysis": ["kind != 'train'"]}[lane]
+    return {"all": [], "train": ["kind = 'train'"], "analysis": ["kind != 'train'"],
+            "short": ["kind != 'train'", f"{_ESTIMATE_SQL} <= {SHORT_S!r}"]}[lane]
+
+
+#: a job's estimated seconds in SQL (NULL for training and for analyses queued without one)
+_ESTIMATE_SQL = "json_extract(config, '$.estimate_s')"
+#: the order workers claim jobs in: analyses before training, short analyses first, then oldest
+CLAIM_ORDER = f"(kind = 'train'), (COALESCE({_ESTIMATE_SQL}, 1e300) > {SHORT_S!r}), id"
 
 
 def _config(kind: str, text: str):
@@ -741,7 +788,9 @@ def _config(kind: str, text: str):
         request = request_from_dict(kind, data["request"])
     except (ValueError, KeyError, TypeError, RobustScopeError) as exc:  # e.g. a kind this version lacks
         return AnalysisJob(_UnreadableRequest(kind, text, str(exc)), False, "auto")
-    return AnalysisJob(request, bool(data.get("use_cache", True)), str(data.get("device", "auto")))
+    estimate = data.get("estimate_s")
+    return AnalysisJob(request, bool(data.get("use_cache", True)), str(data.get("device", "auto")),
+                       float(estimate) if isinstance(estimate, (int, float)) and not isinstance(estimate, bool) else None)
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ running is finished first). A worker started by hand has no owner and runs until
 
 Lanes (one worker per lane, runs folder and settings): the ``all`` lane (``python -m engine
 worker``) runs analyses and training, analyses first; the ``analysis`` lane (started by
-``--background`` and the dashboard when an analysis is queued) runs analyses only. So a short
-analysis never waits hours behind a training run: while the main worker trains, the analysis
-worker takes it (the two then share the CPU).
+``--background`` and the dashboard when an analysis is queued) runs analyses only, short ones
+first; the ``short`` lane (started when an analysis estimated at most ``SHORT_S`` seconds is
+queued) runs only those. So an analysis never waits hours behind a training run, and short work
+never waits behind a long analysis: each lane's worker takes its own (they then share the CPU).
 
 Errors: a failed job's ``error`` is one line (a ``RobustScopeError``'s message, else
 ``"<ExceptionType>: <message>"``); the traceback goes to the job's log.
@@ -87,7 +88,7 @@ class WorkerLock:
 
 def _lane_prefix(lane: str) -> str:
     if lane not in LANES or lane == "train":
-        raise ValueError(f"worker lane must be 'all' or 'analysis', got {lane!r}")
+        raise ValueError(f"worker lane must be 'all', 'analysis' or 'short', got {lane!r}")
     return "" if lane == "all" else f"{lane}-"
 
 
@@ -441,9 +442,10 @@ def add_worker_arguments(parser) -> None:
     parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
     parser.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
     parser.add_argument("--runs", default=None, help="runs folder (default $ROBUSTSCOPE_RUNS or ./runs)")
-    parser.add_argument("--lane", default="all", choices=["all", "analysis"],
-                        help="all: analyses first, then training (default); analysis: analyses only (a second "
-                             "worker so analyses do not wait behind a training run)")
+    parser.add_argument("--lane", default="all", choices=["all", "analysis", "short"],
+                        help="all: analyses first, then training (default); analysis: analyses only, short ones "
+                             "first (a second worker so analyses do not wait behind a training run); short: only "
+                             "analyses estimated at most 60 s (a third, so short work never waits behind a long one)")
     parser.add_argument("--owner-pid", type=int, default=None,
                         help="exit when this process is gone, after the job being run (the dashboard passes its "
                              "own pid; default: no owner)")

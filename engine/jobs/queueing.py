@@ -17,7 +17,7 @@ IDLE_EXIT_S = 600.0
 
 def submit(request, use_cache: bool = True, device: str = "auto", submitter: str | None = None,
            jobs: JobStore | None = None, results: ResultStore | None = None,
-           start_worker: bool | None = None, owner_pid: int | None = None) -> Job:
+           start_worker: bool | None = None, owner_pid: int | None = None, estimate_s: float | None = None) -> Job:
     """Queue ``request`` (an ``engine.analysis`` request) as a background job; returns the Job.
 
     A request whose result is already stored (and ``use_cache``) becomes a job that is done at
@@ -31,6 +31,9 @@ def submit(request, use_cache: bool = True, device: str = "auto", submitter: str
         owner_pid: the started worker stops when this process is gone (the dashboard passes
             ``os.getpid()``); default: this process when ``submitter == "dashboard"``, else none
             (a worker started by ``--background`` outlives the command).
+
+        estimate_s: the request's measured estimate (``engine.analysis.cost.estimate``), when the
+            caller has one: short work (at most ``SHORT_S``) goes to the short lane's worker.
 
     Raises:
         InvalidParameterError / CheckpointError: the request fails its pre-queue checks.
@@ -46,7 +49,10 @@ def submit(request, use_cache: bool = True, device: str = "auto", submitter: str
     if use_cache:
         found, _ = cached_result(request.key(), results)
         done_key = found.key if found is not None else None
-    job = jobs.submit_analysis(request, use_cache=use_cache, device=device, submitter=submitter, done_key=done_key)
+    job = jobs.submit_analysis(request, use_cache=use_cache, device=device, submitter=submitter, done_key=done_key,
+                               estimate_s=estimate_s)
     if done_key is None and start_worker:
-        ensure_worker(jobs, idle_exit_s=IDLE_EXIT_S, lane="analysis", owner_pid=owner_pid, settings=job.settings)
+        # short work gets its own worker, so it never waits behind a long analysis
+        lane = "short" if job.config.short else "analysis"
+        ensure_worker(jobs, idle_exit_s=IDLE_EXIT_S, lane=lane, owner_pid=owner_pid, settings=job.settings)
     return job
