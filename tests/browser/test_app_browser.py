@@ -107,3 +107,36 @@ def test_deep_link_on_a_fresh_server_uses_the_app_navigation(server, tmp_path):
     nav = open_page(f"{server}/attack_lab", "Attack Lab", tmp_path / "attack_lab.png")["nav"]
     assert "Models" in nav and "Representations (CKA)" in nav
     assert "common" not in nav and "app" not in nav.split()
+
+
+def test_a_background_cka_appears_by_itself(server, tmp_path):
+    """Queue CKA in the background from the page, let a worker run it, and see the heatmap appear
+    in the same browser tab with no click and no reload (the page follows its job)."""
+    from engine.jobs import JobStore, run_worker
+
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing in CI; the README's test command installs it")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{server}/representations", timeout=60_000)
+            page.wait_for_selector("h2:has-text('Representations')", timeout=90_000)
+            page.get_by_text("in the background", exact=True).first.click()
+            page.get_by_role("button", name="Compute CKA").click()
+            page.wait_for_selector("text=Queued as background job", timeout=60_000)
+            assert page.locator("[data-testid='stPlotlyChart']").count() == 0
+            store = JobStore()
+            [job] = store.list()
+            assert run_worker(store, once=True, lane="analysis") == 1 and store.get(job.id).status == "done"
+            page.wait_for_selector("[data-testid='stPlotlyChart']", timeout=60_000)   # no user action
+            page.wait_for_function(
+                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+            page.screenshot(path=str(tmp_path / "cka_appeared.png"))
+            text = page.inner_text("body")
+            assert "result=" in page.url and not page_has_exception(text), text[:2000]
+        finally:
+            browser.close()
