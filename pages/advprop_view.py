@@ -40,7 +40,8 @@ def advprop_form(infos: list, advprop: list, device: str):
         c1, c2, c3 = st.columns(3)
         choice = c1.selectbox("AdvProp checkpoint", [str(i.path) for i in advprop],
                               format_func=lambda p: next(i.name for i in advprop if str(i.path) == p))
-        n = c2.number_input("Test images", min_value=16, max_value=10000, value=200, step=100, key="advprop_n")
+        dataset = next((i.card.dataset for i in advprop if str(i.path) == choice), None) or "mnist"
+        n = common.image_count(c2, "Test images", dataset, 16, 10000, 200, key="advprop_n")
         steps = c3.number_input("PGD steps", min_value=1, max_value=200, value=10, key="advprop_steps")
         mode = analysis_ui.mode_picker(st, "advprop_mode")
         asked = st.form_submit_button("Compare branches")

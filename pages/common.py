@@ -115,6 +115,44 @@ def page_title(page: str) -> str:
     return next((title for path, title, _ in PAGES if path == f"pages/{page}.py"), page.replace("_", " ").title())
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def split_size(dataset: str, split: str = "test") -> int | None:
+    """How many images the dataset's split holds (None when it cannot be read here)."""
+    try:
+        return len(edata.load_dataset(dataset, split=split))
+    except RobustScopeError:
+        return None
+
+
+def image_count(where, label: str, dataset: str, low: int, high: int, value: int, key: str,
+                step: int = 100, split: str = "test", help: str | None = None) -> int:
+    """A number input for a count of the split's images, capped at the split's size (said in the
+    help) before anything is run or queued; a value the user chose earlier is capped too."""
+    size = split_size(dataset, split)
+    top = max(1, min(high, size)) if size else high
+    low = min(low, top)
+    if isinstance(st.session_state.get(key), (int, float)) and st.session_state[key] > top:
+        st.session_state[key] = top
+    note = f"the {dataset} {split} split holds {size:,} images" if size else None
+    return int(where.number_input(label, min_value=low, max_value=top, value=min(value, top), step=step, key=key,
+                                  help="; ".join(t for t in (help, note) if t) or None))
+
+
+def image_slider(where, label: str, dataset: str, options: list[int], value: int, key: str,
+                 split: str = "test", help: str | None = None) -> int:
+    """A select slider of image counts, none above the split's size (the size itself when the
+    split is smaller than the smallest); a count chosen earlier that no longer fits is replaced."""
+    size = split_size(dataset, split)
+    choices = [n for n in options if not size or n <= size] or [size]
+    default = max((n for n in choices if n <= value), default=choices[0])
+    if key in st.session_state and st.session_state[key] not in choices:
+        st.session_state[key] = default
+    if len(choices) == 1:
+        where.caption(f"{label}: {choices[0]} (the {dataset} {split} split holds {size})")
+        return choices[0]
+    return where.select_slider(label, choices, value=default, key=key, help=help)
+
+
 def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A ``progress(done, total)`` callback drawing a progress bar with the time left (measured
     from the steps done so far), and a ``finish()`` to clear it."""

@@ -36,7 +36,7 @@ st.markdown(f"Robust model: **{names[robust]}** · standard model: **{names[stan
 robust_name, standard_name = names[robust], names[standard]
 
 with st.sidebar.expander("Generalisation settings", expanded=True):
-    n = st.number_input("Test images", 16, 5000, 200, step=16, key="gen_n")
+    n = common.image_count(st, "Test images", sel.dataset, 16, 5000, 200, key="gen_n", step=16)
     chosen = st.multiselect("Distortions", list(dist.DISTORTIONS), list(dist.DISTORTIONS), key="gen_dist")
     severities = st.multiselect("Severities", list(dist.SEVERITIES), [1, 3, 5], key="gen_sev")
     seed = st.number_input("Seed", 0, 10_000, 0, key="gen_seed")

@@ -158,7 +158,7 @@ def upload_form() -> None:
 def evaluate_pair() -> None:
     """Clean accuracy of A and B on N test images of the chosen dataset, with progress."""
     st.subheader(f"Clean accuracy on `{sel.dataset}`")
-    n = st.number_input("Test images", min_value=10, max_value=100_000, value=1000, step=100, key="eval_n")
+    n = common.image_count(st, "Test images", sel.dataset, 10, 100_000, 1000, key="eval_n")
     if not st.button("Evaluate A and B", key="eval_go"):
         shown = st.session_state.get("models_eval")
         if shown:

@@ -52,7 +52,7 @@ if sel.a is not None and sel.b is not None:  # (a permalinked result shows witho
     pick = LAYER_SETS[layer_set]
     with st.form("cka_form"):
         c1, c2, c3, c4 = st.columns(4)
-        n = c1.number_input("Images", min_value=8, max_value=10000, value=500, step=100)
+        n = common.image_count(c1, "Images", sel.dataset, 8, 10000, 500, key="cka_n")
         batch_size = c2.number_input("Batch size", min_value=4, max_value=1000, value=100, step=50)
         kernel = c3.selectbox("Kernel", list(KERNELS))
         inputs = c4.radio("Inputs", ["clean", "adversarial"], horizontal=True)

@@ -146,7 +146,7 @@ def render(page) -> None:
                                key="curve_method")
     replacement = cols[2].selectbox("Replace pixels by", list(attr.REPLACEMENTS), key="curve_fill",
                                     help="mean: each image's mean colour; blur: a Gaussian-blurred copy")
-    n = cols[3].select_slider("Images", [16, 32, 64, 128, 256], value=32, key="curve_n")
+    n = common.image_slider(cols[3], "Images", page.sel.dataset, [16, 32, 64, 128, 256], 32, key="curve_n")
     fractions = st.multiselect("Fractions of pixels", list(attr.DEFAULT_FRACTIONS), default=list(attr.DEFAULT_FRACTIONS),
                                format_func=lambda f: f"{f:.0%}", key="curve_fractions")
     try:

@@ -41,7 +41,7 @@ def render(page, name: str, params: dict):
                    "adversarial was found within ε.")
         cols = st.columns([3, 1, 1, 1])
         text = cols[0].text_input("ε values", default, key=f"atk_sweep_eps_{name}_{sel.dataset}_{norm}")
-        n = cols[1].select_slider("Images", page.SIZES, value=64, key="atk_sweep_n")
+        n = common.image_slider(cols[1], "Images", page.sel.dataset, page.SIZES, 64, key="atk_sweep_n")
         mode = analysis_ui.mode_picker(st, "atk_sweep_mode")
         shown = page.shown(KIND, "atk_sweep_result")
         if cols[2].button("Run sweep", type="primary", key="atk_sweep_run"):

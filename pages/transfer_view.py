@@ -26,7 +26,7 @@ def render(page, name: str, params: dict):
         st.caption("Rows: the model the examples were crafted on; columns: the model evaluated. The diagonal is "
                    "white-box; off-diagonal cells show how well examples transfer (Szegedy et al. 2013).")
         cols = st.columns([1, 1, 1, 3])
-        n = cols[0].select_slider("Images", page.SIZES, value=64, key="atk_transfer_n")
+        n = common.image_slider(cols[0], "Images", page.sel.dataset, page.SIZES, 64, key="atk_transfer_n")
         mode = analysis_ui.mode_picker(cols[3], "atk_transfer_mode")
         shown = page.shown(KIND, "atk_transfer_result")
         if cols[1].button("Run transfer", type="primary", key="atk_transfer_run"):

@@ -113,3 +113,21 @@ def test_the_dataset_and_model_b_follow_a_new_model_a(tiny_checkpoints):
     at.sidebar.selectbox(key="dataset").set_value("shapes").run()  # the user's own choice of dataset stays
     assert at.sidebar.selectbox(key="dataset").value == "shapes"
     assert at.sidebar.selectbox(key="model_a").value == made["m_standard"]
+
+
+def test_image_counts_are_capped_at_the_splits_size_before_anything_runs(tiny_checkpoints, monkeypatch):
+    import pages.common
+
+    monkeypatch.setattr(pages.common, "split_size", lambda dataset, split="test": 20)
+    at = _run()
+    box = at.number_input(key="eval_n")
+    assert box.max == 20 and box.value == 20 and "split holds 20 images" in box.help
+    at = AppTest.from_file(str(REPO / "pages" / "representations.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="cka_n").max == 20
+    at = AppTest.from_file(str(REPO / "pages" / "saliency.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "curve_n" not in [s.key for s in at.select_slider]               # one count left: said, not offered
+    assert any(c.value == "Images: 16 (the shapes test split holds 20)" for c in at.caption)
