@@ -16,6 +16,7 @@ import streamlit as st
 
 from engine.catalogue import NORMS
 from engine.data import DATASETS
+from engine.selection import CLEAN_METHODS
 from engine.errors import RobustScopeError
 from engine.jobs import CLAIMABLE, JobStore, ensure_worker, worker_alive
 from engine.jobs.worker import pid_path
@@ -101,7 +102,7 @@ if store.moved_aside is not None:
 started = start_worker(store) if autostart() else None
 worker_notice(store, started)
 
-with st.form("new_job"):
+with st.form("new_job", enter_to_submit=False):  # Enter in a box must not queue a job: one per click
     c1, c2, c3 = st.columns(3)
     dataset = c1.selectbox("Dataset", sorted(DATASETS), index=sorted(DATASETS).index("shapes"))
     arch = c2.selectbox("Architecture", sorted(ARCHITECTURES), index=sorted(ARCHITECTURES).index("small_cnn"))
@@ -171,9 +172,13 @@ def queue_view() -> None:
         st.progress(min(progress.batch / progress.batches, 1.0),
                     text=f"epoch {progress.epoch}/{progress.epochs}, ETA {progress.eta_s or 0:.0f} s")
     history = store.history(job.id)
-    if history:
-        frame = pd.DataFrame(history).melt(id_vars="epoch", value_vars=[
-            k for k in ("train_loss", "train_acc", "clean_acc", "robust_acc") if k in history[0]])
+    # a model trained on clean images has no robust accuracy worth plotting (its ε is an unused default)
+    shown = ("train_loss", "train_acc", "clean_acc") + (() if job.config.method in CLEAN_METHODS else ("robust_acc",))
+    if len(history) == 1:  # one epoch: a table, not four lone dots
+        st.dataframe(pd.DataFrame(history).drop(columns=[k for k in history[0] if k == "robust_acc"
+                                                         and "robust_acc" not in shown]), hide_index=True)
+    elif history:
+        frame = pd.DataFrame(history).melt(id_vars="epoch", value_vars=[k for k in shown if k in history[0]])
         st.plotly_chart(px.line(frame, x="epoch", y="value", color="variable", markers=True))
     c1, c2 = st.columns(2)
     if job.status in ("queued", "running", "interrupted") and c1.button("Cancel", key=f"cancel{job.id}"):

@@ -89,3 +89,17 @@ def test_page_shows_a_failed_jobs_error_in_one_line(monkeypatch):
     assert any(f"Job {job.id} failed: RuntimeError: out of memory" in e and f"jobs logs {job.id}" in e
                for e in errors), errors
     assert not any("Traceback" in e for e in errors)
+
+
+def test_one_epoch_is_a_table_and_a_standard_run_shows_no_robust_accuracy(monkeypatch):
+    monkeypatch.setenv("ROBUSTSCOPE_AUTOSTART_WORKER", "0")
+    store = JobStore()
+    job = store.submit(TrainConfig(dataset="shapes", arch="small_cnn", method="standard", epochs=1))
+    store.add_event(job.id, "epoch", {"epoch": 1, "train_loss": 0.5, "train_acc": 0.8, "clean_acc": 0.9,
+                                      "robust_acc": 0.9}, epoch=1)
+    at = _page()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.get("plotly_chart")
+    table = at.dataframe[-1].value
+    assert list(table["clean_acc"]) == [0.9] and "robust_acc" not in table.columns
