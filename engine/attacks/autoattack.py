@@ -183,12 +183,13 @@ class _Outcome:
 
 
 def run_sequence(members: Sequence[Attack], y: torch.Tensor, pred_clean: torch.Tensor, run_one, batch_size: int,
-                 x: torch.Tensor, on_batch=None) -> _Outcome:
+                 x: torch.Tensor, on_batch=None, before_batch=None) -> _Outcome:
     """Run ``members`` in order, each on the points still robust, in chunks of ``batch_size``.
 
     ``run_one(stage, attack, idx) -> (adv (b,C,H,W), pred (b,), queries (b,) or None)`` attacks
-    the points ``idx``; ``on_batch(stage, n_done_in_stage, n_in_stage)`` follows the work. A
-    cancelled member (AttackCancelled) ends the sequence with ``stopped=True``; the stages
+    the points ``idx``; ``before_batch(stage, n_done_in_stage, n_in_stage)`` and
+    ``on_batch(stage, n_done_in_stage, n_in_stage)`` follow the work (before and after each chunk).
+    A cancelled member (AttackCancelled) ends the sequence with ``stopped=True``; the stages
     finished before it are complete.
     """
     robust = pred_clean == y
@@ -204,6 +205,8 @@ def run_sequence(members: Sequence[Attack], y: torch.Tensor, pred_clean: torch.T
         try:
             for first in range(0, len(todo), batch_size):
                 idx = todo[first:first + batch_size]
+                if before_batch is not None:
+                    before_batch(stage, first, len(todo))
                 adv_b, pred_b, queries_b = run_one(stage, attack, idx)
                 fooled = pred_b.to(y.device) != y[idx]
                 hit = idx[fooled]
@@ -295,7 +298,8 @@ def evaluate_autoattack(
 
     Attack by attack (as the reference implementation does), each over every point still robust in
     batches of ``batch_size``; ``progress(done, total)`` counts (attack, image) pairs, a point
-    broken earlier counting as done for later attacks. ``should_stop()`` is polled every
+    broken earlier counting as done for later attacks, and moves inside a batch with the attack's
+    own progress (its iterations; Square's queries). ``should_stop()`` is polled every
     iteration; a stopped run returns what finished with ``stopped=True``.
     """
     if attack is None:
@@ -318,18 +322,33 @@ def evaluate_autoattack(
             pred_clean = torch.cat([model(images[i:i + batch_size].to(target)).argmax(dim=1).cpu()
                                     for i in range(0, n, batch_size)])
         work_total = n * len(members)
+        # the chunk being attacked: where it starts on the bar and its width (images); the last
+        # value reported, so a member's thousands of iterations report only what moves the bar
+        chunk = {"base": 0, "width": 0, "last": -1}
+
+        def report(value: int) -> None:
+            value = min(value, work_total)
+            if progress is not None and value != chunk["last"]:
+                chunk["last"] = value
+                progress(value, work_total)
+
+        def within(done: int, total: int) -> None:  # a member's own progress inside the chunk
+            report(chunk["base"] + (chunk["width"] * min(done, total)) // max(total, 1))
 
         def run_one(stage, member, idx):
             res: AttackResult = member(model, images[idx].to(target), labels[idx].to(target),
-                                       should_stop=should_stop)
+                                       progress=None if progress is None else within, should_stop=should_stop)
             queries = None if res.queries is None else res.queries.cpu()
             return res.adv.cpu(), res.preds_adv.cpu(), queries
 
-        def on_batch(stage, done, todo):
-            if progress is not None:
-                progress(min(stage * n + (n - todo) + done, work_total), work_total)
+        def before_batch(stage, first, todo):
+            chunk["base"] = stage * n + (n - todo) + first
+            chunk["width"] = min(batch_size, todo - first)
 
-        outcome = run_sequence(members, labels, pred_clean, run_one, batch_size, images, on_batch)
+        def on_batch(stage, done, todo):
+            report(stage * n + (n - todo) + done)
+
+        outcome = run_sequence(members, labels, pred_clean, run_one, batch_size, images, on_batch, before_batch)
     for stage in outcome.stages:
         if stage["attack"] == "square" and outcome.queries is not None:
             attacked = outcome.queries[outcome.queries > 0].float()

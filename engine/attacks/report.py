@@ -2,6 +2,20 @@
 accuracy after each of its attacks), the gradient-masking checks and an ε-sweep, with the
 leaderboard's figures beside ours for imported RobustBench models.
 
+Two presets (:data:`PRESETS`):
+
+- ``"full"``: standard AutoAttack (APGD-CE → APGD-T → FAB-T → Square), every gradient-masking
+  check (:func:`engine.attacks.masking.masking_checks`) and the 8-point ε-sweep.
+- ``"quick"`` (a demo on a CPU in about a minute): :data:`QUICK_ATTACKS`, AutoAttack's first two
+  attacks with its own settings (100 steps, 9 targets, the same seed, so the figure equals the full
+  report's "after apgd-t" row), which is an **upper bound** on robust accuracy, not AutoAttack;
+  the masking checks that need no Square and no extra effort (:func:`~engine.attacks.masking.masking_checks` with ``quick=True``: the
+  ε ladder, unbounded, iterative ≥ single step and, with a standard model, transfer), the other two
+  listed as skipped; and a 4-point ε-sweep (:data:`QUICK_SWEEP_FACTORS`) read off the ladder.
+
+Either way the sweep reuses the masking ladder's APGD-CE figures at the ε both measure (the same
+attack, seed and batches, so the same numbers) instead of running them twice.
+
 One call, one typed result: :func:`robustness_report` -> :class:`RobustnessReport`, which the CLI
 (``python -m engine report``), the Models page and a notebook all use. The result exports itself:
 :meth:`RobustnessReport.as_dict` (JSON), :meth:`RobustnessReport.tables` (CSV-ready rows),
@@ -15,6 +29,7 @@ import dataclasses
 import importlib.util
 import io
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +44,7 @@ from engine.attacks.autoattack import AutoAttack, evaluate_autoattack
 from engine.attacks.base import AttackCancelled, check_eps, check_norm, check_positive_int
 from engine.attacks.evaluate import robust_accuracy
 from engine.models.state import predict_labels
-from engine.attacks.masking import masking_checks
+from engine.attacks.masking import eps_ladder, masking_checks
 from engine.attacks.pgd import PGD
 from engine.errors import InvalidParameterError
 from engine.fileio import atomic_write_text
@@ -39,7 +54,16 @@ from engine.runtime import Progress, ShouldStop
 
 #: the ε-sweep's default points, as multiples of the report's ε
 SWEEP_FACTORS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-#: relative work of the report's stages (for one progress bar)
+#: the quick report's ε-sweep, as multiples of ε (all on the masking ladder: no extra attack)
+QUICK_SWEEP_FACTORS = (0.0, 0.25, 0.5, 1.0)
+#: "full": standard AutoAttack and every masking check; "quick": APGD-CE + APGD-T and the cheap checks
+PRESETS = ("full", "quick")
+#: the quick report's attack sequence: AutoAttack's first two members, with AutoAttack's settings
+QUICK_ATTACKS = ("apgd-ce", "apgd-t")
+#: the headline of a quick report (it is not AutoAttack: FAB-T and Square did not run)
+QUICK_LABEL = "quick: APGD-CE + APGD-T"
+#: masking checks the quick report leaves out, and why
+#: relative work of the full report's stages (for one progress bar)
 _WEIGHTS = {"clean": 1, "pgd": 4, "autoattack": 40, "masking": 30, "sweep": 25}
 
 
@@ -58,6 +82,8 @@ class RobustnessReport:
             imported RobustBench model), or None; card_metrics: the card's recorded figures.
         seconds, created, version, stopped: total time, when, RobustScope version, and whether it
             was stopped (the sections finished are complete; the others are missing).
+        preset: ``"full"`` (``autoattack`` is standard AutoAttack) or ``"quick"`` (``autoattack``
+            holds the :data:`QUICK_ATTACKS` sequence: an upper bound on robust accuracy).
     """
 
     model: str
@@ -78,9 +104,36 @@ class RobustnessReport:
     created: str = ""
     version: str = __version__
     stopped: bool = False
+    preset: str = "full"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def quick(self) -> bool:
+        return self.preset == "quick"
+
+    @property
+    def headline(self) -> str:
+        """The measure name of the attack sequence's figure: ``AutoAttack (standard)`` or
+        :data:`QUICK_LABEL` ``(upper bound)``."""
+        if self.quick:
+            return f"{QUICK_LABEL} (upper bound)"
+        return f"AutoAttack ({(self.autoattack or {}).get('version', 'standard')})"
+
+    @property
+    def caveat(self) -> str:
+        """One sentence saying what the attack figure is (shown beside it by the page and the CLI)."""
+        if self.quick:
+            skipped = ", ".join(c["name"] for c in (self.masking or {}).get("checks", []) if c["status"] == "skipped")
+            return ("Quick report (quick: APGD-CE + APGD-T): AutoAttack's first two attacks with its settings. "
+                    "Its figure is an upper bound on robust accuracy, not AutoAttack: FAB-T and Square did not "
+                    "run" + (f"; masking checks skipped: {skipped}" if skipped else "")
+                    + ". The full report is the standard AutoAttack.")
+        version = (self.autoattack or {}).get("version", "standard")
+        what = ("the standard AutoAttack (APGD-CE → APGD-T → FAB-T → Square)" if version == "standard"
+                else f"AutoAttack, version {version}")
+        return f"Full report: {what} and every masking check."
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2, default=str)
@@ -97,12 +150,12 @@ class RobustnessReport:
             rows.append({"measure": f"PGD-{steps}", "accuracy": self.pgd["robust_acc"], "threat": threat,
                          "source": "measured", "n": self.n})
         if self.autoattack:
+            what = "quick" if self.quick else "AutoAttack"
             for stage in self.autoattack["per_attack"]:
-                rows.append({"measure": f"AutoAttack, after {stage['attack']}", "accuracy": stage["robust_acc_after"],
+                rows.append({"measure": f"{what}, after {stage['attack']}", "accuracy": stage["robust_acc_after"],
                              "threat": threat, "source": "measured", "n": self.n})
-            rows.append({"measure": f"AutoAttack ({self.autoattack['version']})",
-                         "accuracy": self.autoattack["robust_acc"], "threat": threat, "source": "measured",
-                         "n": self.n})
+            rows.append({"measure": self.headline, "accuracy": self.autoattack["robust_acc"], "threat": threat,
+                         "source": "measured", "n": self.n})
         board = self.leaderboard or {}
         where = board.get("from", "leaderboard")
         board_threat = f"{board.get('norm', '')} ε={board.get('eps_text', board.get('eps', ''))}"
@@ -147,7 +200,8 @@ class RobustnessReport:
                                      marker={"symbol": "circle-open", "size": 11}))
         if self.autoattack:
             fig.add_trace(go.Scatter(x=[self.eps], y=[self.autoattack["robust_acc"]], mode="markers",
-                                     name="AutoAttack", marker={"symbol": "x", "size": 11}))
+                                     name=self.headline if self.quick else "AutoAttack",
+                                     marker={"symbol": "x", "size": 11}))
         board = self.leaderboard or {}
         if isinstance(board.get("autoattack_acc"), (int, float)) and isinstance(board.get("eps"), (int, float)):
             fig.add_trace(go.Scatter(x=[board["eps"]], y=[board["autoattack_acc"]], mode="markers",
@@ -184,9 +238,9 @@ def sweep_points(eps: float, norm: str, input_shape=None, factors: Sequence[floa
 class _Stages:
     """Maps each stage's own ``progress(done, total)`` onto one bar over all stages."""
 
-    def __init__(self, progress: Progress | None, stages: Sequence[str]):
+    def __init__(self, progress: Progress | None, stages: Sequence[str], weights: dict | None = None):
         self.progress = progress
-        self.weights = {s: _WEIGHTS[s] for s in stages}
+        self.weights = {s: (weights or _WEIGHTS)[s] for s in stages}
         self.total = sum(self.weights.values()) * 100
         self.before = 0
 
@@ -210,6 +264,12 @@ def _recorded(card) -> dict | None:
             if k in metrics} or None
 
 
+def _quick_weights(pgd_steps: int, ladder: int, source: bool, sweep_runs: int) -> dict:
+    """Relative work of the quick report's stages, in tenths of an APGD-CE run over the images."""
+    return {"clean": 1, "pgd": max(1, pgd_steps // 10), "autoattack": 80, "masking": 10 * ladder + 1 + 10 * source,
+            "sweep": max(1, 10 * sweep_runs)}
+
+
 def robustness_report(
     model: nn.Module,
     images: torch.Tensor,
@@ -222,6 +282,7 @@ def robustness_report(
     dataset: str | None = None,
     card=None,
     pgd_steps: int = 40,
+    preset: str = "full",
     version: str = "standard",
     seed: int = 0,
     source_model: nn.Module | None = None,
@@ -240,11 +301,15 @@ def robustness_report(
         name, checkpoint, dataset, card: how the report names the model; the card's (a
             ``ModelCard``) ``source.leaderboard`` (RobustBench imports) and recorded metrics are shown
             beside ours.
-        pgd_steps: PGD's steps (α = 2.5·ε/steps, random start); version: AutoAttack's version;
-            seed: seeds every attack; square_queries: AutoAttack's Square budget (5,000 standard).
+        pgd_steps: PGD's steps (α = 2.5·ε/steps, random start).
+        preset: ``"full"`` (standard AutoAttack, every masking check, :data:`SWEEP_FACTORS`) or
+            ``"quick"`` (:data:`QUICK_ATTACKS`, :func:`~engine.attacks.masking.masking_checks` with ``quick=True``,
+            :data:`QUICK_SWEEP_FACTORS`; ``version`` and ``square_queries`` do not apply).
+        version: AutoAttack's version (full); seed: seeds every attack; square_queries:
+            AutoAttack's Square budget (5,000 standard; full).
         source_model: a standard model for the masking checks' transfer comparison.
         masking: run the gradient-masking checks; sweep_eps: the ε-sweep's points (default
-            :data:`SWEEP_FACTORS` × ε).
+            the preset's factors × ε); a point the masking ladder measured is read from it.
         progress, should_stop: one ``progress(done, total)`` over all stages; ``should_stop()``
             polled every iteration — a stopped report keeps the sections it finished
             (``stopped=True``).
@@ -253,13 +318,26 @@ def robustness_report(
     shape = tuple(images.shape[1:])
     eps = check_eps(eps, norm, shape)
     check_positive_int("pgd_steps", pgd_steps, 10_000)
+    if preset not in PRESETS:
+        raise InvalidParameterError(f"unknown report preset {preset!r}; choose {' or '.join(PRESETS)}")
+    quick = preset == "quick"
     if len(images) == 0 or len(images) != len(labels):
         raise InvalidParameterError(f"need as many labels as images (> 0), got {len(images)} and {len(labels)}")
-    points = [check_eps(e, norm, shape) for e in sweep_eps] if sweep_eps is not None else sweep_points(eps, norm, shape)
+    factors = QUICK_SWEEP_FACTORS if quick else SWEEP_FACTORS
+    points = ([check_eps(e, norm, shape) for e in sweep_eps] if sweep_eps is not None
+              else sweep_points(eps, norm, shape, factors))
     board = ((card.source or {}) if card is not None else {}).get("leaderboard")
-    aa = AutoAttack(eps=eps, norm=norm, version=version, seed=seed, queries=square_queries)
+    if quick:
+        aa = AutoAttack(eps=eps, norm=norm, version="custom", attacks=QUICK_ATTACKS, seed=seed)
+    else:
+        aa = AutoAttack(eps=eps, norm=norm, version=version, seed=seed, queries=square_queries)
+    # the masking ladder measures APGD-CE (100 steps, this seed) at these ε: the sweep reads them
+    ladder_eps = eps_ladder(eps, norm, shape) if masking and eps > 0 else []
+    measured_by_ladder = lambda e: any(math.isclose(e, r, rel_tol=1e-9) for r in ladder_eps)  # noqa: E731
     stage_names = ["clean", "pgd", "autoattack"] + (["masking"] if masking else []) + ["sweep"]
-    stages = _Stages(progress, stage_names)
+    weights = _quick_weights(pgd_steps, len(ladder_eps), source_model is not None,
+                             sum(1 for e in points if e != 0 and not measured_by_ladder(e))) if quick else None
+    stages = _Stages(progress, stage_names, weights)
     start = time.perf_counter()
     fields: dict = {}
     stopped = False
@@ -277,18 +355,23 @@ def robustness_report(
         fields["autoattack"] = auto.as_dict()
         if auto.stopped:
             raise AttackCancelled("stopped")
+        ladder = []
         if masking:
             checks = masking_checks(model, images, labels, eps, norm, source_model=source_model, seed=seed,
                                     batch_size=batch_size, device=device, progress=stages.of("masking"),
-                                    should_stop=should_stop)
+                                    should_stop=should_stop, quick=quick)
             fields["masking"] = checks.as_dict()
             if checks.stopped:
                 raise AttackCancelled("stopped")
+            ladder = checks.ladder
         sweep_progress = stages.of("sweep")
         sweep = []
         for i, e in enumerate(points):
+            rung = next((r for r in ladder if math.isclose(r["eps"], e, rel_tol=1e-9)), None)
             if e == 0:
                 acc = fields["clean_acc"]
+            elif rung is not None:  # the same APGD-CE run (ε, 100 steps, seed, batches) as the ladder's
+                acc = rung["robust_acc"]
             else:
                 r = robust_accuracy(model, images, labels, APGD(eps=e, norm=norm, seed=seed), batch_size, device,
                                     should_stop=should_stop)
@@ -305,5 +388,5 @@ def robustness_report(
         model=name, checkpoint=checkpoint, dataset=dataset, n=len(images), eps=eps, norm=norm, seed=seed,
         leaderboard=dict(board) if isinstance(board, dict) else None, card_metrics=card_metrics,
         seconds=round(time.perf_counter() - start, 3),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), stopped=stopped, **fields,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), stopped=stopped, preset=preset, **fields,
     )

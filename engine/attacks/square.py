@@ -16,7 +16,8 @@ As in AutoAttack's implementation, one window position and one sign per channel 
 query for the whole batch (each image's own search is still the paper's), from a generator seeded
 with ``seed`` at every call (CPU draws, so CPU and CUDA runs match). Every example reports the
 queries it used: 1 for the starting point plus 1 per accepted-or-rejected proposal until it is
-misclassified or the budget ``queries`` is spent.
+misclassified or the budget ``queries`` is spent. Progress is ``progress(query, queries × restarts)``:
+the proposals made so far (polled before each one, with the stop), ending at the whole budget.
 """
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ def square_run(model_fn, x, y, norm: str, eps: float, budget: int, p_init: float
     Args:
         model_fn: images -> logits (no gradient needed).
         objective: ``objective(logits, y) -> (B,)`` to *minimise*; None: the margin itself.
+        tick: ``tick(i)`` before proposal ``i`` (i proposals made so far: progress and stop).
     Returns:
         ``(adv (B,C,H,W), fooled (B,) bool, queries (B,) long)``.
     """
@@ -254,4 +256,6 @@ class Square(Attack):
             else:
                 adv[todo[run_fooled]] = run_adv[run_fooled]
             broken[todo[run_fooled]] = True
+        if fwd.progress is not None:  # the whole budget is spent or every example broken: done
+            fwd.progress(total, total)
         return adv, None, {"queries": used}

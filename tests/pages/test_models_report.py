@@ -32,7 +32,7 @@ def test_background_report_then_results_page_then_permalink(tiny_checkpoints, mo
     assert not at.get("download_button") or "Report (JSON)" not in {b.label for b in at.get("download_button")}
 
     run_ok(at)  # another look while it waits: read from the job store
-    assert f"Background job {job_id} is queued" in texts(at)
+    assert f"Background job {job_id} is waiting: no worker is running" in texts(at)
 
     key = finish_job(at, job_id)
     report = ResultStore().load(key).value()
@@ -73,3 +73,33 @@ def test_report_here_is_stored_and_the_same_settings_read_it_back(tiny_checkpoin
     job_id = int(again.query_params["job"])
     assert "result" not in again.query_params and f"Queued as background job {job_id}" in texts(again)
     assert "Report (JSON)" not in {b.label for b in again.get("download_button")}
+
+
+def test_quick_report_by_default_and_the_full_one_a_click_away(tiny_checkpoints):
+    from engine.jobs import JobStore
+
+    at = run_ok(AppTest.from_file(MODELS, default_timeout=300))
+    labels = {b.label for b in at.button}
+    assert {"Measure report", "Full AutoAttack report"} <= labels
+    assert at.select_slider(key="report_n").value == 100
+    _ask_for_a_report(at, "here")
+    quick_key = at.query_params["result"]
+    quick = ResultStore().load(quick_key).value()
+    assert quick.preset == "quick" and [s["attack"] for s in quick.autoattack["per_attack"]] == ["apgd-ce", "apgd-t"]
+    shown = texts(at)
+    assert "quick report" in shown and "quick: APGD-CE + APGD-T" in shown and "upper bound" in shown
+    assert "not AutoAttack" in shown and "Full AutoAttack report" in shown
+
+    at.radio(key="report_mode").set_value("background")  # the full one, as a background job
+    at.button(key="report_full").click()
+    run_ok(at)
+    job_id = int(at.query_params["job"])
+    request = JobStore().get(job_id).config.request
+    assert request.preset == "full" and request.version == "standard" and request.key() != quick_key
+    full_key = finish_job(at, job_id)
+    full = ResultStore().load(full_key).value()
+    assert full.preset == "full" and [s["attack"] for s in full.autoattack["per_attack"]] == \
+        ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert full.autoattack["per_attack"][1]["robust_acc_after"] == quick.autoattack["robust_acc"]
+    assert "full AutoAttack report" in texts(at)
+    assert any("AutoAttack (standard)" in frame.value.to_string() for frame in at.dataframe)

@@ -1,7 +1,8 @@
 """The robustness report as an analysis: :class:`~engine.analysis.requests.ReportRequest` -> stored report.
 
 ``run`` is ``engine.attacks.report.robustness_report`` (clean, PGD, AutoAttack attack by attack,
-the gradient-masking checks, an ε-sweep) on the first ``n`` test images, with torch's RNG seeded
+the gradient-masking checks, an ε-sweep — or, with ``preset="quick"``, APGD-CE + APGD-T, the
+checks that need no Square and a 4-point sweep) on the first ``n`` test images, with torch's RNG seeded
 with the request's seed (PGD's random start), one progress bar over its stages and a stop that
 stores nothing. The stored result is the report's JSON; ``decode`` rebuilds the
 :class:`~engine.attacks.report.RobustnessReport` the Models page and ``python -m engine report``
@@ -33,6 +34,9 @@ from engine.analysis.registry import register
 from engine.catalogue import norm_symbol
 from engine.errors import InvalidParameterError
 
+#: the report's presets (``engine.attacks.report.PRESETS``, repeated here: this module is torch-free)
+PRESETS = ("full", "quick")
+
 
 @register(title="Robustness report", page="models")
 @dataclass(frozen=True)
@@ -40,6 +44,14 @@ class ReportRequest(Request):
     """A checkpoint's robustness report (``engine.attacks.report.robustness_report``,
     ``python -m engine report``): clean, PGD, AutoAttack attack by attack, the gradient-masking
     checks and an ε-sweep on the first ``n`` test images.
+
+    ``preset``: ``"full"`` (the default, so requests stored before presets existed keep their
+    meaning and their key) runs standard AutoAttack and every masking check; ``"quick"`` (the
+    Models page's default, ``report --quick``) runs APGD-CE + APGD-T with AutoAttack's settings
+    (an upper bound on robust accuracy, not AutoAttack), the masking checks without Square and
+    extra effort, and a 4-point sweep. A quick request takes no AutoAttack ``version`` or
+    ``square_queries`` other than the defaults (they do not apply to it), so one meaning has one key;
+    ``to_dict`` leaves ``preset`` out when it is "full" (the keys of full reports are unchanged).
 
     Attributes:
         model: the model; dataset: its test split.
@@ -50,6 +62,7 @@ class ReportRequest(Request):
         sweep: the ε-sweep's points (None: ``engine.attacks.report.SWEEP_FACTORS`` × ε).
         masking: run the gradient-masking checks; source: () or one standard model to transfer
             from (the white-box ≥ transfer check).
+        preset: "full" or "quick" (``engine.attacks.report.PRESETS``).
     """
 
     kind = "robustness_report"
@@ -68,6 +81,13 @@ class ReportRequest(Request):
     sweep: tuple[float, ...] | None = None
     masking: bool = True
     source: tuple[ModelRef, ...] = ()
+    preset: str = "full"
+
+    def to_dict(self) -> dict:
+        body = super().to_dict()
+        if body.get("preset") == "full":  # the reports stored before presets were full ones: same key
+            del body["preset"]
+        return body
 
     def _check(self) -> None:
         check_dataset(self.dataset)
@@ -87,10 +107,15 @@ class ReportRequest(Request):
         check_bool("masking", self.masking, optional=False)
         if not isinstance(self.source, tuple) or len(self.source) > 1:
             raise InvalidParameterError(f"source is () or one model to transfer from, got {self.source!r}")
+        check_choice("preset", self.preset, PRESETS)
+        if self.preset == "quick" and (self.version != "standard" or self.square_queries != 5000):
+            raise InvalidParameterError("the quick report runs APGD-CE + APGD-T only: AutoAttack's version and "
+                                        "square_queries apply to the full report (preset 'full')")
 
     def describe(self) -> str:
         threat = f"{norm_symbol(self.norm)} ε={self.eps:.4g}"
-        return f"{self.kind}: {self.model.name} · {self.dataset} · {self.n} images · {threat}"
+        what = "quick (APGD-CE + APGD-T)" if self.preset == "quick" else "full (AutoAttack)"
+        return f"{self.kind}: {self.model.name} · {self.dataset} · {self.n} images · {threat} · {what}"
 
 
 def default_threat(card, dataset: str, norm: str | None = None, eps: float | None = None) -> tuple[str, float]:
@@ -124,6 +149,7 @@ def run(request, ctx) -> Payload:
             dataset=request.dataset, card=loaded.card, pgd_steps=request.pgd_steps, version=request.version,
             seed=request.seed, source_model=sources[0].model if sources else None, masking=request.masking,
             sweep_eps=None if request.sweep is None else list(request.sweep), square_queries=request.square_queries,
+            preset=request.preset,
             batch_size=request.batch_size, device=ctx.device, progress=ctx.report, should_stop=ctx.stopped,
         )
     if measured.stopped:
@@ -149,12 +175,33 @@ def rows(result) -> list[dict]:
 
 
 def passes(request, _per, _loaded) -> tuple[float, int]:
-    """Cost model per image: clean, PGD, AutoAttack, the masking checks (about two more APGD-CE runs
-    and a short Square) and the ε-sweep (APGD-CE per ε)."""
-    from engine.analysis.cost import GRADIENT_STEP, attack_passes
+    """Cost model per image, by preset: clean, PGD, the attack sequence (full: AutoAttack;
+    quick: APGD-CE + APGD-T), the masking checks (an APGD-CE run per rung of the ε ladder, one
+    step, the transfer run with a source; full: also Square's 1,000 queries and 4× the steps × 3
+    restarts) and the ε-sweep's APGD-CE runs at the ε the ladder did not measure."""
+    import math
 
+    from engine.analysis.cost import GRADIENT_STEP, attack_passes
+    from engine.attacks.masking import eps_ladder
+    from engine.attacks.report import QUICK_ATTACKS, QUICK_SWEEP_FACTORS, SWEEP_FACTORS, sweep_points
+    from engine.data import get_spec
+
+    quick = request.preset == "quick"
     apgd = attack_passes("apgd-ce", {})
-    autoattack = attack_passes("autoattack", {"version": request.version, "queries": request.square_queries})
-    masking = 2 * apgd + 1000 if request.masking else 0.0
-    sweep = apgd * (len(request.sweep) if request.sweep is not None else 8)
-    return 1.0 + GRADIENT_STEP * request.pgd_steps + autoattack + masking + sweep, request.n
+    if quick:
+        attacks = attack_passes("autoattack", {"version": "custom", "attacks": list(QUICK_ATTACKS)})
+    else:
+        attacks = attack_passes("autoattack", {"version": request.version, "queries": request.square_queries})
+    shape = tuple(_loaded[0].card.input_shape) if _loaded else get_spec(request.dataset).input_shape
+    ladder = eps_ladder(request.eps, request.norm, shape) if request.masking and request.eps > 0 else []
+    masking = 0.0
+    if request.masking:
+        masking = apgd * len(ladder) + GRADIENT_STEP + (apgd if request.source else 0.0)
+        if not quick:
+            masking += 1000 + apgd * 4 * 3  # Square (1,000 queries); more_effort: 4× steps × 3 restarts
+    if request.sweep is not None:
+        points = list(request.sweep)
+    else:
+        points = sweep_points(request.eps, request.norm, shape, QUICK_SWEEP_FACTORS if quick else SWEEP_FACTORS)
+    measured = sum(1 for e in points if e != 0 and not any(math.isclose(e, r, rel_tol=1e-9) for r in ladder))
+    return 1.0 + GRADIENT_STEP * request.pgd_steps + attacks + masking + apgd * measured, request.n

@@ -298,6 +298,28 @@ def test_square_counts_its_queries():
     assert res.per_attack[0]["queries_mean"] == pytest.approx(float(r.queries.float().mean()), abs=0.1)
 
 
+def test_square_reports_its_query_count_as_progress():
+    model = Linear(8)
+    x, y = batch(model, 12, 8)
+    for restarts in (1, 2):
+        calls = []
+        Square(eps=0.02, queries=30, restarts=restarts)(model, x, y, progress=lambda d, t: calls.append((d, t)))
+        budget = 30 * restarts
+        done = [d for d, _ in calls]
+        assert {t for _, t in calls} == {budget} and done == sorted(done) and done[-1] == budget
+        assert len(set(done)) > 10  # it moves query by query, not only at the end
+    broken = []  # every point broken at once (ε = 1): still ends at the budget
+    Square(eps=1.0, queries=30)(model, x, y, progress=lambda d, t: broken.append((d, t)))
+    assert broken[-1] == (30, 30)
+    # inside AutoAttack's evaluation the bar moves during Square, within its one batch
+    seen = []
+    evaluate_autoattack(model, x, y, [APGD(eps=0.02, steps=5), Square(eps=0.02, queries=40)], batch_size=12,
+                        progress=lambda d, t: seen.append((d, t)))
+    done = [d for d, _ in seen]
+    assert {t for _, t in seen} == {24} and done == sorted(done) and done[-1] == 24
+    assert len({d for d in done if 12 < d < 24}) >= 3  # Square's share of the bar moved query by query
+
+
 def test_progress_and_stop():
     model = Linear(9)
     x, y = batch(model, 8, 9)
@@ -502,6 +524,27 @@ def test_cli_report_json_and_out(tiny_ckpt, tmp_path, capsys):
     assert cli_main(["report", "--checkpoint", str(tiny_ckpt), "--n", "4", "--sweep", "a,b"]) == 2
 
 
+def test_cli_report_quick(tiny_ckpt, capsys):
+    import argparse
+
+    from engine.cli.report import register, report_request
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    quick = report_request(parser.parse_args(["report", "--checkpoint", str(tiny_ckpt), "--quick"]))
+    full = report_request(parser.parse_args(["report", "--checkpoint", str(tiny_ckpt)]))
+    assert (quick.preset, quick.n) == ("quick", 100) and (full.preset, full.n) == ("full", 500)  # the default: full
+    assert cli_main(["report", "--checkpoint", str(tiny_ckpt), "--quick", "--n", "4", "--no-masking", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["preset"] == "quick" and [s["attack"] for s in rep["autoattack"]["per_attack"]] == ["apgd-ce", "apgd-t"]
+    assert [r["eps"] for r in rep["sweep"]] == pytest.approx([0.0, 0.125, 0.25, 0.5])
+    assert cli_main(["report", "--checkpoint", str(tiny_ckpt), "--quick", "--n", "4", "--no-masking"]) == 0
+    text = capsys.readouterr().out
+    assert "quick: APGD-CE + APGD-T (upper bound)" in text and "not AutoAttack" in text
+    assert cli_main(["report", "--checkpoint", str(tiny_ckpt), "--quick", "--version", "plus", "--n", "4"]) == 2
+    assert "full report" in capsys.readouterr().err
+
+
 def test_report_puts_the_leaderboard_beside_ours():
     model = Linear(11)
     x, y = batch(model, 8, 11)
@@ -518,6 +561,50 @@ def test_report_puts_the_leaderboard_beside_ours():
     assert "AutoAttack (leaderboard)" in {t.name for t in fig.data}
     stopped = robustness_report(model, x, y, 0.3, masking=False, should_stop=lambda: True)
     assert stopped.stopped and stopped.clean_acc == 1.0 and stopped.autoattack is None
+
+
+def test_quick_report_runs_apgd_ce_and_apgd_t_only_and_equals_their_direct_call():
+    from engine.attacks.report import QUICK_LABEL, QUICK_SWEEP_FACTORS
+
+    model = Linear(12)
+    x, y = batch(model, 16, 12)
+    eps = 0.05
+    quick = robustness_report(model, x, y, eps, preset="quick", pgd_steps=5)
+    assert quick.preset == "quick" and quick.quick and not quick.stopped
+    assert [s["attack"] for s in quick.autoattack["per_attack"]] == ["apgd-ce", "apgd-t"]
+    direct = evaluate_autoattack(model, x, y, AutoAttack(eps=eps, version="custom", attacks=("apgd-ce", "apgd-t")))
+    assert quick.autoattack["robust_acc"] == direct.robust_acc
+    assert [s["robust_acc_after"] for s in quick.autoattack["per_attack"]] == \
+        [s["robust_acc_after"] for s in direct.per_attack]
+    assert direct.per_attack[1]["config"]["n_target_classes"] == 9 and direct.per_attack[1]["config"]["steps"] == 100
+    # the same first two attacks as the full report's AutoAttack: its "after apgd-t" row is the quick figure
+    full = robustness_report(model, x, y, eps, pgd_steps=5, square_queries=20)
+    assert full.preset == "full" and [s["attack"] for s in full.autoattack["per_attack"]] == list(VERSIONS["standard"])
+    assert full.autoattack["per_attack"][1]["robust_acc_after"] == quick.autoattack["robust_acc"]
+    assert full.autoattack["robust_acc"] <= quick.autoattack["robust_acc"]
+    # the masking checks: the cheap ones measured as the full report measures them, the others skipped
+    status = {c["name"]: c["status"] for c in quick.masking["checks"]}
+    assert list(status) == [c["name"] for c in full.masking["checks"]]
+    assert status["whitebox_vs_blackbox"] == status["more_effort"] == "skipped"
+    assert status["whitebox_vs_transfer"] == "skipped"  # no standard model given
+    for name in ("eps_growth", "unbounded", "iterative_vs_single"):
+        assert status[name] != "skipped"
+        assert next(c for c in quick.masking["checks"] if c["name"] == name) == \
+            next(c for c in full.masking["checks"] if c["name"] == name)
+    assert quick.masking["ladder"] == full.masking["ladder"]
+    # the quick sweep: 4 points read off the ladder; both sweeps agree with APGD-CE run directly
+    assert [r["eps"] for r in quick.sweep] == pytest.approx([f * eps for f in QUICK_SWEEP_FACTORS])
+    for row in quick.sweep[1:] + full.sweep[1:3]:
+        assert row["robust_acc"] == robust_accuracy(model, x, y, APGD(eps=row["eps"]), 256).robust_acc
+    # it says what it is
+    rows = {r["measure"]: r["accuracy"] for r in quick.summary_rows()}
+    assert rows[f"{QUICK_LABEL} (upper bound)"] == quick.autoattack["robust_acc"]
+    assert not any(m.startswith("AutoAttack") for m in rows) and "AutoAttack (standard)" in \
+        {r["measure"] for r in full.summary_rows()}
+    assert "upper bound" in quick.caveat and "not AutoAttack" in quick.caveat and "standard AutoAttack" in quick.caveat
+    assert {t.name for t in quick.figure().data} >= {f"{QUICK_LABEL} (upper bound)"}
+    with pytest.raises(InvalidParameterError, match="preset"):
+        robustness_report(model, x, y, eps, preset="fast")
 
 
 def test_models_page_report_section(tiny_checkpoints):

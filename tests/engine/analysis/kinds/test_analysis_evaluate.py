@@ -148,6 +148,62 @@ def test_report_equals_the_report_computed_directly(tiny_checkpoints):
         [r["measure"] for r in direct.summary_rows()]
 
 
+def test_quick_report_is_its_own_stored_result_with_the_engine_figures(tiny_checkpoints):
+    from engine.attacks import AutoAttack, evaluate_autoattack
+    from engine.attacks.report import robustness_report
+    from engine.checkpoints import load
+
+    loaded, source = load(tiny_checkpoints["robust"]), load(tiny_checkpoints["standard"])
+    ref, src = ModelRef.of(tiny_checkpoints["robust"]), ModelRef.of(source.path)
+    full = ReportRequest(model=ref, dataset="shapes", eps=0.1, n=6, pgd_steps=3, source=(src,))
+    quick = ReportRequest(model=ref, dataset="shapes", eps=0.1, n=6, pgd_steps=3, source=(src,), preset="quick")
+    assert ReportRequest.from_json(quick.to_json()) == quick and quick.key() != full.key()
+    # a full request's JSON (and key) is what it was before presets existed
+    assert "preset" not in full.to_dict() and ReportRequest.from_dict(full.to_dict()) == full
+    assert quick.to_dict()["preset"] == "quick" and "quick" in quick.describe()
+    for bad in ({"preset": "fast"}, {"preset": "quick", "version": "plus"}, {"preset": "quick", "square_queries": 30}):
+        with pytest.raises(InvalidParameterError):
+            ReportRequest.from_dict({**quick.to_dict(), **bad})
+
+    result = run_analysis(quick)
+    stored = result.value()
+    assert not result.cached and stored.preset == "quick"
+    assert [s["attack"] for s in stored.autoattack["per_attack"]] == ["apgd-ce", "apgd-t"]
+    again = run_analysis(quick)
+    assert again.cached and again.key == result.key == quick.key()
+    assert without_timing(again.meta["report"]) == without_timing(result.meta["report"])
+
+    images, labels = edata.take(edata.load_dataset("shapes", split="test"), 6)
+    torch.manual_seed(0)
+    direct = robustness_report(loaded.model, images, labels, 0.1, "linf", name=loaded.name,
+                               checkpoint=str(loaded.path), dataset="shapes", card=loaded.card, pgd_steps=3,
+                               source_model=source.model, preset="quick")
+    assert without_timing(finite(stored.as_dict())) == without_timing(json.loads(json.dumps(finite(direct.as_dict()))))
+    attacks = evaluate_autoattack(loaded.model, images, labels,
+                                  AutoAttack(eps=0.1, version="custom", attacks=("apgd-ce", "apgd-t"), seed=0))
+    assert stored.autoattack["robust_acc"] == attacks.robust_acc
+    assert without_timing(stored.autoattack["per_attack"]) == without_timing(attacks.per_attack)
+    checks = {c["name"]: c["status"] for c in stored.masking["checks"]}
+    assert checks["whitebox_vs_blackbox"] == checks["more_effort"] == "skipped"
+    assert checks["whitebox_vs_transfer"] != "skipped"  # the standard model was given
+    assert "quick: APGD-CE + APGD-T (upper bound)" in [r["measure"] for r in ANALYSES["robustness_report"].rows(result)]
+
+
+def test_the_estimate_follows_the_preset(tiny_checkpoints):
+    from engine.analysis.cost import attack_passes, estimate
+    from engine.checkpoints import load
+
+    loaded = load(tiny_checkpoints["standard"])
+    ref = ModelRef.from_loaded(loaded)
+    full = estimate(ReportRequest(model=ref, dataset="shapes", eps=0.1, n=100), [loaded])
+    quick = estimate(ReportRequest(model=ref, dataset="shapes", eps=0.1, n=100, preset="quick"), [loaded])
+    sequence = attack_passes("autoattack", {"version": "custom", "attacks": ["apgd-ce", "apgd-t"]})
+    assert sequence < quick.passes < full.passes / 3  # no FAB-T, no Square, no extra effort
+    assert full.passes > attack_passes("autoattack", {}) + 12 * attack_passes("apgd-ce", {})
+    bare = estimate(ReportRequest(model=ref, dataset="shapes", eps=0.1, n=100, preset="quick", masking=False), [loaded])
+    assert bare.passes < quick.passes
+
+
 def test_estimates_cover_both_kinds(tiny_checkpoints):
     from engine.analysis.cost import attack_passes, estimate
     from engine.checkpoints import load
