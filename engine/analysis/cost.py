@@ -176,7 +176,7 @@ def method_passes(method: str, params: dict) -> float:
 #: shipped models with ``bench/estimates.py``: a batched backward pass costs about 1.5 forward ones)
 GRADIENT_STEP = 2.5
 #: seconds every computed run spends besides its passes (reading its inputs, storing the result)
-RUN_OVERHEAD_S = 0.05
+RUN_OVERHEAD_S = 0.02
 
 
 def attack_passes(name: str, params: dict) -> float:
