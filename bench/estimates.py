@@ -20,9 +20,17 @@ Prints one line per kind — both estimates, the actual times and the ratios est
 files (``ROBUSTSCOPE_DATA``). Do not run it beside other work: the probe and the runs share the
 cores.
 
+``--imagenet`` measures on two seeded, random-weight ``torchvision:resnet50`` checkpoints (a
+"standard" and a "pgd" card) over a generated ImageNet-layout folder (``imagenet/val/<wnid>/``,
+random 256-px images, made in a temporary data root): the kinds that make sense at that size with
+small counts — CKA, OOD, top-k, feature visualisation, saliency maps, robust accuracy, craft,
+ε-sweep, transfer, unit statistics and layer activations (the report, curves, trade-off, AdvProp and
+CKA across epochs need trained or shipped models of their own and are left out, said in the output).
+
 Usage::
 
     ROBUSTSCOPE_DATA=../shared/data python bench/estimates.py [--kinds cka ood ...] [--repeats 3] [--threads 2]
+    python bench/estimates.py --imagenet [--kinds ...]
 """
 from __future__ import annotations
 
@@ -83,6 +91,69 @@ def requests() -> dict:
     }
 
 
+#: the kinds --imagenet measures (the others need trained or shipped models of their own)
+IMAGENET_KINDS = ("cka", "ood", "featvis_topk", "featvis", "saliency_grid", "robust_accuracy", "craft", "eps_sweep",
+                  "transfer", "units", "layer_activations")
+
+
+def imagenet_setup(folder: Path, images: int = 64, classes: int = 8) -> tuple[str, str]:
+    """A generated ImageNet validation folder under ``folder/data`` (random 256-px PNGs, the first
+    ``classes`` wnids) and two seeded random-weight ``torchvision:resnet50`` checkpoints under
+    ``folder/checkpoints``; returns the two checkpoints' paths (standard, "pgd")."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from engine.checkpoints import make_card, save_checkpoint
+    from engine.data import get_spec
+    from engine.data.imagenet import wnids
+    from engine.models import build_model
+
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        wnid = wnids()[i % classes]
+        target = folder / "data" / "imagenet" / "val" / wnid / f"ILSVRC2012_val_{i + 1:08d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(target)
+    spec = get_spec("imagenet")
+    paths = []
+    for seed, (name, training) in enumerate((("resnet50_standard", {"method": "standard"}),
+                                             ("resnet50_pgd", {"method": "pgd", "norm": "linf", "eps": 4 / 255}))):
+        torch.manual_seed(seed)
+        model = build_model("torchvision:resnet50", spec.num_classes, spec.input_shape, spec.mean, spec.std)
+        card = make_card(model, "imagenet", name=name, training=training)
+        paths.append(str(save_checkpoint(model.eval(), card, folder / "checkpoints" / name)))
+    return paths[0], paths[1]
+
+
+def imagenet_requests(standard: str, robust: str) -> dict:
+    """kind -> request on the two ResNet-50s, with counts a CPU measures in minutes."""
+    from engine.analysis import get_analysis
+    from engine.analysis.kinds._attacklab import attack_params
+
+    pair = (standard, robust)
+
+    def make(kind, **fields):
+        return get_analysis(kind).request.make(**fields)
+
+    pgd = attack_params({"eps": 4 / 255, "steps": 2})
+    return {
+        "cka": make("cka", a=standard, b=robust, n=32, batch_size=16),
+        "ood": make("ood", models=pair, n=16, distortions=("gaussian_noise", "contrast"), severities=(3,)),
+        "featvis_topk": make("featvis_topk", model=robust, layer="net.layer4", targets=(("unit", 0), ("direction", 0)),
+                             n=32),
+        "featvis": make("featvis", model=robust, layer="net.layer4", targets=(("unit", 0),), steps=8),
+        "saliency_grid": make("saliency_grid", models=pair, methods=("saliency",)),
+        "robust_accuracy": make("robust_accuracy", model=robust, n=16, attack="pgd", eps=4 / 255, steps=2),
+        "craft": make("craft", models=pair, attack="pgd", params=pgd),
+        "eps_sweep": make("eps_sweep", models=pair, attack="pgd", params=attack_params({"steps": 2}),
+                          eps=(2 / 255, 4 / 255), n=8),
+        "transfer": make("transfer", models=pair, attack="pgd", params=pgd, n=8),
+        "units": make("units", models=pair, n=16),
+        "layer_activations": make("layer_activations", models=pair, n=32, batch_size=16),
+    }
+
+
 def load_all(request, device: str) -> list:
     """The request's models loaded on ``device``, in request order (as the pages pass them)."""
     from engine.checkpoints import load
@@ -104,6 +175,13 @@ def measure(request, loaded, device: str, repeats: int, store) -> tuple[float, f
     return guess, statistics.median(actual)
 
 
+def requests_names() -> list[str]:
+    """Every registered kind."""
+    from engine.analysis import ANALYSES
+
+    return list(ANALYSES)
+
+
 def worst(ratios: dict[str, float]) -> tuple[str, float]:
     """The kind whose ratio is furthest from 1 (in log terms: 0.25 and 4 are as bad)."""
     kind = max(ratios, key=lambda k: abs(math.log(max(ratios[k], 1e-12))))
@@ -116,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--imagenet", action="store_true",
+                        help="two random-weight torchvision:resnet50s on a generated ImageNet-layout folder")
     args = parser.parse_args(argv)
     import torch
 
@@ -125,7 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         from engine.analysis import ResultStore
 
         scratch, store = ResultStore(Path(runs) / "scratch"), ResultStore(Path(runs) / "results")
-        chosen = {k: r for k, r in requests().items() if not args.kinds or k in args.kinds}
+        if args.imagenet:
+            os.environ["ROBUSTSCOPE_DATA"] = str(Path(runs) / "data")
+            every = imagenet_requests(*imagenet_setup(Path(runs)))
+            print("two random-weight torchvision:resnet50 at 224 px on generated images; not measured here: "
+                  + ", ".join(k for k in requests_names() if k not in IMAGENET_KINDS))
+        else:
+            every = requests()
+        chosen = {k: r for k, r in every.items() if not args.kinds or k in args.kinds}
         print(f"{'kind':<20} {'model s':>8} {'actual s':>9} {'ratio':>6} | {'corrected s':>11} {'actual s':>9} "
               f"{'ratio':>6}")
         model, corrected = {}, {}

@@ -36,7 +36,7 @@ def show_advprop_comparison(infos: list, device: str) -> None:
 def advprop_form(infos: list, advprop: list, device: str):
     """The checkpoint, images and PGD steps, and **Compare branches**: the result when it is stored
     or computed here, None when queued, failed (the error shown) or not asked for."""
-    with st.form("advprop_form"):
+    with st.form("advprop_form", enter_to_submit=False):
         c1, c2, c3 = st.columns(3)
         choice = c1.selectbox("AdvProp checkpoint", [str(i.path) for i in advprop],
                               format_func=lambda p: next(i.name for i in advprop if str(i.path) == p))

@@ -56,6 +56,7 @@ def pick_image(page):
             st.session_state["atk_index"] = int(np.random.default_rng().integers(len(images)))
         index = int(cols[0].number_input("Image index (test split)", 0, len(images) - 1, key="atk_index"))
         cols[2].markdown(f"True label: **{class_name(page, int(labels[index]))}**")
+        flag_misclassified(page, images[index:index + 1], int(labels[index]))
         return images[index:index + 1], index, f"{page.sel.dataset}_{index}"
     upload = st.file_uploader("PNG or JPEG (resized to the model's input "
                               f"{'×'.join(str(s) for s in page.spec.input_shape[1:])})",
@@ -70,6 +71,18 @@ def pick_image(page):
         return None
     st.caption("An upload has no true label: the attacked model's clean prediction is used as the label.")
     return x, None, "upload"
+
+
+def flag_misclassified(page, x, label: int) -> None:
+    """Before any attack: say which model already gets the clean image wrong (its "fooled" would
+    then say little)."""
+    from engine.models.state import predict_labels
+
+    for slot, loaded in page.models.items():
+        predicted = int(predict_labels(loaded.model, x)[0])
+        if predicted != label:
+            st.warning(f"{page.model_title(slot)} already misclassifies this clean image (it predicts "
+                       f"{class_name(page, predicted)}): pick another image to see an attack change its answer.")
 
 
 def param_widget(page, attack: str, name: str, default, norm: str):

@@ -88,7 +88,7 @@ def show_image(where, images, caption: str) -> None:
 def settings_form(dims: dict[str, int]) -> tuple[Settings, bool]:
     """The form (layer, rows, search size, lucent steps, teaching mode, where to run) and whether
     **Show** was pressed."""
-    with st.form("featvis"):
+    with st.form("featvis", enter_to_submit=False):
         c1, c2, c3, c4 = st.columns(4)
         layer = c1.selectbox("Layer", list(dims), index=min(1, len(dims) - 1))
         n_units = c2.number_input("Units", 1, 8, 2)

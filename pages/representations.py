@@ -50,7 +50,7 @@ if sel.a is not None and sel.b is not None:  # (a permalinked result shows witho
                          help="'every block' lists each residual block of a ResNet-style model: the finer "
                               "map on which block structure shows; 'main blocks' one layer per stage.")
     pick = LAYER_SETS[layer_set]
-    with st.form("cka_form"):
+    with st.form("cka_form", enter_to_submit=False):
         c1, c2, c3, c4 = st.columns(4)
         n = common.image_count(c1, "Images", sel.dataset, 8, 10000, 500, key="cka_n")
         batch_size = c2.number_input("Batch size", min_value=4, max_value=1000, value=100, step=50)

@@ -112,7 +112,7 @@ def across_epochs_section(dataset: str, device: str, runs_root: Path) -> None:
 def epochs_form(runs: list[str], dataset: str, device: str):
     """The runs, images and reference, and **Compute CKA across epochs**: the result when it is
     stored or computed here, None when queued, failed (the error shown) or not asked for."""
-    with st.form("epochs_form"):
+    with st.form("epochs_form", enter_to_submit=False):
         chosen = st.multiselect("Runs (standard and robust side by side)", runs, default=runs[-2:], max_selections=2,
                                 format_func=lambda p: f"{Path(p).parent.name}/{Path(p).name}")
         c1, c2 = st.columns(2)

@@ -154,3 +154,21 @@ def test_attack_parameters_are_bounded_in_the_widgets(tiny_checkpoints):
     _run(at)
     assert at.number_input(key="atk_pgd_eps_shapes_l2").max == pytest.approx(math.sqrt(3 * 32 * 32))
 
+
+
+def test_a_clean_image_a_model_already_gets_wrong_is_flagged_before_any_attack(tiny_checkpoints):
+    from engine import data as edata
+    from engine.checkpoints import load
+    from engine.models.state import predict_labels
+
+    images, labels = edata.take(edata.load_dataset("shapes", split="test"), 12)
+    models = {"A": load(tiny_checkpoints["standard"]).model, "B": load(tiny_checkpoints["robust"]).model}
+    at = _run(AppTest.from_file(PAGE, default_timeout=120))
+    for index in range(12):
+        at.number_input(key="atk_index").set_value(index).run()
+        assert not at.exception
+        flagged = {w.value.split(":")[0] for w in at.warning if "already misclassifies this clean image" in w.value}
+        wrong = {slot for slot, model in models.items()
+                 if int(predict_labels(model, images[index:index + 1])[0]) != int(labels[index])}
+        assert flagged == wrong, index
+        assert not at.get("plotly_chart")                                  # nothing was attacked
