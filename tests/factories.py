@@ -43,3 +43,14 @@ def snapshot_run(folder, epochs=(1, 2, 3), method: str = "standard", seed: int =
         save_checkpoint(model.eval(), card, folder / f"epoch-{epoch:04d}" / "model")
     (folder / "state.json").write_text(json.dumps({"epoch": max(epochs), "last": f"epoch-{max(epochs):04d}"}))
     return folder
+
+
+def tiny_config(**kw):
+    """A training config small enough to run in a test: 128 16-px shapes, a width-8 small_cnn, 2 epochs."""
+    from engine.training import TrainConfig
+
+    base = dict(dataset="shapes", dataset_options={"n": 128, "image_size": 16}, arch="small_cnn",
+                arch_kwargs={"width": 8, "hidden": 32}, method="standard", epochs=2, batch_size=32,
+                optimizer="adamw", lr=3e-3, eval_size=32, eval_steps=2, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)

@@ -7,6 +7,7 @@ missing Chromium is a failure, since the README's test command installs it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -68,9 +69,10 @@ def server(tiny_checkpoints):
             proc.kill()
 
 
-def open_page(url: str, heading: str, shot: Path) -> dict[str, str]:
-    """Open ``url`` in headless Chromium, wait for ``heading`` and for the run to finish, save a
-    screenshot; return the page's body text and sidebar navigation text."""
+@contextlib.contextmanager
+def browser_page():
+    """A new page of headless Chromium (closed after the block); skips when Chromium is missing
+    outside CI, fails in CI (the README's test command installs it)."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail("Chromium is missing in CI; the README's test command installs it")
@@ -79,16 +81,25 @@ def open_page(url: str, heading: str, shot: Path) -> dict[str, str]:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
-            page = browser.new_page()
-            page.goto(url, timeout=60_000)
-            page.wait_for_selector(f"h1:has-text('{heading}')", timeout=90_000)
-            page.wait_for_function(
-                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000
-            )
-            page.screenshot(path=str(shot))
-            return {"body": page.inner_text("body"), "nav": page.inner_text("[data-testid='stSidebarNav']")}
+            yield browser.new_page()
         finally:
             browser.close()
+
+
+def wait_for_run(page, timeout_ms: int = 90_000) -> None:
+    """Until Streamlit's status widget (the running indicator) is gone."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+
+
+def open_page(url: str, heading: str, shot: Path) -> dict[str, str]:
+    """Open ``url`` in headless Chromium, wait for ``heading`` and for the run to finish, save a
+    screenshot; return the page's body text and sidebar navigation text."""
+    with browser_page() as page:
+        page.goto(url, timeout=60_000)
+        page.wait_for_selector(f"h1:has-text('{heading}')", timeout=90_000)
+        wait_for_run(page)
+        page.screenshot(path=str(shot))
+        return {"body": page.inner_text("body"), "nav": page.inner_text("[data-testid='stSidebarNav']")}
 
 
 def page_has_exception(text: str) -> bool:
@@ -114,29 +125,18 @@ def test_a_background_cka_appears_by_itself(server, tmp_path):
     in the same browser tab with no click and no reload (the page follows its job)."""
     from engine.jobs import JobStore, run_worker
 
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing in CI; the README's test command installs it")
-        pytest.skip("Chromium not installed (apt-get install chromium)")
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{server}/representations", timeout=60_000)
-            page.wait_for_selector("h2:has-text('Representations')", timeout=90_000)
-            page.get_by_text("in the background", exact=True).first.click()
-            page.get_by_role("button", name="Compute CKA").click()
-            page.wait_for_selector("text=Queued as background job", timeout=60_000)
-            assert page.locator("[data-testid='stPlotlyChart']").count() == 0
-            store = JobStore()
-            [job] = store.list()
-            assert run_worker(store, once=True, lane="analysis") == 1 and store.get(job.id).status == "done"
-            page.wait_for_selector("[data-testid='stPlotlyChart']", timeout=60_000)   # no user action
-            page.wait_for_function(
-                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
-            page.screenshot(path=str(tmp_path / "cka_appeared.png"))
-            text = page.inner_text("body")
-            assert "result=" in page.url and not page_has_exception(text), text[:2000]
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(f"{server}/representations", timeout=60_000)
+        page.wait_for_selector("h2:has-text('Representations')", timeout=90_000)
+        page.get_by_text("in the background", exact=True).first.click()
+        page.get_by_role("button", name="Compute CKA").click()
+        page.wait_for_selector("text=Queued as background job", timeout=60_000)
+        assert page.locator("[data-testid='stPlotlyChart']").count() == 0
+        store = JobStore()
+        [job] = store.list()
+        assert run_worker(store, once=True, lane="analysis") == 1 and store.get(job.id).status == "done"
+        page.wait_for_selector("[data-testid='stPlotlyChart']", timeout=60_000)   # no user action
+        wait_for_run(page, 60_000)
+        page.screenshot(path=str(tmp_path / "cka_appeared.png"))
+        text = page.inner_text("body")
+        assert "result=" in page.url and not page_has_exception(text), text[:2000]

@@ -12,17 +12,12 @@ from pathlib import Path
 import pytest
 
 from engine.jobs import JobStore, run_worker
-from engine.training import TrainConfig
+from factories import tiny_config
 
 REPO = Path(__file__).resolve().parents[3]
 
 
-def tiny(**kw) -> TrainConfig:
-    base = dict(dataset="shapes", dataset_options={"n": 128, "image_size": 16}, arch="small_cnn",
-                arch_kwargs={"width": 8, "hidden": 32}, method="standard", epochs=2, batch_size=32,
-                optimizer="adamw", lr=3e-3, eval_size=32, eval_steps=2, device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
+tiny = tiny_config
 
 
 def test_submit_run_done_with_events_log_and_checkpoint(tmp_path):

@@ -1,7 +1,6 @@
 """Short work never waits behind long work: the short lane, the claim order and a queued job's place."""
 from __future__ import annotations
 
-import json
 
 import pytest
 

@@ -18,19 +18,16 @@ from engine.jobs import JobStore, ensure_worker, run_worker
 from engine.jobs.store import SCHEMA_VERSION, pid_alive
 from engine.jobs.worker import WorkerLock, lock_path, worker_alive
 from engine.paths import current_settings, settings_key
-from engine.training import TrainConfig
+from factories import tiny_config
 
 REPO = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="workers, locks and pids are POSIX")
 
 
-def tiny(**kw) -> TrainConfig:
-    base = dict(dataset="shapes", dataset_options={"n": 64, "image_size": 16}, arch="small_cnn",
-                arch_kwargs={"width": 4, "hidden": 16}, method="standard", epochs=1, batch_size=32,
-                optimizer="adamw", lr=3e-3, eval_size=32, eval_steps=2, device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
+def tiny(**kw):
+    return tiny_config(**{"dataset_options": {"n": 64, "image_size": 16}, "arch_kwargs": {"width": 4, "hidden": 16},
+                          "epochs": 1, **kw})
 
 
 def wait_for(condition, timeout: float, every: float = 0.1):
