@@ -158,9 +158,12 @@ def rows(result) -> list[dict]:
             for step in range(len(trajectories))]
 
 
-#: seconds per optimisation step and megapixel of lucent's own work besides the model (the
-#: parameterisation's inverse FFT, the jitter/scale/rotate transforms; ``bench/estimates.py``)
-STEP_OVERHEAD_S_PER_MPIXEL = 2.5
+#: seconds of lucent's own work per optimisation step besides the model (the parameterisation's
+#: inverse FFT, the jitter/scale/rotate transforms): a fixed part per step and a part per
+#: megapixel of each target's image (fitted with ``bench/estimates.py`` on 28-px MNIST and 224-px
+#: ImageNet images)
+STEP_OVERHEAD_S = 0.005
+STEP_OVERHEAD_S_PER_MPIXEL = 0.15
 
 
 def passes(request, per, loaded) -> tuple[float, int]:
@@ -172,5 +175,6 @@ def passes(request, per, loaded) -> tuple[float, int]:
     shape = tuple(getattr(loaded[0].model, "input_shape", None) or (3, 32, 32))
     height, width = request.size or shape[1:]
     scale = (height * width) / (shape[1] * shape[2])
-    overhead = STEP_OVERHEAD_S_PER_MPIXEL * height * width * shape[0] / 1e6 / max(sum(per), 1e-9)
+    per_target_s = STEP_OVERHEAD_S / len(request.targets) + STEP_OVERHEAD_S_PER_MPIXEL * height * width * shape[0] / 1e6
+    overhead = per_target_s / max(sum(per), 1e-9)
     return request.steps * (GRADIENT_STEP * scale + overhead), len(request.targets)
