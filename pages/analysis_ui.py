@@ -185,14 +185,15 @@ def _jobs_for(kind: str | tuple[str, ...], key: str | None = None) -> list:
     """The jobs in ``?job=ID[,ID…]`` when they all run analysis ``kind`` (or one of the kinds of a
     tuple; with ``key``: only the one of that request)."""
     ids = _listed(JOB_PARAM)
-    if not ids or not all(text.isdigit() for text in ids):
+    if not ids:
         return []
     from engine.jobs import JobStore
 
     try:
         store = JobStore()
-        jobs = [store.get(int(text)) for text in ids]
-    except RobustScopeError:
+        jobs = [store.get(text) for text in ids]
+    except RobustScopeError as exc:
+        st.warning(f"`?{JOB_PARAM}=` in this link: {exc}.")
         return []
     if any(job.kind not in _kinds(kind) for job in jobs):
         return []
@@ -253,11 +254,11 @@ def url_kind() -> str | None:
     without a message; None when it names none that can be read (the page's default view then
     says why). A page with several views shows the URL's in the view of that kind."""
     ids = _listed(JOB_PARAM)
-    if ids and all(text.isdigit() for text in ids):
+    if ids:
         from engine.jobs import JobStore
 
         try:
-            return JobStore().get(int(ids[0])).kind
+            return JobStore().get(ids[0]).kind
         except RobustScopeError:
             pass
     keys = _listed(RESULT_PARAM)

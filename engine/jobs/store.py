@@ -334,7 +334,7 @@ class JobStore:
 
     def job_dir(self, job_id: int) -> Path:
         """The job's folder (run state, log file)."""
-        return self.root / "jobs" / str(int(job_id))
+        return self.root / "jobs" / str(check_job_id(job_id))
 
     def log_path(self, job_id: int) -> Path:
         """The job's log file."""
@@ -413,7 +413,7 @@ class JobStore:
     def get(self, job_id: int) -> Job:
         """The job with ``job_id`` (``InvalidParameterError`` when there is none)."""
         with self._reading() as con:
-            row = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+            row = con.execute("SELECT * FROM jobs WHERE id = ?", (check_job_id(job_id),)).fetchone()
         if row is None:
             raise InvalidParameterError(f"no job with id {job_id}")
         return _job(row)
@@ -497,9 +497,9 @@ class JobStore:
         """Refresh the running job's heartbeat (and its worker's); returns whether a cancel was requested."""
         with self._transaction() as con:
             now = time.time()
-            con.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (now, int(job_id)))
-            con.execute("UPDATE workers SET heartbeat = ? WHERE job_id = ?", (now, int(job_id)))
-            row = con.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+            con.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (now, check_job_id(job_id)))
+            con.execute("UPDATE workers SET heartbeat = ? WHERE job_id = ?", (now, check_job_id(job_id)))
+            row = con.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (check_job_id(job_id),)).fetchone()
         return bool(row and row["cancel_requested"])
 
     def finish(self, job_id: int, status: str, error: str | None = None,
@@ -514,22 +514,22 @@ class JobStore:
                 "UPDATE jobs SET status = ?, finished = ?, error = ?, "
                 "checkpoint = COALESCE(?, checkpoint), best_checkpoint = COALESCE(?, best_checkpoint), "
                 "result_key = COALESCE(?, result_key), cancel_requested = 0 WHERE id = ?",
-                (status, time.time(), error, checkpoint, best_checkpoint, result_key, int(job_id)),
+                (status, time.time(), error, checkpoint, best_checkpoint, result_key, check_job_id(job_id)),
             )
             self._event(con, job_id, "status", {"status": status, "error": error})
 
     def cancel(self, job_id: int) -> Job:
         """Cancel: a queued/interrupted job at once; a running one at its next batch boundary."""
         with self._transaction() as con:
-            row = con.execute("SELECT status FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+            row = con.execute("SELECT status FROM jobs WHERE id = ?", (check_job_id(job_id),)).fetchone()
             if row is None:
                 raise InvalidParameterError(f"no job with id {job_id}")
             if row["status"] in CLAIMABLE:
                 con.execute("UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ?",
-                            (time.time(), int(job_id)))
+                            (time.time(), check_job_id(job_id)))
                 self._event(con, job_id, "status", {"status": "cancelled"})
             elif row["status"] == "running":
-                con.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (int(job_id),))
+                con.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (check_job_id(job_id),))
         return self.get(job_id)
 
     def resume(self, job_id: int) -> Job:
@@ -540,7 +540,7 @@ class JobStore:
         """
         self.recover()
         with self._transaction() as con:
-            row = con.execute("SELECT status FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+            row = con.execute("SELECT status FROM jobs WHERE id = ?", (check_job_id(job_id),)).fetchone()
             if row is None:
                 raise InvalidParameterError(f"no job with id {job_id}")
             if row["status"] not in ("cancelled", "failed", "interrupted"):
@@ -548,7 +548,7 @@ class JobStore:
                     f"job {job_id} is {row['status']}; only cancelled, failed or interrupted jobs can be resumed"
                 )
             con.execute("UPDATE jobs SET status = 'queued', finished = NULL, cancel_requested = 0, attempts = 0 "
-                        "WHERE id = ?", (int(job_id),))
+                        "WHERE id = ?", (check_job_id(job_id),))
             self._event(con, job_id, "status", {"status": "queued", "resumed": True})
         return self.get(job_id)
 
@@ -656,7 +656,7 @@ class JobStore:
         con.execute(
             "INSERT INTO events (job_id, time, kind, epoch, epochs, batch, batches, eta_s, metrics) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (int(job_id), time.time(), kind, epoch, epochs, batch, batches, eta_s, json.dumps(metrics, default=str)),
+            (check_job_id(job_id), time.time(), kind, epoch, epochs, batch, batches, eta_s, json.dumps(metrics, default=str)),
         )
 
     def add_event(self, job_id: int, kind: str, metrics: dict, epoch: int | None = None,
@@ -665,12 +665,12 @@ class JobStore:
         """Append a progress event (also refreshes the job's heartbeat)."""
         with self._transaction() as con:
             self._event(con, job_id, kind, metrics, epoch, epochs, batch, batches, eta_s)
-            con.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (time.time(), int(job_id)))
+            con.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (time.time(), check_job_id(job_id)))
 
     def events(self, job_id: int, kind: str | None = None, after_id: int = 0) -> list[Event]:
         """The job's events in order (optionally one ``kind``, only ids > ``after_id``)."""
         sql = "SELECT * FROM events WHERE job_id = ? AND id > ?"
-        args: list = [int(job_id), int(after_id)]
+        args: list = [check_job_id(job_id), int(after_id)]
         if kind:
             sql += " AND kind = ?"
             args.append(kind)
@@ -702,7 +702,7 @@ class JobStore:
         """The most recent batch or epoch event, or ``None``."""
         with self._reading() as con:
             row = con.execute("SELECT id FROM events WHERE job_id = ? AND kind IN ('batch', 'epoch') "
-                              "ORDER BY id DESC LIMIT 1", (int(job_id),)).fetchone()
+                              "ORDER BY id DESC LIMIT 1", (check_job_id(job_id),)).fetchone()
         return None if row is None else self.events(job_id, after_id=row["id"] - 1)[0]
 
     def read_log(self, job_id: int, tail_chars: int | None = None) -> str:
@@ -759,6 +759,24 @@ def _not_zombie(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+#: the largest job id SQLite stores (a signed 64-bit integer)
+MAX_JOB_ID = 2**63 - 1
+
+
+def check_job_id(job_id) -> int:
+    """``job_id`` as an int if it can name a job (1 to :data:`MAX_JOB_ID`), else an
+    InvalidParameterError naming it (never an OverflowError from SQLite)."""
+    if isinstance(job_id, bool):
+        raise InvalidParameterError(f"no job with id {job_id!r}")
+    try:
+        value = int(job_id)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"a job id is a whole number, got {job_id!r}") from None
+    if not 1 <= value <= MAX_JOB_ID:
+        raise InvalidParameterError(f"no job with id {job_id} (ids run from 1 to {MAX_JOB_ID})")
+    return value
 
 
 def _lane_filter(lane: str) -> list[str]:

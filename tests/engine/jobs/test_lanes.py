@@ -55,3 +55,30 @@ def test_submit_starts_the_short_lanes_worker_for_short_work(tmp_path, tiny_chec
     submitting.submit(_request(tiny_checkpoints, 16), jobs=store, start_worker=True, estimate_s=1000.0)
     submitting.submit(_request(tiny_checkpoints, 24), jobs=store, start_worker=True)
     assert started == ["short", "analysis", "analysis"]
+
+
+@pytest.mark.parametrize("bad", ["999999999999999999999999", "0", "-3", "²", "x", 2**63, True])
+def test_a_job_id_out_of_range_is_a_clear_error_everywhere(tmp_path, bad, capsys):
+    from engine.cli import main
+
+    store = JobStore(tmp_path / "runs")
+    with pytest.raises(InvalidParameterError, match="job"):
+        store.get(bad)
+    if isinstance(bad, str) and bad.lstrip("-").isascii() and bad.lstrip("-").isdigit():
+        runs = ["jobs", "--runs", str(tmp_path / "runs")]
+        for argv in (runs + ["wait", bad, "--timeout", "1"], runs + ["result", bad]):
+            assert main(argv) == 2
+            assert capsys.readouterr().err.startswith("error: no job with id")
+
+
+def test_a_link_naming_an_absurd_job_says_so_on_the_page(tiny_checkpoints):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[3] / "pages" / "representations.py"),
+                           default_timeout=120)
+    at.query_params["job"] = "999999999999999999999999"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("`?job=` in this link: no job with id 999999999999999999999999" in w.value for w in at.warning)
