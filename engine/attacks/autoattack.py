@@ -190,7 +190,8 @@ def run_sequence(members: Sequence[Attack], y: torch.Tensor, pred_clean: torch.T
     the points ``idx``; ``before_batch(stage, n_done_in_stage, n_in_stage)`` and
     ``on_batch(stage, n_done_in_stage, n_in_stage)`` follow the work (before and after each chunk).
     A cancelled member (AttackCancelled) ends the sequence with ``stopped=True``; the stages
-    finished before it are complete.
+    finished before it are complete. A member bounded by ε = 0 cannot change any image: it is not
+    run, and its stage says so (``"skipped"``).
     """
     robust = pred_clean == y
     adv = x.clone()
@@ -202,6 +203,11 @@ def run_sequence(members: Sequence[Attack], y: torch.Tensor, pred_clean: torch.T
         start = time.perf_counter()
         todo = robust.nonzero().flatten()
         broken = 0
+        if getattr(attack, "eps", None) == 0:
+            stages.append({"attack": attack.name, "attacked": len(todo), "broken": 0,
+                           "robust_acc_after": float(robust.float().mean()) if len(y) else 0.0, "seconds": 0.0,
+                           "config": attack.config(), "skipped": "ε = 0: no perturbation is allowed"})
+            continue
         try:
             for first in range(0, len(todo), batch_size):
                 idx = todo[first:first + batch_size]

@@ -334,7 +334,7 @@ def robustness_report(
     # the masking ladder measures APGD-CE (100 steps, this seed) at these ε: the sweep reads them
     ladder_eps = eps_ladder(eps, norm, shape) if masking and eps > 0 else []
     measured_by_ladder = lambda e: any(math.isclose(e, r, rel_tol=1e-9) for r in ladder_eps)  # noqa: E731
-    stage_names = ["clean", "pgd", "autoattack"] + (["masking"] if masking else []) + ["sweep"]
+    stage_names = ["clean", "pgd", "autoattack"] + (["masking"] if masking and eps > 0 else []) + ["sweep"]
     weights = _quick_weights(pgd_steps, len(ladder_eps), source_model is not None,
                              sum(1 for e in points if e != 0 and not measured_by_ladder(e))) if quick else None
     stages = _Stages(progress, stage_names, weights)
@@ -356,7 +356,7 @@ def robustness_report(
         if auto.stopped:
             raise AttackCancelled("stopped")
         ladder = []
-        if masking:
+        if masking and eps > 0:  # at ε = 0 there is nothing to check (and nothing was broken)
             checks = masking_checks(model, images, labels, eps, norm, source_model=source_model, seed=seed,
                                     batch_size=batch_size, device=device, progress=stages.of("masking"),
                                     should_stop=should_stop, quick=quick)

@@ -659,3 +659,16 @@ def test_attack_lab_square_shows_its_query_count(tiny_checkpoints):
     at.selectbox(key="atk_name").set_value("autoattack")
     at.run()
     assert at.selectbox(key="atk_autoattack_version_shapes_linf").value == "standard"
+
+
+def test_at_eps_zero_nothing_is_attacked_and_robust_equals_clean():
+    """ε = 0 allows no perturbation: AutoAttack returns at once with robust = clean, every attack
+    listed as skipped, and the report skips the masking checks (they need ε > 0)."""
+    model = Linear(3)
+    x, y = batch(model, 16, 3)
+    res = evaluate_autoattack(model, x, y, AutoAttack(eps=0.0, seed=0))
+    assert res.robust_acc == res.clean_acc and bool((res.found_by == -1).all()) and torch.equal(res.adv, x)
+    assert [s["broken"] for s in res.per_attack] == [0, 0, 0, 0]
+    assert all(s["skipped"].startswith("ε = 0") and s["seconds"] == 0.0 for s in res.per_attack)
+    rep = robustness_report(model, x, y, 0.0, masking=True, sweep_eps=[0.0], square_queries=20)
+    assert rep.masking is None and rep.autoattack["robust_acc"] == rep.clean_acc and not rep.stopped
