@@ -78,9 +78,12 @@ def import_graph():
                 base = _resolve_base(module, is_package, node)
                 if not base:
                     continue
+                # ``from pkg import sub`` runs pkg's __init__ too (which may re-export): an edge to
+                # both, except to the root ``engine`` facade, which every engine import runs anyway
                 for alias in node.names:
                     sub = f"{base}.{alias.name}"
-                    targets.append(sub if sub in modules else base)
+                    package = [base] if base != "engine" else []
+                    targets += [sub, *package] if sub in modules else [base]
             for target in targets:
                 resolved = _known(target, modules)
                 if resolved and resolved != module:

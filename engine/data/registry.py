@@ -14,7 +14,10 @@ import torch
 from torch.utils.data import Dataset
 
 from engine.catalogue import DATASETS as DATASET_NAMES, LOADABLE_DATASETS, require_names
-from engine.data import imagefolder, imagenet, shapes, vision
+import engine.data.imagefolder as imagefolder
+import engine.data.imagenet as imagenet
+import engine.data.shapes as shapes
+import engine.data.vision as vision
 from engine.data.base import DatasetSpec, TensorImageDataset, check_no_options
 from engine.errors import InvalidParameterError
 

@@ -27,7 +27,7 @@ from torch import nn
 from engine import catalogue
 from engine.catalogue import require_names
 from engine.errors import InvalidParameterError
-from engine.models import cifar_zoo
+import engine.models.cifar_zoo as cifar_zoo
 from engine.models.base import ArchSpec, split_relus
 from engine.models.dual_bn import BN_BRANCHES, convert_to_dual_bn
 from engine.models.external import Normalization, external_normalization, external_spec, is_external
