@@ -24,3 +24,57 @@ class CheckpointError(RobustScopeError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint needs arbitrary unpickling and the user did not opt in."""
+
+
+class StorageError(RobustScopeError, OSError):
+    """The environment refused a file operation: the disk is full, the folder is read-only or not
+    ours, or it vanished. The message is one sentence: what failed — what to do. It is an OSError
+    too, so code that handles a failed write as an OSError keeps doing so."""
+
+
+#: errno -> (what happened, what to do about it)
+_STORAGE_FAULTS = {
+    "ENOSPC": ("the disk is full", "free some space, or set ROBUSTSCOPE_RUNS to a folder on a larger disk"),
+    "EDQUOT": ("the disk quota is used up", "free some space, or set ROBUSTSCOPE_RUNS to a folder outside the quota"),
+    "EROFS": ("the file system is read-only", "set ROBUSTSCOPE_RUNS (or --out) to a writable folder"),
+    "EACCES": ("permission denied", "make the folder writable for this user, or choose another folder"),
+    "EPERM": ("the operation is not permitted", "make the folder writable for this user, or choose another folder"),
+    "ENOENT": ("the folder vanished while it was in use", "check that it still exists (and its disk is mounted), then retry"),
+    "ENOTDIR": ("a part of the path is not a folder", "check the path"),
+    "EIO": ("the disk reported an input/output error", "check the disk, then retry"),
+}
+
+
+def storage_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is an OSError this module turns into a :class:`StorageError`."""
+    import errno
+
+    return isinstance(exc, OSError) and errno.errorcode.get(exc.errno or -1) in _STORAGE_FAULTS
+
+
+def storage_error(exc: OSError, what: str) -> StorageError:
+    """The :class:`StorageError` for ``exc`` raised while doing ``what`` (e.g. "cannot save the
+    result in runs/results"): ``"<what>: <what happened> (<path>) — <what to do>"``."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or -1, "")
+    happened, advice = _STORAGE_FAULTS.get(name, (exc.strerror or str(exc), "check the folder, then retry"))
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return StorageError(f"{what}: {happened}{where} — {advice}")
+
+
+class storage:
+    """``with storage("cannot save the result"):`` turns a disk-full, read-only, permission or
+    vanished-folder OSError inside the block into a one-sentence :class:`StorageError`; any other
+    error passes unchanged."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self) -> "storage":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is not None and storage_fault(exc):
+            raise storage_error(exc, self.what) from exc
+        return False

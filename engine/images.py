@@ -1,10 +1,13 @@
 """Image files in and out of the engine: decoding an uploaded PNG/JPEG to a model-sized tensor,
+reading the image files of dataset folders (``engine.data.folders``) through the same checks,
 encoding a tensor as PNG, and making a perturbation visible. Pages call these; they never decode
 or resize images themselves.
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import struct
 import warnings
 import zlib
@@ -21,6 +24,12 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: 4032×3024, fits). Pillow's own decompression-bomb limit is higher and only warns below 2×.
 MAX_SIDE = 4096
 MAX_PIXELS = MAX_SIDE * MAX_SIDE
+#: the same limits for image files in dataset folders (``engine.data``), higher than an upload's:
+#: ImageNet's training set holds photos of several thousand pixels per side; 64 M pixels decode to
+#: 192 MiB of RGB at most
+MAX_FILE_SIDE = 16384
+MAX_FILE_PIXELS = 8192 * 8192
+MAX_FILE_BYTES = 256 << 20
 #: accepted container formats: PNG, JPEG, and MPO (camera JPEGs with extra frames; the first is used)
 FORMATS = ("PNG", "JPEG", "MPO")
 _DECODERS = ("PNG", "JPEG")  # Pillow's JPEG decoder is the one that opens MPO files
@@ -58,59 +67,114 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int], name: str = "im
         raise InvalidParameterError(
             f"{name} is {len(data) / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES // 2**20} MiB"
         )
+    check_other_format(data, name)
     if data.startswith(_PNG_SIGNATURE):
         check_png_chunks(data, name)
     array = _decode(data, channels, height, width, name)  # (H, W, C) float32 in [0, 1]
     return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
 
 
+def check_other_format(data: bytes, name: str = "image") -> None:
+    """Refuse, by name, a format people upload by mistake (GIF, BMP, WEBP, TIFF, PDF)."""
+    other = next((fmt for magic, fmt in _OTHER_FORMATS.items() if data.startswith(magic)), None)
+    if other:
+        raise InvalidParameterError(f"{name} is {other}; upload a PNG or JPEG")
+
+
 def _decode(data: bytes, channels: int, height: int, width: int, name: str) -> np.ndarray:
     """Open, check, orient and resize; every decoder failure becomes InvalidParameterError."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
+
+    with decoding(name, "a PNG or JPEG image"):
+        with Image.open(io.BytesIO(data), formats=_DECODERS) as img:
+            if img.format not in FORMATS:
+                raise InvalidParameterError(f"{name} is {img.format or 'unknown'}; upload a PNG or JPEG")
+            check_size(img.size, name)
+            img.seek(0)  # MPO / animated PNG: the first frame
+            if img.format in ("JPEG", "MPO"):
+                side = max(height, width)
+                img.draft("L" if channels == 1 else "RGB", (side, side))  # decode at 1/2..1/8 scale
+            img = ImageOps.exif_transpose(img)
+            return _resized_array(img, channels, height, width)
+
+
+@contextlib.contextmanager
+def decoding(name: str, readable: str, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS):
+    """``with decoding(name, "an image"):`` around Pillow calls: its decompression-bomb warning is
+    an error inside, and any decoder failure leaving the block becomes an InvalidParameterError
+    naming ``name`` (our own RobustScopeErrors pass unchanged)."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             # Pillow warns (and above 2× its limit raises) for huge headers; ours is lower, so a
             # warning here means our limit is exceeded: make it an error we report ourselves.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=_DECODERS) as img:
-                if img.format not in FORMATS:
-                    raise InvalidParameterError(f"{name} is {img.format or 'unknown'}; upload a PNG or JPEG")
-                check_size(img.size, name)
-                img.seek(0)  # MPO / animated PNG: the first frame
-                if img.format in ("JPEG", "MPO"):
-                    side = max(height, width)
-                    img.draft("L" if channels == 1 else "RGB", (side, side))  # decode at 1/2..1/8 scale
-                img = ImageOps.exif_transpose(img)
-                return _resized_array(img, channels, height, width)
+            yield
     except RobustScopeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidParameterError(
-            f"{name} claims too many pixels ({exc}); the limit is {MAX_SIDE}×{MAX_SIDE}"
+            f"{name} claims too many pixels ({exc}); the limit is {max_side} per side ({max_pixels:,} pixels)"
         ) from exc
     except UnidentifiedImageError as exc:
-        other = next((fmt for magic, fmt in _OTHER_FORMATS.items() if data.startswith(magic)), None)
-        if other:
-            raise InvalidParameterError(f"{name} is {other}; upload a PNG or JPEG") from exc
-        raise InvalidParameterError(
-            f"{name} could not be read as a PNG or JPEG image: not one, or its header is damaged"
-        ) from exc
+        raise InvalidParameterError(f"{name} could not be read as {readable}: not one, or its header is damaged") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure on these bytes is a damaged file
         raise InvalidParameterError(
-            f"{name} could not be read as a PNG or JPEG image (damaged or truncated file): "
-            f"{type(exc).__name__}: {exc}"
+            f"{name} could not be read as {readable} (damaged or truncated file): {type(exc).__name__}: {exc}"
         ) from exc
 
 
-def check_size(size: tuple[int, int], name: str = "image") -> None:
-    """Refuse an image whose (width, height), read from its header, exceeds the limits."""
+def read_image_file(path: str | os.PathLike, name: str | None = None):
+    """Decode an image file of a dataset folder to an RGB ``PIL.Image``, through the checks uploads
+    get: its size, read from the header, against :data:`MAX_FILE_SIDE`/:data:`MAX_FILE_PIXELS`
+    before anything is decoded (a 30,000 × 30,000 decompression bomb is refused from its header),
+    Pillow's decompression-bomb warning as an error, a PNG's chunks and CRCs. Any format Pillow
+    reads; no EXIF rotation (as torchvision's loader, so published accuracies reproduce).
+
+    Raises InvalidParameterError naming the file (``name``, default its path) for an unreadable,
+    empty, damaged, truncated or oversize file.
+    """
+    from PIL import Image
+
+    name = name or str(path)
+    data = _file_bytes(path, name)
+    if data.startswith(_PNG_SIGNATURE):
+        check_png_chunks(data, name)
+    with decoding(name, "an image", MAX_FILE_SIDE, MAX_FILE_PIXELS):
+        with Image.open(io.BytesIO(data)) as img:
+            check_size(img.size, name, MAX_FILE_SIDE, MAX_FILE_PIXELS)
+            return img.convert("RGB")
+
+
+def _file_bytes(path: str | os.PathLike, name: str) -> bytes:
+    """The bytes of an image file, at most :data:`MAX_FILE_BYTES`; an unreadable or empty file
+    raises InvalidParameterError naming it."""
+    try:
+        size = os.stat(path).st_size
+        if size > MAX_FILE_BYTES:
+            raise InvalidParameterError(
+                f"{name} is {size / 2**20:.0f} MiB; image files over {MAX_FILE_BYTES >> 20} MiB are not read"
+            )
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise InvalidParameterError(f"cannot read image {name}: {exc.strerror or exc}") from exc
+    if not data:
+        raise InvalidParameterError(f"{name} is empty")
+    return data
+
+
+def check_size(size: tuple[int, int], name: str = "image", max_side: int = MAX_SIDE,
+               max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image whose (width, height), read from its header, exceeds the limits (default:
+    an upload's, :data:`MAX_SIDE` and :data:`MAX_PIXELS`)."""
     w, h = (int(v) for v in size)
     if w < 1 or h < 1:
         raise InvalidParameterError(f"{name} has no pixels ({w}×{h})")
-    if max(w, h) > MAX_SIDE or w * h > MAX_PIXELS:
+    if max(w, h) > max_side or w * h > max_pixels:
         raise InvalidParameterError(
-            f"{name} is {w}×{h} pixels; the limit is {MAX_SIDE} per side ({MAX_PIXELS:,} pixels)"
+            f"{name} is {w}×{h} pixels; the limit is {max_side} per side ({max_pixels:,} pixels)"
         )
 
 

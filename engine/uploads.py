@@ -5,14 +5,16 @@ existing checkpoint is never replaced: a taken name gets a free suffix (``NAME-2
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
 from engine import checkpoints as ckpt
+from engine.checkpoints.card import ModelCard
 from engine.checkpoints.importers import default_stem, is_weights_name, save_imported
-from engine.errors import CheckpointError, InvalidParameterError
+from engine.checkpoints.safe_io import check_safetensors_header
+from engine.errors import InvalidParameterError, RobustScopeError, StorageError, storage
 from engine.fileio import MAX_NAME_LENGTH, check_name, free_stem, slug
 
 #: Accepted weights file names (robustness' ``checkpoint.pt.best``/``.latest`` and ``.pth.tar`` too).
@@ -87,16 +89,41 @@ def typed_name(name: str) -> str:
 
 
 def _load_with_card(folder: Path, weights_name: str, weights: bytes, card: bytes):
-    """Validate a RobustScope upload (safetensors + JSON card) by loading it."""
+    """Validate a RobustScope upload (safetensors + JSON card) by loading it: the card (guarded
+    decoding, every field checked) and the weights' kind and header first, named as uploaded."""
     if not weights_name.lower().endswith(".safetensors"):
         raise InvalidParameterError("a model card goes with a .safetensors weights file")
+    ModelCard.from_json(card, f"for {weights_name}")
+    weights_path = folder / "upload.safetensors"
+    _write_for_checking(weights_path, weights)
+    check_safetensors_header(weights_path, weights_name)
+    _write_for_checking(weights_path.with_suffix(".json"), card)
+    return ckpt.load(weights_path)
+
+
+def _write_for_checking(path: Path, data: bytes) -> None:
+    """Write uploaded bytes into the temporary folder they are checked in (a full or read-only
+    disk is a StorageError naming that folder: the operator's to fix, not the user's file)."""
+    with storage("cannot write the upload to a temporary folder to check it"):
+        path.write_bytes(data)
+
+
+@contextlib.contextmanager
+def _named_as_uploaded(folder: Path, weights_name: str):
+    """Inside, a RobustScopeError naming a file of the temporary ``folder`` is raised again (same
+    type) with the user's own names instead: the weights as ``weights_name``, the card (which
+    messages call "model card <path>") as "for ``weights_name``"; nothing else in the folder is
+    the user's. A StorageError (a full or read-only disk) keeps its path: the operator needs it."""
     try:
-        json.loads(card)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"the model card is not valid JSON: {exc}") from exc
-    (folder / "upload.safetensors").write_bytes(weights)
-    (folder / "upload.json").write_bytes(card)
-    return ckpt.load(folder / "upload.safetensors")
+        yield
+    except RobustScopeError as exc:
+        message = str(exc)
+        if isinstance(exc, StorageError) or str(folder) not in message:
+            raise
+        for path in sorted(folder.iterdir(), key=lambda p: -len(str(p))):
+            own = f"for {weights_name}" if path.suffix == ".json" else weights_name
+            message = message.replace(str(path), own)
+        raise type(exc)(message.replace(str(folder), "the upload")) from None
 
 
 def install_upload(
@@ -131,25 +158,35 @@ def install_upload(
 
     Raises:
         InvalidParameterError: bad name, file type or size (the limit is stated), missing options.
-        CheckpointError: the weights do not load (nothing is saved).
+        CheckpointError: the weights do not load (nothing is saved): an HTML page saved under a
+            checkpoint's name, bytes of no known format, pickled objects without ``allow_pickle``
+            (``UnsafeCheckpointError``), a card nested too deeply or out of bounds, weights that
+            do not fit. Messages name the file as uploaded (``weights_name``), never the
+            temporary file it was checked in.
+        StorageError: the temporary or the uploads folder cannot be written (disk full,
+            read-only, permissions).
     """
     _check_upload(weights_name, weights)
     dest_dir = Path(dest_dir) if dest_dir is not None else uploads_dir()
     _destination(name, weights_name, dest_dir, overwrite)  # refuse a bad name before any work
-    with tempfile.TemporaryDirectory() as tmp:
+    with storage("cannot create a temporary folder to check the upload in"):
+        scratch = tempfile.TemporaryDirectory()
+    with scratch as tmp:
         folder = Path(tmp)
-        if card is not None:
-            loaded = _load_with_card(folder, weights_name, weights, card)
-        else:
-            if not arch or not dataset:
-                raise InvalidParameterError("without a model card, choose the architecture and the dataset")
-            src = folder / (safe_name(weights_name) + _weights_suffix(weights_name))
-            src.write_bytes(weights)
-            loaded = ckpt.import_checkpoint(
-                src, arch, dataset, fmt=fmt, allow_pickle=allow_pickle, arch_kwargs=arch_kwargs,
-                normalization=normalization,
-            )
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        with _named_as_uploaded(folder, weights_name):
+            if card is not None:
+                loaded = _load_with_card(folder, weights_name, weights, card)
+            else:
+                if not arch or not dataset:
+                    raise InvalidParameterError("without a model card, choose the architecture and the dataset")
+                src = folder / (safe_name(weights_name) + _weights_suffix(weights_name))
+                _write_for_checking(src, weights)
+                loaded = ckpt.import_checkpoint(
+                    src, arch, dataset, fmt=fmt, allow_pickle=allow_pickle, arch_kwargs=arch_kwargs,
+                    normalization=normalization, display_name=weights_name,
+                )
+        with storage(f"cannot create the uploads folder {dest_dir}"):
+            dest_dir.mkdir(parents=True, exist_ok=True)
         stem = _destination(name, weights_name, dest_dir, overwrite)  # chosen now: the folder may have changed
         return save_imported(loaded, stem).path
 

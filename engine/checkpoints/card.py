@@ -25,9 +25,11 @@ reader). Fields::
     weights_sha256    sha256 of the weights file; the loader refuses weights that do not match
 
 Reading is bounded: a card file over :data:`MAX_CARD_BYTES`, nested deeper than
-:data:`MAX_DEPTH`, or describing an implausible model (input larger than :data:`MAX_INPUT_PIXELS`,
-more than :data:`MAX_CLASSES` classes) is refused with a :class:`CheckpointError` before anything is
-built from it.
+:data:`MAX_DEPTH` (text nested too deeply for Python's JSON decoder included:
+:func:`decode_card_json`), or describing an implausible model (input larger than
+:data:`MAX_INPUT_PIXELS`, more than :data:`MAX_CLASSES` classes, an architecture size option over
+:data:`MAX_SIZE_OPTIONS`) is refused with a :class:`CheckpointError` naming the field before
+anything is built from it.
 
 This module imports no torch: cards are read, validated and written without it (finding a
 checkpoint's files and reading its card: :mod:`engine.checkpoints.files`). Making a card from a
@@ -61,6 +63,11 @@ MAX_SIDE = 4096
 MAX_INPUT_PIXELS = 3 * 1024 * 1024
 MAX_TEXT = 10_000
 MAX_ARCH_KWARGS = 32
+#: Largest value of each architecture option that sets a model's size, whatever the architecture
+#: (small_cnn's ``width`` counts channels, 32 by default; cifar_resnet's multiplies them; its
+#: ``depth`` of 1202 is the deepest in He et al. 2016). Over these a model is refused before it is
+#: built: ``width`` 10**9 overflows torch's storage-size computation even on the meta device.
+MAX_SIZE_OPTIONS = {"width": 4096, "hidden": 65_536, "depth": 1202, "widen_factor": 64, "wm": 64}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,6 +124,32 @@ def _depth(value: Any) -> int:
         elif isinstance(item, list):
             stack += [(v, depth + 1) for v in item]
     return deepest
+
+
+def decode_card_json(text: str | bytes, where: str = "") -> Any:
+    """Card JSON text decoded, guarded: over :data:`MAX_CARD_BYTES`, invalid JSON, or nested too
+    deeply for Python's decoder (100,000 nested arrays raise RecursionError inside ``json``) is a
+    :class:`CheckpointError` naming the card (``where``)."""
+    if len(text) > MAX_CARD_BYTES:
+        raise CheckpointError(f"model card {where} is {len(text)} bytes; a card is at most {MAX_CARD_BYTES >> 20} MiB")
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"model card {where} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise CheckpointError(
+            f"model card {where} is nested too deeply to be a model card (at most {MAX_DEPTH} levels)"
+        ) from None
+
+
+def size_option_problem(arch_kwargs: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(option, why)`` for the first architecture size option over :data:`MAX_SIZE_OPTIONS`
+    (or not a finite number where it is a number), else None."""
+    for key, high in MAX_SIZE_OPTIONS.items():
+        value = arch_kwargs.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value <= high:
+            return key, f"is {value!r}; an architecture's {key} is at most {high:,} (a larger model would not fit in memory)"
+    return None
 
 
 def _split(data: Mapping[str, Any], cls) -> tuple[dict, dict]:
@@ -398,16 +431,9 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str | bytes, where: str = "") -> "ModelCard":
-        """Parse and validate card text (at most ``MAX_CARD_BYTES``)."""
-        if len(text) > MAX_CARD_BYTES:
-            raise CheckpointError(f"model card {where} is {len(text)} bytes; a card is at most {MAX_CARD_BYTES >> 20} MiB")
-        try:
-            data = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"model card {where} is not valid JSON: {exc}") from exc
-        except RecursionError:
-            raise CheckpointError(f"model card {where} is nested too deeply to be a model card") from None
-        return cls.from_dict(data, where)
+        """Parse (:func:`decode_card_json`: at most ``MAX_CARD_BYTES``, nesting guarded) and
+        validate card text."""
+        return cls.from_dict(decode_card_json(text, where), where)
 
     # ----------------------------------------------------------------- writing
     def to_dict(self) -> dict:
@@ -497,6 +523,9 @@ def _arch_kwargs(value: Any, where: str) -> dict:
     for key, item in kwargs.items():
         if not (item is None or isinstance(item, (bool, int, float, str))):
             raise _fail(where, f"arch_kwargs.{key}", f"must be a number, string, boolean or null, got {type(item).__name__}")
+    problem = size_option_problem(kwargs)
+    if problem:
+        raise _fail(where, f"arch_kwargs.{problem[0]}", problem[1])
     return kwargs
 
 

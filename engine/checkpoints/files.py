@@ -42,19 +42,21 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def file_size(path: str | os.PathLike, limit: int = MAX_WEIGHTS_BYTES) -> int:
-    """The size of a regular file, refusing missing, special or over-large files (``CheckpointError``)."""
+def file_size(path: str | os.PathLike, limit: int = MAX_WEIGHTS_BYTES, label: str | None = None) -> int:
+    """The size of a regular file, refusing missing, special or over-large files (``CheckpointError``
+    naming ``label``, default the path: an upload's own name, not its temporary file)."""
     path = Path(path)
+    label = label or str(path)
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint file {path} does not exist") from None
+        raise CheckpointError(f"checkpoint file {label} does not exist") from None
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint file {path}: {exc.strerror or exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint file {label}: {exc.strerror or exc}") from exc
     if not path.is_file():
-        raise CheckpointError(f"{path} is not a regular file")
+        raise CheckpointError(f"{label} is not a regular file")
     if info.st_size > limit:
-        raise CheckpointError(f"{path} is {info.st_size / 2**30:.1f} GiB; files over {limit / 2**30:.0f} GiB are not read")
+        raise CheckpointError(f"{label} is {info.st_size / 2**30:.1f} GiB; files over {limit / 2**30:.0f} GiB are not read")
     return info.st_size
 
 

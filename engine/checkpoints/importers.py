@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from engine.catalogue import IMPORT_FORMATS, require_names
+from engine.checkpoints.card import size_option_problem
 from engine.checkpoints.making import make_card
 from engine.checkpoints.safe_io import read_weights
 from engine.checkpoints.store import LoadedCheckpoint, checkpoint_stem, check_state_dict, read_card, save_checkpoint
@@ -47,6 +48,9 @@ NO_NORMALIZATION = ("none", "identity")
 #: File names other libraries give checkpoints, besides the usual suffixes (robustness saves
 #: ``checkpoint.pt.best`` / ``checkpoint.pt.latest``; many scripts ``*.pth.tar``).
 EXTRA_WEIGHT_NAMES = (".pth.tar", ".pt.best", ".pt.latest")
+#: An architecture may hold at most this many times the values its weights file has (plus 1 M)
+#: before it is built for real (:func:`check_file_justifies`).
+SIZE_SLACK = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +274,7 @@ def _tensors_only(mapping: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in mapping.items() if isinstance(v, torch.Tensor)}
 
 
-def _container(contents: Any, where: Path) -> dict[str, torch.Tensor]:
+def _container(contents: Any, where: Path | str) -> dict[str, torch.Tensor]:
     """The state dict inside a loaded file (the file itself, a nested dict, or a pickled module)."""
     if isinstance(contents, torch.nn.Module):
         return _tensors_only(contents.state_dict())
@@ -402,13 +406,20 @@ def assemble_model(
         ``(model in eval mode, the Normalization used)``.
 
     Raises:
-        CheckpointError: the weights do not fit the architecture (keys and shapes named).
+        CheckpointError: the weights do not fit the architecture (keys and shapes named), a size
+            option over the card's bounds (named), or an architecture far larger than the file
+            (refused before any memory is allocated for it).
         InvalidParameterError: unknown architecture/options, or a normalisation of the wrong size.
     """
     from engine.models import build_model
 
     channels = int(input_shape[0])
     dual = any(k.endswith((".main.running_mean", ".aux.running_mean")) for k in state.tensors)
+    check_size_options(arch, arch_kwargs or {}, where)
+    with torch.device("meta"):  # no memory: first see whether the file could fill it
+        skeleton = build_model(arch, num_classes, input_shape, [0.0] * channels, [1.0] * channels,
+                               dual_bn=dual, **(arch_kwargs or {}))
+    check_file_justifies(skeleton, state, where)
     model = build_model(arch, num_classes, input_shape, [0.0] * channels, [1.0] * channels,
                         dual_bn=dual, **(arch_kwargs or {}))
     if state.full:
@@ -435,6 +446,28 @@ def assemble_model(
     return model, chosen
 
 
+def check_size_options(arch: str, arch_kwargs: Mapping[str, Any], where: str) -> None:
+    """Refuse architecture options over the bounds a model card has
+    (``engine.checkpoints.card.MAX_SIZE_OPTIONS``), naming the option, before anything is built."""
+    problem = size_option_problem(arch_kwargs)
+    if problem:
+        raise CheckpointError(f"cannot build {arch} for {where}: option {problem[0]!r} {problem[1]}")
+
+
+def check_file_justifies(skeleton: torch.nn.Module, state: ImportedState, where: str) -> None:
+    """Refuse a Classifier (built on the meta device) holding far more values than the file:
+    never allocate more than a file justifies. Up to :data:`SIZE_SLACK` times the file's values
+    (plus 1 M) are allowed, for buffers and known key conversions that add values."""
+    needed = sum(t.numel() for t in skeleton.state_dict().values())
+    held = sum(t.numel() for t in state.tensors.values())
+    if needed > SIZE_SLACK * held + 1_000_000:
+        raise CheckpointError(
+            f"{skeleton.arch} with options {skeleton.arch_kwargs} "
+            f"holds {needed:,} values but {where} has only {held:,}; refusing to build a model the file "
+            "cannot fill (check the architecture and its options)"
+        )
+
+
 def import_checkpoint(
     src: str | os.PathLike,
     arch: str,
@@ -444,6 +477,7 @@ def import_checkpoint(
     arch_kwargs: dict | None = None,
     dest: str | os.PathLike | None = None,
     normalization: Any = None,
+    display_name: str | None = None,
 ) -> LoadedCheckpoint:
     """Load a checkpoint made elsewhere as a RobustScope model (optionally saving it in our format).
 
@@ -467,6 +501,8 @@ def import_checkpoint(
             ``"none"``, ``{"mean": [...], "std": [...]}`` or ``(mean, std)`` (see
             :func:`parse_normalization`). Default: the file's own, else the architecture's
             documented one, else the dataset's.
+        display_name: what to call the file in messages and in the card's ``source`` (an
+            upload's own name, not the temporary file it was written to); default ``src``.
 
     Returns:
         :class:`LoadedCheckpoint` (model in eval mode on CPU; card from ``make_card`` with
@@ -475,8 +511,9 @@ def import_checkpoint(
 
     Raises:
         UnsafeCheckpointError: the file needs unpickling and ``allow_pickle`` is False.
-        CheckpointError: unreadable file, or weights that do not fit the architecture (missing/
-            unexpected keys and shape mismatches named).
+        CheckpointError: unreadable file, an HTML page or a file of another kind (said so),
+            weights that do not fit the architecture (missing/unexpected keys and shape mismatches
+            named), a size option out of bounds or an architecture far larger than the file.
         InvalidParameterError: unknown format, architecture, option, dataset or normalisation.
     """
     if fmt != "auto" and fmt not in FORMATS:
@@ -484,21 +521,22 @@ def import_checkpoint(
     explicit = parse_normalization(normalization)
     spec = _dataset_spec(dataset)
     src = Path(src)
-    contents, digest = read_weights(src, allow_pickle=allow_pickle)
-    tensors = _container(contents, src)
+    label = display_name or str(src)
+    contents, digest = read_weights(src, allow_pickle=allow_pickle, display_name=label)
+    tensors = _container(contents, label)
     detected = detect_format(tensors) if fmt == "auto" else fmt
     arch = resolve_arch(arch, spec.name, detected)
     state = FORMATS[detected](tensors)
     dataset_norm = parse_normalization((spec.mean, spec.std), source="dataset")
     model, used = assemble_model(
         arch, spec.num_classes, spec.input_shape, state, arch_kwargs=arch_kwargs,
-        normalization=explicit, fallbacks=(architecture_normalization(arch), dataset_norm), where=str(src),
+        normalization=explicit, fallbacks=(architecture_normalization(arch), dataset_norm), where=label,
     )
     card = make_card(
-        model, spec.name, name=src.stem, description=f"imported from {src.name} ({detected} format)",
+        model, spec.name, name=src.stem, description=f"imported from {Path(label).name} ({detected} format)",
         class_names=list(spec.class_names) if len(spec.class_names) == model.num_classes else None,
         training={"method": "unknown", "note": "imported: the training recipe is not recorded in the file"},
-        source={"file": str(src), "format": detected, "sha256": digest, "normalization": used.source},
+        source={"file": label, "format": detected, "sha256": digest, "normalization": used.source},
     )
     loaded = LoadedCheckpoint(model=model, card=card, path=src, sha256=digest)
     return save_imported(loaded, dest) if dest is not None else loaded

@@ -45,7 +45,7 @@ from engine.checkpoints.importers import (
     save_imported,
 )
 from engine.checkpoints.making import make_card
-from engine.checkpoints.safe_io import read_weights, sha256_file
+from engine.checkpoints.safe_io import SNIFF_BYTES, read_weights, sha256_file, sniff
 from engine.checkpoints.store import LoadedCheckpoint
 from engine.errors import CheckpointError, InvalidParameterError
 
@@ -240,16 +240,6 @@ def cache_path(entry: ZooEntry, model_dir: str | os.PathLike | None = None) -> P
 # download
 
 
-def _looks_like_html(head: bytes) -> bool:
-    start = head.lstrip()[:512].lower()
-    return start.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in start
-
-
-def _looks_like_torch(head: bytes) -> bool:
-    """A PyTorch file starts as a zip archive (``PK``) or a pickle (protocol byte 0x80)."""
-    return head[:2] == b"PK" or head[:1] == b"\x80"
-
-
 def _total_from(response, offset: int) -> int | None:
     if response.status == 206:
         rng = response.headers.get("Content-Range", "")
@@ -370,11 +360,12 @@ def download_file(
         part.unlink()
         raise DownloadError(f"{url} gave {size} bytes but the checkpoint has {expected_size}; the download was removed")
     with open(part, "rb") as handle:
-        head = handle.read(4096)
-    if _looks_like_html(head):
+        head = handle.read(SNIFF_BYTES)
+    kind = sniff(head)
+    if kind == "html":
         part.unlink()
         raise _html_refusal(url)
-    if not _looks_like_torch(head):
+    if kind not in ("zip", "pickle"):
         part.unlink()
         raise DownloadError(f"{url} did not send a PyTorch checkpoint (the file starts with {head[:16]!r}); the download was removed")
     if sha256:
@@ -509,7 +500,8 @@ def load_robustbench(
     Raises:
         InvalidParameterError: unknown dataset, threat or name.
         CheckpointError: an entry RobustScope cannot load (why), a file that does not fit (keys and
-            shapes named), or one that needs unpickling (``UnsafeCheckpointError``).
+            shapes named), an HTML page or another non-PyTorch file in the cache (said so: download
+            it again), or one that needs unpickling (``UnsafeCheckpointError``).
         DownloadError: the file is missing and could not be downloaded (address and path named).
     """
     entry = get_entry(name, dataset, threat)

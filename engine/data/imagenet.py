@@ -4,7 +4,9 @@ Layout: ``<data root>/imagenet/val/<wnid>/<image>`` (and ``train/<wnid>/...`` fo
 split), the validation images sorted into one folder per WordNet id, as torchvision's
 ``ImageFolder`` and RobustBench expect. Label ``i`` is the ``i``-th of the 1000 wnids in sorted
 order (``imagenet_classes.json`` beside this module), whichever of them are present, so a subset of
-the classes keeps the labels every ImageNet model was trained with.
+the classes keeps the labels every ImageNet model was trained with. Every class folder present must
+hold an image; other files are skipped and counted, and folder links are followed only where they do
+not lead back into a folder already read (``engine.data.imagefolder.list_images``).
 
 Preprocessing follows the model's card when it records one (RobustBench's ``Res256Crop224``,
 ``Crop288``, ``BicubicRes256Crop224``, ``Res224``); otherwise resize the shorter side to 256 and
@@ -19,8 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from engine.data.base import IMAGENET_MEAN, IMAGENET_STD, DATA_ENV, DatasetSpec, check_split, resolve_root
+from engine.data.imagefolder import list_images
 from engine.errors import DatasetUnavailableError, InvalidParameterError
 
 FOLDER = "imagenet"
@@ -150,9 +152,14 @@ def load_imagenet(split: str = "test", root: str | Path | None = None, download:
         image_size, resize, interpolation: see :func:`preprocessing` (defaults: 256 then 224, bilinear);
             :func:`loader_options` reads them from a model card.
 
+    Returns:
+        The dataset (``engine.data.folders.ImageNetDataset``); its ``listing`` says how many
+        non-image files were skipped and folder links not followed (``listing.note()``).
+
     Raises:
         DatasetUnavailableError: the folder is missing, empty or not in the ImageNet layout (the
-            expected layout is named). An unreadable image raises InvalidParameterError when read.
+            expected layout is named), or a class folder holds no image (named). An unreadable,
+            damaged or oversize image raises InvalidParameterError naming it when read.
     """
     from engine.data.folders import ImageNetDataset
 
@@ -160,7 +167,9 @@ def load_imagenet(split: str = "test", root: str | Path | None = None, download:
     present = _present_classes(folder)
     transform = preprocessing(image_size, resize, interpolation)
     spec = replace(SPEC, input_shape=(3, image_size, image_size)) if image_size != DEFAULT_CROP else SPEC
-    return ImageNetDataset(folder, spec, transform, present, labels={w: i for i, w in enumerate(wnids())})
+    labels = {w: i for i, w in enumerate(wnids())}
+    listing = list_images(folder, {w: labels[w] for w in present})
+    return ImageNetDataset(folder, spec, transform, present, labels, listing)
 
 
 def loader_options(card: Mapping[str, Any] | None) -> dict:

@@ -262,8 +262,8 @@ def _write_folder(root: Path) -> Path:
         (root / name).mkdir(parents=True)
         for i in range(2):
             Image.new("RGB", (40, 30), colour).save(root / name / f"{i}.png")
-    (root / "notes").mkdir()  # no images: not a class
-    (root / "notes" / "readme.txt").write_text("not an image")
+    (root / "cat" / "readme.txt").write_text("not an image")  # skipped and counted
+    (root / ".cache").mkdir()  # hidden: not a class
     return root
 
 
@@ -274,6 +274,7 @@ def test_imagefolder_spec_and_loading(tmp_path):
     assert spec.input_shape == (3, 24, 24) and spec.mean == (0.485, 0.456, 0.406)
     ds = load_dataset("imagefolder", root=root, image_size=24)
     assert len(ds) == 4 and ds.spec == spec
+    assert ds.listing.skipped == 1 and "1 non-image file(s) skipped" in ds.listing.note()
     images, labels = take(ds, 4)
     assert images.shape == (4, 3, 24, 24) and labels.tolist() == [0, 0, 1, 1]
     assert torch.allclose(images[3], torch.tensor([0.0, 128 / 255, 1.0])[:, None, None].expand(3, 24, 24))
@@ -292,8 +293,10 @@ def test_imagefolder_errors(tmp_path):
     with pytest.raises(DatasetUnavailableError, match="does not exist"):
         load_dataset("imagefolder", root=tmp_path / "missing")
     (tmp_path / "empty" / "cls").mkdir(parents=True)
-    with pytest.raises(DatasetUnavailableError, match="no class sub-folders with images"):
+    with pytest.raises(DatasetUnavailableError, match="class folder .*cls holds no images"):
         imagefolder_spec(tmp_path / "empty")
+    with pytest.raises(DatasetUnavailableError, match="no class sub-folders with images"):
+        imagefolder_spec(tmp_path / "empty" / "cls")
     root = _write_folder(tmp_path / "bad")
     (root / "cat" / "broken.png").write_bytes(b"not a png at all")
     ds = load_dataset("imagefolder", root=root, image_size=16)
