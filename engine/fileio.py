@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from engine.errors import InvalidParameterError
+from engine.errors import InvalidParameterError, storage, storage_fault
 
 #: Longest accepted name (most file systems allow 255 bytes; suffixes and temp prefixes need room).
 MAX_NAME_LENGTH = 120
@@ -87,10 +87,13 @@ def output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
     folder = Path(path)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise InvalidParameterError(f"{what} {folder} exists and is not a folder; give a folder for the results")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidParameterError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
+    with storage(f"cannot create the folder {folder}"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if storage_fault(exc):
+                raise
+            raise InvalidParameterError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
     return folder
 
 
@@ -105,19 +108,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "output
 
     Raises:
         InvalidParameterError: the target is not a regular file or its folder is missing.
-        OSError: the disk is full or not writable (the old file, if any, is left untouched).
+        StorageError: the disk is full, the folder read-only or not ours, or gone (one sentence;
+            the old file, if any, is left untouched and no temp file stays behind).
     """
     target = check_output_file(path, what)
-    temp = _temp_beside(target)
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, FILE_MODE)
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
+    with storage(f"cannot write the {what} {target}"):
+        temp = _temp_beside(target)
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temp, FILE_MODE)
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
     return target
 
 

@@ -10,6 +10,9 @@ and module-level functions:
 - ``report(result) -> dict`` (required): the CLI's JSON, torch-free so a stored answer prints fast;
 - ``rows(result) -> list[dict]`` (optional): CSV rows;
 - ``check(request)`` (optional): torch-side checks run before a job is queued;
+- ``SCHEMA`` (a module constant, ``engine.analysis.schema.Schema``; every built-in kind has one):
+  what a stored result's metadata and arrays must hold; the result store checks it on save and
+  on every read;
 - ``passes(request, per) -> (passes, images)`` (optional; default one pass over ``request.n``
   images): its cost model, in forward-equivalent passes per image, given ``per`` (each model's
   measured seconds per image) — ``engine.analysis.cost.estimate`` multiplies them out.
@@ -94,6 +97,13 @@ class Analysis:
     @property
     def check(self) -> Callable | None:
         return getattr(self._module(), "check", None)
+
+    @property
+    def schema(self):
+        """The kind's ``SCHEMA`` (``engine.analysis.schema.Schema``: what its stored metadata and
+        arrays must hold), or None for a kind that declares none (then only its ``report`` must
+        read a stored result)."""
+        return getattr(self._module(), "SCHEMA", None)
 
     @property
     def passes(self) -> Callable:

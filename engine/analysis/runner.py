@@ -24,8 +24,8 @@ import numpy as np
 
 from engine.analysis.base import AnalysisCancelled, AnalysisResult, ModelRef, Request
 from engine.analysis.registry import get_analysis
-from engine.analysis.store import CorruptResult, ResultStore
-from engine.errors import CheckpointError, InvalidParameterError
+from engine.analysis.store import CorruptResult, ResultStore, array_spec, digest_of, read_arrays
+from engine.errors import CheckpointError, InvalidParameterError, StorageError, storage
 from engine.fileio import atomic_write_bytes, atomic_write_text
 from engine.runtime import Progress, ShouldStop
 
@@ -34,6 +34,7 @@ log = logging.getLogger("engine.analysis")
 #: partial state (resume) is written at most this often, in seconds
 STATE_EVERY_S = 1.0
 STATE_ARRAYS, STATE_META = "state.npz", "state.json"
+STATE_FORMAT = "robustscope-partial-1"
 #: the steps of the one progress bar a run of several stages draws (:meth:`RunContext.stage`)
 BAR = 100
 
@@ -68,6 +69,8 @@ class RunContext:
         self._loaded = {(str(m.sha256), str(getattr(m, "branch", "main"))): m for m in loaded if m is not None}
         self._last_save = 0.0
         self.resumed = False
+        #: what happened on the way (discarded partial state ...), kept in the result's notes
+        self.notes: list[str] = []
 
     @property
     def device(self) -> str:
@@ -151,41 +154,83 @@ class RunContext:
 
     # ------------------------------------------------------------------ resume state
     def load_state(self) -> dict | None:
-        """The partial state saved by an earlier attempt of this request, or None."""
+        """The partial state saved by an earlier attempt of this request, or None.
+
+        The state must be whole (its digest) and this request's (its key and request): damaged,
+        unreadable or foreign state is discarded with a note (:attr:`notes`) and the analysis
+        starts over, never resumed from it.
+        """
         if self.state_dir is None or not (self.state_dir / STATE_META).is_file():
             return None
         try:
-            state = json.loads((self.state_dir / STATE_META).read_text(encoding="utf-8"))
-            if (self.state_dir / STATE_ARRAYS).is_file():
-                with np.load(self.state_dir / STATE_ARRAYS, allow_pickle=False) as npz:
-                    state.update({name: npz[name] for name in npz.files})
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable partial state in %s: %s", self.state_dir, exc)
+            state = read_state(self.state_dir, self.request, self.key)
+        except CorruptResult as exc:
+            self.notes.append(f"the partial state of an earlier attempt was discarded ({exc}); "
+                              "the analysis started over")
+            self.clear_state()
             return None
         self.resumed = True
         return state
 
     def save_state(self, state: dict, force: bool = False) -> None:
-        """Keep ``state`` (arrays + JSON values) for a later attempt; at most every STATE_EVERY_S."""
+        """Keep ``state`` (arrays + JSON values) for a later attempt; at most every STATE_EVERY_S.
+
+        A state that cannot be written (full or read-only disk) only ends resuming for this run,
+        with a note; the run goes on."""
         if self.state_dir is None:
             return
         now = time.monotonic()
         if not force and now - self._last_save < STATE_EVERY_S:
             return
         self._last_save = now
-        import io
-
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        arrays = {k: np.asarray(v) for k, v in state.items() if isinstance(v, np.ndarray)}
-        plain = {k: v for k, v in state.items() if k not in arrays}
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(self.state_dir / STATE_ARRAYS, buffer.getvalue(), what="partial state")
-        atomic_write_text(self.state_dir / STATE_META, json.dumps(plain), what="partial state")
+        try:
+            with storage(f"cannot save partial state in {self.state_dir}"):
+                write_state(self.state_dir, state, self.request, self.key)
+        except StorageError as exc:
+            self.notes.append(f"{exc}; this run cannot be resumed if it is interrupted")
+            self.state_dir = None
 
     def clear_state(self) -> None:
         if self.state_dir is not None and self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def write_state(folder: Path, state: dict, request: Request, key: str) -> None:
+    """Write partial ``state`` to ``folder``: its arrays (``state.npz``) and a record
+    (``state.json``: the JSON values, the key, the request, each array's dtype and shape, and a
+    digest over all of it and the arrays' bytes), the record last."""
+    import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {k: np.asarray(v) for k, v in state.items() if isinstance(v, np.ndarray)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    data = buffer.getvalue()
+    record = {"format": STATE_FORMAT, "key": key, "request": request.to_dict(),
+              "values": {k: v for k, v in state.items() if k not in arrays},
+              "arrays": {name: array_spec(value) for name, value in arrays.items()}}
+    record = json.loads(json.dumps(record, allow_nan=False))
+    record["digest"] = digest_of(record, data)
+    atomic_write_bytes(folder / STATE_ARRAYS, data, what="partial state")
+    atomic_write_text(folder / STATE_META, json.dumps(record), what="partial state")
+
+
+def read_state(folder: Path, request: Request, key: str) -> dict:
+    """The partial state in ``folder`` (JSON values and arrays), verified as :func:`write_state`
+    wrote it for ``request``; CorruptResult saying what is wrong otherwise."""
+    try:
+        record = json.loads((folder / STATE_META).read_text(encoding="utf-8"))
+        data = (folder / STATE_ARRAYS).read_bytes()
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CorruptResult(f"it cannot be read: {str(exc)[:200]}") from None
+    if not isinstance(record, dict) or record.get("format") != STATE_FORMAT or \
+            not isinstance(record.get("values"), dict) or not isinstance(record.get("arrays"), dict):
+        raise CorruptResult("it is not partial state this version wrote")
+    if record.get("digest") != digest_of(record, data):
+        raise CorruptResult("it does not match its digest (damaged or edited)")
+    if record.get("key") != key or record.get("request") != json.loads(request.to_json()):
+        raise CorruptResult("it was saved for another request")
+    return {**record["values"], **read_arrays(data, record["arrays"], key)}
 
 
 def run_analysis(request: Request, progress: Progress | None = None, should_stop: ShouldStop | None = None, *,
@@ -234,7 +279,7 @@ def run_analysis(request: Request, progress: Progress | None = None, should_stop
     ctx.check_stop()
     seconds = time.perf_counter() - start
     result = AnalysisResult(request.kind, key, request, payload.arrays, payload.meta, seconds, time.time(),
-                            cached=False, version=__version__, notes=tuple(notes))
+                            cached=False, version=__version__, notes=tuple(notes + ctx.notes))
     store.save(result)
     ctx.clear_state()
     _record_time(request, ctx, seconds, store)
@@ -259,10 +304,11 @@ def cached_result(key: str, store: ResultStore | None = None) -> tuple[AnalysisR
     try:
         return store.load(key), None
     except CorruptResult as exc:
-        moved = store.quarantine(key)
-        note = f"the stored result was damaged ({exc}); it was moved aside to {moved.name} and recomputed"
-        log.warning(note)
-        return None, note
+        try:
+            where = f"it was moved aside to {store.quarantine(key).name}"
+        except StorageError as fault:
+            where = f"it could not be moved aside ({fault})"
+        return None, f"the stored result was damaged ({exc}); {where} and recomputed"
 
 
 def load_result(key: str, store: ResultStore | None = None) -> AnalysisResult:

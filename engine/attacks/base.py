@@ -324,7 +324,7 @@ class Attack:
                 targets = torch.as_tensor(targets).to(device, torch.long)
             elif getattr(self, "targeted", False):
                 targets = runner_up(logits_clean, y)
-            crafted = self._craft(fwd, x, y, targets, logits_clean)
+            crafted = (x, logits_clean) if self.nothing_to_do else self._craft(fwd, x, y, targets, logits_clean)
             adv, logits_adv = crafted[0], crafted[1]
             extras = crafted[2] if len(crafted) > 2 else {}
             if logits_adv is None:
@@ -345,6 +345,13 @@ class Attack:
                 for f in dataclasses.fields(result) for v in [getattr(result, f.name)]
             })
         return result
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """True for a bounded attack with ε = 0: no image can change, so the attack returns the
+        clean images after the one clean forward pass (robust accuracy = clean accuracy at once,
+        in evaluate, the sweeps, transfer and the Attack Lab)."""
+        return self.bounded and getattr(self, "eps", None) == 0
 
     def _craft(self, fwd: Forward, x, y, targets, logits_clean):
         """Return ``(adv (B,C,H,W), logits_adv (B,K) or None)``, optionally with a third item, a

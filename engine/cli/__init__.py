@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 from engine.catalogue import BN_BRANCHES
-from engine.errors import InvalidParameterError, RobustScopeError
+from engine.errors import InvalidParameterError, RobustScopeError, StorageError, storage_error, storage_fault
 
 #: largest ``--batch-size`` any command accepts (bounds the memory of one forward/backward pass)
 MAX_BATCH = 4096
@@ -155,7 +155,10 @@ def is_stored(request) -> bool:
     valid, and the answer needs neither torch nor the dataset)."""
     from engine.analysis import ResultStore, cached_result
 
-    return cached_result(request.key(), ResultStore())[0] is not None
+    found, note = cached_result(request.key(), ResultStore())
+    if note:
+        warn(note)   # a damaged entry was moved aside: the run that follows recomputes it
+    return found is not None
 
 
 def needs_checking(request, args) -> bool:
@@ -312,9 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = typed  # the command as typed (for provenance)
     try:
         return int(args.func(args) or 0)
+    except StorageError as exc:  # the environment, not the input: exit 1
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except RobustScopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if not storage_fault(exc):
+            raise
+        print(f"error: {storage_error(exc, f'python -m engine {args.command} could not finish')}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,7 @@ import numpy as np
 from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite, unique_names
 from engine.analysis.fields import MAX_BATCH, MAX_IMAGES, check_dataset, check_int, check_model_list, check_names
 from engine.analysis.registry import register
+from engine.analysis.schema import Array, Schema
 
 #: the statistics kept per model and layer, in table order
 STATISTICS = ("mean", "mean_abs", "positive_share")
@@ -129,3 +130,14 @@ def report(result) -> dict:
 def passes(request, _per, _loaded) -> tuple[float, int]:
     """Cost model: one forward pass per model and image."""
     return 1.0, request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"names": [str], "layers": dict, "notes": [str], "device": str},
+    arrays={"stats_*": Array("f", 2)},
+    rule=lambda meta, arrays: None if all(
+        np.shape(arrays.get(f"stats_{i}")) == (len(meta["layers"].get(name, ())), len(STATISTICS))
+        for i, name in enumerate(meta["names"])
+    ) else "a model's statistics table is not layers × statistics",
+)

@@ -19,6 +19,7 @@ import numpy as np
 from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite
 from engine.analysis.fields import MAX_BATCH, MAX_IMAGES, SEVERITY_LEVELS, check_dataset, check_float, check_int
 from engine.analysis.registry import register
+from engine.analysis.schema import Array, Schema
 from engine.errors import InvalidParameterError
 
 #: most checkpoints an AdvProp comparison sets beside the AdvProp model (a standard and a robust one)
@@ -164,3 +165,8 @@ def passes(request, _per, _loaded) -> tuple[float, int]:
     from engine.data.distortions import DISTORTIONS
 
     return 1.0 + attack_passes("pgd", {"steps": request.steps}) + len(DISTORTIONS), request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(meta={"columns": [str], "text": dict, "notes": [str], "device": str},
+                arrays={"*": Array("fiub", 1)})

@@ -26,6 +26,7 @@ from engine.analysis.fields import (
     check_names,
 )
 from engine.analysis.registry import register
+from engine.analysis.schema import Array, Schema
 from engine.errors import InvalidParameterError
 
 
@@ -223,3 +224,17 @@ def passes(request, per, _loaded) -> tuple[float, int]:
     if request.inputs == "adv":
         extra = GRADIENT_STEP * (request.steps or 10) * share(per, 0 if request.craft_on == "a" else len(per) - 1)
     return 1.0 + extra, request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"layers_a": [str], "layers_b": [str], "kernel": str, "n": int, "inputs": str, "batch_size": int,
+          "warnings": [str], "notes": [str], "device": str, "block_structure": {"a": (dict, None), "b": (dict, None)},
+          "corresponding_depths": [dict], "resumed_at_images": int},
+    arrays={"within_a": Array("f", 2), "within_b": Array("f", 2), "across": Array("f", 2)},
+    rule=lambda meta, arrays: None if (
+        np.shape(arrays["within_a"]) == (len(meta["layers_a"]),) * 2
+        and np.shape(arrays["within_b"]) == (len(meta["layers_b"]),) * 2
+        and np.shape(arrays["across"]) == (len(meta["layers_a"]), len(meta["layers_b"]))
+    ) else "the CKA matrices' sizes differ from the layers named",
+)

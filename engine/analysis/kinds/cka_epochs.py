@@ -29,6 +29,7 @@ from engine.analysis.fields import (
     check_names,
 )
 from engine.analysis.registry import register
+from engine.analysis.schema import Array, Schema
 from engine.catalogue import CKA_REFERENCES
 from engine.errors import InvalidParameterError
 
@@ -191,3 +192,14 @@ def rows(result) -> list[dict]:
     return [{"run": entry["run"], "epoch": epoch, "layer": layer, "cka": entry["matrix"][i][j]}
             for entry in _runs(result) for i, epoch in enumerate(entry["epochs"])
             for j, layer in enumerate(entry["layers"])]
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"runs": [{"run": str, "method": (str, None), "epochs": [int], "layers": [str], "reference": (int, str, None),
+                    "n": int, "seconds": float, "warnings": [str]}], "notes": [str], "device": str},
+    arrays={"*/matrix": Array("f", 2)},
+    rule=lambda meta, arrays: None if all(
+        np.shape(arrays.get(_key(i))) == (len(run["epochs"]), len(run["layers"])) for i, run in enumerate(meta["runs"])
+    ) else "a run's matrix is not epochs × layers",
+)

@@ -24,6 +24,7 @@ from engine.analysis.kinds._attacklab import (  # noqa: F401
     models_json,
 )
 from engine.analysis.registry import register
+from engine.analysis.schema import Array, Schema
 from engine.errors import InvalidParameterError
 
 
@@ -191,3 +192,16 @@ def passes(request, per, _loaded) -> tuple[float, int]:
     from engine.analysis.cost import attack_passes, share
 
     return 2.0 + attack_passes(request.attack, request.attack_kwargs()) * share(per, request.source), request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"config": dict, "source": str, "slots": [str], "indices": [int], "notes": [str], "device": str},
+    arrays={"x": Array("f", 4), "adv": Array("f", 4), "perturbation": Array("f", 4), "success": Array("b", 1),
+            "linf_norm": Array("f", 1), "l2_norm": Array("f", 1), "logits_clean": Array("f", 2),
+            "logits_adv": Array("f", 2), "labels": Array("iu", 1), "targets": Array("iu", 1, required=False),
+            "queries": Array("iuf", 1, required=False), "found_by": Array("iu", 1, required=False),
+            "logits_clean_*": Array("f", 2), "logits_adversarial_*": Array("f", 2)},
+    rule=lambda meta, arrays: None if len(arrays["x"]) == len(arrays["adv"]) == len(arrays["labels"])
+    == len(meta["indices"]) else "the images, labels and indices differ in number",
+)

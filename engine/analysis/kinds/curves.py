@@ -23,6 +23,7 @@ from engine.analysis.fields import (
     check_model_list,
 )
 from engine.analysis.registry import register
+from engine.analysis.schema import Schema
 from engine.catalogue import CURVE_FRACTIONS, CURVE_MODES, CURVE_REPLACEMENTS
 from engine.errors import InvalidParameterError
 
@@ -219,3 +220,10 @@ def passes(request, _per, _loaded) -> tuple[float, int]:
         per_run = request.retrain_n * (ranking + GRADIENT_STEP * request.retrain_epochs) / request.n
         total += len(request.modes) * fractions * per_run
     return total, request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(meta={
+    "names": [str], "notes": [str], "device": str, "retrain": (dict, None),
+    "curves": [{"mode": str, "name": str, "fractions": [float], "accuracy": [float], "retrained": bool}],
+})

@@ -32,6 +32,7 @@ from engine.analysis.fields import (
     check_names,
 )
 from engine.analysis.registry import register
+from engine.analysis.schema import Array, Schema
 from engine.analysis.runner import BAR
 from engine.errors import InvalidParameterError
 
@@ -316,3 +317,12 @@ def passes(request, _per, _loaded) -> tuple[float, int]:
     from engine import data as edata
 
     return 1.0 + attack, len(edata.load_dataset(request.dataset, split=request.split))
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"clean": {"accuracy": float, "correct": int, "total": int, "seconds": float},
+          "attack": (None, {"clean_acc": float, "robust_acc": float, "n": int, "seconds": float}),
+          "family": bool, "notes": [str], "device": str},
+    arrays={"found_by": Array("i", 1, required=False), "robust": Array("b", 1, required=False)},
+)

@@ -25,6 +25,7 @@ from engine.analysis.fields import (
     check_vis_pixels,
 )
 from engine.analysis.registry import register
+from engine.analysis.schema import Array, Schema
 from engine.errors import InvalidParameterError
 
 
@@ -178,3 +179,12 @@ def passes(request, per, loaded) -> tuple[float, int]:
     per_target_s = STEP_OVERHEAD_S / len(request.targets) + STEP_OVERHEAD_S_PER_MPIXEL * height * width * shape[0] / 1e6
     overhead = per_target_s / max(sum(per), 1e-9)
     return request.steps * (GRADIENT_STEP * scale + overhead), len(request.targets)
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"labels": [str], "keys": [str], "dim": int, "config": dict, "device": str},
+    arrays={"images": Array("f", 4), "trajectories": Array("f", 2)},
+    rule=lambda meta, arrays: None if len(arrays["images"]) == len(meta["labels"]) == len(meta["keys"])
+    == np.shape(arrays["trajectories"])[1] else "the images, targets and trajectories differ in number",
+)

@@ -22,6 +22,7 @@ from engine.analysis.fields import (
     check_names,
 )
 from engine.analysis.registry import register
+from engine.analysis.schema import Schema
 from engine.errors import InvalidParameterError
 
 
@@ -175,3 +176,8 @@ def passes(request, _per, _loaded) -> tuple[float, int]:
     cells = 1 + len(request.distortions or DISTORTIONS) * len(request.severities)
     cells += 4 if request.dataset == "shapes" else 0
     return float(cells), request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(meta={"names": [str], "rows": [dict], "notes": [str], "device": str,
+                      "shape_bias": (dict, None), "findings": (dict, None)})

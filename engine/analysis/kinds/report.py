@@ -31,6 +31,7 @@ from engine.analysis.fields import (
     check_int,
 )
 from engine.analysis.registry import register
+from engine.analysis.schema import Schema
 from engine.catalogue import norm_symbol
 from engine.errors import InvalidParameterError
 
@@ -205,3 +206,12 @@ def passes(request, _per, _loaded) -> tuple[float, int]:
         points = sweep_points(request.eps, request.norm, shape, QUICK_SWEEP_FACTORS if quick else SWEEP_FACTORS)
     measured = sum(1 for e in points if e != 0 and not any(math.isclose(e, r, rel_tol=1e-9) for r in ladder))
     return 1.0 + GRADIENT_STEP * request.pgd_steps + attacks + masking + apgd * measured, request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(meta={
+    "report": {"model": str, "checkpoint": (str, None), "dataset": (str, None), "n": int, "eps": float, "norm": str,
+               "seed": int, "clean_acc": float, "pgd": (dict, None), "autoattack": (dict, None),
+               "masking": (dict, None), "sweep": [dict]},
+    "notes": [str], "device": str,
+})

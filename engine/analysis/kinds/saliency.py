@@ -14,6 +14,7 @@ import numpy as np
 from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite, unique_names
 from engine.analysis.fields import PARAM_TYPES, check_dataset, check_float, check_int, check_model_list, check_names
 from engine.analysis.registry import register
+from engine.analysis.schema import Array, Schema
 from engine.errors import InvalidParameterError
 
 
@@ -142,3 +143,10 @@ def passes(request, _per, _loaded) -> tuple[float, int]:
     from engine.analysis.cost import method_passes
 
     return sum(method_passes(method, params) for method, params in request.method_params().items()), 1
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"names": [str], "label": int, "cells": [dict], "notes": [str], "device": str},
+    arrays={"attribution_*": Array("f", 3), "heatmap_*": Array("f", 2)},
+)

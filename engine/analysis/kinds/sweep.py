@@ -21,6 +21,7 @@ from engine.analysis.kinds._attacklab import (  # noqa: F401
     models_json,
 )
 from engine.analysis.registry import register
+from engine.analysis.schema import Schema
 from engine.errors import InvalidParameterError
 
 
@@ -107,3 +108,13 @@ def passes(request, _per, _loaded) -> tuple[float, int]:
 
     points = len(request.eps) if get_attack_class(request.attack).bounded else 1
     return (attack_passes(request.attack, request.attack_kwargs()) + 2.0) * points, request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"sweep": {"attack": str, "eps": [float], "accuracy": dict, "n": int, "config": dict, "stopped": bool},
+          "notes": [str], "device": str},
+    rule=lambda meta, _arrays: None if all(
+        isinstance(accs, list) and len(accs) == len(meta["sweep"]["eps"]) for accs in meta["sweep"]["accuracy"].values()
+    ) else "a model's accuracies differ in number from the ε values",
+)

@@ -16,6 +16,7 @@ import numpy as np
 from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request
 from engine.analysis.fields import MAX_BATCH, MAX_IMAGES, check_dataset, check_int, check_layer_targets
 from engine.analysis.registry import register
+from engine.analysis.schema import Array, Schema
 from engine.errors import InvalidParameterError
 
 
@@ -176,3 +177,15 @@ def report(result) -> dict:
                     for i, (label, key) in enumerate(zip(meta["labels"], meta["keys"]))],
         "warnings": list(meta.get("notes", [])), "seconds": round(result.seconds, 3),
     }
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"labels": [str], "keys": [str], "dim": int, "n_searched": int, "class_names": [list], "notes": [str],
+          "device": str},
+    arrays={"positions": Array("iu", 2), "dataset_index": Array("iu", 2), "scores": Array("f", 2),
+            "labels": Array("iu", 2)},
+    rule=lambda meta, arrays: None if len({np.shape(a) for a in arrays.values()}) == 1
+    and len(arrays["positions"]) == len(meta["labels"]) == len(meta["class_names"]) else
+    "the top-k arrays and the targets differ in size",
+)

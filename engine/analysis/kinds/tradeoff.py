@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite
 from engine.analysis.fields import MAX_BATCH, check_choice, check_int, check_model_list
 from engine.analysis.registry import register
+from engine.analysis.schema import Schema
 from engine.catalogue import ALIGNMENT_DATASETS
 from engine.errors import InvalidParameterError
 
@@ -118,3 +119,7 @@ def passes(request, _per, _loaded) -> tuple[float, int]:
     from engine.analysis.cost import method_passes
 
     return method_passes(request.method, {}) + 1.0, request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(meta={"points": [dict], "notes": [str], "device": str})

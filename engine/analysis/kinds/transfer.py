@@ -23,6 +23,7 @@ from engine.analysis.kinds._attacklab import (  # noqa: F401
     models_json,
 )
 from engine.analysis.registry import register
+from engine.analysis.schema import Schema
 
 
 @register(title="Transfer matrix", page="attack_lab")
@@ -98,3 +99,14 @@ def passes(request, _per, _loaded) -> tuple[float, int]:
     from engine.analysis.cost import attack_passes
 
     return attack_passes(request.attack, request.attack_kwargs()) + 1.0 + len(request.models), request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"transfer": {"names": [str], "accuracy": [[float]], "fooling": [[float]], "n": int, "config": dict},
+          "notes": [str], "device": str},
+    rule=lambda meta, _arrays: None if all(
+        len(matrix) == len(meta["transfer"]["names"]) and all(len(row) == len(matrix) for row in matrix)
+        for matrix in (meta["transfer"]["accuracy"], meta["transfer"]["fooling"])
+    ) else "the transfer matrices are not models × models",
+)

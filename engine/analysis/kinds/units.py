@@ -16,6 +16,7 @@ import numpy as np
 from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite
 from engine.analysis.fields import MAX_BATCH, MAX_IMAGES, check_dataset, check_int, check_model_list, check_names
 from engine.analysis.registry import register
+from engine.analysis.schema import Array, Schema
 
 
 @register(title="Unit statistics", page="generalisation", permalink=False)
@@ -154,3 +155,12 @@ STATISTICS_PASSES = 1.2
 def passes(request, _per, _loaded) -> tuple[float, int]:
     """Cost model: one forward pass per model and image, plus the statistics' own work."""
     return 1.0 + STATISTICS_PASSES, request.n
+
+
+#: what a stored result holds (checked by the result store on save and on every read)
+SCHEMA = Schema(
+    meta={"names": [str], "layers": dict, "notes": [str], "device": str, "findings": (dict, None)},
+    arrays={"*/roughness": Array("f", 1), "*/high_freq_share": Array("f", 1), "*/label_entropy": Array("f", 1),
+            "*/distinct_labels": Array("iu", 1), "*/mean_activation": Array("f", 1), "*/top_indices": Array("iu", 2),
+            "*/active": Array("b", 1)},
+)

@@ -672,3 +672,20 @@ def test_at_eps_zero_nothing_is_attacked_and_robust_equals_clean():
     assert all(s["skipped"].startswith("ε = 0") and s["seconds"] == 0.0 for s in res.per_attack)
     rep = robustness_report(model, x, y, 0.0, masking=True, sweep_eps=[0.0], square_queries=20)
     assert rep.masking is None and rep.autoattack["robust_acc"] == rep.clean_acc and not rep.stopped
+
+
+@pytest.mark.parametrize("name, params", [("pgd", {"steps": 500}), ("fgsm", {}), ("square", {"queries": 5000}),
+                                          ("apgd-ce", {"steps": 500}), ("apgd-t", {"steps": 500})])
+def test_a_bounded_attack_at_eps_zero_is_one_forward_pass(name, params):
+    """ε = 0 in evaluate, the sweeps, transfer and the Attack Lab: a bounded attack returns the
+    clean images after the clean forward pass (robust = clean), however many steps it was given."""
+    from engine.attacks import eps_sweep
+
+    model = Linear(3)
+    x, y = batch(model, 16, 3)
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    res = robust_accuracy(model, x, y, make_attack(name, None, eps=0.0, **params))
+    assert res.robust_acc == res.clean_acc and len(calls) == 1
+    swept = eps_sweep({"A": model}, x, y, name, [0.0, 0.3])
+    assert swept.accuracy["A"][0] == res.clean_acc and swept.accuracy["A"][1] <= res.clean_acc
