@@ -8,7 +8,10 @@ the result and the URL becomes the permalink ``?result=<key>``, which reopens th
 result store without computing anything. A view made of several results (one per model, e.g. the
 Features page's top-k and lucent images) names them all: :func:`run_or_queue_all` queues
 ``?job=ID,ID``, :func:`job_statuses` follows them, :func:`permalinked_all` reads ``?result=K1,K2``;
-these take one analysis kind or a tuple of the kinds such a view is made of.
+these take one analysis kind or a tuple of the kinds such a view is made of. A followed job whose
+worker died with none to take it up is shown as lost, in one sentence, with a Resume button
+(never as "running" with a frozen ETA), and a damaged job store that was moved aside is said as a
+warning (:func:`show_store_notices`).
 """
 from __future__ import annotations
 
@@ -90,13 +93,25 @@ def _queued(jobs: list, cost: CostEstimate) -> None:
 
 @st.fragment(run_every=2)
 def _follow(job_ids: tuple[int, ...]) -> None:
-    """Poll the jobs just queued; rerun the whole page when every one has finished."""
+    """Poll the jobs just queued; rerun the whole page when every one has finished, or one lost
+    its worker with none to take it up (the page's job panel then says so)."""
     from engine.jobs import JobStore
 
-    store = JobStore()
-    if all(store.get(job_id).status in FINISHED for job_id in job_ids):
+    try:
+        store = JobStore()
+        jobs = [store.refresh(job_id) for job_id in job_ids]
+    except RobustScopeError as exc:  # the store broke, or was damaged and moved aside meanwhile
+        st.warning(f"The background job cannot be followed: {exc}.")
+        return
+    if all(job.status in FINISHED for job in jobs) or any(store.lost_reason(job) for job in jobs):
         st.rerun()
     st.caption("Waiting for the background job: its result appears here when it is done.")
+
+
+def show_store_notices(store) -> None:
+    """Warn about damaged job stores that were moved aside (``JobStore.notices``, as the CLI does)."""
+    for notice in store.notices():
+        st.warning(f"{notice[:1].upper()}{notice[1:]} (dismiss this on the **Training** page).")
 
 
 def run_or_queue(request, loaded, mode: str, label: str, device: str = "auto") -> AnalysisResult | None:
@@ -191,9 +206,14 @@ def _jobs_for(kind: str | tuple[str, ...], key: str | None = None) -> list:
 
     try:
         store = JobStore()
+    except RobustScopeError as exc:  # read-only runs folder, full disk: say so instead of a traceback
+        st.warning(f"`?{JOB_PARAM}=` in this link: {exc}.")
+        return []
+    try:
         jobs = [store.get(text) for text in ids]
     except RobustScopeError as exc:
         st.warning(f"`?{JOB_PARAM}=` in this link: {exc}.")
+        show_store_notices(store)  # a job missing because its store was moved aside: say so
         return []
     if any(job.kind not in _kinds(kind) for job in jobs):
         return []
@@ -306,6 +326,10 @@ def job_statuses(kind: str | tuple[str, ...], key: str | None = None) -> list[An
     jobs = _jobs_for(kind, key)
     if not jobs:
         return None
+    if any(job.status not in FINISHED for job in jobs):
+        from engine.jobs import JobStore
+
+        show_store_notices(JobStore())
     found = [_job_result(job) for job in jobs]
     return None if any(result is None for result in found) else found
 
@@ -335,6 +359,19 @@ def show_job_failure(store, job) -> None:
             st.code(log)
 
 
+def show_lost_job(store, job, lost: str) -> None:
+    """A job whose worker died with none to take it up: the one sentence, and a Resume button
+    that queues it again and starts a worker for it."""
+    from engine.jobs.queueing import resume
+
+    st.warning(f"Background {lost}.")
+    if st.button("Resume", key=f"resume_job_{job.id}", help="queue it again; a worker continues it"):
+        try:
+            resume(job.id, jobs=store, start_worker=_autostart(), owner_pid=os.getpid())
+        except RobustScopeError as exc:
+            st.error(str(exc))
+
+
 def queue_text(running: list, queued: list) -> str:
     """Where a queued job stands: what runs now and how many are ahead of it in its lane."""
     if not running and not queued:
@@ -346,14 +383,22 @@ def queue_text(running: list, queued: list) -> str:
 
 @st.fragment(run_every=2)
 def _job_progress(job_id: int) -> None:
+    """A job's panel: its progress, why it waits, its failure, or its lost worker (with Resume)."""
     from engine.jobs import JobStore
 
-    store = JobStore()
-    job = store.get(job_id)
+    try:
+        store = JobStore()
+        job = store.refresh(job_id)  # a job whose worker died is interrupted, never "running" with a frozen ETA
+    except RobustScopeError as exc:
+        st.warning(f"Background job {job_id} cannot be shown: {exc}.")
+        return
     if job.status == "done":
         st.rerun()  # the page shows the result
     if job.status in ("failed", "cancelled"):
         show_job_failure(store, job)
+        return
+    if (lost := store.lost_reason(job)) is not None:
+        show_lost_job(store, job, lost)
         return
     last = store.latest_progress(job.id)
     if last is not None and last.batches:

@@ -3,7 +3,10 @@
 The worker this page starts runs with this dashboard's settings (data root, checkpoints folder,
 ...) and stops when the dashboard stops; the live workers are listed with their settings, and a
 job that no live worker may run (it was queued with other settings) says why and offers to start
-a worker with its settings.
+a worker with its settings. A job whose worker died is shown as interrupted (never as running
+with a frozen ETA), with the one-sentence "worker lost" note and its Resume button when no worker
+can take it up; a damaged job store that was moved aside (by any process) is said as a warning
+until dismissed here.
 """
 from __future__ import annotations
 
@@ -90,15 +93,24 @@ def workers_view(store: JobStore, workers: list) -> None:
     } for w in workers]), hide_index=True)
 
 
+def store_notices(store: JobStore) -> None:
+    """Warn about damaged job stores that were moved aside (``JobStore.notices``), with a button
+    that dismisses the warnings (the moved-aside files stay)."""
+    notices = store.notices()
+    for notice in notices:
+        st.warning(f"{notice[:1].upper()}{notice[1:]} (finished checkpoints are untouched).")
+    if notices and st.button("Dismiss", key="dismiss_store_notices", help="stop showing this warning"):
+        store.dismiss_notices()
+        st.rerun()
+
+
 st.title("Training")
 try:
     store = JobStore()
 except RobustScopeError as exc:  # read-only runs folder, full disk: say so instead of a traceback
     st.error(str(exc))
     st.stop()
-if store.moved_aside is not None:
-    st.warning(f"The job store was damaged and has been moved aside to `{store.moved_aside}`; "
-               "a new, empty store was started (finished checkpoints are untouched).")
+store_notices(store)
 started = start_worker(store) if autostart() else None
 worker_notice(store, started)
 
@@ -134,14 +146,31 @@ except RobustScopeError as exc:
 
 
 def note(job, reason: str | None) -> str:
-    """The queue table's one-line note: why a job waits, or a failed job's error."""
+    """The queue table's one-line note: a lost worker or why a job waits, or a failed job's error."""
     if reason:
         return reason
     return job.error_line if job.status == "failed" else ""
 
 
+def job_reason(job, workers) -> str | None:
+    """Why ``job`` does not run: its worker was lost with none to take it up
+    (``JobStore.lost_reason``), or why it waits (``JobStore.waiting_reason``); else None."""
+    return store.lost_reason(job, workers) or store.waiting_reason(job, workers)
+
+
 @st.fragment(run_every=3)
 def queue_view() -> None:
+    """The queue, refreshed every 3 s; a store that fails meanwhile (full disk, damaged and moved
+    aside) is said in one sentence."""
+    try:
+        show_queue()
+    except RobustScopeError as exc:
+        st.error(str(exc))
+
+
+def show_queue() -> None:
+    """The workers, the training jobs and the selected job's progress, curves, buttons and log."""
+    store.recover()  # a job whose worker died shows as interrupted, never as running with a frozen ETA
     workers = store.workers()
     jobs = store.list(limit=50, lane="train")  # analysis jobs are on the Results page
     mine = settings_key(store.settings())
@@ -153,14 +182,17 @@ def queue_view() -> None:
     if not jobs:
         st.info("No training jobs yet: fill in the form above and queue one.")
         return
-    reasons = {j.id: store.waiting_reason(j, workers) for j in jobs}
+    reasons = {j.id: job_reason(j, workers) for j in jobs}
     st.dataframe(pd.DataFrame([{"id": j.id, "name": j.name, "method": j.config.method, "status": j.status,
                                 "epochs done": len(store.history(j.id)), "epochs": j.config.epochs,
                                 "note": note(j, reasons[j.id])}
                                for j in jobs]), hide_index=True)
     job_id = st.selectbox("Job", [j.id for j in jobs], format_func=lambda i: f"#{i}")
     job = store.get(job_id)
-    reason = store.waiting_reason(job, workers)
+    lost = store.lost_reason(job, workers)
+    reason = None if lost else store.waiting_reason(job, workers)
+    if lost:
+        st.warning(f"{lost[:1].upper()}{lost[1:]} (or the Resume button below).")
     if reason:
         st.warning(f"Job {job.id} is {reason}")
         if job.settings is not None and st.button("Start a worker with this job's settings",

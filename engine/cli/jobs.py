@@ -1,4 +1,4 @@
-"""``python -m engine jobs submit|list|workers|cancel|resume|logs|wait|result``: the background job queue.
+"""``python -m engine jobs submit|list|workers|cancel|resume|logs|wait|result|dismiss``: the background job queue.
 
 Training jobs and analysis jobs (``cka --background`` ...) share one queue (``engine.jobs``);
 ``wait`` blocks until a job ends (exit 0 when done, 1 when failed or cancelled) and ``result``
@@ -6,6 +6,16 @@ prints or writes the stored result of a finished analysis job. ``list`` and ``wa
 queued job waits (no worker runs with the settings it was submitted with) and show a failed job's
 error as one line (``logs ID`` has the traceback); ``workers`` lists the live workers and their
 settings. Heavy imports stay inside the functions so ``python -m engine --help`` stays fast.
+
+No wait hangs: every look at a job first marks it ``interrupted`` when its worker died
+(``JobStore.refresh``: the pid is gone, or no heartbeat for ``STALE_AFTER_S`` seconds), so ``list``
+shows a lost job as interrupted, with what to do. ``wait`` ends (exit 1) when no live worker can
+take the job up: at once (after :data:`LOST_GRACE_S`) for a job whose worker was lost, after
+:data:`NO_WORKER_S` for a queued job; ``--timeout`` bounds it further (exit 124).
+
+A damaged store moved aside (``JobStore.notices``, by this or any other process) is said on every
+action as ``warning: the job store ... was damaged (...); it was moved aside to ... and a fresh one
+started — the jobs listed there are not in the new queue`` until ``jobs dismiss``.
 """
 from __future__ import annotations
 
@@ -16,38 +26,79 @@ from engine.errors import InvalidParameterError
 
 #: seconds between looks at the job while waiting
 POLL_S = 0.5
+#: ``wait`` gives up (exit 1) on a job whose worker was lost once no live worker has taken it up
+#: for this many seconds (a worker being restarted registers well within it)
+LOST_GRACE_S = 5.0
+#: ``wait`` gives up (exit 1) on a queued job that no live worker may claim for this many seconds
+#: (a worker started with the job, e.g. by ``--background``, registers well within it)
+NO_WORKER_S = 60.0
+
+
+def open_store(args):
+    """The job store of ``args.runs``, after printing its notices (a damaged store was moved
+    aside) as warnings on stderr."""
+    from engine.cli import warn
+    from engine.jobs import JobStore
+
+    store = JobStore(args.runs)
+    for notice in store.notices():
+        warn(f"{notice} (`python -m engine jobs dismiss` stops this warning)")
+    return store
+
+
+def warn_without_worker(store, job, args) -> bool:
+    """Warn (on stderr) when no worker is running that may claim ``job``, with the command that
+    starts one; returns whether one is running."""
+    from engine.cli import warn
+    from engine.jobs import worker_alive
+    from engine.paths import worker_command
+
+    lane = "analysis" if job.is_analysis else "all"
+    running = any(worker_alive(store, each, job.settings) for each in job.lanes)
+    if not running:
+        runs = f" --runs {store.root}" if args.runs else ""
+        others = [w for w in store.workers() if w.lane in job.lanes]
+        other = (f" (the running worker, pid {others[0].pid}, has other settings: it never takes this job)"
+                 if others else "")
+        command = worker_command(job.settings, lane) if others and job.settings else \
+            f"python -m engine worker{'' if lane == 'all' else ' --lane analysis'}"
+        warn(f"no worker is running for {store.root} with this job's settings{other}, so job {job.id} waits in "
+             f"the queue; start one with `{command}{runs}` (it runs queued jobs one at a time until stopped)")
+    return running
 
 
 def cmd_submit(args) -> int:
-    from engine.cli import print_json, read_train_config, warn
-    from engine.jobs import JobStore, worker_alive
+    from engine.cli import print_json, read_train_config
 
-    store = JobStore(args.runs)
+    store = open_store(args)
     job = store.submit(read_train_config(args.config), submitter="cli")
-    running = worker_alive(store)
+    running = warn_without_worker(store, job, args)
     print_json({"id": job.id, "name": job.name, "status": job.status, "worker_running": running})
-    if not running:
-        from engine.paths import worker_command
-
-        runs = f" --runs {store.root}" if args.runs else ""
-        others = [w for w in store.workers() if w.lane == "all"]
-        other = (f" (the running worker, pid {others[0].pid}, has other settings: it never takes this job)"
-                 if others else "")
-        command = worker_command(job.settings) if others else "python -m engine worker"
-        warn(f"no worker is running for {store.root} with this job's settings{other}, so job {job.id} waits in "
-             f"the queue; start one with `{command}{runs}` (it runs queued jobs one at a time until stopped)")
     return 0
+
+
+def job_note(store, job, workers) -> str:
+    """The line under a job in ``list``: a lost worker, why it waits, or a failed job's error."""
+    lost = store.lost_reason(job, workers)
+    if lost:
+        return lost
+    if job.status == "interrupted" and not job.cancel_requested and store.waiting_reason(job, workers) is None:
+        return f"worker lost (pid {job.worker_pid}); a running worker takes it up again from its last checkpoint"
+    if job.status == "failed" and job.error:
+        return f"{job.error_line} (details: `python -m engine jobs logs {job.id}`)"
+    return store.waiting_reason(job, workers) or ""
 
 
 def cmd_list(args) -> int:
     from engine.cli import print_json
-    from engine.jobs import JobStore
 
-    store = JobStore(args.runs)
+    store = open_store(args)
+    store.recover()  # a job whose worker died is listed as interrupted, never as running
     jobs = store.list()
     workers = store.workers()
     if args.json:
-        print_json([{**j.to_dict(), "waiting": store.waiting_reason(j, workers)} for j in jobs])
+        print_json([{**j.to_dict(), "waiting": store.waiting_reason(j, workers), "lost": store.lost_reason(j, workers)}
+                    for j in jobs])
         return 0
     print(f"{'id':>4}  {'status':<11} {'kind':<12} {'progress':>8}  name")
     for j in jobs:
@@ -57,9 +108,7 @@ def cmd_list(args) -> int:
         else:
             where = f"{len(store.history(j.id))}/{j.config.epochs} ep"
         print(f"{j.id:>4}  {j.status:<11} {(j.config.method if not j.is_analysis else j.kind):<12} {where:>8}  {j.name}")
-        note = store.waiting_reason(j, workers)
-        if j.status == "failed" and j.error:
-            note = f"{j.error_line} (details: `python -m engine jobs logs {j.id}`)"
+        note = job_note(store, j, workers)
         if note:
             print(f"{'':>6}{note}")
     return 0
@@ -68,9 +117,9 @@ def cmd_list(args) -> int:
 def cmd_workers(args) -> int:
     """The live workers of the runs folder: pid, lane, owner, device, what they run, their settings."""
     from engine.cli import print_json
-    from engine.jobs import JobStore, describe_settings
+    from engine.jobs import describe_settings
 
-    store = JobStore(args.runs)
+    store = open_store(args)
     workers = store.workers()
     if args.json:
         print_json([w.to_dict() for w in workers])
@@ -88,72 +137,118 @@ def cmd_workers(args) -> int:
 
 def cmd_cancel(args) -> int:
     from engine.cli import print_json
-    from engine.jobs import JobStore
 
-    job = JobStore(args.runs).cancel(args.id)
+    job = open_store(args).cancel(args.id)
     print_json({"id": job.id, "status": job.status, "cancel_requested": job.cancel_requested})
     return 0
 
 
 def cmd_resume(args) -> int:
+    """Queue a cancelled/failed/interrupted job again (a warning when no worker would take it)."""
     from engine.cli import print_json
-    from engine.jobs import JobStore
 
-    job = JobStore(args.runs).resume(args.id)
+    store = open_store(args)
+    job = store.resume(args.id)
     print_json({"id": job.id, "status": job.status})
+    warn_without_worker(store, job, args)
+    return 0
+
+
+def cmd_dismiss(args) -> int:
+    """Stop the warning about a damaged job store that was moved aside (its file stays)."""
+    store = open_store(args)
+    store.dismiss_notices()
+    print(f"the notices about {store.path} are dismissed (the moved-aside files stay beside it)", file=sys.stderr)
     return 0
 
 
 def cmd_logs(args) -> int:
-    from engine.jobs import JobStore
-
-    store = JobStore(args.runs)
-    job = store.get(args.id)
+    store = open_store(args)
+    job = store.refresh(args.id)
     sys.stdout.write(store.read_log(job.id))
     if job.error:
         sys.stdout.write(f"\n--- error ---\n{job.error}\n")
-    reason = store.waiting_reason(job)
+    reason = store.lost_reason(job) or store.waiting_reason(job)
     if reason:
         sys.stdout.write(f"\n--- {reason} ---\n")
     return 0
 
 
-def cmd_wait(args) -> int:
-    """Block until job ``args.id`` finishes; exit 0 done, 1 failed/cancelled, 124 on --timeout."""
-    from engine.cli import print_json, warn
-    from engine.jobs import FINISHED, JobStore
+def stuck_reason(store, job) -> tuple[str | None, bool]:
+    """Why no live worker can take up a queued or interrupted ``job`` (``None`` when one can), and
+    whether its worker was lost: ``JobStore.lost_reason`` (one sentence), else
+    ``JobStore.waiting_reason`` (``waiting: ...``)."""
+    workers = store.workers()
+    lost = store.lost_reason(job, workers)
+    return (lost, True) if lost else (store.waiting_reason(job, workers), False)
 
-    store = JobStore(args.runs)
-    job = store.get(args.id)
+
+def cmd_wait(args) -> int:
+    """Block until job ``args.id`` finishes; exit 0 done, 1 failed/cancelled or no worker can run
+    it (its worker was lost, or none may claim it), 124 on --timeout."""
+    from engine.cli import warn
+    from engine.jobs import CLAIMABLE, FINISHED
+
+    store = open_store(args)
+    job = store.refresh(args.id)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    warned, shown, looked = "", "", float("-inf")
+    warned, shown, looked, stuck_since = "", "", float("-inf"), None
     while job.status not in FINISHED:
-        if deadline is not None and time.monotonic() > deadline:
-            print(("\n" if shown else "") + f"error: job {job.id} is still {job.status} after {args.timeout:g} s",
-                  file=sys.stderr)
+        now = time.monotonic()
+        if deadline is not None and now > deadline:
+            _end_line(shown)
+            print(f"error: job {job.id} is still {job.status} after {args.timeout:g} s", file=sys.stderr)
             return 124
-        if job.status in ("queued", "interrupted") and time.monotonic() - looked > 5 * POLL_S:
-            looked = time.monotonic()
-            reason = store.waiting_reason(job)
-            if reason and reason != warned:
-                if shown:
-                    print(file=sys.stderr)
-                    shown = ""
+        if job.status not in CLAIMABLE:
+            stuck_since = None
+        elif now - looked > 5 * POLL_S:
+            looked = now
+            reason, lost = stuck_reason(store, job)
+            stuck_since = None if reason is None else (now if stuck_since is None else stuck_since)
+            if reason is not None and now - stuck_since >= (LOST_GRACE_S if lost else NO_WORKER_S):
+                _end_line(shown)
+                return _finish_wait(job, args, reason if lost else
+                                    f"job {job.id} is still {job.status} after {NO_WORKER_S:g} s: "
+                                    f"{reason.removeprefix('waiting: ')}")
+            if reason and not lost and reason != warned:
+                shown = _end_line(shown)
                 warn(f"job {job.id} is {reason}")
                 warned = reason
-        last = store.latest_progress(job.id) if job.status == "running" else None
-        line = (f"job {job.id}: {job.status}" + (f" {last.batch}/{last.batches}" if last and last.batches else "")
-                + (f" (ETA {last.eta_s:.0f} s)" if last and last.eta_s is not None else ""))
-        if not args.quiet and line != shown:
-            print(f"\r{line}   ", end="", file=sys.stderr, flush=True)
-            shown = line
+        shown = _progress_line(store, job, args, shown)
         time.sleep(POLL_S)
-        job = store.get(args.id)
+        job = store.refresh(args.id)
+    _end_line(shown)
+    return _finish_wait(job, args)
+
+
+def _progress_line(store, job, args, shown: str) -> str:
+    """Redraw ``job N: status [batch/batches] (ETA s)`` on stderr when it changed; returns it."""
+    last = store.latest_progress(job.id) if job.status == "running" else None
+    line = (f"job {job.id}: {job.status}" + (f" {last.batch}/{last.batches}" if last and last.batches else "")
+            + (f" (ETA {last.eta_s:.0f} s)" if last and last.eta_s is not None else ""))
+    if not args.quiet and line != shown:
+        print(f"\r{line}   ", end="", file=sys.stderr, flush=True)
+        return line
+    return shown
+
+
+def _end_line(shown: str) -> str:
+    """End the progress line (when one is shown) so the next message starts on its own line."""
     if shown:
         print(file=sys.stderr)
+    return ""
+
+
+def _finish_wait(job, args, stuck: str | None = None) -> int:
+    """Say how the wait ended (``--json``: ``{job, status, result, error}``; a failure or
+    ``stuck``, why no worker can run the job, on stderr); 0 when done, else 1."""
+    from engine.cli import print_json
+
+    if stuck is not None:
+        print(f"error: {stuck}", file=sys.stderr)
     if args.json:
-        print_json({"job": job.id, "status": job.status, "result": job.result_key, "error": job.error})
-    elif job.status != "done":
+        print_json({"job": job.id, "status": job.status, "result": job.result_key, "error": stuck or job.error})
+    elif job.status != "done" and stuck is None:
         print(f"job {job.id} {job.status}" + (f": {job.error_line}" if job.error else ""), file=sys.stderr)
         if job.status == "failed":
             print(f"details: `python -m engine jobs logs {job.id}`", file=sys.stderr)
@@ -162,9 +257,7 @@ def cmd_wait(args) -> int:
 
 def cmd_result(args) -> int:
     """Print (``--json``) or write (``--out F``: .json report, .npz arrays, .csv rows) a job's result."""
-    from engine.jobs import JobStore
-
-    store = JobStore(args.runs)
+    store = open_store(args)
     job = store.get(args.id)
     if not job.is_analysis:
         raise InvalidParameterError(f"job {job.id} is a training job; its checkpoint is {job.checkpoint or '(none yet)'}")
@@ -206,9 +299,15 @@ def register(subparsers) -> None:
         s = sub.add_parser(name, help=text)
         s.add_argument("id", type=int)
         s.set_defaults(func=func)
-    s = sub.add_parser("wait", help="wait until a job ends: exit 0 when done, 1 when failed or cancelled")
+    s = sub.add_parser("dismiss", help="stop warning that a damaged job store was moved aside (the file stays)")
+    s.set_defaults(func=cmd_dismiss)
+    s = sub.add_parser("wait", help="wait until a job ends: exit 0 when done, 1 when failed or cancelled, or when "
+                                    "no worker can run it (its worker was lost, or none runs with its settings)")
     s.add_argument("id", type=int)
-    s.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (exit 124)")
+    s.add_argument("--timeout", type=float, default=None,
+                   help="give up after this many seconds (exit 124); without it a wait still ends when no worker "
+                        f"can run the job (a lost worker: after {LOST_GRACE_S:g} s, none for a queued job: "
+                        f"after {NO_WORKER_S:g} s)")
     s.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     s.add_argument("--json", action="store_true", help="print {job, status, result, error} at the end")
     s.set_defaults(func=cmd_wait)

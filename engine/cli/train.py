@@ -15,6 +15,13 @@ class _Bar:
 
     def __init__(self):
         self.last = 0.0
+        self.open = False  # a bar is drawn and its line not ended yet
+
+    def end(self) -> None:
+        """End a half-drawn bar's line, so what follows (an ``error: ...``) starts on its own."""
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
 
     def __call__(self, ev) -> None:
         now = time.monotonic()
@@ -24,6 +31,7 @@ class _Bar:
             sys.stderr.write(
                 f"\repoch {ev.epoch}/{ev.epochs}  loss {m['train_loss']:.4f}  train acc {m['train_acc']:.3f}"
                 f"  clean {m.get('clean_acc') or 0:.3f}  robust {rob if rob is None else round(rob, 3)}\n")
+            self.open = False
             return
         if now - self.last < 0.2 and ev.batch < ev.batches:
             return
@@ -33,16 +41,24 @@ class _Bar:
         sys.stderr.write(f"\repoch {ev.epoch}/{ev.epochs} [{'#' * filled}{'.' * (30 - filled)}] "
                          f"{ev.batch}/{ev.batches} loss {ev.metrics['train_loss']:.4f} eta {eta}   ")
         sys.stderr.flush()
+        self.open = True
 
 
 def cmd_train(args) -> int:
+    """Train in the foreground. A run folder or checkpoints folder that refuses a write (read-only,
+    full disk) ends it with ``error: <one sentence>`` and exit status 1 (``StorageError``, printed
+    by ``engine.cli.main``); the run folder's earlier epochs stay, and the same command resumes."""
     from engine.cli import print_json, read_train_config
     from engine.training import train
 
     config = read_train_config(args.config)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    result = train(config, run_dir=args.run_dir, progress=None if args.quiet else _Bar(),
-                   resume=not args.no_resume)
+    bar = None if args.quiet else _Bar()
+    try:
+        result = train(config, run_dir=args.run_dir, progress=bar, resume=not args.no_resume)
+    finally:
+        if bar is not None:
+            bar.end()
     if result.checkpoint is not None or args.json:
         print_json({"status": result.status, "epochs_completed": result.epochs_completed,
                     "checkpoint": result.checkpoint, "best_checkpoint": result.best_checkpoint,

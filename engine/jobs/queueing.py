@@ -1,4 +1,5 @@
-"""Queue an analysis request as a background job: ``engine.jobs.submit(request)``.
+"""Queue an analysis request as a background job: ``engine.jobs.submit(request)``; queue a
+stopped one again with a worker to take it: ``engine.jobs.queueing.resume(job_id)``.
 
 Jobs use analyses (never the reverse): the request is checked by ``engine.analysis.preflight``,
 answered at once from the result store when it is stored, else queued for the analysis worker.
@@ -52,7 +53,30 @@ def submit(request, use_cache: bool = True, device: str = "auto", submitter: str
     job = jobs.submit_analysis(request, use_cache=use_cache, device=device, submitter=submitter, done_key=done_key,
                                estimate_s=estimate_s)
     if done_key is None and start_worker:
-        # short work gets its own worker, so it never waits behind a long analysis
-        lane = "short" if job.config.short else "analysis"
-        ensure_worker(jobs, idle_exit_s=IDLE_EXIT_S, lane=lane, owner_pid=owner_pid, settings=job.settings)
+        _start_worker_for(jobs, job, owner_pid)
     return job
+
+
+def resume(job_id: int, jobs: JobStore | None = None, start_worker: bool | None = None,
+           owner_pid: int | None = None) -> Job:
+    """Queue a cancelled, failed or interrupted (its worker was lost) analysis job again
+    (``JobStore.resume``) and start a worker that may take it, as :func:`submit` does (same
+    ``start_worker`` default and ``owner_pid``). Returns the queued Job.
+
+    Raises:
+        InvalidParameterError: no such job, or it is not one that can be resumed.
+    """
+    if start_worker is None:
+        start_worker = os.environ.get("ROBUSTSCOPE_AUTOSTART_WORKER", "1") != "0"
+    jobs = jobs or JobStore()
+    job = jobs.resume(job_id)
+    if start_worker and job.is_analysis:
+        _start_worker_for(jobs, job, owner_pid)
+    return job
+
+
+def _start_worker_for(jobs: JobStore, job: Job, owner_pid: int | None) -> None:
+    """Start the analysis worker of ``job``'s lane and settings unless one runs: short work gets
+    its own worker, so it never waits behind a long analysis."""
+    lane = "short" if job.config.short else "analysis"
+    ensure_worker(jobs, idle_exit_s=IDLE_EXIT_S, lane=lane, owner_pid=owner_pid, settings=job.settings)

@@ -20,10 +20,31 @@ must share). A worker claims only jobs whose ``settings_key`` equals its own (or
 version 3, which have none and run as before). The ``workers`` table lists the live workers (pid,
 lane, settings, device, owner pid, heartbeat, current job): :meth:`JobStore.workers`, and
 :meth:`JobStore.waiting_reason` says why a queued job waits (no worker runs with its settings).
+
+A lost worker: a running job whose worker died (its pid is gone on this machine, or its heartbeat
+is older than :data:`STALE_AFTER_S`) is marked ``interrupted`` by :meth:`JobStore.recover`, which
+workers call between jobs and readers call through :meth:`JobStore.refresh` (``jobs wait``,
+``jobs list``, the pages), so nobody waits on a dead worker; :meth:`JobStore.lost_reason` says so
+in one sentence when no live worker may take the job up again. A job whose worker died
+:data:`MAX_ATTEMPTS` times is marked failed (:meth:`JobStore.give_up`); a training job's finished
+epochs stay in its run folder and its error says where.
+
+A damaged database (``jobs.sqlite`` that SQLite calls malformed, found when the store is opened
+or by any later operation, and confirmed by ``PRAGMA quick_check``) is moved aside to
+``jobs.sqlite.corrupt-<time>`` under a lock and a fresh store is started (its job ids continue
+after the job folders already in the runs folder, so no new job reuses an old job's folder). The
+store object keeps where it went and the sentence that says so (``moved_aside``,
+``moved_aside_notice``), and a notice file beside the store (``jobs.sqlite.moved-aside.json``)
+keeps it for every process (:meth:`JobStore.notices`) until it is dismissed
+(:meth:`JobStore.dismiss_notices`). An operation that found the damage raises
+:class:`JobStoreDamaged` (the store is usable again at once). The store cannot be used at all
+(read-only folder, full disk): :class:`JobStoreError`, a ``StorageError`` (the CLI exits 1).
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -33,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from engine.errors import InvalidParameterError, RobustScopeError
+from engine.errors import InvalidParameterError, RobustScopeError, StorageError
 from engine.paths import (current_settings, describe_settings, same_settings, settings_differences, settings_key,
                           runs_dir, worker_command)
 
@@ -58,8 +79,24 @@ LANES = ("all", "train", "analysis", "short")
 SHORT_S = 60.0
 
 
-class JobStoreError(RobustScopeError):
+#: beside ``jobs.sqlite``: the damaged stores moved aside whose notice was not dismissed (a JSON list)
+NOTICE_FILE = "jobs.sqlite.moved-aside.json"
+#: beside ``jobs.sqlite``: held while a damaged store is checked and moved aside (one process does it)
+REPAIR_LOCK_FILE = "jobs.sqlite.repair.lock"
+
+
+class JobStoreError(StorageError):
     """The job store cannot be used (read-only folder, full disk, ...); the message says what to do."""
+
+
+class JobStoreDamaged(JobStoreError):
+    """The store's database was damaged: it was moved aside and a fresh one started (the message,
+    one sentence, says where); the store can be used again at once."""
+
+
+class _SoundAgain(JobStoreError):
+    """SQLite called the database damaged, but it is sound when checked (another process moved
+    the damaged one aside meanwhile, or the fault passed): retrying may succeed."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -224,8 +261,11 @@ class JobStore:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else runs_dir()
-        #: where a corrupt store was moved aside when this object opened it (else None).
+        #: where a damaged store was moved aside by this object (when opening it or later), else None
         self.moved_aside: Path | None = None
+        #: the sentence that says so (``warning: ...`` in the CLI, a warning on the pages), else None
+        self.moved_aside_notice: str | None = None
+        self._repairing = False
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -234,11 +274,8 @@ class JobStore:
         self.path = self.root / "jobs.sqlite"
         try:
             self._initialise()
-        except sqlite3.DatabaseError as exc:
-            if not _corrupt(exc):
-                raise self._error(exc) from None
-            self.moved_aside = self._move_aside()
-            self._initialise()
+        except (JobStoreDamaged, _SoundAgain):
+            self._initialise()  # the fresh store started in place of the damaged one (here or by another process)
 
     def _initialise(self) -> None:
         with self._transaction(begin=False) as con:
@@ -266,46 +303,170 @@ class JobStore:
             if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    # ------------------------------------------------------------------ a damaged database
+    def _damage(self) -> str | None:
+        """What is wrong with the database file (``PRAGMA quick_check``'s first complaint, or the
+        error reading it), or ``None`` when it is sound (or missing)."""
+        if not self.path.exists():
+            return None
+        con = None
+        try:
+            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            found = [row[0] for row in con.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            return str(exc) if _corrupt(exc) else None
+        finally:
+            if con is not None:
+                con.close()
+        return None if found == ["ok"] else " ".join(str(found[0]).split())[:200]
+
+    def _replace_damaged(self, exc: sqlite3.DatabaseError) -> JobStoreError:
+        """The error for an operation that found the database damaged (``exc``): when the file
+        really is damaged (checked under a lock, so one process does this) it is moved aside, a
+        fresh store is started and the notice recorded (:class:`JobStoreDamaged`); else (another
+        process replaced it meanwhile, or it was a passing fault) the plain error (a
+        :class:`JobStoreError`, which opening the store retries once)."""
+        with self._repair_lock():
+            reason = self._damage()
+            if reason is None:
+                return _SoundAgain(str(self._error(exc)))
+            aside = self._move_aside()
+            notice = (f"the job store {self.path} was damaged ({reason}); it was moved aside to {aside} and a fresh "
+                      "one started — the jobs listed there are not in the new queue")
+            self.moved_aside, self.moved_aside_notice = aside, notice
+            self._repairing = True
+            try:
+                self._initialise()
+                self._continue_ids()
+            finally:
+                self._repairing = False
+            self._record_notice(aside, notice)
+        return JobStoreDamaged(notice)
+
+    @contextmanager
+    def _repair_lock(self) -> Iterator[None]:
+        """An exclusive ``fcntl`` lock on :data:`REPAIR_LOCK_FILE` (none when it cannot be made:
+        a read-only folder, where nothing can be moved aside anyway)."""
+        try:
+            handle = open(self.root / REPAIR_LOCK_FILE, "a+")
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            yield
+        finally:
+            handle.close()  # releases the lock
+
     def _move_aside(self) -> Path:
         """Rename a corrupt database (and its WAL files) to ``jobs.sqlite.corrupt-<time>``."""
-        target = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-        for suffix in ("", "-wal", "-shm"):
-            part = Path(str(self.path) + suffix)
-            if part.exists():
-                os.replace(part, Path(str(target) + suffix))
+        stamp = time.strftime('%Y%m%d-%H%M%S')
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        index = 2
+        while target.exists():  # damaged twice in one second: keep both
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{index}")
+            index += 1
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(str(self.path) + suffix)
+                if part.exists():
+                    os.replace(part, Path(str(target) + suffix))
+        except OSError as exc:
+            raise JobStoreError(f"the job store {self.path} is damaged and cannot be moved aside "
+                                f"({exc.strerror or exc}): move it away by hand, then retry") from None
         return target
+
+    def _continue_ids(self) -> None:
+        """Make a fresh store's job ids start after the job folders already in the runs folder,
+        so a new job never writes into (or resumes) the folder of a job of the damaged store."""
+        folders = self.root / "jobs"
+        taken = [int(p.name) for p in folders.iterdir() if p.name.isdigit()] if folders.is_dir() else []
+        if not taken:
+            return
+        with self._transaction() as con:
+            con.execute("DELETE FROM sqlite_sequence WHERE name = 'jobs'")
+            con.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('jobs', ?)", (max(taken),))
+
+    @property
+    def notice_path(self) -> Path:
+        """The notice file beside the store (:data:`NOTICE_FILE`)."""
+        return self.root / NOTICE_FILE
+
+    def _record_notice(self, aside: Path, notice: str) -> None:
+        """Add the notice to :attr:`notice_path` (a failure is logged: the object keeps it)."""
+        from engine.fileio import atomic_write_text
+
+        records = self._notice_records() + [{"aside": str(aside), "time": time.time(), "notice": notice}]
+        try:
+            atomic_write_text(self.notice_path, json.dumps(records, indent=2), what="job store notice")
+        except (OSError, RobustScopeError) as exc:
+            logging.getLogger("engine.jobs").warning("could not record the notice in %s: %s", self.notice_path, exc)
+
+    def _notice_records(self) -> list[dict]:
+        try:
+            records = json.loads(self.notice_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [r for r in records if isinstance(r, dict) and isinstance(r.get("notice"), str)] \
+            if isinstance(records, list) else []
+
+    def notices(self) -> list[str]:
+        """The sentences about damaged stores moved aside (by any process) that nobody dismissed
+        yet, oldest first: what the CLI prints as warnings and the pages show."""
+        found = [r["notice"] for r in self._notice_records()]
+        if self.moved_aside_notice and self.moved_aside_notice not in found:
+            found.append(self.moved_aside_notice)
+        return found
+
+    def dismiss_notices(self) -> None:
+        """Stop showing :meth:`notices` (the moved-aside files stay where they are)."""
+        self.moved_aside_notice = None
+        try:
+            self.notice_path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise JobStoreError(f"cannot remove {self.notice_path} ({exc.strerror or exc}); "
+                                "delete it by hand") from None
 
     def _error(self, exc: sqlite3.Error) -> JobStoreError:
         text = str(exc)
         if "readonly" in text or "read-only" in text or "unable to open" in text:
             hint = "the folder or file is not writable: fix its permissions or set ROBUSTSCOPE_RUNS to a writable folder"
         elif _corrupt(exc):
-            hint = "the file is damaged; it is moved aside (and reported) the next time the store is opened"
-        elif "disk" in text and "full" in text:
+            hint = "the file was damaged and has been moved aside (`python -m engine jobs list` says where): retry"
+        elif ("disk" in text and "full" in text) or ("I/O error" in text and _nearly_full(self.root)):
             hint = "the disk is full: free space, then `python -m engine jobs resume ID` continues interrupted jobs"
+        elif "I/O error" in text:
+            hint = "the disk reported an input/output error: check that it is mounted and healthy, then retry"
         else:
             hint = "see the message; `python -m engine jobs list` shows the jobs once the store is usable"
         return JobStoreError(f"the job store {self.path} cannot be used ({text}): {hint}")
 
+    def _failure(self, exc: sqlite3.DatabaseError) -> JobStoreError:
+        """The error to raise for sqlite's ``exc``: a damaged database is replaced first."""
+        if _corrupt(exc) and not self._repairing:
+            return self._replace_damaged(exc)
+        return self._error(exc)
+
     # ------------------------------------------------------------------ plumbing
     def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA busy_timeout=30000")
             con.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.DatabaseError as exc:
-            if _corrupt(exc):
-                raise
-            raise self._error(exc) from None
+        except BaseException:
+            con.close()
+            raise
         return con
 
     @contextmanager
-    def _transaction(self, begin: bool = True) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); sqlite's operational
-        errors (read-only, disk full) become a :class:`JobStoreError` that says what to do."""
-        con = self._connect()
+    def _connection(self, begin: bool) -> Iterator[sqlite3.Connection]:
+        """A connection (in a ``BEGIN IMMEDIATE`` ... ``COMMIT`` when ``begin``, rolled back on
+        error), closed before sqlite's errors become a :class:`JobStoreError` (a damaged file is
+        moved aside only once no connection of ours holds it)."""
+        con, failed = None, None
         try:
+            con = self._connect()
             if begin:
                 con.execute("BEGIN IMMEDIATE")
             try:
@@ -317,20 +478,27 @@ class JobStore:
             if begin:
                 con.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            raise self._error(exc) from None
+            failed = exc
         finally:
-            con.close()
+            if con is not None:
+                con.close()
+        if failed is not None:
+            raise self._failure(failed) from None
+
+    @contextmanager
+    def _transaction(self, begin: bool = True) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); sqlite's operational
+        errors (read-only, disk full) become a :class:`JobStoreError` that says what to do, and a
+        damaged database is moved aside (:class:`JobStoreDamaged`)."""
+        with self._connection(begin) as con:
+            yield con
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """A connection for reads; errors as in :meth:`_transaction`."""
-        con = self._connect()
-        try:
+        with self._connection(False) as con:
             yield con
-        except sqlite3.DatabaseError as exc:
-            raise self._error(exc) from None
-        finally:
-            con.close()
+
 
     def job_dir(self, job_id: int) -> Path:
         """The job's folder (run state, log file)."""
@@ -448,14 +616,7 @@ class JobStore:
         pid = worker_pid or os.getpid()
         now = time.time()
         with self._transaction() as con:
-            for dead in con.execute("SELECT id, attempts FROM jobs WHERE status = 'interrupted' AND attempts >= ?",
-                                    (MAX_ATTEMPTS,)).fetchall():
-                error = (f"the worker died {dead['attempts']} times while running this job (killed, out of "
-                         "memory or disk?); not retried again. Check its log, then `python -m engine jobs "
-                         f"resume {dead['id']}` to try once more")
-                con.execute("UPDATE jobs SET status = 'failed', finished = ?, error = ? WHERE id = ?",
-                            (now, error, dead["id"]))
-                self._event(con, dead["id"], "status", {"status": "failed", "error": error})
+            self._give_up(con)
             row = con.execute(
                 f"SELECT id FROM jobs WHERE status IN ({','.join('?' * len(CLAIMABLE))}) "
                 f"AND cancel_requested = 0 AND (settings_key IS NULL OR settings_key = ?){lane_sql} "
@@ -471,6 +632,56 @@ class JobStore:
             con.execute("UPDATE workers SET job_id = ?, heartbeat = ? WHERE pid = ?", (row["id"], now, pid))
             self._event(con, row["id"], "status", {"status": "running"})
         return self.get(row["id"])
+
+    def give_up(self) -> list[Job]:
+        """Mark failed the interrupted jobs whose worker died :data:`MAX_ATTEMPTS` times (they
+        would likely kill the next worker too; ``resume`` gives them new attempts) and return
+        them. :meth:`claim` does this too; a worker calls it first to publish what such a
+        training job finished (``engine.jobs.worker``)."""
+        with self._transaction() as con:
+            ids = self._give_up(con)
+        return [self.get(job_id) for job_id in ids]
+
+    def _give_up(self, con) -> list[int]:
+        now, ids = time.time(), []
+        for dead in con.execute("SELECT id, attempts, kind FROM jobs WHERE status = 'interrupted' AND attempts >= ?",
+                                (MAX_ATTEMPTS,)).fetchall():
+            error = self.given_up_error(dead["id"], dead["attempts"], is_training=(dead["kind"] or TRAIN) == TRAIN)
+            con.execute("UPDATE jobs SET status = 'failed', finished = ?, error = ? WHERE id = ?",
+                        (now, error, dead["id"]))
+            self._event(con, dead["id"], "status", {"status": "failed", "error": error})
+            ids.append(dead["id"])
+        return ids
+
+    def given_up_error(self, job_id: int, attempts: int, is_training: bool = True,
+                       published: str | os.PathLike | None = None) -> str:
+        """The one-line error of a job given up on after its worker died ``attempts`` times; for a
+        training job with finished epochs: where the last one is kept (the run folder's epoch
+        checkpoint, and ``published`` when it was also published) and that resume continues
+        from it."""
+        died = (f"the worker died {attempts} times while running this job (killed, out of memory or disk?); "
+                "not retried again")
+        state = self.saved_state(job_id) if is_training else {}
+        last, epochs = state.get("last"), state.get("epoch")
+        if not last or not isinstance(epochs, int) or epochs < 1:
+            return f"{died}. Check its log, then `python -m engine jobs resume {job_id}` to try once more"
+        kept = self.job_dir(job_id) / "run" / str(last) / "model.safetensors"
+        where = f"published as {published} and kept in {kept}" if published else f"kept in {kept}"
+        return (f"{died}; its last finished epoch ({epochs}) is {where}: `python -m engine jobs resume {job_id}` "
+                "continues from it")
+
+    def record_published(self, job_id: int, checkpoint: str | os.PathLike | None,
+                         best_checkpoint: str | os.PathLike | None) -> Job:
+        """Record the checkpoints published for a failed training job (a job given up on: its
+        error then names the published one)."""
+        job = self.get(job_id)
+        error = self.given_up_error(job.id, job.attempts, True, checkpoint) if checkpoint else job.error
+        with self._transaction() as con:
+            con.execute("UPDATE jobs SET checkpoint = COALESCE(?, checkpoint), "
+                        "best_checkpoint = COALESCE(?, best_checkpoint), error = ? WHERE id = ?",
+                        (None if checkpoint is None else str(checkpoint),
+                         None if best_checkpoint is None else str(best_checkpoint), error, job.id))
+        return self.get(job.id)
 
     def ahead_of(self, job: Job) -> tuple[list[Job], list[Job]]:
         """``(running, queued)``: the analyses running now, and the queued ones a worker of the
@@ -552,26 +763,54 @@ class JobStore:
             self._event(con, job_id, "status", {"status": "queued", "resumed": True})
         return self.get(job_id)
 
-    def recover(self, stale_after_s: float = STALE_AFTER_S, alive=None) -> list[int]:
+    def recover(self, stale_after_s: float | None = None, alive=None) -> list[int]:
         """Mark running jobs whose worker is gone (pid dead or heartbeat stale) ``interrupted``.
 
+        Cheap when nothing is orphaned (one read; the write transaction only when some job is),
+        so readers may call it every time they look (:meth:`refresh`).
+
         Args:
+            stale_after_s: a heartbeat older than this is stale (default :data:`STALE_AFTER_S`,
+                read when called).
             alive: ``alive(pid) -> bool`` (default: the pid exists on this machine).
 
         Returns:
             The ids of the jobs marked interrupted.
         """
+        stale_after_s = STALE_AFTER_S if stale_after_s is None else stale_after_s
         alive = alive or pid_alive
-        now = time.time()
+        sql = "SELECT id, worker_pid, heartbeat FROM jobs WHERE status = 'running'"
+        with self._reading() as con:
+            rows = con.execute(sql).fetchall()
+        if not any(_orphaned(row, time.time(), stale_after_s, alive) for row in rows):
+            return []
         out = []
         with self._transaction() as con:
-            for row in con.execute("SELECT id, worker_pid, heartbeat FROM jobs WHERE status = 'running'").fetchall():
-                stale = row["heartbeat"] is None or now - row["heartbeat"] > stale_after_s
-                if stale or not alive(row["worker_pid"]):
+            now = time.time()
+            for row in con.execute(sql).fetchall():
+                if _orphaned(row, now, stale_after_s, alive):
                     con.execute("UPDATE jobs SET status = 'interrupted' WHERE id = ?", (row["id"],))
                     self._event(con, row["id"], "status", {"status": "interrupted"})
                     out.append(row["id"])
         return out
+
+    def refresh(self, job_id: int) -> Job:
+        """The job as it stands, after :meth:`recover`: a running job whose worker died is
+        ``interrupted`` (never "running" with a frozen ETA). What readers that follow a job use."""
+        self.recover()
+        return self.get(job_id)
+
+    def lost_reason(self, job: Job, workers: list[WorkerInfo] | None = None) -> str | None:
+        """One sentence for a job whose worker died (``interrupted``) when no live worker may take
+        it up again (:meth:`waiting_reason`), e.g. ``"job 7: worker lost (pid 123 stopped before
+        finishing it: killed or out of memory?); `python -m engine jobs resume 7` to retry, with
+        a worker running (`python -m engine worker`)"``; ``None`` otherwise."""
+        if job.status != "interrupted" or job.cancel_requested or self.waiting_reason(job, workers) is None:
+            return None
+        lane = "analysis" if job.is_analysis else "all"
+        start = worker_command(job.settings, lane) if job.settings is not None else "python -m engine worker"
+        return (f"job {job.id}: worker lost (pid {job.worker_pid} stopped before finishing it: killed or out of "
+                f"memory?); `python -m engine jobs resume {job.id}` to retry, with a worker running (`{start}`)")
 
     # ------------------------------------------------------------------ workers
     def register_worker(self, pid: int, lane: str, settings: dict | None, owner_pid: int | None = None,
@@ -586,11 +825,13 @@ class JobStore:
                  settings_key(settings), device, owner_pid, now, now),
             )
 
-    def worker_beat(self, pid: int, job_id: int | None = None, device: str | None = None) -> None:
-        """A worker is alive and runs ``job_id`` (None: idle); ``device`` once it knows it."""
+    def worker_beat(self, pid: int, job_id: int | None = None, device: str | None = None) -> bool:
+        """A worker is alive and runs ``job_id`` (None: idle); ``device`` once it knows it.
+        Returns whether the worker has a row (``False``: register it again, e.g. in a fresh store
+        started in place of a damaged one)."""
         with self._transaction() as con:
-            con.execute("UPDATE workers SET heartbeat = ?, job_id = ?, device = COALESCE(?, device) WHERE pid = ?",
-                        (time.time(), job_id, device, int(pid)))
+            return con.execute("UPDATE workers SET heartbeat = ?, job_id = ?, device = COALESCE(?, device) "
+                               "WHERE pid = ?", (time.time(), job_id, device, int(pid))).rowcount > 0
 
     def unregister_worker(self, pid: int) -> None:
         """Remove a stopping worker's row."""
@@ -662,10 +903,11 @@ class JobStore:
     def add_event(self, job_id: int, kind: str, metrics: dict, epoch: int | None = None,
                   epochs: int | None = None, batch: int | None = None, batches: int | None = None,
                   eta_s: float | None = None) -> None:
-        """Append a progress event (also refreshes the job's heartbeat)."""
+        """Append a progress event (also refreshes the job's heartbeat); nothing for a job that is
+        not in the store (its database was moved aside while it ran)."""
         with self._transaction() as con:
-            self._event(con, job_id, kind, metrics, epoch, epochs, batch, batches, eta_s)
-            con.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (time.time(), check_job_id(job_id)))
+            if con.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (time.time(), check_job_id(job_id))).rowcount:
+                self._event(con, job_id, kind, metrics, epoch, epochs, batch, batches, eta_s)
 
     def events(self, job_id: int, kind: str | None = None, after_id: int = 0) -> list[Event]:
         """The job's events in order (optionally one ``kind``, only ids > ``after_id``)."""
@@ -692,11 +934,16 @@ class JobStore:
 
     def saved_history(self, job_id: int) -> list[dict]:
         """The per-epoch records in the job's saved run state (``[]`` when none was saved)."""
+        history = self.saved_state(job_id).get("history")
+        return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+
+    def saved_state(self, job_id: int) -> dict:
+        """The training job's saved run state (``run/state.json``: epoch, last, best, history),
+        ``{}`` when none was saved or it cannot be read."""
         from engine.training.state import read_json
 
         state = read_json(self.job_dir(job_id) / "run" / "state.json")
-        history = state.get("history") if isinstance(state, dict) else None
-        return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+        return state if isinstance(state, dict) else {}
 
     def latest_progress(self, job_id: int) -> Event | None:
         """The most recent batch or epoch event, or ``None``."""
@@ -719,6 +966,27 @@ def error_line(error: str | None) -> str:
     last line is the exception's message); ``""`` for none."""
     lines = [line.strip() for line in (error or "").strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+#: a disk with less free space than this (bytes) is full for SQLite's purposes (a WAL write
+#: that finds no room is reported as a "disk I/O error")
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Whether the disk ``folder`` is on has (almost) no free space left."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def _orphaned(row, now: float, stale_after_s: float, alive) -> bool:
+    """Whether a running job's row (``worker_pid``, ``heartbeat``) has lost its worker: no
+    heartbeat for ``stale_after_s`` seconds, or the worker's pid is gone (``alive(pid)`` False)."""
+    return row["heartbeat"] is None or now - row["heartbeat"] > stale_after_s or not alive(row["worker_pid"])
 
 
 def _corrupt(exc: sqlite3.DatabaseError) -> bool:

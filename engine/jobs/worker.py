@@ -11,10 +11,12 @@ Liveness: a running worker holds an exclusive ``fcntl`` lock on
 ``<runs>/[analysis-]worker-<settings key>.lock`` (released by the OS even on ``kill -9``) and
 writes its pid next to it (``.pid``), so workers of different settings coexist; it also keeps a
 row in the store's ``workers`` table (lane, settings, device, owner, current job) for the pages.
-A background thread refreshes the running job's heartbeat and picks up cancel requests. On start
-the worker marks running jobs left by a dead worker ``interrupted``; they are claimed again and
-resume from their last completed epoch (training) or their last saved partial state (CKA) or from
-the start.
+A background thread refreshes the running job's heartbeat and picks up cancel requests. Before
+each claim the worker marks running jobs left by a dead worker ``interrupted``; they are claimed
+again and resume from their last completed epoch (training) or their last saved partial state
+(CKA) or from the start. A job whose worker died ``MAX_ATTEMPTS`` times is given up on (failed);
+a training job's finished epochs are then published and its error says where they are and that
+``jobs resume ID`` continues from them (:func:`keep_finished_epochs`).
 
 Owner: a worker started by the dashboard (``ensure_worker(owner_pid=...)``, ``--owner-pid``) exits
 when that process is gone (checked every :data:`OWNER_CHECK_S` seconds between jobs; a job it is
@@ -29,7 +31,10 @@ queued) runs only those. So an analysis never waits hours behind a training run,
 never waits behind a long analysis: each lane's worker takes its own (they then share the CPU).
 
 Errors: a failed job's ``error`` is one line (a ``RobustScopeError``'s message, else
-``"<ExceptionType>: <message>"``); the traceback goes to the job's log.
+``"<ExceptionType>: <message>"``); the traceback goes to the job's log. A progress event the store
+fails to record is logged, never allowed to stop the job. A store that cannot be used (read-only,
+full disk) ends the worker with ``error: <one sentence>`` (exit status 1); a damaged one is moved
+aside by the store, and the worker says so in one line and goes on with the fresh store.
 
 Start-up: :func:`worker_main` is ``python -m engine.jobs`` (the worker alone, without the CLI's
 command discovery); ``python -m engine worker`` registers the same options
@@ -48,9 +53,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import RobustScopeError
-from engine.jobs.store import LANES, Job, JobStore, pid_alive, process_started
-from engine.paths import RUNS_ENV, apply_env, settings_key
+from engine.errors import RobustScopeError, storage
+from engine.jobs.store import LANES, Job, JobStore, JobStoreDamaged, pid_alive, process_started
+from engine.paths import RUNS_ENV, apply_env, runs_dir, settings_key
 
 HEARTBEAT_S = 2.0
 #: seconds between checks that a worker's owner (the dashboard that started it) is still alive
@@ -175,8 +180,19 @@ class _Heartbeat(threading.Thread):
             try:
                 if self.store.heartbeat(self.job_id):
                     self.cancel.set()
+            except RobustScopeError as exc:  # the store's own one-line message (busy, full, moved aside)
+                logging.getLogger("engine.jobs").warning("heartbeat failed: %s", exc)
             except Exception:  # noqa: BLE001 - a busy database must not kill the heartbeat
                 logging.getLogger("engine.jobs").warning("heartbeat failed", exc_info=True)
+
+
+def _report(store: JobStore, job_id: int, kind: str, metrics: dict, **position) -> None:
+    """Store a progress event; a store that fails meanwhile (full disk, damaged and moved aside)
+    is logged, never allowed to stop the job (its outcome is recorded, or said, at the end)."""
+    try:
+        store.add_event(job_id, kind, metrics, **position)
+    except RobustScopeError as exc:
+        logging.getLogger("engine.jobs").warning("job %d: progress not recorded: %s", job_id, exc)
 
 
 class _Reporter:
@@ -190,8 +206,8 @@ class _Reporter:
         if ev.kind == "batch" and now - self.last < BATCH_EVENT_EVERY_S and ev.batch < ev.batches:
             return
         self.last = now
-        self.store.add_event(self.job_id, ev.kind, ev.metrics, epoch=ev.epoch, epochs=ev.epochs,
-                             batch=ev.batch, batches=ev.batches, eta_s=ev.eta_s)
+        _report(self.store, self.job_id, ev.kind, ev.metrics, epoch=ev.epoch, epochs=ev.epochs,
+                batch=ev.batch, batches=ev.batches, eta_s=ev.eta_s)
 
 
 def _job_logger(path: Path) -> tuple[logging.Logger, logging.Handler]:
@@ -218,7 +234,7 @@ class _AnalysisReporter:
         self.last = now
         rate = done / max(now - self.start, 1e-9)
         eta = (total - done) / rate if done and rate > 0 else None
-        self.store.add_event(self.job_id, "batch", {"done": done, "total": total}, batch=done, batches=total, eta_s=eta)
+        _report(self.store, self.job_id, "batch", {"done": done, "total": total}, batch=done, batches=total, eta_s=eta)
 
 
 def error_message(exc: BaseException) -> str:
@@ -302,6 +318,27 @@ def run_job(store: JobStore, job: Job) -> str:
     return _supervised(store, job, body)
 
 
+def keep_finished_epochs(store: JobStore, job: Job) -> Job:
+    """A training job given up on (its worker died ``MAX_ATTEMPTS`` times, ``JobStore.give_up``):
+    publish its last and best finished epochs (``engine.training.publish_saved``; the model picker
+    lists them) and name them in its error. A failure to publish is logged: its error already
+    says where the run folder keeps the last finished epoch. Returns the job as recorded."""
+    if job.is_analysis:
+        return job
+    from engine.training import publish_saved
+
+    log = logging.getLogger("engine.jobs")
+    try:
+        checkpoint, best = publish_saved(job.config, store.job_dir(job.id) / "run", status="failed")
+    except Exception as exc:  # noqa: BLE001 - the epochs stay in the run folder whatever happens here
+        log.warning("job %d: its finished epochs could not be published: %s", job.id, error_message(exc))
+        return job
+    if checkpoint is None:
+        return job
+    log.info("job %d given up on: its last finished epoch is published as %s", job.id, checkpoint)
+    return store.record_published(job.id, checkpoint, best)
+
+
 def _clean_leftovers(store: JobStore) -> None:
     """Remove temp files that killed writers left in the runs and checkpoints folders."""
     from engine.checkpoints import default_roots
@@ -359,7 +396,11 @@ def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float 
     """The worker loop: recover orphaned jobs, then claim -> run -> record until stopped.
 
     The worker's settings are this process's (``store.settings()``); it claims only jobs with the
-    same settings (or none recorded).
+    same settings (or none recorded). Before claiming it gives up on jobs whose worker died
+    ``MAX_ATTEMPTS`` times, publishing a training job's finished epochs (:func:`keep_finished_epochs`).
+    A store found damaged meanwhile is moved aside by the store (``JobStoreDamaged``): the worker
+    logs the one-line notice and goes on with the fresh store (unless that is found damaged at
+    once too: then it stops, raising the error).
 
     Args:
         lane: "all" (analyses first, then training) or "analysis" (analyses only). One worker
@@ -372,6 +413,9 @@ def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float 
 
     Returns:
         The number of jobs run; ``-1`` when another worker already holds the lock.
+
+    Raises:
+        JobStoreError: the store cannot be used (read-only, full disk): its one-line message.
     """
     store = store or JobStore()
     settings = store.settings()
@@ -381,54 +425,84 @@ def run_worker(store: JobStore | None = None, once: bool = False, poll_s: float 
     log = logging.getLogger("engine.jobs")
     pid, owner = os.getpid(), _Owner(owner_pid)
     pid_file = pid_path(store, lane, settings)
-    ran, idle_since = 0, time.monotonic()
+    ran, idle_since, beat_at, just_replaced = 0, time.monotonic(), float("-inf"), False
     try:
         pid_file.write_text(str(pid))
-        store.register_worker(pid, lane, settings, owner_pid=owner.pid)
         _clean_leftovers(store)
-        store.worker_beat(pid, None, device=device_description())
-        beat_at = time.monotonic()
+        device = device_description()
         while True:
             if owner.is_gone():
                 log.info("worker %d: its owner (pid %d) is gone; exiting after %d job(s)", pid, owner.pid, ran)
                 return ran
-            store.recover()
-            job = store.claim(pid, lane=lane, settings=settings)
+            try:
+                if time.monotonic() - beat_at >= HEARTBEAT_S:
+                    _beat(store, pid, lane, settings, owner.pid, device)
+                    beat_at = time.monotonic()
+                job = _claim(store, pid, lane, settings)
+                if job is not None:
+                    run_job(store, job)
+                    beat_at = float("-inf")
+            except JobStoreDamaged as exc:  # moved aside: go on with the fresh store
+                if just_replaced:
+                    raise  # the fresh store is damaged at once too: the disk is failing, stop
+                log.warning("worker %d: %s", pid, exc)
+                beat_at, just_replaced = float("-inf"), True
+                continue
+            just_replaced = False
             if job is not None:
-                run_job(store, job)
-                store.worker_beat(pid, None)
-                ran, idle_since, beat_at = ran + 1, time.monotonic(), time.monotonic()
+                ran, idle_since = ran + 1, time.monotonic()
                 continue
             if once or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
                 return ran
-            if time.monotonic() - beat_at >= HEARTBEAT_S:
-                store.worker_beat(pid, None)
-                beat_at = time.monotonic()
             time.sleep(poll_s)
     finally:
         try:
             store.unregister_worker(pid)
-        except RobustScopeError:  # a store that broke meanwhile: the row is ignored once stale
-            log.warning("could not remove worker %d's row", pid, exc_info=True)
+        except RobustScopeError as exc:  # a store that broke meanwhile: the row is ignored once stale
+            log.warning("could not remove worker %d's row: %s", pid, exc)
         pid_file.unlink(missing_ok=True)
         lock.release()
+
+
+def _beat(store: JobStore, pid: int, lane: str, settings: dict, owner_pid: int | None, device: str) -> None:
+    """Refresh this worker's row (idle), registering it when the store has none (at start, or a
+    fresh store started in place of a damaged one)."""
+    if not store.worker_beat(pid, None, device=device):
+        store.register_worker(pid, lane, settings, owner_pid=owner_pid, device=device)
+
+
+def _claim(store: JobStore, pid: int, lane: str, settings: dict) -> Job | None:
+    """Mark jobs of dead workers interrupted, give up on those that died too often (keeping a
+    training job's finished epochs), then claim the next job of ``lane`` (or None)."""
+    store.recover()
+    for given_up in store.give_up():
+        keep_finished_epochs(store, given_up)
+    return store.claim(pid, lane=lane, settings=settings)
 
 
 def worker_command(args) -> int:
     """Run the worker loop for parsed ``args`` (``runs``, ``once``, ``idle_exit``, ``lane``,
     ``owner_pid``); print ``{"jobs_run": N}`` on stdout. Exit status 1 when another worker of the
-    lane with the same settings holds the lock."""
+    lane with the same settings holds the lock, or when the store cannot be used (``error: ...``,
+    one line; the store's notices about a damaged store moved aside are printed as warnings)."""
     import json
 
     from engine.paths import describe_settings
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    store = JobStore(args.runs)
-    os.environ[RUNS_ENV] = str(store.root.resolve())  # what the jobs' own temp folders use too
-    logging.getLogger("engine.jobs").info("worker %d (%s lane) for %s: %s", os.getpid(), args.lane, store.root,
-                                          describe_settings(store.settings()))
-    ran = run_worker(store, once=args.once, idle_exit_s=args.idle_exit, lane=args.lane,
-                     owner_pid=getattr(args, "owner_pid", None))
+    try:
+        with storage(f"the worker cannot use the runs folder {args.runs or runs_dir()}"):
+            store = JobStore(args.runs)
+            for notice in store.notices():
+                print(f"warning: {notice}", file=sys.stderr)
+            os.environ[RUNS_ENV] = str(store.root.resolve())  # what the jobs' own temp folders use too
+            logging.getLogger("engine.jobs").info("worker %d (%s lane) for %s: %s", os.getpid(), args.lane,
+                                                  store.root, describe_settings(store.settings()))
+            ran = run_worker(store, once=args.once, idle_exit_s=args.idle_exit, lane=args.lane,
+                             owner_pid=getattr(args, "owner_pid", None))
+    except RobustScopeError as exc:  # the store or folder cannot be used (read-only, full disk): one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if ran < 0:
         print(f"another {args.lane}-lane worker with these settings is already running for this runs folder",
               file=sys.stderr)

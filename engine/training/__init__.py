@@ -4,6 +4,7 @@
 Public API:
 - :class:`TrainConfig` (dataclass <-> JSON, ``validate()``), :data:`METHODS`;
 - :func:`train` -> :class:`TrainResult`, progress via :class:`ProgressEvent`;
+- :func:`publish_saved` (publish a run folder's finished epochs without training);
 - :func:`estimate_cost` -> :class:`CostEstimate` (rough, for the form);
 - :func:`lr_at`, :func:`evaluate`, :data:`METHOD_LOSSES`.
 """
@@ -16,6 +17,7 @@ from engine.training.trainer import (  # noqa: F401
     checkpoints_root,
     evaluate,
     lr_at,
+    publish_saved,
     runs_root,
     train,
 )

@@ -12,8 +12,8 @@ so a process killed at any moment leaves the previous pointer and a loadable che
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,13 +70,19 @@ def epoch_dir(run_dir: Path, epoch: int) -> Path:
 
 
 def save_optimizer(folder: Path, optimizer: torch.optim.Optimizer, scaler=None) -> None:
-    """Save optimiser (+ scaler) state dicts (tensors/primitives only) atomically to ``optim.pt``."""
+    """Save optimiser (+ scaler) state dicts (tensors/primitives only) atomically to ``optim.pt``.
+
+    Serialised in memory first, then written with ``engine.fileio.atomic_write_bytes``, so a
+    disk that refuses the write raises what that raises (a one-sentence ``StorageError`` naming
+    the file and the fault, not torch's opaque stream error) and leaves no partial file."""
+    from engine.fileio import atomic_write_bytes
+
     payload = {"optimizer": optimizer.state_dict()}
     if scaler is not None and scaler.is_enabled():
         payload["scaler"] = scaler.state_dict()
-    tmp = Path(folder) / ".optim.pt.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, Path(folder) / "optim.pt")
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(Path(folder) / "optim.pt", buffer.getvalue(), what="optimiser state")
 
 
 def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer, scaler=None) -> None:

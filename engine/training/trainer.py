@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from engine.catalogue import TRAINING_METHODS, require_names
-from engine.errors import CheckpointError, InvalidParameterError
+from engine.errors import CheckpointError, InvalidParameterError, RobustScopeError, storage
 from engine.training.config import TrainConfig
 from engine.training.methods import METHOD_LOSSES, Step
 from engine.training.state import (
@@ -289,10 +291,33 @@ def make_training_card(model: nn.Module, config: TrainConfig, spec, history: lis
 
 
 def save_model(model: nn.Module, card: dict, path: Path) -> Path:
-    """Save through ``engine.checkpoints.save_checkpoint`` (atomic weights + card)."""
+    """Save through ``engine.checkpoints.save_checkpoint`` (atomic weights + card). A write the
+    disk refused raises its ``OSError`` (safetensors reports one as a ``SafetensorError`` naming
+    the OS error: it is turned back into that ``OSError``), which callers inside
+    ``engine.errors.storage`` turn into one sentence."""
     from engine.checkpoints import save_checkpoint
 
-    return Path(save_checkpoint(model, card, path))
+    try:
+        return Path(save_checkpoint(model, card, path))
+    except (OSError, RobustScopeError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - only a refused write is translated; anything else passes
+        refused = _os_error(exc, path)
+        if refused is None:
+            raise
+        raise refused from exc
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _os_error(exc: BaseException, path) -> OSError | None:
+    """The ``OSError`` a library's error message names (``"... (os error 28)"``), else None."""
+    found = _OS_ERROR.search(str(exc))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), str(path))
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -421,10 +446,28 @@ def _train_epoch(step: Step, optimizer, scaler, data: Data, config: TrainConfig,
 
 def _save_epoch(run_dir: Path, raw: nn.Module, optimizer, scaler, config: TrainConfig, data: Data,
                 state: RunState, record: dict) -> RunState:
-    """Write ``epoch-NNNN/`` (checkpoint + optimiser), then swap the pointer to it."""
+    """Write ``epoch-NNNN/`` (checkpoint + optimiser), then swap the pointer to it.
+
+    Raises:
+        StorageError: the disk refused a write (full, read-only): one sentence. The half-written
+            epoch folder is removed; the pointer and the earlier epochs are untouched.
+    """
+    folder = epoch_dir(run_dir, record["epoch"])
+    with storage(f"cannot save epoch {record['epoch']} of the training run in {run_dir}"):
+        try:
+            new = _write_epoch(folder, run_dir, raw, optimizer, scaler, config, data, state, record)
+        except BaseException:
+            if folder.name not in (state.last, state.best):  # never a folder the pointer names
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+    return new
+
+
+def _write_epoch(folder: Path, run_dir: Path, raw: nn.Module, optimizer, scaler, config: TrainConfig, data: Data,
+                 state: RunState, record: dict) -> RunState:
+    """Write the epoch folder and commit the pointer to it (:func:`_save_epoch` without its error handling)."""
     epoch = record["epoch"]
     history = state.history + [record]
-    folder = epoch_dir(run_dir, epoch)
     folder.mkdir(parents=True, exist_ok=True)
     save_model(raw, make_training_card(raw, config, data.spec, history, "training"), folder / "model")
     save_optimizer(folder, optimizer, scaler)
@@ -464,10 +507,21 @@ def publish(run_dir: Path, state: RunState, config: TrainConfig, spec, device_mo
     card named after its own file. ``<name>`` is the config's output name, or ``<name>-2``,
     ``-3`` ... when another run already published under it: a run never overwrites another's
     checkpoint (see :func:`_publish_stem`).
+
+    Raises:
+        StorageError: the checkpoints folder refused a write (read-only, full disk): one
+            sentence that says the epochs are still kept in ``run_dir``.
     """
     if state.last is None:
         return None, None
     out_dir = Path(out_dir) if out_dir is not None else checkpoints_root()
+    with storage(f"cannot publish the trained model in {out_dir} (its epochs are kept in {run_dir})"):
+        return _publish_files(run_dir, state, config, spec, device_model, status, out_dir)
+
+
+def _publish_files(run_dir: Path, state: RunState, config: TrainConfig, spec, device_model: nn.Module,
+                   status: str, out_dir: Path) -> tuple[Path, Path]:
+    """Write the published files (:func:`publish` without its error handling)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = _publish_stem(Path(run_dir), out_dir, config.output_name)
     paths = []
@@ -480,6 +534,20 @@ def publish(run_dir: Path, state: RunState, config: TrainConfig, spec, device_mo
         paths.append(save_model(device_model, card.replace(name=target.name), target))
     load_weights(device_model, Path(run_dir) / state.last / "model")
     return paths[0], paths[1]
+
+
+def publish_saved(config: TrainConfig, run_dir: str | os.PathLike, status: str = "failed",
+                  checkpoint_dir: str | os.PathLike | None = None) -> tuple[Path | None, Path | None]:
+    """Publish the last and best finished epochs kept in ``run_dir`` without training (e.g. a
+    background job given up on after its worker died too often), as :func:`publish` does at the
+    end of a run; the cards record ``status``. Returns ``(None, None)`` when no epoch finished."""
+    from engine.checkpoints import load
+
+    state = read_state(Path(run_dir))
+    if state is None or state.last is None:
+        return None, None
+    model = load(Path(run_dir) / state.last / "model", device="cpu").model
+    return publish(Path(run_dir), state, config, None, model, status, checkpoint_dir)
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
@@ -503,6 +571,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
     Returns:
         :class:`TrainResult`. Under ``torchrun`` every rank trains its shard of each batch
         (``batch_size`` is global) and rank 0 evaluates and writes checkpoints.
+
+    Raises:
+        StorageError: the run folder or the checkpoints folder refused a write (read-only, full
+            disk): one sentence; the run folder's earlier epochs are untouched (resume continues).
     """
     from engine.device import resolve_device
 
@@ -514,9 +586,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     run_dir = Path(run_dir) if run_dir is not None else runs_root() / "train" / config.output_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if dist.main:
-        write_json_atomic(run_dir / "config.json", config.to_dict())
+    with storage(f"cannot write the training run in {run_dir}"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if dist.main:
+            write_json_atomic(run_dir / "config.json", config.to_dict())
     data = load_data(config, datasets)
     raw = build(config, data.spec, device)
     optimizer = make_optimizer(config, raw)
