@@ -4,6 +4,7 @@ Every error a person can cause with bad input (a wrong checkpoint, a corrupt ima
 of range, a missing dataset) is raised as a subclass of :class:`RobustScopeError`, so the CLI and
 the dashboard can show its message plainly instead of a traceback.
 """
+import os
 
 
 class RobustScopeError(Exception):
@@ -29,7 +30,11 @@ class UnsafeCheckpointError(CheckpointError):
 class StorageError(RobustScopeError, OSError):
     """The environment refused a file operation: the disk is full, the folder is read-only or not
     ours, or it vanished. The message is one sentence: what failed — what to do. It is an OSError
-    too, so code that handles a failed write as an OSError keeps doing so."""
+    too, so code that handles a failed write as an OSError keeps doing so (``errno`` and
+    ``filename`` are the original fault's)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 #: errno -> (what happened, what to do about it)
@@ -46,7 +51,8 @@ _STORAGE_FAULTS = {
 
 
 def storage_fault(exc: BaseException) -> bool:
-    """Whether ``exc`` is an OSError this module turns into a :class:`StorageError`."""
+    """Whether ``exc`` is an OSError this module turns into a :class:`StorageError` (or one it
+    made, which keeps the errno)."""
     import errno
 
     return isinstance(exc, OSError) and errno.errorcode.get(exc.errno or -1) in _STORAGE_FAULTS
@@ -59,8 +65,13 @@ def storage_error(exc: OSError, what: str) -> StorageError:
 
     name = errno.errorcode.get(exc.errno or -1, "")
     happened, advice = _STORAGE_FAULTS.get(name, (exc.strerror or str(exc), "check the folder, then retry"))
-    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-    return StorageError(f"{what}: {happened}{where} — {advice}")
+    path = str(getattr(exc, "filename", None) or "")
+    # the failing path, unless ``what`` names it already or it is one of our hidden temp files
+    where = f" ({path})" if path and path not in what and not os.path.basename(path).startswith(".") \
+        and "/." not in path else ""
+    error = StorageError(f"{what}: {happened}{where} — {advice}")
+    error.errno, error.filename = exc.errno, getattr(exc, "filename", None)
+    return error
 
 
 class storage:
@@ -75,6 +86,6 @@ class storage:
         return self
 
     def __exit__(self, kind, exc, tb) -> bool:
-        if exc is not None and storage_fault(exc):
-            raise storage_error(exc, self.what) from exc
+        if exc is not None and storage_fault(exc):  # an inner layer's StorageError too: the
+            raise storage_error(exc, self.what) from exc   # outermost layer says what failed
         return False

@@ -38,7 +38,7 @@ from engine.checkpoints.files import (  # noqa: F401 (WEIGHT_SUFFIXES, checkpoin
 )
 from engine.checkpoints.making import merge_structure
 from engine.checkpoints.safe_io import check_safetensors_header, parse_weights
-from engine.errors import CheckpointError, InvalidParameterError, RobustScopeError
+from engine.errors import CheckpointError, InvalidParameterError, RobustScopeError, storage
 from engine.fileio import FILE_MODE, TEMP_SUFFIX
 
 CHECKPOINTS_ENV = "ROBUSTSCOPE_CHECKPOINTS"
@@ -117,16 +117,20 @@ def _temp_path(target: Path) -> Path:
 
 
 def _write_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
+    """The safetensors bytes of ``tensors`` written by Python (so a full disk is an OSError with its
+    errno, not the serialiser's own error)."""
+    from safetensors.torch import save
 
-    save_file(tensors, str(path), metadata={"format": "pt", "producer": "robustscope"})
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
+    _write_bytes(save(tensors, metadata={"format": "pt", "producer": "robustscope"}), path)
 
 
 def _write_text(text: str, path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    _write_bytes(text.encode("utf-8"), path)
+
+
+def _write_bytes(data: bytes, path: Path) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -166,16 +170,18 @@ def save_checkpoint(model: nn.Module, card: ModelCard | Mapping[str, Any], path:
     full_card = merge_structure(card, model)
     full_card = full_card.replace(name=full_card.name or stem.name)
     full_card.to_json()  # fail on a bad card before touching the disk
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    temps = [_temp_path(weights_path), _temp_path(card_path)]
-    try:
-        _write_weights(_cpu_state(model), temps[0])
-        full_card = full_card.replace(weights_sha256=sha256_file(temps[0]))
-        _write_text(full_card.to_json(), temps[1])
-        _publish([(temps[0], weights_path), (temps[1], card_path)])
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
+    temps: list[Path] = []
+    with storage(f"cannot save the checkpoint {stem}"):
+        try:
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            temps += [_temp_path(weights_path), _temp_path(card_path)]
+            _write_weights(_cpu_state(model), temps[0])
+            full_card = full_card.replace(weights_sha256=sha256_file(temps[0]))
+            _write_text(full_card.to_json(), temps[1])
+            _publish([(temps[0], weights_path), (temps[1], card_path)])
+        finally:
+            for temp in temps:
+                temp.unlink(missing_ok=True)
     return weights_path
 
 
@@ -190,12 +196,13 @@ def update_card(path: str | os.PathLike, updates: Mapping[str, Any]) -> Path:
     """
     _, card_path = checkpoint_paths(path)
     card = ModelCard.from_dict({**read_card(card_path).to_dict(), **dict(updates)}, str(card_path))
-    temp = _temp_path(card_path)
-    try:
-        _write_text(card.to_json(), temp)
-        _publish([(temp, card_path)])
-    finally:
-        temp.unlink(missing_ok=True)
+    with storage(f"cannot update the card {card_path}"):
+        temp = _temp_path(card_path)
+        try:
+            _write_text(card.to_json(), temp)
+            _publish([(temp, card_path)])
+        finally:
+            temp.unlink(missing_ok=True)
     return card_path
 
 

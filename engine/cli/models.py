@@ -181,6 +181,8 @@ def import_model(args: argparse.Namespace) -> int:
         arch_kwargs = json.loads(args.arch_kwargs)
     except json.JSONDecodeError as exc:
         raise InvalidParameterError(f"--arch-kwargs is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidParameterError("--arch-kwargs is nested too deeply; give a flat JSON object") from None
     if not isinstance(arch_kwargs, dict):
         raise InvalidParameterError("--arch-kwargs must be a JSON object, e.g. '{\"width\": 2}'")
     importers.parse_normalization(args.normalization)  # refuse a bad spelling before any work

@@ -35,6 +35,9 @@ from engine.models.wrapper import Classifier
 
 #: Largest accepted number of classes (ImageNet-21k has 21,843): more is refused before allocation.
 MAX_CLASSES = 100_000
+#: Largest accepted model, in parameters (4 GB in float32; ViT-H has 632 M): a built-in
+#: architecture's options are first built on the meta device (no memory) and refused above it.
+MAX_PARAMETERS = 1_000_000_000
 
 
 def _positive_int(name: str, value) -> int:
@@ -379,6 +382,27 @@ def _check_dual_bn_convertible(net: nn.Module, arch: str) -> None:
         )
 
 
+def _check_parameter_count(arch: str, spec: ArchSpec, shape, num_classes: int, kwargs: dict) -> None:
+    """Refuse a built-in architecture whose options make more than :data:`MAX_PARAMETERS`
+    parameters (a width of 10⁹ ...), counted on the meta device before any memory is allocated.
+    External (torchvision/timm) models have fixed sizes and are not counted here."""
+    if is_external(arch) or torch.empty(0).device.type == "meta":
+        return
+    try:
+        with torch.device("meta"):
+            skeleton = spec.builder(shape[0], num_classes, **kwargs)
+        count = sum(p.numel() for p in skeleton.parameters())
+    except RuntimeError as exc:  # a tensor too large for torch to even describe
+        if "overflow" not in str(exc):
+            raise
+        count = None
+    if count is None or count > MAX_PARAMETERS:
+        options = {k: v for k, v in kwargs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        size = "too many parameters to count" if count is None else f"{count:,} parameters"
+        raise InvalidParameterError(f"{arch} with {options} would have {size}; at most {MAX_PARAMETERS:,} are "
+                                    "allowed (use smaller size options)")
+
+
 def build_model(
     arch: str,
     num_classes: int,
@@ -400,8 +424,9 @@ def build_model(
         dual_bn: replace every BatchNorm2d by a :class:`DualBatchNorm2d` (AdvProp).
         **arch_kwargs: architecture options (see ``get_arch(arch).default_kwargs``), e.g.
             ``width`` for small_cnn, ``depth`` and ``widen_factor`` for wide_resnet, ``weights``
-            for torchvision models. Sizes are bounded (depth <= 200, width <= 32, <= 1 G
-            parameters, <= 100,000 classes) and checked before anything is allocated.
+            for torchvision models. Sizes are bounded (the architecture's own option checks,
+            at most :data:`MAX_PARAMETERS` parameters counted on the meta device, at most
+            :data:`MAX_CLASSES` classes) and checked before anything is allocated.
 
     Returns:
         A :class:`Classifier` in training mode (call ``.eval()`` for inference); its forward maps
@@ -429,6 +454,7 @@ def build_model(
     kwargs = {**spec.default_kwargs, **arch_kwargs}
     if spec.check_input is not None:
         spec.check_input(shape, kwargs)
+    _check_parameter_count(arch, spec, shape, num_classes, kwargs)
     net = spec.builder(shape[0], num_classes, **kwargs)  # validates the options before allocating
     if spec.canonical_kwargs is not None:
         kwargs = spec.canonical_kwargs(kwargs)

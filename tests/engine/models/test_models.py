@@ -330,3 +330,17 @@ def test_record_activations_rejects_unknown_layers_before_hooking():
     with pytest.raises(InvalidParameterError):
         with record_activations(model, []):
             pass
+
+
+@pytest.mark.parametrize("arch, shape, options, expected", [
+    ("small_cnn", (1, 28, 28), {"width": 10**9}, "too many parameters to count"),
+    ("small_cnn", (1, 28, 28), {"hidden": 10**9}, "1,035,000,055,914 parameters"),
+    ("cifar_resnet", (3, 32, 32), {"width": 10**6}, "parameters"),
+])
+def test_an_architecture_too_large_for_memory_is_refused_before_allocation(arch, shape, options, expected):
+    """A training config's or card's size options (width 10⁹) are counted on the meta device and
+    refused above MAX_PARAMETERS with the options named — not torch's overflow or a 4 TB allocation."""
+    from engine.models.architectures import MAX_PARAMETERS
+
+    with pytest.raises(InvalidParameterError, match=f"{arch} with .*{expected}.*at most {MAX_PARAMETERS:,}"):
+        build_model(arch, 10, shape, [0.0] * shape[0], [1.0] * shape[0], **options)
