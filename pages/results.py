@@ -18,6 +18,7 @@ import streamlit as st
 from engine.analysis import ANALYSES, CorruptResult, ResultStore
 from engine.analysis.base import finite
 from engine.errors import RobustScopeError
+from pages.analysis_ui import show_store_notices
 from pages.common import page_title
 
 st.title("Results")
@@ -37,10 +38,12 @@ def jobs_view() -> None:
 
     try:
         store = JobStore()
+        store.recover()   # a job whose worker died shows as interrupted, with why, not "running"
         jobs = store.list(limit=30, lane="analysis")
     except RobustScopeError as exc:
         st.warning(str(exc))
         return
+    show_store_notices(store)
     if not jobs:
         st.caption("No analysis jobs yet: choose **Run: in the background** on a page, or "
                    "`python -m engine cka ... --background`.")
@@ -53,6 +56,8 @@ def jobs_view() -> None:
                      "queued": _when(job.created), "result": job.result_key or ""})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     active = [j for j in jobs if j.status in ("queued", "running", "interrupted")]
+    for reason in filter(None, map(store.lost_reason, active)):
+        st.warning(reason)
     for job in active:
         last = store.latest_progress(job.id)
         if job.status == "running" and last is not None and last.batches:

@@ -137,13 +137,24 @@ def add_analysis_options(parser) -> None:
                         help="compute again even when the same request's result is stored (and replace it)")
 
 
+def open_job_store(runs=None):
+    """The job store of ``runs`` (default ``$ROBUSTSCOPE_RUNS``), after printing its notices (a
+    damaged store was moved aside) as warnings on stderr."""
+    from engine.jobs import JobStore
+
+    store = JobStore(runs)
+    for notice in store.notices():
+        warn(f"{notice} (`python -m engine jobs dismiss` stops this warning)")
+    return store
+
+
 def queue_request(request, args) -> dict:
     """Queue ``request`` as a background job (``--background``; ``--no-cache``, ``--device``) and
     say how to follow it on stderr; returns the JSON ``{"job", "status", "kind", "result"}``."""
     from engine.jobs import submit
 
     job = submit(request, use_cache=not args.no_cache, device=getattr(args, "device", "auto"),
-                          submitter="cli")
+                 submitter="cli", jobs=open_job_store())
     if job.status != "done":
         print(f"queued job {job.id}: `python -m engine jobs wait {job.id}` then "
               f"`python -m engine jobs result {job.id} --json`", file=sys.stderr)

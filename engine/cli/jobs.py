@@ -37,13 +37,9 @@ NO_WORKER_S = 60.0
 def open_store(args):
     """The job store of ``args.runs``, after printing its notices (a damaged store was moved
     aside) as warnings on stderr."""
-    from engine.cli import warn
-    from engine.jobs import JobStore
+    from engine.cli import open_job_store
 
-    store = JobStore(args.runs)
-    for notice in store.notices():
-        warn(f"{notice} (`python -m engine jobs dismiss` stops this warning)")
-    return store
+    return open_job_store(args.runs)
 
 
 def warn_without_worker(store, job, args) -> bool:

@@ -6,6 +6,7 @@ answered at once from the result store when it is stored, else queued for the an
 """
 from __future__ import annotations
 
+import logging
 import os
 
 from engine.analysis import ResultStore, cached_result, preflight
@@ -14,6 +15,8 @@ from engine.jobs.worker import ensure_worker
 
 #: an analysis worker started for a submit exits after this many idle seconds
 IDLE_EXIT_S = 600.0
+
+log = logging.getLogger("engine.jobs")
 
 
 def submit(request, use_cache: bool = True, device: str = "auto", submitter: str | None = None,
@@ -48,7 +51,9 @@ def submit(request, use_cache: bool = True, device: str = "auto", submitter: str
     results = results or ResultStore(jobs.root / "results")
     done_key = None
     if use_cache:
-        found, _ = cached_result(request.key(), results)
+        found, note = cached_result(request.key(), results)
+        if note:
+            log.warning(note)  # a damaged entry was moved aside: the job recomputes it
         done_key = found.key if found is not None else None
     job = jobs.submit_analysis(request, use_cache=use_cache, device=device, submitter=submitter, done_key=done_key,
                                estimate_s=estimate_s)

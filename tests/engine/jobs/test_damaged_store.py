@@ -189,3 +189,14 @@ def test_a_worker_on_a_full_disk_says_so_in_one_line(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert "the disk is full" in line
+
+
+def test_queueing_an_analysis_into_a_damaged_store_says_it_was_moved_aside(tiny_checkpoints, capsys):
+    """``--background`` of any analysis command opens the store like ``jobs``: its warning too."""
+    runs = Path(os.environ["ROBUSTSCOPE_RUNS"])
+    garbage_file(runs)
+    rc = main(["cka", "--a", str(tiny_checkpoints["standard"]), "--b", str(tiny_checkpoints["robust"]),
+               "--dataset", "shapes", "--n", "24", "--json", "--background"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning: the job store" in err and "was damaged" in err and len(asides(runs)) == 1
+    assert [job.status for job in JobStore(runs).list()] == ["queued"]   # queued into the fresh store
