@@ -8,7 +8,8 @@ The top-k search (``featvis_topk``) and lucent's images (``featvis``) are stored
 requests, one of each per model, run here or as background jobs (``Run: auto / here / in the
 background``; ``?job=ID,…``, progress from any session). The view reopens from the permalink
 ``?result=<key>,…`` (every top-k and lucent result of the view) or from the Results page (one
-result: that model's column) without loading a model.
+result: that model's column) without loading a model. The **Unit atlas** view (``pages/atlas_view.py``)
+shows every unit of a layer instead (``?atlas=<key>``).
 """
 import json
 from typing import NamedTuple
@@ -23,7 +24,7 @@ from engine.analysis.kinds import topk as etopk
 from engine.analysis.kinds.featvis import FeatVisRequest
 from engine.analysis.kinds.topk import TopKRequest
 from engine.errors import RobustScopeError
-from pages import analysis_ui, common
+from pages import analysis_ui, atlas_view, common
 
 TOPK, VIS = KINDS = ("featvis_topk", "featvis")  # the view's results: top-k and lucent images per model
 SIDEBAR_TITLES = ("Model A", "Model B")  # column titles of results about the sidebar's models
@@ -34,6 +35,12 @@ st.caption(
     "maximising a random direction of the same layer — meaning lives in the space, not the units."
 )
 sel = common.current_selection()
+VIEWS = ("Units vs directions", "Unit atlas")
+if st.radio("View", VIEWS, index=int(atlas_view.wanted()), horizontal=True, key="features_view",
+            help="Unit atlas: every unit of a layer, A beside B, each with its visualisation, top-k images, "
+                 "statistics and best match") == VIEWS[1]:
+    atlas_view.render(sel)
+    st.stop()
 shown = analysis_ui.permalinked_all(KINDS) or analysis_ui.job_statuses(KINDS) or []  # ?result=… / ?job=…
 if not shown or sel.a is not None:  # (a permalinked view shows without models)
     common.require_models(sel, both=False)

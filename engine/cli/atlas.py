@@ -78,30 +78,16 @@ def write_html(result, folder: str) -> int:
     import sys
 
     from engine.cli import warn_result_notes
+    from engine.featvis.atlas import scanned_images
     from engine.featvis.atlas_html import export_atlas
 
     warn_result_notes(result)
     atlas = result.value()
-    index = export_atlas(atlas, dataset_images(atlas.dataset, atlas.split), folder,
+    index = export_atlas(atlas, scanned_images(atlas.dataset, atlas.split), folder,
                          title=f"Unit atlas · {result.request.describe()}")
     print(f"wrote {index} (result {result.key}, {'stored earlier' if result.cached else 'computed'}); "
           "open it in a browser, no server needed", file=sys.stderr)
     return 0
-
-
-def dataset_images(dataset: str, split: str):
-    """``images_of(indices) -> (N, H, W, C) uint8`` of a dataset split (for the atlas' crops)."""
-    import numpy as np
-
-    from engine import data as edata
-
-    found = edata.load_dataset(dataset, split=split)
-
-    def images_of(indices) -> np.ndarray:
-        pictures = np.stack([np.asarray(found[int(i)][0], dtype=np.float32) for i in indices])   # (N, C, H, W)
-        return np.clip(np.rint(pictures.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
-
-    return images_of
 
 
 def print_summary(result) -> int:

@@ -288,3 +288,33 @@ def render_units(
     if found.stopped:
         raise InterruptedError("atlas rendering stopped")
     return np.clip(np.rint(found.images * 255.0), 0, 255).astype(np.uint8)
+
+
+def scanned_images(dataset: str, split: str = "test") -> Callable[[Sequence[int]], np.ndarray]:
+    """``images_of(indices) -> (N, H, W, C) uint8``: images of a dataset split by index (an atlas'
+    top-k images, read one by one when shown or exported)."""
+    from engine import data as edata
+
+    found = edata.load_dataset(dataset, split=split)
+
+    def images_of(indices: Sequence[int]) -> np.ndarray:
+        pictures = np.stack([np.asarray(found[int(i)][0], dtype=np.float32) for i in indices])   # (N, C, H, W)
+        return np.clip(np.rint(pictures.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
+
+    return images_of
+
+
+def render_variants(model: torch.nn.Module, layer: str, unit: int, config: VisConfig = VisConfig(),
+                    starts: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """A unit's negative image (the input that drives it down: the direction −eᵢ) and its images
+    from ``starts`` other random starting points (seeds ``config.seed + 1 ...``): ((H, W, C),
+    (starts, H, W, C)) uint8. The other starts show how much of the visualisation is the unit's
+    and how much the starting noise's."""
+    from dataclasses import replace
+
+    units, _ = layer_units(model, layer, tuple(model.input_shape))
+    negative = -np.eye(units, dtype=np.float32)[int(unit):int(unit) + 1]
+    low = render_units(model, layer, vectors=negative, config=config)[0]
+    others = np.concatenate([render_units(model, layer, [int(unit)], config=replace(config, seed=config.seed + s))
+                             for s in range(1, starts + 1)]) if starts else np.zeros((0, *low.shape), np.uint8)
+    return low, others
