@@ -41,7 +41,7 @@ from engine.errors import InvalidParameterError
 from engine.featvis.atlas_data import MAX_ATLAS_UNITS, UnitTable, selectivity
 from engine.featvis.config import VisConfig
 from engine.featvis.targets import direction_target, unit_target
-from engine.models.hooks import record_activations
+from engine.models.hooks import record_activations, resolve_layer
 from engine.models.state import frozen_eval, model_device
 from engine.runtime import Progress, ShouldStop
 
@@ -76,10 +76,11 @@ class _Accumulator:
         self.class_count = torch.zeros(classes, dtype=torch.float64)
 
     def add(self, maps: torch.Tensor, labels: torch.Tensor, start: int) -> None:
-        """Fold in one batch of activation maps (B, U, H, W) of images ``start..start+B``."""
-        flat = maps.flatten(2).double()                                   # (B, U, P)
+        """Fold in one batch of activation maps (B, U, H, W) of images ``start..start+B`` (reduced in
+        float32, summed over batches in float64)."""
+        flat = maps.flatten(2)                                            # (B, U, P)
         peak, where = flat.max(dim=2)                                     # (B, U)
-        spatial_mean = flat.mean(dim=2)                                   # (B, U)
+        spatial_mean = flat.mean(dim=2).double()                          # (B, U)
         index = torch.arange(start, start + len(maps)).expand(peak.shape[1], -1)    # (U, B)
         scores = torch.cat([self.best_score, peak.T.float()], dim=1)
         order = torch.sort(-scores, dim=1, stable=True).indices[:, : self.k]
@@ -89,7 +90,7 @@ class _Accumulator:
         label_rows = labels.long().expand(peak.shape[1], -1)                          # (U, B)
         self.best_label = torch.cat([self.best_label, label_rows], dim=1).gather(1, order)
         self.mean_sum += spatial_mean.sum(dim=0)
-        self.max = torch.maximum(self.max, peak.max(dim=0).values)
+        self.max = torch.maximum(self.max, peak.max(dim=0).values.double())
         self.nonpositive += (flat <= 0).sum(dim=(0, 2))
         self.values += flat.shape[0] * flat.shape[2]
         onehot = torch.nn.functional.one_hot(labels.long(), self.classes).double()   # (B, classes)
@@ -205,7 +206,7 @@ def scan_layers(
             batch = as_image_tensor(images)
             means = []
             for index, ((model, layer), rec) in enumerate(zip(models, recorders)):
-                model(batch.to(model_device(model)))
+                _forward_to_layer(model, batch.to(model_device(model)))
                 maps = _as_maps(rec.outputs.pop(layer), layer).float().cpu()
                 if len(accumulators) <= index:
                     accumulators.append(_new_accumulators(maps, vectors[index], k, classes))
@@ -241,9 +242,40 @@ def _empty_table(k: int, classes: int) -> UnitTable:
                      np.zeros((0, classes), np.float32))
 
 
+class _LayerReached(Exception):
+    """Raised by a forward hook once the scanned layer's output is recorded: the layers after it
+    are not needed, so the scan's forward pass stops there."""
+
+
+def _stop_here(_module, _inputs, _output):
+    raise _LayerReached
+
+
+def _calls(model: torch.nn.Module, layer: str) -> int:
+    """How often ``layer`` runs in one forward pass of ``model`` (one grey image; 0 for a module with
+    no ``input_shape`` to make one from: then the whole forward pass runs)."""
+    if getattr(model, "input_shape", None) is None:
+        return 0
+    count = []
+    handle = resolve_layer(model, layer).register_forward_hook(lambda *_: count.append(1))
+    try:
+        model(torch.full((1, *model.input_shape), 0.5, device=model_device(model)))
+    finally:
+        handle.remove()
+    return len(count)
+
+
+def _forward_to_layer(model: torch.nn.Module, batch: torch.Tensor) -> None:
+    """Run ``model`` on ``batch`` up to the hooked layer (see :class:`_recording`)."""
+    try:
+        model(batch)
+    except _LayerReached:
+        pass
+
+
 class _recording:
-    """``with _recording(models) as recorders``: each model in eval mode with no gradients and its
-    layer hooked; all restored on exit."""
+    """``with _recording(models) as recorders``: each model in eval mode with no gradients, its
+    layer recorded and its forward pass stopped right after that layer; all restored on exit."""
 
     def __init__(self, models):
         from contextlib import ExitStack
@@ -256,6 +288,9 @@ class _recording:
         for model, layer in self.models:
             self.stack.enter_context(frozen_eval(model, freeze=False))
             recorders.append(self.stack.enter_context(record_activations(model, layer)))
+            if _calls(model, layer) == 1:   # a module run twice per pass (a shared ReLU) must run to the end
+                handle = resolve_layer(model, layer).register_forward_hook(_stop_here)   # after the recorder's
+                self.stack.callback(handle.remove)
         return recorders
 
     def __exit__(self, *exc) -> bool:

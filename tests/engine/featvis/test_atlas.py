@@ -140,3 +140,34 @@ def test_a_layer_too_wide_or_a_bad_k_is_refused(model, data, monkeypatch):
     monkeypatch.setattr(atlas, "MAX_ATLAS_UNITS", 3)
     with pytest.raises(InvalidParameterError, match="an atlas covers at most 3"):
         scan_layers([(model, "net.block1")], data, k=2, classes=10)
+
+
+class _SharedReLU(nn.Module):
+    """A module whose ReLU runs twice per pass (as in torchvision's BasicBlock): the scan must see
+    its last output, so it may not stop the pass at the layer's first call."""
+
+    input_shape = (1, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.relu = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU()
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.relu(self.conv2(self.relu(self.conv1(x)))).mean((2, 3)))
+
+
+def test_the_scan_stops_early_only_at_a_layer_that_runs_once():
+    torch.manual_seed(5)
+    model = _SharedReLU().eval()
+    images, labels = torch.rand(20, 1, 8, 8), torch.randint(0, 10, (20,))
+    [scan], _ = scan_layers([(model, "relu")], (images, labels), k=3, classes=10, batch_size=8)
+    with torch.no_grad():
+        last = model.relu(model.conv2(model.relu(model.conv1(images))))       # the second call's output
+    np.testing.assert_allclose(scan.units.mean, last.mean((2, 3)).mean(0).numpy(), rtol=1e-5)
+    calls = []
+    model.head.register_forward_hook(lambda *_: calls.append(1))
+    built = build_model("small_cnn", 10, (1, 28, 28), [0.5], [0.25], width=4, hidden=16).eval()
+    built.net.fc.register_forward_hook(lambda *_: calls.append("fc"))
+    scan_layers([(built, "net.block1")], (torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)), k=2, classes=10)
+    assert calls.count("fc") == 1   # the probe pass only: the scan itself stopped after block1
