@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from engine.jobs.worker import add_worker_arguments
+from engine.jobs.command import add_worker_arguments
 
 
 class _Bar:

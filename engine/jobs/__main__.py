@@ -5,7 +5,7 @@ detached worker does not depend on every other command module importing cleanly.
 """
 import sys
 
-from engine.jobs.worker import worker_main
+from engine.jobs.command import worker_main
 
 if __name__ == "__main__":
     sys.exit(worker_main())

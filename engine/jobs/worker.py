@@ -36,9 +36,10 @@ fails to record is logged, never allowed to stop the job. A store that cannot be
 full disk) ends the worker with ``error: <one sentence>`` (exit status 1); a damaged one is moved
 aside by the store, and the worker says so in one line and goes on with the fresh store.
 
-Start-up: :func:`worker_main` is ``python -m engine.jobs`` (the worker alone, without the CLI's
+Start-up: ``engine.jobs.command.worker_main`` is ``python -m engine.jobs`` (the worker alone, without the CLI's
 command discovery); ``python -m engine worker`` registers the same options
-(:func:`add_worker_arguments`) and runs the same :func:`worker_command`.
+(``engine.jobs.command.add_worker_arguments``) and runs the same ``worker_command``, which runs
+this loop, or the Ray dispatcher (``engine.jobs.cluster``) when a cluster is given.
 """
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import RobustScopeError, storage
+from engine.errors import RobustScopeError
 from engine.jobs.store import LANES, Job, JobStore, JobStoreDamaged, pid_alive, process_started
-from engine.paths import RUNS_ENV, apply_env, runs_dir, settings_key
+from engine.paths import apply_env, settings_key
 
 HEARTBEAT_S = 2.0
 #: seconds between checks that a worker's owner (the dashboard that started it) is still alive
@@ -478,59 +479,3 @@ def _claim(store: JobStore, pid: int, lane: str, settings: dict) -> Job | None:
     for given_up in store.give_up():
         keep_finished_epochs(store, given_up)
     return store.claim(pid, lane=lane, settings=settings)
-
-
-def worker_command(args) -> int:
-    """Run the worker loop for parsed ``args`` (``runs``, ``once``, ``idle_exit``, ``lane``,
-    ``owner_pid``); print ``{"jobs_run": N}`` on stdout. Exit status 1 when another worker of the
-    lane with the same settings holds the lock, or when the store cannot be used (``error: ...``,
-    one line; the store's notices about a damaged store moved aside are printed as warnings)."""
-    import json
-
-    from engine.paths import describe_settings
-
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    try:
-        with storage(f"the worker cannot use the runs folder {args.runs or runs_dir()}"):
-            store = JobStore(args.runs)
-            for notice in store.notices():
-                print(f"warning: {notice}", file=sys.stderr)
-            os.environ[RUNS_ENV] = str(store.root.resolve())  # what the jobs' own temp folders use too
-            logging.getLogger("engine.jobs").info("worker %d (%s lane) for %s: %s", os.getpid(), args.lane,
-                                                  store.root, describe_settings(store.settings()))
-            ran = run_worker(store, once=args.once, idle_exit_s=args.idle_exit, lane=args.lane,
-                             owner_pid=getattr(args, "owner_pid", None))
-    except RobustScopeError as exc:  # the store or folder cannot be used (read-only, full disk): one line
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if ran < 0:
-        print(f"another {args.lane}-lane worker with these settings is already running for this runs folder",
-              file=sys.stderr)
-        return 1
-    print(json.dumps({"jobs_run": ran}))
-    return 0
-
-
-def add_worker_arguments(parser) -> None:
-    """The worker's options on an ``argparse`` parser, with ``func=worker_command``."""
-    parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
-    parser.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
-    parser.add_argument("--runs", default=None, help="runs folder (default $ROBUSTSCOPE_RUNS or ./runs)")
-    parser.add_argument("--lane", default="all", choices=["all", "analysis", "short"],
-                        help="all: analyses first, then training (default); analysis: analyses only, short ones "
-                             "first (a second worker so analyses do not wait behind a training run); short: only "
-                             "analyses estimated at most 60 s (a third, so short work never waits behind a long one)")
-    parser.add_argument("--owner-pid", type=int, default=None,
-                        help="exit when this process is gone, after the job being run (the dashboard passes its "
-                             "own pid; default: no owner)")
-    parser.set_defaults(func=worker_command)
-
-
-def worker_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m engine.jobs`` (the worker without the CLI's command discovery)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m engine.jobs", description="RobustScope job worker")
-    add_worker_arguments(parser)
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)

@@ -1,0 +1,530 @@
+"""Run queued jobs on a Ray cluster (``python -m engine worker --ray ADDRESS``, or
+``ROBUSTSCOPE_RAY_ADDRESS``): the SQLite store on the head stays the record of jobs and results;
+Ray only runs them.
+
+The head runs one dispatcher (this module's :func:`run_ray_worker`, a worker of lane ``ray``): it
+claims jobs as a local worker does and hands each to Ray as a task with the resources it needs
+(one CPU; one GPU for a ``cuda`` job), at most as many at once as the cluster has CPUs. A task:
+
+- receives the request (as JSON) and the models' weights and cards through Ray's object store,
+  keyed by sha256 (each node keeps them in ``$ROBUSTSCOPE_WEIGHTS_CACHE``, default
+  ``~/.cache/robustscope/weights/<sha256>/``, and checks the sha256), and reads the dataset from the
+  data root its node was started with (``ROBUSTSCOPE_DATA`` in the environment of ``ray start``);
+- reports progress and its partial (resume) state to a :class:`Channel` actor on the head, which
+  the dispatcher copies into the job store's events and the results folder's ``.partial/<key>/``;
+- returns the result (arrays as ``.npz`` bytes, metadata): the dispatcher stores it atomically, as
+  a local worker would, and records on the job which node ran it.
+
+Faults: a node that dies mid-job makes Ray retry the task (``max_retries``) on another node, which
+resumes from the partial state the head holds; an exception in the analysis itself is not retried:
+the job fails with its one-line error (the traceback in the job's log). If the head's dispatcher
+dies, Ray ends its tasks with it; the jobs it held are then marked interrupted by the next reader
+(its pid is gone) and claimed again by the next dispatcher, resuming from the partial state on the
+head — none is lost, none completes twice. Cancel reaches the task through the channel (it stops at
+the next batch, storing nothing) and, when it does not stop within :data:`CANCEL_GRACE_S`, by
+``ray.cancel``.
+
+Ray is optional (``pip install -r requirements-cluster.txt``); without it this module says so.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import InvalidParameterError, RobustScopeError
+from engine.jobs.store import Job, JobStore
+
+RAY_ENV = "ROBUSTSCOPE_RAY_ADDRESS"
+WEIGHTS_CACHE_ENV = "ROBUSTSCOPE_WEIGHTS_CACHE"
+#: node failures Ray retries a task for (a task that raises is not retried)
+MAX_RETRIES = 3
+#: seconds a cancelled task may take to stop by itself before ``ray.cancel(force=True)``
+CANCEL_GRACE_S = 15.0
+#: seconds between a task's progress reports and looks at its cancel flag
+REPORT_EVERY_S = 1.0
+
+
+def require_ray():
+    """The ``ray`` module, or InvalidParameterError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise InvalidParameterError("running jobs on a Ray cluster needs Ray: pip install -r requirements-cluster.txt"
+                                    ) from None
+    return ray
+
+
+def ray_address(explicit: str | None = None) -> str | None:
+    """The cluster to use: ``explicit`` (``--ray``), else ``$ROBUSTSCOPE_RAY_ADDRESS``, else None."""
+    return explicit or os.environ.get(RAY_ENV) or None
+
+
+# ------------------------------------------------------------------------------- the channel
+class Channel:
+    """The head-side mailbox of running tasks (a Ray actor): progress events, partial state, the
+    node each job runs on, and cancel flags. The dispatcher drains it every poll."""
+
+    def __init__(self):
+        self.events: list[tuple] = []
+        self.states: dict[str, dict[str, bytes]] = {}
+        self.changed: set[str] = set()
+        self.nodes: list[tuple[int, dict]] = []
+        self.cancelled: set[int] = set()
+
+    def event(self, job_id: int, done: int, total: int, eta_s: float | None) -> None:
+        self.events.append((job_id, done, total, eta_s))
+
+    def node(self, job_id: int, where: dict) -> None:
+        self.nodes.append((job_id, where))
+
+    def save_state(self, key: str, files: dict) -> None:
+        self.states[key] = files
+        self.changed.add(key)
+
+    def state(self, key: str) -> dict | None:
+        return self.states.get(key)
+
+    def cancel(self, job_id: int) -> None:
+        self.cancelled.add(job_id)
+
+    def is_cancelled(self, job_id: int) -> bool:
+        return job_id in self.cancelled
+
+    def drain(self) -> tuple[list, dict, list]:
+        """(events, {key: files} of partial states changed since the last drain, nodes)."""
+        events, self.events = self.events, []
+        nodes, self.nodes = self.nodes, []
+        states = {key: self.states[key] for key in self.changed if key in self.states}
+        self.changed = set()
+        return events, states, nodes
+
+    def forget(self, key: str, job_id: int) -> None:
+        self.states.pop(key, None)
+        self.changed.discard(key)
+        self.cancelled.discard(job_id)
+
+
+# ------------------------------------------------------------------------------- on a node
+def node_identity() -> dict:
+    """Where this code runs: the Ray node id and the host name."""
+    ray = require_ray()
+    return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+
+
+def weights_cache() -> Path:
+    return Path(os.environ.get(WEIGHTS_CACHE_ENV) or Path.home() / ".cache" / "robustscope" / "weights")
+
+
+def materialise(models: dict) -> dict[str, str]:
+    """Write each model (sha256 -> {"name", "weights": bytes or ObjectRef, "card": bytes}) into
+    this node's weights cache (once: checked by sha256); returns sha256 -> local weights path."""
+    ray = require_ray()
+    paths = {}
+    for digest, spec in models.items():
+        folder = weights_cache() / digest
+        target = folder / f"{spec['name']}.safetensors"
+        if not (target.is_file() and _sha256(target) == digest):
+            data = spec["weights"] if isinstance(spec["weights"], bytes) else ray.get(spec["weights"])
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise RobustScopeError(f"the weights sent for {spec['name']} do not have sha256 {digest[:12]}…")
+            folder.mkdir(parents=True, exist_ok=True)
+            from engine.fileio import atomic_write_bytes
+
+            atomic_write_bytes(folder / f"{spec['name']}.json", spec["card"], what="model card")
+            atomic_write_bytes(target, data, what="model weights")
+        paths[digest] = str(target)
+    return paths
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _localised(request_dict: dict, kind: str, paths: dict[str, str]):
+    """The request with each model's path replaced by this node's copy (same sha256: same key)."""
+    from engine.analysis import get_analysis
+
+    analysis = get_analysis(kind)
+    data = json.loads(json.dumps(request_dict))
+    for name in analysis.request.MODEL_FIELDS:
+        value = data[name]
+        for ref in value if isinstance(value, list) else [value]:
+            ref["path"] = paths[ref["sha256"]]
+    return analysis.request.from_dict(data)
+
+
+class _TaskLink:
+    """A task's progress callback and stop flag, through the head's :class:`Channel`."""
+
+    def __init__(self, channel, job_id: int):
+        self.channel, self.job_id = channel, job_id
+        self.last_report = self.last_look = 0.0
+        self.start, self.cancelled = time.monotonic(), False
+
+    def progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last_report < REPORT_EVERY_S and done < total:
+            return
+        self.last_report = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (total - done) / rate if done and rate > 0 else None
+        self.channel.event.remote(self.job_id, int(done), int(total), eta)
+
+    def should_stop(self) -> bool:
+        ray = require_ray()
+        now = time.monotonic()
+        if not self.cancelled and now - self.last_look >= REPORT_EVERY_S:
+            self.last_look = now
+            self.cancelled = bool(ray.get(self.channel.is_cancelled.remote(self.job_id)))
+        return self.cancelled
+
+
+class _StateSync(threading.Thread):
+    """Copies a task's partial-state folder to the head's channel whenever it changes."""
+
+    def __init__(self, folder: Path, channel, key: str):
+        super().__init__(daemon=True, name=f"state-sync-{key[:8]}")
+        self.folder, self.channel, self.key = folder, channel, key
+        self.done = threading.Event()
+        self.seen: tuple = ()
+
+    def run(self) -> None:
+        while not self.done.wait(REPORT_EVERY_S):
+            self.push()
+
+    def push(self) -> None:
+        try:
+            stamp = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in self.folder.iterdir()))
+            if stamp and stamp != self.seen:
+                files = {p.name: p.read_bytes() for p in self.folder.iterdir() if p.is_file()}
+                self.channel.save_state.remote(self.key, files)
+                self.seen = stamp
+        except OSError:
+            pass   # the folder is being replaced or was cleared at the end: the next look sees it
+
+
+def run_analysis_task(payload: dict, channel) -> dict:
+    """Run one analysis job on this node (a Ray task body): see the module docstring.
+
+    Returns:
+        ``{"status": "done", "key", "arrays": npz bytes, "meta", "seconds", "created", "version",
+        "notes", "node"}`` or ``{"status": "cancelled", "node"}``.
+    """
+    import numpy as np
+    import torch
+
+    from engine.analysis import AnalysisCancelled, ResultStore, run_analysis
+
+    ray = require_ray()
+    torch.set_num_threads(max(1, int(payload.get("threads", 1))))
+    where = node_identity()
+    channel.node.remote(payload["job_id"], where)
+    request = _localised(payload["request"], payload["kind"], materialise(payload["models"]))
+    link = _TaskLink(channel, payload["job_id"])
+    with tempfile.TemporaryDirectory(prefix="robustscope-task-") as scratch:
+        store = ResultStore(Path(scratch) / "results")
+        key = request.key()
+        partial = store.partial_dir(key)
+        files = ray.get(channel.state.remote(key)) or payload.get("state")
+        if files:
+            partial.mkdir(parents=True, exist_ok=True)
+            for name, data in files.items():
+                (partial / Path(name).name).write_bytes(data)
+        sync = _StateSync(partial, channel, key)
+        sync.start()
+        try:
+            result = run_analysis(request, progress=link.progress, should_stop=link.should_stop,
+                                  use_cache=False, device=payload.get("device", "auto"), store=store, resume=True)
+        except AnalysisCancelled:
+            return {"status": "cancelled", "node": where}
+        finally:
+            sync.done.set()
+            sync.join(timeout=5)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: np.asarray(value) for name, value in result.arrays.items()})
+    return {"status": "done", "key": result.key, "arrays": buffer.getvalue(), "meta": result.meta,
+            "seconds": result.seconds, "created": result.created, "version": result.version,
+            "notes": list(result.notes), "node": where}
+
+
+def run_training_task(payload: dict, channel) -> dict:
+    """Train one job on this node (a Ray task body) into a scratch run folder; returns the
+    published checkpoint's files (weights and card bytes) for the head to publish, and the status."""
+    import torch
+
+    from engine.training import train
+    from engine.training.config import TrainConfig
+
+    torch.set_num_threads(max(1, int(payload.get("threads", 1))))
+    where = node_identity()
+    channel.node.remote(payload["job_id"], where)
+    link = _TaskLink(channel, payload["job_id"])
+    config = TrainConfig.from_dict(payload["config"])
+    with tempfile.TemporaryDirectory(prefix="robustscope-train-") as scratch:
+        os.environ["ROBUSTSCOPE_CHECKPOINTS"] = str(Path(scratch) / "checkpoints")
+
+        def progress(ev) -> None:
+            if ev.batches:
+                link.progress(ev.batch + (ev.epoch - 1) * ev.batches, ev.batches * ev.epochs)
+
+        result = train(config, run_dir=Path(scratch) / "run", progress=progress, should_stop=link.should_stop)
+        files = {}
+        if result.checkpoint:
+            stem = Path(result.checkpoint).with_suffix("")
+            files = {suffix: stem.with_suffix(suffix).read_bytes() for suffix in (".safetensors", ".json")}
+        return {"status": result.status, "files": files, "name": Path(result.checkpoint).stem if result.checkpoint
+                else None, "epochs": result.epochs_completed, "node": where}
+
+
+# ------------------------------------------------------------------------------- on the head
+@dataclass
+class _Running:
+    """A job handed to Ray: its task, when it started, and when a cancel was sent."""
+
+    job: Job
+    ref: object
+    key: str | None = None
+    cancel_sent: float | None = None
+    node: dict = field(default_factory=dict)
+
+
+class Dispatcher:
+    """The head's loop: claim jobs, hand them to Ray, copy progress and partial state back, store
+    results, cancel. One per runs folder, lane and settings (its own lock file, ``ray-*.lock``)."""
+
+    def __init__(self, store: JobStore, address: str, max_in_flight: int | None = None, threads: int = 1):
+        self.ray = require_ray()
+        self.store, self.address, self.threads = store, address, threads
+        self.max_in_flight = max_in_flight
+        self.running: dict[object, _Running] = {}
+        self.weights: dict[str, object] = {}
+        self.log = logging.getLogger("engine.jobs")
+
+    def connect(self) -> None:
+        ray = self.ray
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise InvalidParameterError(f"cannot reach the Ray cluster at {self.address}: {exc}") from None
+        self.channel = ray.remote(num_cpus=0)(Channel).remote()
+        self.analysis_task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_analysis_task)
+        self.training_task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_training_task)
+
+    # -- capacity and claiming
+    def capacity(self) -> int:
+        if self.max_in_flight:
+            return self.max_in_flight
+        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+
+    def submit(self, job: Job) -> _Running:
+        """Hand a claimed job to Ray."""
+        gpus = 1 if str(getattr(job.config, "device", "") or "").startswith("cuda") else 0
+        if job.is_analysis:
+            request = job.config.request
+            payload = {"job_id": job.id, "kind": request.kind, "request": request.to_dict(),
+                       "device": job.config.device, "models": self._models(request), "threads": self.threads,
+                       "state": self._head_state(request.key())}
+            ref = self.analysis_task.options(num_cpus=1, num_gpus=gpus).remote(payload, self.channel)
+            return _Running(job, ref, key=request.key())
+        payload = {"job_id": job.id, "config": job.config.to_dict(), "threads": self.threads}
+        return _Running(job, self.training_task.options(num_cpus=1, num_gpus=gpus).remote(payload, self.channel))
+
+    def _models(self, request) -> dict:
+        """sha256 -> {"name", "weights": object-store ref, "card": bytes} of the request's models."""
+        from engine.checkpoints.files import checkpoint_files
+
+        out = {}
+        for ref in request.model_refs():
+            weights, card = checkpoint_files(ref.path)
+            if ref.sha256 not in self.weights:
+                data = Path(weights).read_bytes()
+                if hashlib.sha256(data).hexdigest() != ref.sha256:
+                    raise RobustScopeError(f"{ref.path} now holds other weights than the request names (it was replaced)")
+                self.weights[ref.sha256] = self.ray.put(data)
+            out[ref.sha256] = {"name": Path(weights).stem, "weights": self.weights[ref.sha256],
+                               "card": Path(card).read_bytes()}
+        return out
+
+    def _head_state(self, key: str) -> dict | None:
+        """The partial state the head holds for ``key`` (from an earlier attempt), as files."""
+        folder = self._results().partial_dir(key)
+        if not folder.is_dir():
+            return None
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} or None
+
+    def _results(self):
+        from engine.analysis import ResultStore
+
+        return ResultStore(self.store.root / "results")
+
+    # -- one poll
+    def poll(self, timeout_s: float) -> int:
+        """Copy progress and state back, send cancels, collect finished tasks; returns how many
+        jobs ended."""
+        self._drain()
+        for running in list(self.running.values()):
+            self._heartbeat(running)
+        ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=timeout_s) \
+            if self.running else ([], [])
+        for ref in ready:
+            self._finish(self.running.pop(ref), ref)
+        return len(ready)
+
+    def _drain(self) -> None:
+        from engine.fileio import atomic_write_bytes
+
+        events, states, nodes = self.ray.get(self.channel.drain.remote())
+        for job_id, done, total, eta in events:
+            _event(self.store, job_id, "batch", {"done": done, "total": total}, batch=done, batches=total, eta_s=eta)
+        for job_id, where in nodes:
+            _event(self.store, job_id, "node", where)
+            for running in self.running.values():
+                if running.job.id == job_id:
+                    running.node = where
+        for key, files in states.items():
+            folder = self._results().partial_dir(key)
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in files.items():
+                atomic_write_bytes(folder / Path(name).name, data, what="partial state")
+
+    def _heartbeat(self, running: _Running) -> None:
+        try:
+            cancel = self.store.heartbeat(running.job.id)
+        except RobustScopeError as exc:
+            self.log.warning("job %d: heartbeat failed: %s", running.job.id, exc)
+            return
+        if cancel and running.cancel_sent is None:
+            self.channel.cancel.remote(running.job.id)
+            running.cancel_sent = time.monotonic()
+        elif running.cancel_sent is not None and time.monotonic() - running.cancel_sent > CANCEL_GRACE_S:
+            self.ray.cancel(running.ref, force=True)
+
+    def _finish(self, running: _Running, ref) -> None:
+        """Record the outcome of a finished task on its job (and store an analysis' result)."""
+        job = running.job
+        try:
+            outcome = self.ray.get(ref)
+        except self.ray.exceptions.TaskCancelledError:
+            self.store.finish(job.id, "cancelled")
+            return
+        except self.ray.exceptions.RayTaskError as exc:   # the job's own error: one line
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            from engine.jobs.worker import error_message
+
+            self.log.error("job %d failed on %s: %s", job.id, running.node.get("host", "?"), exc)
+            self.store.finish(job.id, "failed", error=error_message(cause))
+            return
+        except self.ray.exceptions.RayError as exc:   # the node kept dying: retries used up
+            self.store.finish(job.id, "failed", error=f"the Ray task was lost {MAX_RETRIES + 1} times "
+                              f"({type(exc).__name__}); `python -m engine jobs resume {job.id}` to retry")
+            return
+        if outcome["status"] == "cancelled" or (running.cancel_sent is not None and outcome["status"] != "done"):
+            self.store.finish(job.id, "cancelled")
+        elif job.is_analysis:
+            self._store_result(job, outcome)
+        else:
+            self._publish_training(job, outcome)
+        if running.key:   # done or stopped: no attempt resumes from its partial state any more
+            self.channel.forget.remote(running.key, job.id)
+            shutil.rmtree(self._results().partial_dir(running.key), ignore_errors=True)
+
+    def _store_result(self, job: Job, outcome: dict) -> None:
+        import numpy as np
+
+        from engine.analysis.base import AnalysisResult
+
+        with np.load(io.BytesIO(outcome["arrays"]), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        result = AnalysisResult(job.config.request.kind, outcome["key"], job.config.request, arrays, outcome["meta"],
+                                outcome["seconds"], outcome["created"], cached=False, version=outcome["version"])
+        self._results().save(result)
+        self.store.finish(job.id, "done", result_key=result.key)
+
+    def _publish_training(self, job: Job, outcome: dict) -> None:
+        from engine.checkpoints.store import checkpoints_root
+        from engine.fileio import atomic_write_bytes, free_stem
+
+        checkpoint = None
+        if outcome.get("files"):
+            folder = checkpoints_root()
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = free_stem(folder, outcome["name"], (".safetensors", ".json"))
+            for suffix in (".safetensors", ".json"):
+                atomic_write_bytes(stem.with_suffix(suffix), outcome["files"][suffix], what="checkpoint")
+            checkpoint = str(stem.with_suffix(".safetensors"))
+        self.store.finish(job.id, outcome["status"], checkpoint=checkpoint)
+
+
+def _event(store: JobStore, job_id: int, kind: str, metrics: dict, **position) -> None:
+    try:
+        store.add_event(job_id, kind, metrics, **position)
+    except RobustScopeError as exc:
+        logging.getLogger("engine.jobs").warning("job %d: progress not recorded: %s", job_id, exc)
+
+
+def run_ray_worker(store: JobStore | None = None, address: str | None = None, once: bool = False,
+                   poll_s: float = 0.5, idle_exit_s: float | None = None, lane: str = "all",
+                   max_in_flight: int | None = None, owner_pid: int | None = None) -> int:
+    """The dispatcher loop (see the module docstring): claim jobs of ``lane`` while the cluster has
+    room, run them as Ray tasks, record their outcomes. Returns the number of jobs that ended;
+    -1 when another dispatcher holds the lock for this runs folder.
+
+    Raises:
+        InvalidParameterError: Ray is not installed or the cluster cannot be reached.
+    """
+    from engine.jobs.worker import WorkerLock, _beat, _claim, _Owner, device_description, lock_path
+
+    store = store or JobStore()
+    address = ray_address(address)
+    if not address:
+        raise InvalidParameterError(f"give the Ray cluster's address (--ray ADDRESS or {RAY_ENV})")
+    settings = store.settings()
+    local = lock_path(store, lane, settings)
+    lock = WorkerLock(local.with_name(f"ray-{local.name}"))   # one dispatcher per lane and settings
+    if not lock.acquire():
+        return -1
+    dispatcher = Dispatcher(store, address, max_in_flight)
+    pid, owner = os.getpid(), _Owner(owner_pid)
+    ended, idle_since = 0, time.monotonic()
+    try:
+        dispatcher.connect()
+        device = f"Ray cluster {address} ({device_description()} head)"
+        while True:
+            _beat(store, pid, lane, settings, owner.pid, device)
+            while len(dispatcher.running) < dispatcher.capacity():
+                job = _claim(store, pid, lane, settings)
+                if job is None:
+                    break
+                running = dispatcher.submit(job)
+                dispatcher.running[running.ref] = running
+            done = dispatcher.poll(poll_s)
+            ended += done
+            if dispatcher.running or done:
+                idle_since = time.monotonic()
+                continue
+            if owner.is_gone() or once or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
+                return ended
+            time.sleep(poll_s)
+    finally:
+        try:
+            store.unregister_worker(pid)
+        except RobustScopeError:
+            pass
+        lock.release()
+        if dispatcher.ray.is_initialized():
+            dispatcher.ray.shutdown()

@@ -1,0 +1,132 @@
+"""Jobs on a real local Ray cluster (issue 26): a head and a second node on this machine, one CPU
+each (``ray.cluster_utils.Cluster``, stopped afterwards), and the dispatcher as a user starts it
+(``python -m engine worker --ray ADDRESS``). Six analyses run on both nodes and equal the local
+worker's results; a node killed mid-job hands its job to the other, which resumes; cancel stops a
+remote job."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis_helpers import refs
+from engine.analysis import ResultStore, run_analysis
+from engine.analysis.kinds.cka import CKARequest
+from engine.jobs import JobStore, submit
+
+ray = pytest.importorskip("ray", reason="the Ray backend's tests need ray (requirements-cluster.txt)")
+REPO = Path(__file__).resolve().parents[3]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_autostart")]
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    """A head and a second node (one CPU each) whose workers see this test's folders."""
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("ROBUSTSCOPE_WEIGHTS_CACHE", str(tmp_path / "weights-cache"))
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    second = made.add_node(num_cpus=1)
+    try:
+        yield made, second
+    finally:
+        made.shutdown()
+
+
+def dispatcher(address: str, *extra: str) -> subprocess.Popen:
+    """``python -m engine worker --ray ADDRESS --once`` on this test's runs folder."""
+    return subprocess.Popen([sys.executable, "-m", "engine", "worker", "--ray", address, "--once", *extra],
+                            cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def nodes_of(store: JobStore, job_id: int) -> list[str]:
+    return [event.metrics["node_id"] for event in store.events(job_id, kind="node")]
+
+
+def cka_request(paths, **kw) -> CKARequest:
+    a, b = refs(paths)
+    return CKARequest(**{"a": a, "b": b, "dataset": "shapes", "n": 24, "batch_size": 8, **kw})
+
+
+def test_six_jobs_run_on_both_nodes_and_equal_the_local_results(cluster, tiny_checkpoints):
+    made, second = cluster
+    requests = [cka_request(tiny_checkpoints, n=n) for n in (16, 20, 24, 28, 32, 36)]
+    jobs = [submit(request, start_worker=False) for request in requests]
+    proc = dispatcher(made.address)
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, output
+    store = JobStore()
+    done = [store.get(job.id) for job in jobs]
+    assert [job.status for job in done] == ["done"] * 6, [(j.status, j.error) for j in done]
+    used = {nodes_of(store, job.id)[-1] for job in done}
+    assert len(used) == 2 and second.node_id in used            # both nodes ran jobs
+    local = ResultStore(Path(os.environ["ROBUSTSCOPE_RUNS"]) / "local")
+    for request, job in zip(requests, done):
+        remote = ResultStore().load(job.result_key)
+        here = run_analysis(request, store=local)
+        assert remote.key == here.key
+        for name in ("within_a", "within_b", "across"):
+            np.testing.assert_array_equal(remote.arrays[name], here.arrays[name])
+        assert store.events(job.id, kind="batch")                  # progress came back
+
+
+def _running_on(store: JobStore, job_id: int, node_id: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if node_id in nodes_of(store, job_id) and store.events(job_id, kind="batch"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not start on node {node_id[:8]}")
+
+
+def test_a_node_killed_mid_job_hands_it_to_the_other_node(cluster, tiny_checkpoints):
+    made, second = cluster
+    head_id = made.head_node.node_id
+    blocker = submit(cka_request(tiny_checkpoints, n=512, batch_size=4), start_worker=False)   # keeps the head busy
+    job = submit(cka_request(tiny_checkpoints, n=400, batch_size=4), start_worker=False)
+    proc = dispatcher(made.address)
+    store = JobStore()
+    try:
+        _running_on(store, job.id, second.node_id)
+        made.remove_node(second)                                   # the node dies mid-job
+        output, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = store.get(job.id)
+    assert finished.status == "done", (finished.error, output)
+    assert nodes_of(store, job.id)[-1] == head_id                   # retried on the head
+    assert store.get(blocker.id).status == "done"
+    here = run_analysis(cka_request(tiny_checkpoints, n=400, batch_size=4),
+                        store=ResultStore(Path(os.environ["ROBUSTSCOPE_RUNS"]) / "local"))
+    np.testing.assert_allclose(ResultStore().load(finished.result_key).arrays["across"], here.arrays["across"],
+                               rtol=1e-6)
+
+
+def test_cancel_reaches_a_remote_job(cluster, tiny_checkpoints):
+    from engine.analysis.kinds.atlas import AtlasRequest
+
+    made, _ = cluster
+    slow = AtlasRequest.make(models=(tiny_checkpoints["standard"],), layers=("net.block1",), dataset="shapes", n=40,
+                             k=2, directions=0, steps=400, render_batch=1)   # a minute of rendering
+    job = submit(slow, start_worker=False)
+    proc = dispatcher(made.address)
+    store = JobStore()
+    try:
+        deadline = time.monotonic() + 120
+        while not store.events(job.id, kind="batch") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        store.cancel(job.id)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert store.get(job.id).status == "cancelled", output
+    assert ResultStore().list() == [] and not (ResultStore().root / ".partial" / slow.key()).exists()
