@@ -69,6 +69,27 @@ def jobs_view() -> None:
 st.subheader("Background analysis jobs")
 jobs_view()
 
+def leaderboard_view() -> None:
+    """Our AutoAttack figures of imported RobustBench models beside the leaderboard's (``evaluate
+    --zoo``), when there are any."""
+    from engine.analysis.zoo import leaderboard
+
+    rows = leaderboard()
+    if not rows:
+        return
+    st.subheader("RobustBench zoo: ours vs the leaderboard")
+    st.dataframe(pd.DataFrame([{
+        "model": r["name"], "dataset": f"{r['dataset']} {r['threat']}", "images": r["n"], "ε": r["eps"],
+        "clean (ours)": r["clean_acc"], "clean (reported)": r["reported_clean_acc"],
+        "AutoAttack (ours)": r["robust_acc"], "AutoAttack (reported)": r["reported_autoattack_acc"],
+        "Δ": r["difference"], "flags": "; ".join(r["flags"]), "result": r["result"]} for r in rows]),
+        hide_index=True, width="stretch")
+    st.caption("Reported figures are RobustBench's on the whole test split; ours are on the images evaluated "
+               "(`python -m engine evaluate --zoo DATASET/THREAT --background` evaluates a whole zoo).")
+
+
+leaderboard_view()
+
 st.subheader("Stored results")
 store = ResultStore()
 entries = store.list()

@@ -1,6 +1,9 @@
 """Small seeded models shared by several test files (imported as a plain module from tests/)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from engine.models import bn_branch, build_model
@@ -54,3 +57,40 @@ def tiny_config(**kw):
                 optimizer="adamw", lr=3e-3, eval_size=32, eval_steps=2, device="cpu")
     base.update(kw)
     return TrainConfig(**base)
+
+
+# ------------------------------------------------------------------ a tiny RobustBench zoo
+ZOO_WRN = {"depth": 10, "widen_factor": 1, "sub_block1": True}
+ZOO_NAMES = ("Tiny2025A", "Tiny2025B", "Tiny2025C")
+
+
+def tiny_zoo(monkeypatch, model_dir: Path) -> dict:
+    from engine.checkpoints import robustbench as rb
+
+    """Three zoo entries with leaderboard figures (added to the table for the test), their random
+    checkpoints saved as RobustBench caches them."""
+    entries = {}
+    for seed, name in enumerate(ZOO_NAMES):
+        board = {"clean_acc": 0.9 - seed / 10, "autoattack_acc": 0.5 - seed / 10, "eps": 8 / 255, "eps_text": "8/255",
+                 "norm": "linf", "from": "test table"}
+        entries[name] = rb.ZooEntry(name, "cifar10", "Linf", "wide_resnet", ZOO_WRN, 10, files=({"gdrive_id": name},),
+                                    robustbench_model="WideResNet(10, 1)", leaderboard=board)
+        torch.manual_seed(seed)
+        net = build_model("wide_resnet", 10, (3, 32, 32), [0.0] * 3, [1.0] * 3, **ZOO_WRN).net.eval()
+        path = rb.cache_path(entries[name], model_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": net.state_dict()}, path)
+    source, real = rb._table()
+    monkeypatch.setattr(rb, "_table", lambda: (source, real + tuple(entries.values())))
+    return entries
+
+
+def tiny_cifar(root: Path, count: int = 8) -> None:
+    """CIFAR-10's binary release with ``count`` records per batch (1 label byte + 3×32×32 pixels)."""
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = rng.integers(0, 10, count, dtype=np.uint8)
+        pixels = rng.integers(0, 256, (count, 3 * 32 * 32), dtype=np.uint8)
+        (folder / name).write_bytes(np.concatenate([labels[:, None], pixels], axis=1).tobytes())

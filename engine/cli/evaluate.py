@@ -39,7 +39,15 @@ ATTACK_OPTIONS = ("norm", "eps", "steps", "restarts", "alpha", "random_start", "
 def register(sub) -> None:
     """Add the ``evaluate`` command."""
     p = sub.add_parser("evaluate", help="accuracy of a checkpoint on a dataset")
-    p.add_argument("--checkpoint", required=True, help="checkpoint path (stem, .safetensors or .json)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="checkpoint path (stem, .safetensors or .json)")
+    which.add_argument("--zoo", metavar="DATASET/THREAT",
+                       help="every RobustBench zoo entry of DATASET/THREAT that loads (e.g. cifar10/Linf): each "
+                            "imported once and evaluated (AutoAttack at the leaderboard's ε unless --attack/--eps "
+                            "say otherwise); with --background one job each; then `python -m engine zoo --leaderboard`")
+    p.add_argument("--names", nargs="+", metavar="NAME", help="with --zoo: only these entries")
+    p.add_argument("--model-dir", help="with --zoo: RobustBench's cache folder (default ./models)")
+    p.add_argument("--no-download", action="store_true", help="with --zoo: skip entries whose weights are not cached")
     p.add_argument("--dataset", help="dataset name (default: the card's dataset)")
     p.add_argument("--split", default="test", choices=["test", "train"])
     add_branch_option(p)
@@ -75,12 +83,7 @@ def evaluate_request(args: argparse.Namespace):
 
     model = ModelRef.of(args.checkpoint, args.bn_branch)
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
-    params = {}
-    if args.attack:
-        params = {k: getattr(args, k) for k in ATTACK_OPTIONS if getattr(args, k, None) is not None}
-        if args.attacks:
-            params["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
-            params.setdefault("version", "custom")
+    params = attack_options(args) if args.attack else {}
     if args.n is not None and args.n > MAX_IMAGES:  # beyond any request: name the split's size
         check_images(args, args.dataset or dataset_of(model), args.split)
     request = EvaluateRequest.make(model=model, dataset=args.dataset, split=args.split, n=args.n,
@@ -91,9 +94,22 @@ def evaluate_request(args: argparse.Namespace):
     return request
 
 
+def attack_options(args: argparse.Namespace) -> dict:
+    """The attack parameters given on the command line, as ``EvaluateRequest`` fields."""
+    params = {k: getattr(args, k) for k in ATTACK_OPTIONS if getattr(args, k, None) is not None}
+    if args.attacks:
+        params["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+        params.setdefault("version", "custom")
+    return params
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Answer the request from the result store or measure it; print it, and record it in the card
     with ``--record`` (``--background``: queue it as a job)."""
+    if args.zoo:
+        return run_zoo(args)
+    if args.names or args.model_dir or args.no_download:
+        raise InvalidParameterError("--names, --model-dir and --no-download go with --zoo")
     check_recordable(args)
 
     def show(result) -> int:
@@ -111,6 +127,34 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0
 
     return run_request(evaluate_request(args), args, "evaluate", out_handler=None if args.background else show)
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    """``evaluate --zoo DATASET/THREAT``: one evaluation per loadable zoo entry, queued
+    (``--background``) or run here in turn; prints the jobs, or the leaderboard rows."""
+    from engine.analysis import run_analysis
+    from engine.analysis.zoo import leaderboard, parse_zoo, zoo_requests
+    from engine.cli import queue_request, stderr_progress, warn
+
+    if args.record:
+        raise InvalidParameterError("--zoo evaluates many checkpoints: record each with evaluate --checkpoint --record")
+    dataset, threat = parse_zoo(args.zoo)
+    check_int("--batch-size", args.batch_size, 1, MAX_BATCH)
+    plan = zoo_requests(dataset, threat, args.names, args.model_dir, download=not args.no_download, n=args.n,
+                        attack=args.attack or "autoattack", params=attack_options(args), batch_size=args.batch_size,
+                        seed=0 if args.seed is None else args.seed)
+    for name, why in plan.skipped:
+        warn(f"{name}: skipped — {why}")
+    body = {"zoo": f"{dataset}/{threat}", "skipped": [{"name": n, "why": w} for n, w in plan.skipped]}
+    if args.background:
+        body["jobs"] = [{"name": name, "checkpoint": request.model.path, **queue_request(request, args)}
+                        for name, request in zip(plan.names, plan.requests)]
+    else:
+        for name, request in zip(plan.names, plan.requests):
+            run_analysis(request, progress=stderr_progress(name), use_cache=not args.no_cache, device=args.device)
+        body["leaderboard"] = leaderboard(dataset=dataset, threat=threat)
+    print_json(body)
+    return 0
 
 
 def print_summary(report: dict, cached: bool) -> None:

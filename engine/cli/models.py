@@ -57,6 +57,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", choices=["cifar10", "cifar100", "imagenet"], help="only this dataset")
     p.add_argument("--threat", help="only this threat model (Linf, L2, corruptions)")
     p.add_argument("--all", action="store_true", help="also list entries RobustScope cannot load, with the reason")
+    p.add_argument("--leaderboard", action="store_true",
+                   help="our stored AutoAttack figures of imported zoo models beside RobustBench's (evaluate --zoo)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=list_zoo)
 
@@ -231,11 +233,31 @@ def _import_robustbench(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_leaderboard(dataset: str | None, threat: str | None, as_json: bool) -> int:
+    """The leaderboard of our stored zoo evaluations (``engine.analysis.zoo.leaderboard``)."""
+    from engine.analysis.zoo import leaderboard
+
+    rows = leaderboard(dataset=dataset, threat=threat)
+    if as_json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        flags = f"  flags: {'; '.join(row['flags'])}" if row["flags"] else ""
+        print(f"{row['name']:<44} clean {_cell(row['clean_acc'])} (reported {_cell(row['reported_clean_acc'])})  "
+              f"AutoAttack {_cell(row['robust_acc'])} (reported {_cell(row['reported_autoattack_acc'])}, "
+              f"Δ {_cell(row['difference'])}) on {row['n']} images{flags}")
+    print(f"{len(rows)} evaluated zoo model(s); `python -m engine evaluate --zoo DATASET/THREAT --background` "
+          "adds more", file=sys.stderr)
+    return 0
+
+
 def list_zoo(args: argparse.Namespace) -> int:
-    """Print RobustBench's zoo as our table records it."""
+    """Print RobustBench's zoo as our table records it (``--leaderboard``: our figures beside it)."""
     from engine.checkpoints import robustbench
 
     threat = robustbench._check_choice(args.threat, robustbench.THREATS, "threat model") if args.threat else None
+    if args.leaderboard:
+        return print_leaderboard(args.dataset, threat, args.json)
     entries = robustbench.zoo_entries(args.dataset, threat)
     rows = []
     for e in entries:

@@ -32,6 +32,7 @@ def cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("ROBUSTSCOPE_WEIGHTS_CACHE", str(tmp_path / "weights-cache"))
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setenv("ROBUSTSCOPE_DATA", str(tmp_path / "data"))   # each node's data root (a zoo test fills it)
     made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     second = made.add_node(num_cpus=1)
     try:
@@ -130,3 +131,27 @@ def test_cancel_reaches_a_remote_job(cluster, tiny_checkpoints):
             proc.kill()
     assert store.get(job.id).status == "cancelled", output
     assert ResultStore().list() == [] and not (ResultStore().root / ".partial" / slow.key()).exists()
+
+
+def test_a_zoo_evaluated_on_the_cluster_gives_the_leaderboard(cluster, tmp_path, monkeypatch, capsys):
+    """``evaluate --zoo --background`` queues one job per entry; the cluster runs them (each node
+    reads its data root); ``zoo --leaderboard`` shows our figures beside RobustBench's."""
+    import json
+
+    from engine.cli import main
+    from factories import ZOO_NAMES, tiny_cifar, tiny_zoo
+
+    made, _ = cluster
+    tiny_cifar(Path(os.environ["ROBUSTSCOPE_DATA"]))   # the cluster's workers were started with this data root
+    tiny_zoo(monkeypatch, tmp_path / "models")
+    assert main(["evaluate", "--zoo", "cifar10/Linf", "--names", *ZOO_NAMES, "--model-dir", str(tmp_path / "models"),
+                 "--no-download", "--n", "4", "--attack", "autoattack", "--version", "custom", "--attacks", "apgd-ce",
+                 "--steps", "3", "--background"]) == 0
+    queued = json.loads(capsys.readouterr().out)["jobs"]
+    proc = dispatcher(made.address)
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0 and all(JobStore().get(job["job"]).status == "done" for job in queued), output
+    assert main(["zoo", "--leaderboard", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(row["name"] for row in rows) == sorted(ZOO_NAMES)
+    assert all(row["reported_autoattack_acc"] is not None and row["difference"] is not None for row in rows)
