@@ -80,6 +80,14 @@ class Channel:
         self.changed: set[str] = set()
         self.nodes: list[tuple[int, dict]] = []
         self.cancelled: set[int] = set()
+        self.outcomes: dict[int, dict] = {}
+
+    def put_outcome(self, job_id: int, outcome: dict) -> None:
+        """What rank 0 of a data-parallel training job finished with (its checkpoint's files)."""
+        self.outcomes[job_id] = outcome
+
+    def take_outcome(self, job_id: int) -> dict | None:
+        return self.outcomes.pop(job_id, None)
 
     def event(self, job_id: int, done: int, total: int, eta_s: float | None) -> None:
         self.events.append((job_id, done, total, eta_s))
@@ -261,9 +269,10 @@ def run_analysis_task(payload: dict, channel) -> dict:
             "notes": list(result.notes), "node": where}
 
 
-def run_training_task(payload: dict, channel) -> dict:
-    """Train one job on this node (a Ray task body) into a scratch run folder; returns the
-    published checkpoint's files (weights and card bytes) for the head to publish, and the status."""
+def _train_here(payload: dict, channel, rank: int = 0) -> dict:
+    """Train ``payload``'s job in this process into a scratch run folder (rank 0 reports progress);
+    returns its status, epochs and the published checkpoint's files (weights and card bytes) for the
+    head to publish."""
     import torch
 
     from engine.training import train
@@ -271,23 +280,60 @@ def run_training_task(payload: dict, channel) -> dict:
 
     torch.set_num_threads(max(1, int(payload.get("threads", 1))))
     where = node_identity()
-    channel.node.remote(payload["job_id"], where)
+    channel.node.remote(payload["job_id"], {**where, "rank": rank})
     link = _TaskLink(channel, payload["job_id"])
     config = TrainConfig.from_dict(payload["config"])
+
+    def progress(ev) -> None:
+        if ev.batches and rank == 0:
+            link.progress(ev.batch + (ev.epoch - 1) * ev.batches, ev.batches * ev.epochs)
+
     with tempfile.TemporaryDirectory(prefix="robustscope-train-") as scratch:
         os.environ["ROBUSTSCOPE_CHECKPOINTS"] = str(Path(scratch) / "checkpoints")
-
-        def progress(ev) -> None:
-            if ev.batches:
-                link.progress(ev.batch + (ev.epoch - 1) * ev.batches, ev.batches * ev.epochs)
-
         result = train(config, run_dir=Path(scratch) / "run", progress=progress, should_stop=link.should_stop)
         files = {}
         if result.checkpoint:
             stem = Path(result.checkpoint).with_suffix("")
             files = {suffix: stem.with_suffix(suffix).read_bytes() for suffix in (".safetensors", ".json")}
-        return {"status": result.status, "files": files, "name": Path(result.checkpoint).stem if result.checkpoint
-                else None, "epochs": result.epochs_completed, "node": where}
+    return {"status": result.status, "files": files, "name": Path(result.checkpoint).stem if result.checkpoint
+            else None, "epochs": result.epochs_completed, "node": where}
+
+
+def run_training_task(payload: dict, channel) -> dict:
+    """Train one single-process job on this node (a Ray task body): :func:`_train_here`."""
+    return _train_here(payload, channel)
+
+
+def _ddp_worker(loop: dict) -> None:
+    """One process of a data-parallel training job, run by Ray Train (which has set up the torch
+    process group): the trainer sees ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` as under torchrun;
+    rank 0 hands the outcome to the head's channel."""
+    import ray.train
+
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    os.environ.update({"WORLD_SIZE": str(context.get_world_size()), "RANK": str(rank),
+                       "LOCAL_RANK": str(context.get_local_rank())})
+    outcome = _train_here(loop["payload"], loop["channel"], rank)
+    if rank == 0:
+        ray.get(loop["channel"].put_outcome.remote(loop["payload"]["job_id"], outcome))
+
+
+def run_ddp_training_task(payload: dict, channel) -> dict:
+    """Train one data-parallel job (``workers`` > 1) through Ray Train's ``TorchTrainer``: one
+    process per worker (a GPU each for a ``cuda`` job), placed by Ray on one or several nodes."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ray = require_ray()
+    with tempfile.TemporaryDirectory(prefix="robustscope-ddp-") as scratch:
+        TorchTrainer(_ddp_worker, train_loop_config={"payload": payload, "channel": channel},
+                     scaling_config=ScalingConfig(num_workers=int(payload["workers"]), use_gpu=bool(payload["gpu"])),
+                     run_config=RunConfig(storage_path=scratch, name=f"robustscope-job-{payload['job_id']}")).fit()
+    outcome = ray.get(channel.take_outcome.remote(payload["job_id"]))
+    if outcome is None:
+        raise RobustScopeError("the data-parallel run ended without rank 0's checkpoint")
+    return outcome
 
 
 # ------------------------------------------------------------------------------- on the head
@@ -324,6 +370,7 @@ class Dispatcher:
         self.channel = ray.remote(num_cpus=0)(Channel).remote()
         self.analysis_task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_analysis_task)
         self.training_task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_training_task)
+        self.ddp_task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_ddp_training_task)
 
     # -- capacity and claiming
     def capacity(self) -> int:
@@ -341,7 +388,10 @@ class Dispatcher:
                        "state": self._head_state(request.key())}
             ref = self.analysis_task.options(num_cpus=1, num_gpus=gpus).remote(payload, self.channel)
             return _Running(job, ref, key=request.key())
-        payload = {"job_id": job.id, "config": job.config.to_dict(), "threads": self.threads}
+        payload = {"job_id": job.id, "config": job.config.to_dict(), "threads": self.threads,
+                   "workers": job.config.workers, "gpu": bool(gpus)}
+        if job.config.workers > 1:   # Ray Train places the processes; this task only drives them
+            return _Running(job, self.ddp_task.options(num_cpus=0).remote(payload, self.channel))
         return _Running(job, self.training_task.options(num_cpus=1, num_gpus=gpus).remote(payload, self.channel))
 
     def _models(self, request) -> dict:

@@ -22,6 +22,10 @@ SCHEDULES = ("cosine", "piecewise", "constant")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
+#: most data-parallel processes of one training job
+MAX_WORKERS = 64
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; saved as JSON beside each job and checkpoint.
@@ -52,6 +56,9 @@ class TrainConfig:
         eval_steps: PGD steps of the per-epoch robust evaluation (eps/norm as in training;
             alpha = 2.5 * eps / eval_steps; for ``standard`` the eps above is still used).
         name: output checkpoint name (file stem); ``None`` = derived from the recipe.
+        workers: data-parallel processes (PyTorch DDP): 1 = one process; N > 1 runs on a Ray
+            cluster through Ray Train (``python -m engine worker --ray ADDRESS``), one GPU each for a
+            ``cuda`` run (one CPU each otherwise), on one or several nodes; ``batch_size`` is global.
         snapshot_every: keep every k-th epoch's checkpoint in the run folder (``epoch-NNNN/model``)
             for CKA across epochs; 0 = keep only the last and the best.
     """
@@ -82,6 +89,7 @@ class TrainConfig:
     eval_steps: int = 10
     name: str | None = None
     snapshot_every: int = 0
+    workers: int = 1
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -162,6 +170,7 @@ class TrainConfig:
         _check_int("eval_size", self.eval_size, low=0, high=1_000_000)
         _check_int("eval_steps", self.eval_steps, low=1, high=1000)
         _check_int("snapshot_every", self.snapshot_every, low=0, high=10000)
+        _check_int("workers", self.workers, low=1, high=MAX_WORKERS)
         if self.train_size is not None:
             _check_int("train_size", self.train_size, low=1, high=100_000_000)
         if not isinstance(self.amp, bool):

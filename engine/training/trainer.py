@@ -147,6 +147,17 @@ def setup_distributed(device: torch.device) -> Dist:
                 local_rank=int(os.environ.get("LOCAL_RANK", "0")), active=True)
 
 
+def check_world(config) -> None:
+    """A job asking for ``workers`` > 1 processes must run in that many (Ray Train or torchrun set
+    ``WORLD_SIZE``): a single process would silently train alone with the wrong batch split."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.workers > 1 and world != config.workers:
+        raise InvalidParameterError(
+            f"this training config asks for {config.workers} data-parallel workers but runs in {world} process(es): "
+            "run it on a Ray cluster (`python -m engine worker --ray ADDRESS`) or under "
+            f"`torchrun --nproc_per_node {config.workers} -m engine train --config ...`")
+
+
 def _all_sum(dist: Dist, values: list[float], device: torch.device) -> list[float]:
     if not dist.active:
         return values
@@ -579,6 +590,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
     from engine.device import resolve_device
 
     config.validate()
+    check_world(config)
     started = time.monotonic()
     device = resolve_device(config.device)
     dist = setup_distributed(device)

@@ -155,3 +155,29 @@ def test_a_zoo_evaluated_on_the_cluster_gives_the_leaderboard(cluster, tmp_path,
     rows = json.loads(capsys.readouterr().out)
     assert sorted(row["name"] for row in rows) == sorted(ZOO_NAMES)
     assert all(row["reported_autoattack_acc"] is not None and row["difference"] is not None for row in rows)
+
+
+def test_training_jobs_run_on_the_cluster_single_and_data_parallel(cluster):
+    """A one-process training job is a task on one node; ``workers: 2`` runs PyTorch DDP through
+    Ray Train across both nodes (gloo on CPU); each publishes its checkpoint into the head's
+    checkpoints folder, as a local job does. A local worker refuses ``workers: 2`` in one line."""
+    from engine.checkpoints import load
+    from engine.jobs import run_worker
+    from factories import tiny_config
+
+    made, second = cluster
+    store = JobStore()
+    single = store.submit(tiny_config(name="single", epochs=1))
+    ddp = store.submit(tiny_config(name="ddp", epochs=2, workers=2))
+    proc = dispatcher(made.address)
+    output, _ = proc.communicate(timeout=500)
+    assert proc.returncode == 0, output
+    for job, name in ((single, "single"), (ddp, "ddp")):
+        done = store.get(job.id)
+        assert done.status == "done", (name, done.error, output)
+        assert Path(done.checkpoint).name == f"{name}.safetensors" and load(done.checkpoint).card.name == name
+    ranks = {(event.metrics["rank"], event.metrics["node_id"]) for event in store.events(ddp.id, kind="node")}
+    assert {rank for rank, _ in ranks} == {0, 1} and len({node for _, node in ranks}) == 2   # both nodes trained
+    local = store.submit(tiny_config(name="local-ddp", workers=2))
+    assert run_worker(store, once=True) == 1
+    assert store.get(local.id).status == "failed" and "2 data-parallel workers" in store.get(local.id).error
