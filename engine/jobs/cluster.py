@@ -89,8 +89,10 @@ class Channel:
     def take_outcome(self, job_id: int) -> dict | None:
         return self.outcomes.pop(job_id, None)
 
-    def event(self, job_id: int, done: int, total: int, eta_s: float | None) -> None:
-        self.events.append((job_id, done, total, eta_s))
+    def event(self, job_id: int, kind: str, metrics: dict, position: dict) -> None:
+        """A progress event, as ``JobStore.add_event`` takes it (``position``: epoch, epochs, batch,
+        batches, eta_s)."""
+        self.events.append((job_id, kind, metrics, position))
 
     def node(self, job_id: int, where: dict) -> None:
         self.nodes.append((job_id, where))
@@ -190,7 +192,19 @@ class _TaskLink:
         self.last_report = now
         rate = done / max(now - self.start, 1e-9)
         eta = (total - done) / rate if done and rate > 0 else None
-        self.channel.event.remote(self.job_id, int(done), int(total), eta)
+        self.channel.event.remote(self.job_id, "batch", {"done": int(done), "total": int(total)},
+                                  {"batch": int(done), "batches": int(total), "eta_s": eta})
+
+    def training(self, ev) -> None:
+        """A trainer's progress event (``ProgressEvent``): epochs always, batches at most once a
+        second — what a local worker records, so the Training page's curves look the same."""
+        now = time.monotonic()
+        if ev.kind == "batch" and now - self.last_report < REPORT_EVERY_S and ev.batch < ev.batches:
+            return
+        self.last_report = now
+        self.channel.event.remote(self.job_id, ev.kind, ev.metrics, {"epoch": ev.epoch, "epochs": ev.epochs,
+                                                                     "batch": ev.batch, "batches": ev.batches,
+                                                                     "eta_s": ev.eta_s})
 
     def should_stop(self) -> bool:
         ray = require_ray()
@@ -202,10 +216,12 @@ class _TaskLink:
 
 
 class _StateSync(threading.Thread):
-    """Copies a task's partial-state folder to the head's channel whenever it changes."""
+    """Copies a task's state folder (an analysis' partial state, a training run's folder) to the
+    head's channel, whole, whenever a file in it changes; the head writes it where a local worker
+    keeps it, so a retry on another node (or ``jobs resume``) continues from it."""
 
     def __init__(self, folder: Path, channel, key: str):
-        super().__init__(daemon=True, name=f"state-sync-{key[:8]}")
+        super().__init__(daemon=True, name=f"state-sync-{key[:12]}")
         self.folder, self.channel, self.key = folder, channel, key
         self.done = threading.Event()
         self.seen: tuple = ()
@@ -215,14 +231,40 @@ class _StateSync(threading.Thread):
             self.push()
 
     def push(self) -> None:
+        """Send the folder when it changed since the last push (a folder being replaced this
+        instant is sent at the next look)."""
         try:
-            stamp = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in self.folder.iterdir()))
+            stamp = tuple(sorted((str(p.relative_to(self.folder)), p.stat().st_mtime_ns)
+                                 for p in self.folder.rglob("*") if p.is_file()))
             if stamp and stamp != self.seen:
-                files = {p.name: p.read_bytes() for p in self.folder.iterdir() if p.is_file()}
-                self.channel.save_state.remote(self.key, files)
+                self.channel.save_state.remote(self.key, folder_files(self.folder))
                 self.seen = stamp
-        except OSError:
-            pass   # the folder is being replaced or was cleared at the end: the next look sees it
+        except OSError as exc:
+            logging.getLogger("engine.jobs").debug("state of %s not sent this time: %s", self.key, exc)
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by its relative path (``/``-separated)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write :func:`folder_files`' output under ``folder`` (atomically per file); a path that
+    would leave the folder is refused."""
+    from engine.fileio import atomic_write_bytes
+
+    for name, data in files.items():
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
+            raise RobustScopeError(f"refusing a state file outside its folder: {name!r}")
+        target = folder.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data, what="job state")
+
+
+#: the channel key of a training job's run folder
+def run_key(job_id: int) -> str:
+    return f"run/{int(job_id)}"
 
 
 def run_analysis_task(payload: dict, channel) -> dict:
@@ -249,9 +291,7 @@ def run_analysis_task(payload: dict, channel) -> dict:
         partial = store.partial_dir(key)
         files = ray.get(channel.state.remote(key)) or payload.get("state")
         if files:
-            partial.mkdir(parents=True, exist_ok=True)
-            for name, data in files.items():
-                (partial / Path(name).name).write_bytes(data)
+            write_files(partial, files)
         sync = _StateSync(partial, channel, key)
         sync.start()
         try:
@@ -285,18 +325,33 @@ def _train_here(payload: dict, channel, rank: int = 0) -> dict:
     config = TrainConfig.from_dict(payload["config"])
 
     def progress(ev) -> None:
-        if ev.batches and rank == 0:
-            link.progress(ev.batch + (ev.epoch - 1) * ev.batches, ev.batches * ev.epochs)
+        if rank == 0:
+            link.training(ev)
 
+    ray = require_ray()
     with tempfile.TemporaryDirectory(prefix="robustscope-train-") as scratch:
         os.environ["ROBUSTSCOPE_CHECKPOINTS"] = str(Path(scratch) / "checkpoints")
-        result = train(config, run_dir=Path(scratch) / "run", progress=progress, should_stop=link.should_stop)
+        run_dir = Path(scratch) / "run"
+        key = run_key(payload["job_id"])
+        earlier = ray.get(channel.state.remote(key)) or payload.get("run_files")
+        if earlier:   # an earlier attempt's finished epochs: resume from them, as a local job does
+            write_files(run_dir, earlier)
+        sync = _StateSync(run_dir, channel, key) if rank == 0 else None
+        if sync is not None:
+            sync.start()
+        try:
+            result = train(config, run_dir=run_dir, progress=progress, should_stop=link.should_stop)
+        finally:
+            if sync is not None:
+                sync.done.set()
+                sync.join(timeout=5)
+                sync.push()
         files = {}
         if result.checkpoint:
             stem = Path(result.checkpoint).with_suffix("")
             files = {suffix: stem.with_suffix(suffix).read_bytes() for suffix in (".safetensors", ".json")}
     return {"status": result.status, "files": files, "name": Path(result.checkpoint).stem if result.checkpoint
-            else None, "epochs": result.epochs_completed, "node": where}
+            else None, "epochs": result.epochs_completed, "resumed_from": result.resumed_from, "node": where}
 
 
 def run_training_task(payload: dict, channel) -> dict:
@@ -367,7 +422,10 @@ class Dispatcher:
                 ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise InvalidParameterError(f"cannot reach the Ray cluster at {self.address}: {exc}") from None
-        self.channel = ray.remote(num_cpus=0)(Channel).remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        self.channel = ray.remote(num_cpus=0)(Channel).options(scheduling_strategy=here).remote()   # on the head
         self.analysis_task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_analysis_task)
         self.training_task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_training_task)
         self.ddp_task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_ddp_training_task)
@@ -388,8 +446,10 @@ class Dispatcher:
                        "state": self._head_state(request.key())}
             ref = self.analysis_task.options(num_cpus=1, num_gpus=gpus).remote(payload, self.channel)
             return _Running(job, ref, key=request.key())
+        run_dir = self.store.job_dir(job.id) / "run"
         payload = {"job_id": job.id, "config": job.config.to_dict(), "threads": self.threads,
-                   "workers": job.config.workers, "gpu": bool(gpus)}
+                   "workers": job.config.workers, "gpu": bool(gpus),
+                   "run_files": folder_files(run_dir) if run_dir.is_dir() else None}
         if job.config.workers > 1:   # Ray Train places the processes; this task only drives them
             return _Running(job, self.ddp_task.options(num_cpus=0).remote(payload, self.channel))
         return _Running(job, self.training_task.options(num_cpus=1, num_gpus=gpus).remote(payload, self.channel))
@@ -436,21 +496,23 @@ class Dispatcher:
         return len(ready)
 
     def _drain(self) -> None:
-        from engine.fileio import atomic_write_bytes
-
         events, states, nodes = self.ray.get(self.channel.drain.remote())
-        for job_id, done, total, eta in events:
-            _event(self.store, job_id, "batch", {"done": done, "total": total}, batch=done, batches=total, eta_s=eta)
+        for job_id, kind, metrics, position in events:
+            _event(self.store, job_id, kind, metrics, **position)
         for job_id, where in nodes:
             _event(self.store, job_id, "node", where)
             for running in self.running.values():
                 if running.job.id == job_id:
                     running.node = where
         for key, files in states.items():
-            folder = self._results().partial_dir(key)
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, data in files.items():
-                atomic_write_bytes(folder / Path(name).name, data, what="partial state")
+            write_files(self._state_folder(key), files)
+
+    def _state_folder(self, key: str) -> Path:
+        """Where the head keeps a task's state: a training job's run folder (``run/<id>``), else the
+        analysis' partial state in the results folder."""
+        if key.startswith("run/"):
+            return self.store.job_dir(int(key.split("/", 1)[1])) / "run"
+        return self._results().partial_dir(key)
 
     def _heartbeat(self, running: _Running) -> None:
         try:
@@ -489,8 +551,8 @@ class Dispatcher:
             self._store_result(job, outcome)
         else:
             self._publish_training(job, outcome)
-        if running.key:   # done or stopped: no attempt resumes from its partial state any more
-            self.channel.forget.remote(running.key, job.id)
+        self.channel.forget.remote(running.key or run_key(job.id), job.id)
+        if running.key:   # an analysis done or stopped: no attempt resumes from its partial state any more
             shutil.rmtree(self._results().partial_dir(running.key), ignore_errors=True)
 
     def _store_result(self, job: Job, outcome: dict) -> None:
@@ -517,6 +579,8 @@ class Dispatcher:
             for suffix in (".safetensors", ".json"):
                 atomic_write_bytes(stem.with_suffix(suffix), outcome["files"][suffix], what="checkpoint")
             checkpoint = str(stem.with_suffix(".safetensors"))
+        if outcome.get("resumed_from"):
+            _event(self.store, job.id, "resumed", {"from_epoch": int(outcome["resumed_from"])})
         self.store.finish(job.id, outcome["status"], checkpoint=checkpoint)
 
 

@@ -87,28 +87,75 @@ def _running_on(store: JobStore, job_id: int, node_id: str, timeout: float = 120
     raise AssertionError(f"job {job_id} did not start on node {node_id[:8]}")
 
 
-def test_a_node_killed_mid_job_hands_it_to_the_other_node(cluster, tiny_checkpoints):
-    made, second = cluster
-    head_id = made.head_node.node_id
-    blocker = submit(cka_request(tiny_checkpoints, n=512, batch_size=4), start_worker=False)   # keeps the head busy
-    job = submit(cka_request(tiny_checkpoints, n=400, batch_size=4), start_worker=False)
+@pytest.fixture
+def doomed(tmp_path, monkeypatch):
+    """A head with no CPU for jobs and one worker node: every job starts on that node, which the
+    test kills; ``add()`` then brings a fresh node for Ray's retry."""
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("ROBUSTSCOPE_WEIGHTS_CACHE", str(tmp_path / "weights-cache"))
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    first = made.add_node(num_cpus=1)
+    try:
+        yield made, first
+    finally:
+        made.shutdown()
+
+
+def test_a_node_killed_mid_job_hands_it_to_another_node_which_resumes(doomed, tiny_checkpoints):
+    made, first = doomed
+    request = cka_request(tiny_checkpoints, n=1200, batch_size=4)
+    job = submit(request, start_worker=False)
     proc = dispatcher(made.address)
     store = JobStore()
     try:
-        _running_on(store, job.id, second.node_id)
-        made.remove_node(second)                                   # the node dies mid-job
+        _running_on(store, job.id, first.node_id)
+        partial = ResultStore().partial_dir(request.key())
+        deadline = time.monotonic() + 60
+        while not (partial / "state.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)                                        # the head holds its partial state
+        made.remove_node(first)                                    # the node dies mid-job
+        second = made.add_node(num_cpus=1)
         output, _ = proc.communicate(timeout=400)
     finally:
         if proc.poll() is None:
             proc.kill()
     finished = store.get(job.id)
     assert finished.status == "done", (finished.error, output)
-    assert nodes_of(store, job.id)[-1] == head_id                   # retried on the head
-    assert store.get(blocker.id).status == "done"
-    here = run_analysis(cka_request(tiny_checkpoints, n=400, batch_size=4),
-                        store=ResultStore(Path(os.environ["ROBUSTSCOPE_RUNS"]) / "local"))
-    np.testing.assert_allclose(ResultStore().load(finished.result_key).arrays["across"], here.arrays["across"],
-                               rtol=1e-6)
+    assert nodes_of(store, job.id)[-1] == second.node_id            # retried on the new node
+    result = ResultStore().load(finished.result_key)
+    assert result.meta["resumed_at_images"] > 0                     # from the partial state, not from scratch
+    here = run_analysis(request, store=ResultStore(Path(os.environ["ROBUSTSCOPE_RUNS"]) / "local"))
+    np.testing.assert_allclose(result.arrays["across"], here.arrays["across"], rtol=1e-6)
+
+
+def test_a_training_job_whose_node_dies_resumes_from_its_finished_epochs(doomed):
+    from factories import tiny_config
+
+    made, first = doomed
+    store = JobStore()
+    job = store.submit(tiny_config(name="moved", epochs=8, dataset_options={"n": 512, "image_size": 16}))
+    proc = dispatcher(made.address)
+    try:
+        run = store.job_dir(job.id) / "run"
+        deadline = time.monotonic() + 200
+        while not list(run.glob("epoch-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)                                        # epoch 1 done and copied to the head
+        assert list(run.glob("epoch-*")), "no finished epoch reached the head"
+        made.remove_node(first)
+        second = made.add_node(num_cpus=1)
+        output, _ = proc.communicate(timeout=500)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = store.get(job.id)
+    assert finished.status == "done", (finished.error, output)
+    assert nodes_of(store, job.id)[-1] == second.node_id
+    assert store.events(job.id, kind="resumed")[0].metrics["from_epoch"] >= 1
+    epochs = [event.epoch for event in store.events(job.id, kind="epoch")]
+    assert max(epochs) == 8 and Path(finished.checkpoint).is_file()   # the history reached the head
 
 
 def test_cancel_reaches_a_remote_job(cluster, tiny_checkpoints):
@@ -181,3 +228,32 @@ def test_training_jobs_run_on_the_cluster_single_and_data_parallel(cluster):
     local = store.submit(tiny_config(name="local-ddp", workers=2))
     assert run_worker(store, once=True) == 1
     assert store.get(local.id).status == "failed" and "2 data-parallel workers" in store.get(local.id).error
+
+
+def test_a_head_dispatcher_restart_loses_no_job_and_runs_none_twice(cluster, tiny_checkpoints):
+    """kill -9 of the head's dispatcher: Ray ends its tasks with it; the next dispatcher marks the
+    job interrupted (its pid is gone), claims it again and resumes from the head's partial state."""
+    import signal
+
+    made, _ = cluster
+    request = cka_request(tiny_checkpoints, n=1200, batch_size=4)
+    job = submit(request, start_worker=False)
+    first = dispatcher(made.address)
+    store = JobStore()
+    try:
+        deadline = time.monotonic() + 120
+        while not (ResultStore().partial_dir(request.key()) / "state.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert store.get(job.id).status in ("running", "interrupted")
+    second = dispatcher(made.address)
+    output, _ = second.communicate(timeout=400)
+    finished = store.get(job.id)
+    assert finished.status == "done" and finished.attempts == 2, (finished.error, output)
+    statuses = [event.metrics.get("status") for event in store.events(job.id, kind="status")]
+    assert statuses.count("done") <= 1 and len(ResultStore().list()) == 1
+    assert ResultStore().load(finished.result_key).meta["resumed_at_images"] > 0
