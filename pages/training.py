@@ -52,6 +52,11 @@ def start_worker(store: JobStore, settings: dict | None = None) -> int | None:
 def worker_notice(store: JobStore, started: int | None) -> None:
     """Say whether a worker with this dashboard's settings runs, where (pid), when it stops and
     how to stop it."""
+    from engine.jobs.cluster import ray_address
+
+    if ray_address():
+        st.caption(f"Jobs run on the Ray cluster at `{ray_address()}` (ROBUSTSCOPE_RAY_ADDRESS): the worker below "
+                   "dispatches them to its nodes; results and progress come back here.")
     if started is None and not worker_alive(store):
         st.warning(f"No training worker is running for `{store.root}` with this dashboard's settings "
                    f"({describe_settings(store.settings())}): queued jobs wait until one starts. "

@@ -601,7 +601,7 @@ def run_ray_worker(store: JobStore | None = None, address: str | None = None, on
     Raises:
         InvalidParameterError: Ray is not installed or the cluster cannot be reached.
     """
-    from engine.jobs.worker import WorkerLock, _beat, _claim, _Owner, device_description, lock_path
+    from engine.jobs.worker import WorkerLock, _beat, _claim, _Owner, device_description, lock_path, pid_path
 
     store = store or JobStore()
     address = ray_address(address)
@@ -615,7 +615,9 @@ def run_ray_worker(store: JobStore | None = None, address: str | None = None, on
     dispatcher = Dispatcher(store, address, max_in_flight)
     pid, owner = os.getpid(), _Owner(owner_pid)
     ended, idle_since = 0, time.monotonic()
+    pid_file = pid_path(store, lane, settings)   # the dashboard sees a worker for this lane running
     try:
+        pid_file.write_text(str(pid))
         dispatcher.connect()
         device = f"Ray cluster {address} ({device_description()} head)"
         while True:
@@ -637,8 +639,9 @@ def run_ray_worker(store: JobStore | None = None, address: str | None = None, on
     finally:
         try:
             store.unregister_worker(pid)
-        except RobustScopeError:
-            pass
+        except RobustScopeError as exc:   # a store that broke meanwhile: the row is ignored once stale
+            logging.getLogger("engine.jobs").warning("could not remove dispatcher %d's row: %s", pid, exc)
+        pid_file.unlink(missing_ok=True)
         lock.release()
         if dispatcher.ray.is_initialized():
             dispatcher.ray.shutdown()
