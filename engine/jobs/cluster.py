@@ -181,19 +181,13 @@ class _TaskLink:
     """A task's progress callback and stop flag, through the head's :class:`Channel`."""
 
     def __init__(self, channel, job_id: int):
+        from engine.jobs.worker import BatchProgress
+
         self.channel, self.job_id = channel, job_id
         self.last_report = self.last_look = 0.0
-        self.start, self.cancelled = time.monotonic(), False
-
-    def progress(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self.last_report < REPORT_EVERY_S and done < total:
-            return
-        self.last_report = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (total - done) / rate if done and rate > 0 else None
-        self.channel.event.remote(self.job_id, "batch", {"done": int(done), "total": int(total)},
-                                  {"batch": int(done), "batches": int(total), "eta_s": eta})
+        self.cancelled = False
+        self.progress = BatchProgress(lambda metrics, position: channel.event.remote(job_id, "batch", metrics,
+                                                                                    position), REPORT_EVERY_S)
 
     def training(self, ev) -> None:
         """A trainer's progress event (``ProgressEvent``): epochs always, batches at most once a

@@ -222,20 +222,26 @@ def _job_logger(path: Path) -> tuple[logging.Logger, logging.Handler]:
     return logger, handler
 
 
-class _AnalysisReporter:
-    """Progress callback of an analysis: ``batch`` events (done/total, ETA), at most once a second."""
+class BatchProgress:
+    """An analysis' ``progress(done, total)`` as ``batch`` events with the time left:
+    ``send(metrics, position)`` at most once every ``every_s`` seconds, and always for the last."""
 
-    def __init__(self, store: JobStore, job_id: int):
-        self.store, self.job_id, self.last, self.start = store, job_id, 0.0, time.monotonic()
+    def __init__(self, send, every_s: float = BATCH_EVENT_EVERY_S):
+        self.send, self.every_s, self.last, self.start = send, every_s, 0.0, time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if now - self.last < BATCH_EVENT_EVERY_S and done < total:
+        if now - self.last < self.every_s and done < total:
             return
         self.last = now
         rate = done / max(now - self.start, 1e-9)
         eta = (total - done) / rate if done and rate > 0 else None
-        _report(self.store, self.job_id, "batch", {"done": done, "total": total}, batch=done, batches=total, eta_s=eta)
+        self.send({"done": int(done), "total": int(total)}, {"batch": int(done), "batches": int(total), "eta_s": eta})
+
+
+def _analysis_reporter(store: JobStore, job_id: int) -> BatchProgress:
+    """Progress callback of an analysis run here: its batch events go to the job store."""
+    return BatchProgress(lambda metrics, position: _report(store, job_id, "batch", metrics, **position))
 
 
 def error_message(exc: BaseException) -> str:
@@ -278,7 +284,7 @@ def run_analysis_job(store: JobStore, job: Job) -> str:
         spec = job.config
         spec.request.validate()
         try:
-            result = run_analysis(spec.request, progress=_AnalysisReporter(store, job.id),
+            result = run_analysis(spec.request, progress=_analysis_reporter(store, job.id),
                                   should_stop=beat.cancel.is_set, use_cache=spec.use_cache, device=spec.device,
                                   store=ResultStore(store.root / "results"))
         except AnalysisCancelled:

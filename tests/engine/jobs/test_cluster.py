@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,18 @@ def dispatcher(address: str, *extra: str) -> subprocess.Popen:
     """``python -m engine worker --ray ADDRESS --once`` on this test's runs folder."""
     return subprocess.Popen([sys.executable, "-m", "engine", "worker", "--ray", address, "--once", *extra],
                             cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@contextmanager
+def dispatching(address: str):
+    """A dispatcher for the block (killed at its end if it still runs, e.g. after a failure)."""
+    proc = dispatcher(address)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 def nodes_of(store: JobStore, job_id: int) -> list[str]:
@@ -108,25 +121,22 @@ def test_a_node_killed_mid_job_hands_it_to_another_node_which_resumes(doomed, ti
     made, first = doomed
     request = cka_request(tiny_checkpoints, n=1200, batch_size=4)
     job = submit(request, start_worker=False)
-    proc = dispatcher(made.address)
     store = JobStore()
-    try:
+    with dispatching(made.address) as proc:
         _running_on(store, job.id, first.node_id)
         partial = ResultStore().partial_dir(request.key())
         deadline = time.monotonic() + 60
         while not (partial / "state.json").is_file() and time.monotonic() < deadline:
-            time.sleep(0.2)                                        # the head holds its partial state
+            time.sleep(0.2)
+        assert (partial / "state.json").is_file(), "the head never received the job's partial state"
         made.remove_node(first)                                    # the node dies mid-job
         second = made.add_node(num_cpus=1)
         output, _ = proc.communicate(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     finished = store.get(job.id)
     assert finished.status == "done", (finished.error, output)
     assert nodes_of(store, job.id)[-1] == second.node_id            # retried on the new node
     result = ResultStore().load(finished.result_key)
-    assert result.meta["resumed_at_images"] > 0                     # from the partial state, not from scratch
+    assert result.meta["resumed_at_images"] > 0, output             # from the partial state, not from scratch
     here = run_analysis(request, store=ResultStore(Path(os.environ["ROBUSTSCOPE_RUNS"]) / "local"))
     np.testing.assert_allclose(result.arrays["across"], here.arrays["across"], rtol=1e-6)
 
@@ -137,8 +147,7 @@ def test_a_training_job_whose_node_dies_resumes_from_its_finished_epochs(doomed)
     made, first = doomed
     store = JobStore()
     job = store.submit(tiny_config(name="moved", epochs=8, dataset_options={"n": 512, "image_size": 16}))
-    proc = dispatcher(made.address)
-    try:
+    with dispatching(made.address) as proc:
         run = store.job_dir(job.id) / "run"
         deadline = time.monotonic() + 200
         while not list(run.glob("epoch-*")) and time.monotonic() < deadline:
@@ -147,9 +156,6 @@ def test_a_training_job_whose_node_dies_resumes_from_its_finished_epochs(doomed)
         made.remove_node(first)
         second = made.add_node(num_cpus=1)
         output, _ = proc.communicate(timeout=500)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     finished = store.get(job.id)
     assert finished.status == "done", (finished.error, output)
     assert nodes_of(store, job.id)[-1] == second.node_id
@@ -165,17 +171,13 @@ def test_cancel_reaches_a_remote_job(cluster, tiny_checkpoints):
     slow = AtlasRequest.make(models=(tiny_checkpoints["standard"],), layers=("net.block1",), dataset="shapes", n=40,
                              k=2, directions=0, steps=400, render_batch=1)   # a minute of rendering
     job = submit(slow, start_worker=False)
-    proc = dispatcher(made.address)
     store = JobStore()
-    try:
+    with dispatching(made.address) as proc:
         deadline = time.monotonic() + 120
         while not store.events(job.id, kind="batch") and time.monotonic() < deadline:
             time.sleep(0.2)
         store.cancel(job.id)
         output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert store.get(job.id).status == "cancelled", output
     assert ResultStore().list() == [] and not (ResultStore().root / ".partial" / slow.key()).exists()
 
@@ -238,17 +240,13 @@ def test_a_head_dispatcher_restart_loses_no_job_and_runs_none_twice(cluster, tin
     made, _ = cluster
     request = cka_request(tiny_checkpoints, n=1200, batch_size=4)
     job = submit(request, start_worker=False)
-    first = dispatcher(made.address)
     store = JobStore()
-    try:
+    with dispatching(made.address) as first:
         deadline = time.monotonic() + 120
         while not (ResultStore().partial_dir(request.key()) / "state.json").is_file() and time.monotonic() < deadline:
             time.sleep(0.2)
         first.send_signal(signal.SIGKILL)
         first.wait(30)
-    finally:
-        if first.poll() is None:
-            first.kill()
     assert store.get(job.id).status in ("running", "interrupted")
     second = dispatcher(made.address)
     output, _ = second.communicate(timeout=400)
