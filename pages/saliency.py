@@ -1,11 +1,12 @@
-"""Saliency page: where models A and B look. Three views, each in its own module and each a stored
+"""Saliency page: where models A and B look. Four views, each in its own module and each a stored
 ``engine.analysis`` request: the attribution maps grid of A and B side by side (Kim & Seo 2019;
 :mod:`pages.saliency_maps_view`), the keep/remove curves with optional KAR/ROAR retraining (Hooker
-et al. 2019; :mod:`pages.saliency_curves_view`) and the ε-vs-interpretability trade-off across
-checkpoints (Kim & Seo 2019; :mod:`pages.tradeoff_view`).
+et al. 2019; :mod:`pages.saliency_curves_view`), the explanation-quality metrics of A and B
+(randomisation, faithfulness, localisation, robustness; :mod:`pages.saliency_metrics_view`) and the
+ε-vs-interpretability trade-off across checkpoints (Kim & Seo 2019; :mod:`pages.tradeoff_view`).
 
 This module holds the title, the sidebar's selection shared by the views and the choice of view: with
-models chosen, all three one under the other; without, the one view the URL names (``?result=<key>``
+models chosen, all four one under the other; without, the one view the URL names (``?result=<key>``
 reopens a stored result without computing anything or loading a model, ``?job=<id>`` follows a
 background job from any session), else the sidebar's request for models. The URL names one view at a
 time: the others leave it alone.
@@ -15,7 +16,7 @@ import dataclasses
 import streamlit as st
 
 from engine import selection
-from pages import analysis_ui, common, saliency_curves_view, saliency_maps_view, tradeoff_view
+from pages import analysis_ui, common, saliency_curves_view, saliency_maps_view, saliency_metrics_view, tradeoff_view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,8 @@ page = SaliencyPage(sel=sel, models={slot: m for slot, m in (("A", sel.a), ("B",
 saliency_maps_view.forget_live_grid()
 
 if not page.models:  # a stored view (permalink, finished job) opens without models
-    stored = {saliency_curves_view.KIND: saliency_curves_view, tradeoff_view.KIND: tradeoff_view}
+    stored = {saliency_curves_view.KIND: saliency_curves_view, saliency_metrics_view.KIND: saliency_metrics_view,
+              tradeoff_view.KIND: tradeoff_view}
     if stored.get(page.url_kind, saliency_maps_view).render_stored(page):
         st.stop()
     common.require_models(sel, both=False)
@@ -59,5 +61,7 @@ common.require_compatible(sel, page.models)
 saliency_maps_view.render(page)
 st.divider()
 saliency_curves_view.render(page)
+st.divider()
+saliency_metrics_view.render(page)
 st.divider()
 tradeoff_view.render(page)

@@ -1,6 +1,6 @@
-"""Representations page parts: the block-structure reading of the CKA maps, and CKA across the
-epochs of training runs (Cianfarani et al. 2022). Rendering only; the numbers come from
-``engine.similarity.structure`` (across epochs: the stored ``cka_epochs`` analysis)."""
+"""Representations page parts: the block-structure reading of the maps (CKA or another measure),
+and CKA across the epochs of training runs (Cianfarani et al. 2022). Rendering only; the numbers
+come from ``engine.similarity.structure`` (across epochs: the stored ``cka_epochs`` analysis)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,6 +16,7 @@ from engine.analysis.kinds.cka_epochs import CKARunRequest
 from engine.catalogue import CKA_REFERENCES
 from engine.errors import RobustScopeError
 from engine.models import block_layers
+from engine.similarity.measures import get_measure
 from engine.similarity.structure import block_structure
 from engine.training.state import list_snapshots
 from pages import analysis_ui, common
@@ -23,19 +24,31 @@ from pages import analysis_ui, common
 EPOCHS_KIND = CKARunRequest.kind
 
 
+def value_label(comp) -> str:
+    """How the tables name the maps' values: "CKA", or "similarity" for the other measures."""
+    return "CKA" if getattr(comp, "measure", "cka") == "cka" else "similarity"
+
+
+def block_structures(comp) -> dict:
+    """``{"A": BlockStructure, "B": ...}`` of the within maps, read on the measure's similarity
+    form (cos θ for the Procrustes angle); empty when a map has too few layers."""
+    found = get_measure(getattr(comp, "measure", "cka"))
+    try:
+        return {slot: block_structure(found.similarity(result.matrix))
+                for slot, result in (("A", comp.within_a), ("B", comp.within_b))}
+    except RobustScopeError:
+        return {}
+
+
 def block_structure_table(comp) -> pd.DataFrame | None:
-    """Block-structure score and mean off-diagonal CKA of A×A and B×B (None: too few layers)."""
-    rows = []
-    for slot, result in (("A", comp.within_a), ("B", comp.within_b)):
-        try:
-            found = block_structure(result.matrix)
-        except RobustScopeError:
-            return None
-        rows.append({"model": slot, "block-structure score": found.score,
-                     "blocks (layers each)": " + ".join(map(str, found.blocks)),
-                     "within-block CKA": found.within, "between-block CKA": found.between,
-                     "mean off-diagonal CKA": found.mean_off_diagonal})
-    return pd.DataFrame(rows)
+    """Block-structure score and mean off-diagonal value of A×A and B×B (None: too few layers)."""
+    found, label = block_structures(comp), value_label(comp)
+    if not found:
+        return None
+    return pd.DataFrame([{"model": slot, "block-structure score": one.score,
+                          "blocks (layers each)": " + ".join(map(str, one.blocks)),
+                          f"within-block {label}": one.within, f"between-block {label}": one.between,
+                          f"mean off-diagonal {label}": one.mean_off_diagonal} for slot, one in found.items()])
 
 
 def show_block_structure(comp) -> None:
@@ -44,9 +57,11 @@ def show_block_structure(comp) -> None:
     if table is None:
         st.caption("Choose at least four layers per model for a block-structure score.")
         return
-    st.markdown("**Block structure** — best split of the layers into 2–4 contiguous blocks: "
-                "mean CKA within blocks minus mean CKA between them (higher = more block structure; "
-                "robust models are expected to score lower).")
+    found = get_measure(getattr(comp, "measure", "cka"))
+    form = " (on cos θ, the angle's similarity form)" if found.distance else ""
+    st.markdown(f"**Block structure** — best split of the layers into 2–4 contiguous blocks: "
+                f"mean {value_label(comp)} within blocks minus between them{form} (higher = more block "
+                "structure; robust models are expected to score lower).")
     st.dataframe(table, hide_index=True)
 
 

@@ -11,6 +11,9 @@
   :func:`retrain_cost`.
 - :func:`alignment_score`, :func:`epsilon_tradeoff`: attribution mass inside the object mask on
   ``shapes``, and its trade-off with clean accuracy across training ε (Kim & Seo 2019).
+- :func:`explanation_metrics` and the metrics of :mod:`engine.attribution.metrics`: the
+  randomisation test, ROAD, pixel flipping, the pointing game, relevance-mass accuracy and max-/
+  average-sensitivity, per image (docs/EXPLANATION_METRICS.md).
 """
 from engine.attribution.alignment import (  # noqa: F401
     ALIGNMENT_DATASET,
@@ -48,6 +51,15 @@ from engine.attribution.methods import (  # noqa: F401
     check_module_relus,
     method_params,
     resolve_params,
+)
+from engine.attribution.metrics import (  # noqa: F401
+    EVALUATORS,
+    MetricOptions,
+    MetricsResult,
+    ScoreSet,
+    dataset_masks,
+    explainer,
+    explanation_metrics,
 )
 from engine.attribution.render import (  # noqa: F401
     COLORMAPS,

@@ -1,6 +1,7 @@
-"""``cka``: layer-by-layer CKA maps (A×A, B×B, A×B) between two checkpoints, clean or adversarial;
-with ``--run``, each layer's CKA across the kept epoch snapshots of one or two training runs. Both
-are stored analyses (``cka``, ``cka_epochs``): ``--background``, ``--no-cache``, ``"cached": true``."""
+"""``cka``: layer-by-layer CKA maps (A×A, B×B, A×B) between two checkpoints, clean or adversarial,
+or the maps of another similarity measure (``--measure``; B×A too for an asymmetric one); with
+``--run``, each layer's CKA across the kept epoch snapshots of one or two training runs. Both are
+stored analyses (``cka``, ``cka_epochs``): ``--background``, ``--no-cache``, ``"cached": true``."""
 from __future__ import annotations
 
 import argparse
@@ -39,12 +40,23 @@ def register(sub) -> None:
     p.add_argument("--eps", type=float, help="attack ε (default: the dataset's usual one)")
     p.add_argument("--steps", type=int, help="attack steps (PGD)")
     p.add_argument("--craft-on", default="a", choices=["a", "b"], help="model the attack is crafted on")
+    p.add_argument("--measure", default="cka", choices=list(_measures()),
+                   help="similarity measure of the maps (default cka): " +
+                        "; ".join(f"{name}: {text}" for name, text in _measures().items()).replace("%", "%%"))
+    p.add_argument("--k", type=int, help="neighbours of --measure mknn (default 10)")
     p.add_argument("--device", default="auto")
     add_analysis_options(p)
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--json", action="store_true", help="print the three maps as JSON")
     out.add_argument("--out", help="write the maps to this CSV file (long format, atomic)")
     p.set_defaults(func=run_cka)
+
+
+def _measures() -> dict[str, str]:
+    """The measures ``--measure`` takes, name -> one line (torch-free)."""
+    from engine.analysis.kinds.cka import MEASURE_NAMES
+
+    return MEASURE_NAMES
 
 
 def _progress(done: int, total: int) -> None:
@@ -78,11 +90,6 @@ def write_rows_atomic(rows: list[dict], path: str | os.PathLike, fields: list[st
     return atomic_write_text(target, text.getvalue(), what="CSV file")
 
 
-def write_csv_atomic(rows: list[dict], path: str | os.PathLike) -> Path:
-    """Write the long-format CKA ``rows`` (map, row, col, cka) to ``path`` atomically."""
-    return write_rows_atomic(rows, path, ["map", "row", "col", "cka"])
-
-
 def cka_request(args: argparse.Namespace):
     """The :class:`~engine.analysis.CKARequest` of ``cka --a A --b B ...`` (no torch needed)."""
     from engine.analysis import ModelRef
@@ -93,7 +100,8 @@ def cka_request(args: argparse.Namespace):
         layers_a=tuple(args.layers) if args.layers else None,
         layers_b=tuple(args.layers_b or args.layers) if (args.layers_b or args.layers) else None,
         kernel=args.kernel, sigma_fraction=args.sigma_fraction, pooling=args.pooling, inputs=args.inputs,
-        attack=args.attack, eps=args.eps, steps=args.steps, craft_on=args.craft_on,
+        attack=args.attack, eps=args.eps, steps=args.steps, craft_on=args.craft_on, measure=args.measure,
+        **({} if args.k is None else {"k": args.k}),
     )
 
 
@@ -106,14 +114,18 @@ def run_cka(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--n must be at least 4, got {args.n}")
     check_int("--batch-size", args.batch_size, 1, MAX_BATCH)  # the lower bound (4) is the engine's
     if args.run:
+        if args.measure != "cka" or args.k is not None:
+            raise InvalidParameterError("--run compares epochs with CKA only; leave out --measure and --k")
         return run_epochs(args)
+    if args.k is not None and args.measure != "mknn":
+        raise InvalidParameterError("--k applies to --measure mknn only")
     if not args.a or not args.b:
         raise InvalidParameterError("give two checkpoints (--a and --b) or one or two training runs (--run)")
 
     def write_csv(result) -> int:
-        from engine.analysis.kinds.cka import rows
+        from engine.analysis.kinds.cka import measure_of, rows
 
-        path = write_csv_atomic(rows(result), args.out)
+        path = write_rows_atomic(rows(result), args.out, ["map", "row", "col", measure_of(result)])
         print(f"wrote {path} ({result.meta['n']} images, {result.seconds:.1f} s"
               f"{', stored earlier' if result.cached else ''})", file=sys.stderr)
         return 0

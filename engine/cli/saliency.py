@@ -1,14 +1,17 @@
-"""``saliency``: attribution maps of one dataset image (PNG heatmaps/overlays + JSON), and
-keep/remove curves (JSON) for one or several checkpoints.
+"""``saliency``: attribution maps of one dataset image (PNG heatmaps/overlays + JSON), keep/remove
+curves (JSON), and explanation-quality metrics (JSON or CSV) for one or several checkpoints.
 
     python -m engine saliency --checkpoint ckpt/a --checkpoint ckpt/b --index 3 --out out/
     python -m engine saliency --checkpoint ckpt/a --methods saliency smoothgrad \\
         --param smoothgrad.n_samples=32 --curve remove --n 128 --out out/
     python -m engine saliency --checkpoint ckpt/a --curve remove --retrain \\
         --retrain-epochs 4 --retrain-n 2048 --out out/      # ROAR: retrain at each fraction
+    python -m engine saliency --checkpoint ckpt/a --checkpoint ckpt/b --metrics road,localisation \\
+        --methods saliency smoothgrad --n 128 --out metrics.csv   # or --json
 
-The maps and the curve are stored analyses (``saliency_grid``, ``saliency_curves``): the same command
-again reads them back (``--no-cache`` computes again); ``--background`` queues both as jobs.
+The maps, the curve and the metrics are stored analyses (``saliency_grid``, ``saliency_curves``,
+``saliency_metrics``): the same command again reads them back (``--no-cache`` computes again);
+``--background`` queues them as jobs. ``--metrics`` runs the metrics alone (no maps are written).
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ from engine.errors import InvalidParameterError
 
 def register(sub) -> None:
     """Add the ``saliency`` command."""
-    p = sub.add_parser("saliency", help="attribution maps (PNG + JSON) and keep/remove curves")
+    p = sub.add_parser("saliency", help="attribution maps (PNG + JSON), keep/remove curves, explanation metrics")
     p.add_argument("--checkpoint", required=True, action="append",
                    help="checkpoint path (stem, .safetensors or .json); repeat to compare models")
     p.add_argument("--dataset", help="dataset name (default: the first checkpoint's dataset)")
@@ -68,9 +71,11 @@ def register(sub) -> None:
     p.add_argument("--scale", type=int, default=4, help="PNG upscaling factor (nearest neighbour)")
     p.add_argument("--curve", choices=list(MODES), help="also compute a keep or remove curve (JSON)")
     p.add_argument("--curve-method", choices=list(METHODS), help="method ranking the pixels (default: first of --methods)")
-    p.add_argument("--n", type=int, default=64, help="images for the curve")
-    p.add_argument("--seed", type=int, help="random image subset for the curve (default: the first n)")
-    p.add_argument("--fractions", help="comma-separated fractions in [0, 1] for the curve")
+    p.add_argument("--n", type=int, default=64, help="images for the curve or the metrics (default 64)")
+    p.add_argument("--seed", type=int,
+                   help="random image subset for the curve or the metrics (default: the first n)")
+    p.add_argument("--fractions", help="comma-separated fractions in [0, 1] for the curve; with --metrics road, "
+                                      "ROAD's fractions in [0, 1) (default 0.1,0.2,...,0.9)")
     p.add_argument("--replacement", default="mean", choices=list(REPLACEMENTS), help="fill for dropped pixels")
     p.add_argument("--retrain", action="store_true",
                    help="with --curve: train a fresh model on masked training images at each fraction "
@@ -78,7 +83,24 @@ def register(sub) -> None:
     p.add_argument("--retrain-epochs", type=int, default=4, help="epochs per retraining (default 4)")
     p.add_argument("--retrain-n", type=int, default=2048,
                    help="training-split images per retraining (default 2048; seeded subset with --seed)")
-    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--metrics", metavar="NAME[,NAME...]",
+                   help="explanation-quality metrics instead of maps: randomisation, road, pixel_flipping, "
+                        "pointing_game, relevance_mass, max_sensitivity, avg_sensitivity, or the groups "
+                        "faithfulness, localisation, robustness, all; scored on --n test images for every "
+                        "--methods method and checkpoint (localisation needs a dataset with masks: shapes)")
+    p.add_argument("--road-noise", type=float, default=0.01, help="--metrics road: imputation noise (default 0.01)")
+    p.add_argument("--flip-steps", type=int, default=50, help="--metrics pixel_flipping: steps (default 50)")
+    p.add_argument("--flip-baseline", type=float, default=0.0,
+                   help="--metrics pixel_flipping: value of flipped pixels in [0, 1] (default 0, black)")
+    p.add_argument("--radius", type=float, default=0.05,
+                   help="--metrics max_/avg_sensitivity: ℓ∞ noise radius in (0, 1] (default 0.05)")
+    p.add_argument("--samples", type=int, default=10,
+                   help="--metrics max_/avg_sensitivity: draws per image (default 10)")
+    p.add_argument("--metric-seed", type=int, default=0,
+                   help="--metrics: seed of the noise and of the randomised layers (default 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="--metrics: images per forward pass (default 64)")
+    p.add_argument("--out", help="output folder (created) for the maps (required without --metrics); with "
+                                 "--metrics: F.csv (the table), F.json (the report) or F.npz (per-image values)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
     add_analysis_options(p)  # the maps and the curve are stored analyses; --background queues both
@@ -158,7 +180,12 @@ def _check_retrain_args(args: argparse.Namespace) -> None:
 
 
 def run_saliency(args: argparse.Namespace) -> int:
-    """Load the checkpoints, attribute the chosen image, write PNGs/NPZ/JSON, optionally a curve."""
+    """Load the checkpoints, attribute the chosen image, write PNGs/NPZ/JSON, optionally a curve;
+    with ``--metrics`` score the explanations instead (:func:`run_metrics`)."""
+    if args.metrics is not None:
+        return run_metrics(args)
+    if not args.out:
+        raise InvalidParameterError("--out DIR is required: the folder the maps are written to")
     if not 0 <= args.alpha <= 1 or args.scale < 1:
         raise InvalidParameterError("--alpha must be in [0, 1] and --scale >= 1")
     _check_retrain_args(args)
@@ -304,3 +331,70 @@ def _curve_line(curve: dict) -> str:
     kind = (" (KAR, retrained)" if curve["mode"] == "keep" else " (ROAR, retrained)") if curve["retrained"] else ""
     points = " ".join(f"{f:g}={a:.3f}" for f, a in zip(curve["fractions"], curve["accuracy"]))
     return f"{curve['name']} {curve['mode']}{kind}: {points}"
+
+
+# ------------------------------------------------------------------------------- --metrics
+#: what ``--out`` may name with ``--metrics``
+METRICS_OUTPUTS = (".csv", ".json", ".npz")
+
+
+def run_metrics(args: argparse.Namespace) -> int:
+    """``--metrics``: the stored explanation metrics (computed, or queued with ``--background``),
+    printed as a table, as ``--json``, or written to ``--out F.csv|F.json|F.npz``."""
+    from engine.cli import check_images, needs_checking, run_request
+
+    if args.curve or args.retrain:
+        raise InvalidParameterError("--metrics runs on its own; compute --curve in a separate command")
+    if args.out and Path(args.out).suffix.lower() not in METRICS_OUTPUTS:
+        raise InvalidParameterError(f"with --metrics, --out names a file ending in {', '.join(METRICS_OUTPUTS)}, "
+                                    f"got {args.out!r}")
+    request = metrics_request(args, parse_params(args.param, args.methods))
+    if needs_checking(request, args):
+        check_images(args, request.dataset)
+    return run_request(request, args, "explanation metrics",
+                       out_handler=None if args.json or args.out else print_metrics)
+
+
+def metrics_request(args: argparse.Namespace, params: dict):
+    """The :class:`~engine.analysis.kinds.saliency_metrics.SaliencyMetricsRequest` of ``--metrics``
+    (no torch needed; every value checked by the request)."""
+    from engine.analysis import ModelRef
+    from engine.analysis.kinds.saliency_metrics import ROAD_FRACTIONS, SaliencyMetricsRequest, expand_metrics
+
+    check_int("--n", args.n, 1)
+    refs = tuple(ModelRef.of(path, args.bn_branch) for path in args.checkpoint)
+    names = [name.strip() for name in args.metrics.split(",") if name.strip()]
+    fractions = _parse_fractions(args.fractions) if args.fractions else ROAD_FRACTIONS
+    return SaliencyMetricsRequest.make(
+        models=refs, dataset=args.dataset, metrics=expand_metrics(names), methods=tuple(args.methods),
+        params=tuple((m, k, v) for m in args.methods for k, v in params.get(m, {}).items()), reduce=args.reduce,
+        n=args.n, seed=args.seed, fractions=fractions, road_noise=args.road_noise, flip_steps=args.flip_steps,
+        flip_baseline=args.flip_baseline, radius=args.radius, samples=args.samples, metric_seed=args.metric_seed,
+        batch_size=args.batch_size)
+
+
+def print_metrics(result) -> int:
+    """The terminal form: one line per method and score, each model's mean ± std."""
+    from engine.analysis.kinds.saliency_metrics import rows
+    from engine.cli import warn_result_notes
+
+    warn_result_notes(result)
+    table = rows(result)
+    models = list(dict.fromkeys(row["model"] for row in table))
+    print(f"{'method':<22} {'score':<26} {'better':<7} " + " ".join(f"{m[:22]:>22}" for m in models))
+    for method, score in dict.fromkeys((row["method"], row["score"]) for row in table):
+        found = {row["model"]: row for row in table if (row["method"], row["score"]) == (method, score)}
+        first = next(iter(found.values()))
+        cells = [_mean_std(found.get(m)) for m in models]
+        print(f"{method:<22} {first['label']:<26} {first['better']:<7} " + " ".join(f"{c:>22}" for c in cells))
+    for error in result.meta["errors"]:
+        print(f"{error['model']} {error['method']}: {error['error']}")
+    print(f"result {result.key} · {'stored earlier' if result.cached else 'computed'} in {result.seconds:.1f} s "
+          "(--json prints every number; --out F.csv|.json|.npz writes them)")
+    return 0
+
+
+def _mean_std(row: dict | None) -> str:
+    if row is None or row["mean"] is None:
+        return "—"
+    return f"{row['mean']:.3f} ± {row['std']:.3f}"

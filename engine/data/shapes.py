@@ -364,13 +364,25 @@ def make_shapes(n: int, seed: int = 0, variant: str = "normal", image_size: int 
 
 
 class ShapesDataset(TensorImageDataset):
-    """A generated ``shapes`` split; besides images and labels it keeps ``masks`` and ``textures``."""
+    """A generated ``shapes`` split; besides images and labels it keeps ``masks`` and ``textures``.
+
+    It offers the foreground-mask interface of the localisation metrics
+    (``engine.attribution.metrics.dataset_masks``): :meth:`foreground_masks`.
+    """
 
     def __init__(self, batch: ShapesBatch, spec: DatasetSpec, variant: str):
         super().__init__(batch.images.mul(255).round().to(torch.uint8), batch.labels, spec)
         self.masks = batch.masks
         self.textures = batch.textures
         self.variant = variant
+
+    def foreground_masks(self, indices=None) -> torch.Tensor:
+        """The foreground masks (n, 1, H, W) bool of images ``indices`` (a sequence or tensor of
+        indices; None: every image), in that order: True on the shape (everywhere for the
+        ``"texture"`` variant)."""
+        if indices is None:
+            return self.masks.clone()
+        return self.masks[torch.as_tensor(indices, dtype=torch.long)]
 
 
 def load_shapes(split: str = "test", n: int | None = None, variant: str = "normal",

@@ -198,7 +198,7 @@ def test_a_full_disk_while_saving_is_one_sentence_and_leaves_no_entry(tiny_check
 
     monkeypatch.setattr(store_module, "atomic_write_bytes", full)
     request = cka_request(tiny_checkpoints)
-    with pytest.raises(StorageError, match=r"cannot save the result in .*: the disk is full .* — free some space"):
+    with pytest.raises(StorageError, match=r"cannot save the result in .*: the disk is full.* — free some space"):
         run_analysis(request)
     assert ResultStore().list() == [] and not any(ResultStore().root.glob(".tmp-*"))
     a, b = tiny_checkpoints["standard"], tiny_checkpoints["robust"]
