@@ -130,3 +130,12 @@ def check_model_list(models, limit: int = MAX_MODELS) -> None:
     """One to ``limit`` models (a request's ``models`` tuple)."""
     if not isinstance(models, tuple) or not 1 <= len(models) <= limit:
         raise InvalidParameterError(f"models must list one to {limit} checkpoints")
+
+
+def grouped_params(methods, params) -> dict[str, dict]:
+    """``{method: {name: value}}`` in ``methods``' order, from a request's ``(method, name, value)``
+    triples (the saliency kinds' method parameters)."""
+    out: dict[str, dict] = {m: {} for m in methods}
+    for method, name, value in params:
+        out[method][name] = value
+    return out

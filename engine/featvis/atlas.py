@@ -45,6 +45,7 @@ from engine.models.hooks import record_activations, resolve_layer
 from engine.models.state import frozen_eval, model_device
 from engine.runtime import Progress, ShouldStop
 
+
 @dataclass
 class LayerScan:
     """What :func:`scan_layers` found for one model's layer.

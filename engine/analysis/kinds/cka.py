@@ -32,7 +32,6 @@ from engine.analysis.registry import register
 from engine.analysis.schema import Array, Schema
 from engine.errors import InvalidParameterError
 
-
 #: the similarity measures (``engine.similarity.measures.MEASURES``, same order), each with the one
 #: line ``--measure`` prints; torch-free so that the CLI and requests need no torch
 MEASURE_NAMES = {

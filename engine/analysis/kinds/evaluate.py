@@ -32,8 +32,8 @@ from engine.analysis.fields import (
     check_names,
 )
 from engine.analysis.registry import register
-from engine.analysis.schema import Array, Schema
 from engine.analysis.runner import BAR
+from engine.analysis.schema import Array, Schema
 from engine.errors import InvalidParameterError
 
 #: evaluate's attack parameters: those of every attack, of the AutoAttack family only, of the others only

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.analysis.base import AnalysisCancelled, ModelRef, Payload, Request, finite, unique_names
-from engine.analysis.fields import PARAM_TYPES, check_dataset, check_float, check_int, check_model_list, check_names
+from engine.analysis.fields import (
+    PARAM_TYPES,
+    check_dataset,
+    check_float,
+    check_int,
+    check_model_list,
+    check_names,
+    grouped_params,
+)
 from engine.analysis.registry import register
 from engine.analysis.schema import Array, Schema
 from engine.errors import InvalidParameterError
@@ -64,10 +72,7 @@ class SaliencyGridRequest(Request):
 
     def method_params(self) -> dict[str, dict]:
         """``{method: {name: value}}`` in method order."""
-        out: dict[str, dict] = {m: {} for m in self.methods}
-        for method, name, value in self.params:
-            out[method][name] = value
-        return out
+        return grouped_params(self.methods, self.params)
 
     def describe(self) -> str:
         return f"{super().describe()} · {self.dataset} #{self.index} · {', '.join(self.methods)}"

@@ -31,6 +31,7 @@ from engine.analysis.fields import (
     check_int,
     check_model_list,
     check_names,
+    grouped_params,
 )
 from engine.analysis.registry import register
 from engine.analysis.schema import Array, Schema
@@ -212,10 +213,7 @@ class SaliencyMetricsRequest(Request):
 
     def method_params(self) -> dict[str, dict]:
         """``{method: {name: value}}`` in method order."""
-        out: dict[str, dict] = {m: {} for m in self.methods}
-        for method, name, value in self.params:
-            out[method][name] = value
-        return out
+        return grouped_params(self.methods, self.params)
 
     def describe(self) -> str:
         return (f"{super().describe()} · {self.dataset} · {', '.join(self.metrics)} · {', '.join(self.methods)} · "
