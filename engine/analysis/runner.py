@@ -228,9 +228,19 @@ def read_state(folder: Path, request: Request, key: str) -> dict:
         raise CorruptResult("it is not partial state this version wrote")
     if record.get("digest") != digest_of(record, data):
         raise CorruptResult("it does not match its digest (damaged or edited)")
-    if record.get("key") != key or record.get("request") != json.loads(request.to_json()):
+    if record.get("key") != key or _pathless(record.get("request")) != _pathless(json.loads(request.to_json())):
         raise CorruptResult("it was saved for another request")
     return {**record["values"], **read_arrays(data, record["arrays"], key)}
+
+
+def _pathless(value):
+    """A request dict without its models' paths: where a checkpoint lies (another folder, another
+    node's weights cache) does not change which request the state belongs to — its sha256 does."""
+    if isinstance(value, dict):
+        return {k: _pathless(v) for k, v in value.items() if not (k == "path" and "sha256" in value)}
+    if isinstance(value, list):
+        return [_pathless(v) for v in value]
+    return value
 
 
 def run_analysis(request: Request, progress: Progress | None = None, should_stop: ShouldStop | None = None, *,

@@ -224,14 +224,17 @@ class _StateSync(threading.Thread):
         while not self.done.wait(REPORT_EVERY_S):
             self.push()
 
-    def push(self) -> None:
+    def push(self, wait: bool = False) -> None:
         """Send the folder when it changed since the last push (a folder being replaced this
-        instant is sent at the next look)."""
+        instant is sent at the next look); ``wait``: until the head's channel has it (the last
+        push of a task, before it returns)."""
         try:
             stamp = tuple(sorted((str(p.relative_to(self.folder)), p.stat().st_mtime_ns)
                                  for p in self.folder.rglob("*") if p.is_file()))
             if stamp and stamp != self.seen:
-                self.channel.save_state.remote(self.key, folder_files(self.folder))
+                sent = self.channel.save_state.remote(self.key, folder_files(self.folder))
+                if wait:
+                    require_ray().get(sent)
                 self.seen = stamp
         except OSError as exc:
             logging.getLogger("engine.jobs").debug("state of %s not sent this time: %s", self.key, exc)
@@ -339,7 +342,7 @@ def _train_here(payload: dict, channel, rank: int = 0) -> dict:
             if sync is not None:
                 sync.done.set()
                 sync.join(timeout=5)
-                sync.push()
+                sync.push(wait=True)
         files = {}
         if result.checkpoint:
             stem = Path(result.checkpoint).with_suffix("")
@@ -521,7 +524,9 @@ class Dispatcher:
             self.ray.cancel(running.ref, force=True)
 
     def _finish(self, running: _Running, ref) -> None:
-        """Record the outcome of a finished task on its job (and store an analysis' result)."""
+        """Record the outcome of a finished task on its job (and store an analysis' result); what
+        the task sent before it returned (its last state and events) is drained first."""
+        self._drain()
         job = running.job
         try:
             outcome = self.ray.get(ref)

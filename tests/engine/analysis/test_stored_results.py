@@ -262,3 +262,20 @@ def test_fuzzed_records_load_intact_or_raise_corrupt_result(stored, mutation):
         assert len(store.list()) == 1   # listed (maybe as damaged), never raised
     finally:
         path.write_bytes(original)
+
+
+def test_partial_state_follows_the_weights_not_the_path(tiny_checkpoints, tmp_path):
+    """A checkpoint moved (or a cluster node's own copy of it): same sha256, same request — its
+    partial state is still this request's."""
+    import shutil
+
+    store = ResultStore()
+    request = cka_request(tiny_checkpoints)
+    saved_state(request, store)
+    for suffix in (".safetensors", ".json"):
+        for kind in ("standard", "robust"):
+            shutil.copy(tiny_checkpoints[kind].with_suffix(suffix), tmp_path / f"moved_{kind}{suffix}")
+    moved = cka_request({kind: tmp_path / f"moved_{kind}.safetensors" for kind in ("standard", "robust")})
+    assert moved.key() == request.key() and moved.a.path != request.a.path
+    ctx = RunContext(moved, moved.key(), state_dir=store.partial_dir(moved.key()))
+    assert ctx.load_state() is not None and ctx.resumed

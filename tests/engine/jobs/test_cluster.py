@@ -69,26 +69,62 @@ def cka_request(paths, **kw) -> CKARequest:
     return CKARequest(**{"a": a, "b": b, "dataset": "shapes", "n": 24, "batch_size": 8, **kw})
 
 
-def test_six_jobs_run_on_both_nodes_and_equal_the_local_results(cluster, tiny_checkpoints):
+def test_analyses_a_zoo_and_training_run_on_both_nodes_as_they_would_locally(cluster, tiny_checkpoints, tmp_path,
+                                                                           monkeypatch, capsys):
+    """One dispatcher run of what a lab queues: six CKAs (results equal to the local worker's), a
+    three-model zoo evaluation (its leaderboard rows), a one-process training job and a two-process
+    DDP job through Ray Train across both nodes (checkpoints published on the head). A local worker
+    refuses a DDP job in one line."""
+    import json
+
+    from engine.checkpoints import load
+    from engine.cli import main
+    from engine.jobs import run_worker
+    from factories import ZOO_NAMES, tiny_cifar, tiny_config, tiny_zoo
+
     made, second = cluster
+    store = JobStore()
     requests = [cka_request(tiny_checkpoints, n=n) for n in (16, 20, 24, 28, 32, 36)]
     jobs = [submit(request, start_worker=False) for request in requests]
+    tiny_cifar(Path(os.environ["ROBUSTSCOPE_DATA"]))   # the nodes' data root (set when the cluster started)
+    tiny_zoo(monkeypatch, tmp_path / "models")
+    assert main(["evaluate", "--zoo", "cifar10/Linf", "--names", *ZOO_NAMES, "--model-dir", str(tmp_path / "models"),
+                 "--no-download", "--n", "4", "--attack", "autoattack", "--version", "custom", "--attacks", "apgd-ce",
+                 "--steps", "3", "--background"]) == 0
+    zoo_jobs = json.loads(capsys.readouterr().out)["jobs"]
+    single = store.submit(tiny_config(name="single", epochs=1))
+    ddp = store.submit(tiny_config(name="ddp", epochs=2, workers=2))
     proc = dispatcher(made.address)
-    output, _ = proc.communicate(timeout=400)
+    output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
-    store = JobStore()
+
     done = [store.get(job.id) for job in jobs]
     assert [job.status for job in done] == ["done"] * 6, [(j.status, j.error) for j in done]
     used = {nodes_of(store, job.id)[-1] for job in done}
-    assert len(used) == 2 and second.node_id in used            # both nodes ran jobs
+    assert len(used) == 2 and second.node_id in used            # both nodes ran analyses
     local = ResultStore(Path(os.environ["ROBUSTSCOPE_RUNS"]) / "local")
     for request, job in zip(requests, done):
         remote = ResultStore().load(job.result_key)
         here = run_analysis(request, store=local)
-        assert remote.key == here.key
+        assert remote.key == here.key and store.events(job.id, kind="batch")   # progress came back
         for name in ("within_a", "within_b", "across"):
             np.testing.assert_array_equal(remote.arrays[name], here.arrays[name])
-        assert store.events(job.id, kind="batch")                  # progress came back
+
+    assert all(store.get(job["job"]).status == "done" for job in zoo_jobs), output
+    assert main(["zoo", "--leaderboard", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(row["name"] for row in rows) == sorted(ZOO_NAMES)
+    assert all(row["reported_autoattack_acc"] is not None and row["difference"] is not None for row in rows)
+
+    for job, name in ((single, "single"), (ddp, "ddp")):
+        finished = store.get(job.id)
+        assert finished.status == "done", (name, finished.error, output)
+        assert Path(finished.checkpoint).name == f"{name}.safetensors" and load(finished.checkpoint).card.name == name
+    ranks = {(event.metrics["rank"], event.metrics["node_id"]) for event in store.events(ddp.id, kind="node")}
+    assert {rank for rank, _ in ranks} == {0, 1} and len({node for _, node in ranks}) == 2   # both nodes trained
+    refused = store.submit(tiny_config(name="local-ddp", workers=2))
+    assert run_worker(store, once=True) == 1
+    assert store.get(refused.id).status == "failed" and "2 data-parallel workers" in store.get(refused.id).error
 
 
 def _running_on(store: JobStore, job_id: int, node_id: str, timeout: float = 120) -> None:
@@ -146,13 +182,14 @@ def test_a_training_job_whose_node_dies_resumes_from_its_finished_epochs(doomed)
 
     made, first = doomed
     store = JobStore()
-    job = store.submit(tiny_config(name="moved", epochs=8, dataset_options={"n": 512, "image_size": 16}))
+    job = store.submit(tiny_config(name="moved", method="pgd", steps=5, epochs=16,   # ~1 s an epoch
+                                   dataset_options={"n": 512, "image_size": 16}))
     with dispatching(made.address) as proc:
         run = store.job_dir(job.id) / "run"
         deadline = time.monotonic() + 200
         while not list(run.glob("epoch-*")) and time.monotonic() < deadline:
             time.sleep(0.2)                                        # epoch 1 done and copied to the head
-        assert list(run.glob("epoch-*")), "no finished epoch reached the head"
+        assert list(run.glob("epoch-*")), f"no finished epoch reached the head: {store.get(job.id)}"
         made.remove_node(first)
         second = made.add_node(num_cpus=1)
         output, _ = proc.communicate(timeout=500)
@@ -161,97 +198,63 @@ def test_a_training_job_whose_node_dies_resumes_from_its_finished_epochs(doomed)
     assert nodes_of(store, job.id)[-1] == second.node_id
     assert store.events(job.id, kind="resumed")[0].metrics["from_epoch"] >= 1
     epochs = [event.epoch for event in store.events(job.id, kind="epoch")]
-    assert max(epochs) == 8 and Path(finished.checkpoint).is_file()   # the history reached the head
+    assert max(epochs) == 16 and Path(finished.checkpoint).is_file()   # the history reached the head
+    assert sorted(p.name for p in run.glob("epoch-*"))                # and the run folder, as for a local job
 
 
-def test_cancel_reaches_a_remote_job(cluster, tiny_checkpoints):
+def slow_atlas(paths):
+    """An atlas of one model rendered one unit per batch: about a minute of work, saved batch by batch."""
     from engine.analysis.kinds.atlas import AtlasRequest
 
-    made, _ = cluster
-    slow = AtlasRequest.make(models=(tiny_checkpoints["standard"],), layers=("net.block1",), dataset="shapes", n=40,
-                             k=2, directions=0, steps=400, render_batch=1)   # a minute of rendering
-    job = submit(slow, start_worker=False)
-    store = JobStore()
-    with dispatching(made.address) as proc:
-        deadline = time.monotonic() + 120
-        while not store.events(job.id, kind="batch") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        store.cancel(job.id)
-        output, _ = proc.communicate(timeout=120)
-    assert store.get(job.id).status == "cancelled", output
-    assert ResultStore().list() == [] and not (ResultStore().root / ".partial" / slow.key()).exists()
+    return AtlasRequest.make(models=(paths["standard"],), layers=("net.block1",), dataset="shapes", n=40, k=2,
+                             directions=0, steps=400, render_batch=1)
 
 
-def test_a_zoo_evaluated_on_the_cluster_gives_the_leaderboard(cluster, tmp_path, monkeypatch, capsys):
-    """``evaluate --zoo --background`` queues one job per entry; the cluster runs them (each node
-    reads its data root); ``zoo --leaderboard`` shows our figures beside RobustBench's."""
-    import json
-
-    from engine.cli import main
-    from factories import ZOO_NAMES, tiny_cifar, tiny_zoo
-
-    made, _ = cluster
-    tiny_cifar(Path(os.environ["ROBUSTSCOPE_DATA"]))   # the cluster's workers were started with this data root
-    tiny_zoo(monkeypatch, tmp_path / "models")
-    assert main(["evaluate", "--zoo", "cifar10/Linf", "--names", *ZOO_NAMES, "--model-dir", str(tmp_path / "models"),
-                 "--no-download", "--n", "4", "--attack", "autoattack", "--version", "custom", "--attacks", "apgd-ce",
-                 "--steps", "3", "--background"]) == 0
-    queued = json.loads(capsys.readouterr().out)["jobs"]
-    proc = dispatcher(made.address)
-    output, _ = proc.communicate(timeout=400)
-    assert proc.returncode == 0 and all(JobStore().get(job["job"]).status == "done" for job in queued), output
-    assert main(["zoo", "--leaderboard", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert sorted(row["name"] for row in rows) == sorted(ZOO_NAMES)
-    assert all(row["reported_autoattack_acc"] is not None and row["difference"] is not None for row in rows)
+def _until(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
-def test_training_jobs_run_on_the_cluster_single_and_data_parallel(cluster):
-    """A one-process training job is a task on one node; ``workers: 2`` runs PyTorch DDP through
-    Ray Train across both nodes (gloo on CPU); each publishes its checkpoint into the head's
-    checkpoints folder, as a local job does. A local worker refuses ``workers: 2`` in one line."""
-    from engine.checkpoints import load
-    from engine.jobs import run_worker
-    from factories import tiny_config
-
-    made, second = cluster
-    store = JobStore()
-    single = store.submit(tiny_config(name="single", epochs=1))
-    ddp = store.submit(tiny_config(name="ddp", epochs=2, workers=2))
-    proc = dispatcher(made.address)
-    output, _ = proc.communicate(timeout=500)
-    assert proc.returncode == 0, output
-    for job, name in ((single, "single"), (ddp, "ddp")):
-        done = store.get(job.id)
-        assert done.status == "done", (name, done.error, output)
-        assert Path(done.checkpoint).name == f"{name}.safetensors" and load(done.checkpoint).card.name == name
-    ranks = {(event.metrics["rank"], event.metrics["node_id"]) for event in store.events(ddp.id, kind="node")}
-    assert {rank for rank, _ in ranks} == {0, 1} and len({node for _, node in ranks}) == 2   # both nodes trained
-    local = store.submit(tiny_config(name="local-ddp", workers=2))
-    assert run_worker(store, once=True) == 1
-    assert store.get(local.id).status == "failed" and "2 data-parallel workers" in store.get(local.id).error
-
-
-def test_a_head_dispatcher_restart_loses_no_job_and_runs_none_twice(cluster, tiny_checkpoints):
-    """kill -9 of the head's dispatcher: Ray ends its tasks with it; the next dispatcher marks the
-    job interrupted (its pid is gone), claims it again and resumes from the head's partial state."""
+def test_cancel_and_a_dispatcher_restart(cluster, tiny_checkpoints):
+    """Cancel reaches a remote job (nothing stored); then a kill -9 of the head's dispatcher: Ray ends
+    its tasks with it, the next dispatcher marks the job interrupted (its pid is gone), claims it
+    again and resumes from the head's partial state — no job lost, none completed twice."""
     import signal
 
     made, _ = cluster
-    request = cka_request(tiny_checkpoints, n=1200, batch_size=4)
-    job = submit(request, start_worker=False)
     store = JobStore()
+    cancelled = submit(slow_atlas(tiny_checkpoints), start_worker=False)
+    with dispatching(made.address) as proc:
+        _until(lambda: store.events(cancelled.id, kind="batch"))
+        store.cancel(cancelled.id)
+        output, _ = proc.communicate(timeout=120)
+    assert store.get(cancelled.id).status == "cancelled", output
+    request = slow_atlas(tiny_checkpoints)
+    assert ResultStore().list() == [] and not ResultStore().partial_dir(request.key()).exists()
+
+    store.resume(cancelled.id)                                      # the same atlas again, then the head dies
+    partial = ResultStore().partial_dir(request.key())
     with dispatching(made.address) as first:
-        deadline = time.monotonic() + 120
-        while not (ResultStore().partial_dir(request.key()) / "state.json").is_file() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _until(lambda: (partial / "state.json").is_file() and _rendered(request, partial) >= 1)
+        assert store.get(cancelled.id).status == "running", "the atlas finished before the dispatcher was killed"
         first.send_signal(signal.SIGKILL)
         first.wait(30)
-    assert store.get(job.id).status in ("running", "interrupted")
+    assert _rendered(request, partial) >= 1                         # the head holds its batches
     second = dispatcher(made.address)
     output, _ = second.communicate(timeout=400)
-    finished = store.get(job.id)
+    finished = store.get(cancelled.id)
     assert finished.status == "done" and finished.attempts == 2, (finished.error, output)
-    statuses = [event.metrics.get("status") for event in store.events(job.id, kind="status")]
+    statuses = [event.metrics.get("status") for event in store.events(cancelled.id, kind="status")]
     assert statuses.count("done") <= 1 and len(ResultStore().list()) == 1
-    assert ResultStore().load(finished.result_key).meta["resumed_at_images"] > 0
+
+
+def _rendered(request, partial: Path) -> int:
+    """Units rendered in the head's copy of the job's partial state (0 before there is one)."""
+    from engine.analysis.runner import read_state
+    from engine.analysis.store import CorruptResult
+
+    try:
+        return int(read_state(partial, request, request.key())["0/units_rendered"])
+    except (CorruptResult, KeyError):
+        return 0
