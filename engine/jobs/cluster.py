@@ -625,7 +625,14 @@ def run_ray_worker(store: JobStore | None = None, address: str | None = None, on
                 job = _claim(store, pid, lane, settings)
                 if job is None:
                     break
-                running = dispatcher.submit(job)
+                try:
+                    running = dispatcher.submit(job)
+                except RobustScopeError as exc:   # e.g. its checkpoint was replaced since it was queued
+                    from engine.jobs.worker import error_message
+
+                    store.finish(job.id, "failed", error=error_message(exc))
+                    ended += 1
+                    continue
                 dispatcher.running[running.ref] = running
             done = dispatcher.poll(poll_s)
             ended += done

@@ -116,6 +116,7 @@ def run(request, ctx) -> Payload:
     if "0/units/mean" not in state:
         state = _scan(request, ctx, loaded, dataset, spec.num_classes)
         ctx.save_state(state, force=True)
+    resumed = sum(int(value) for name, value in state.items() if name.endswith("_rendered"))
     jobs = _render_jobs(request, state)
     for done, (index, what, start, stop) in enumerate(jobs):
         if start < int(state[f"{index}/{what}_rendered"]):
@@ -129,7 +130,8 @@ def run(request, ctx) -> Payload:
     meta = {"names": names, "layers": [request.layer_of(i) for i in range(len(loaded))], "notes": notes,
             "device": ctx.device, "grids": [state[f"{i}/grid"] for i in range(len(loaded))],
             "class_names": list(spec.class_names), "image_shape": list(spec.input_shape),
-            "rendered": [int(state[f"{i}/units_rendered"]) for i in range(len(loaded))]}
+            "rendered": [int(state[f"{i}/units_rendered"]) for i in range(len(loaded))],
+            "resumed_renders": resumed}   # images an earlier attempt had rendered
     arrays = {name: value for name, value in state.items() if isinstance(value, np.ndarray)}
     return Payload(arrays, finite(meta))
 
@@ -312,7 +314,7 @@ def _consistent(meta: dict, arrays: dict) -> str | None:
 #: what a stored result holds (checked by the result store on save and on every read)
 SCHEMA = Schema(
     meta={"names": [str], "layers": [str], "notes": [str], "device": str, "grids": [[int]], "class_names": [str],
-          "image_shape": [int], "rendered": [int]},
+          "image_shape": [int], "rendered": [int], "resumed_renders": int},
     arrays={"*/topk_index": Array("iu", 2), "*/topk_score": Array("f", 2), "*/topk_pos": Array("iu", 3),
             "*/topk_label": Array("iu", 2),
             "*/mean": Array("f", 1), "*/max": Array("f", 1), "*/sparsity": Array("f", 1),

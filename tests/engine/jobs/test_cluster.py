@@ -92,6 +92,10 @@ def test_analyses_a_zoo_and_training_run_on_both_nodes_as_they_would_locally(clu
                  "--no-download", "--n", "4", "--attack", "autoattack", "--version", "custom", "--attacks", "apgd-ce",
                  "--steps", "3", "--background"]) == 0
     zoo_jobs = json.loads(capsys.readouterr().out)["jobs"]
+    from engine.analysis.kinds.evaluate import EvaluateRequest
+
+    no_data = submit(EvaluateRequest.make(model=str(tiny_checkpoints["standard"]), dataset="mnist", n=4),
+                     start_worker=False)                         # the nodes' data root has no MNIST
     single = store.submit(tiny_config(name="single", epochs=1))
     ddp = store.submit(tiny_config(name="ddp", epochs=2, workers=2))
     proc = dispatcher(made.address)
@@ -122,6 +126,9 @@ def test_analyses_a_zoo_and_training_run_on_both_nodes_as_they_would_locally(clu
         assert Path(finished.checkpoint).name == f"{name}.safetensors" and load(finished.checkpoint).card.name == name
     ranks = {(event.metrics["rank"], event.metrics["node_id"]) for event in store.events(ddp.id, kind="node")}
     assert {rank for rank, _ in ranks} == {0, 1} and len({node for _, node in ranks}) == 2   # both nodes trained
+    failed = store.get(no_data.id)
+    assert failed.status == "failed" and "dataset 'mnist' is not available" in failed.error   # the node's error
+    assert "\n" not in failed.error and "Traceback" not in failed.error                       # in one line
     refused = store.submit(tiny_config(name="local-ddp", workers=2))
     assert run_worker(store, once=True) == 1
     assert store.get(refused.id).status == "failed" and "2 data-parallel workers" in store.get(refused.id).error
@@ -155,16 +162,14 @@ def doomed(tmp_path, monkeypatch):
 
 def test_a_node_killed_mid_job_hands_it_to_another_node_which_resumes(doomed, tiny_checkpoints):
     made, first = doomed
-    request = cka_request(tiny_checkpoints, n=1200, batch_size=4)
+    request = slow_atlas(tiny_checkpoints)
     job = submit(request, start_worker=False)
     store = JobStore()
+    partial = ResultStore().partial_dir(request.key())
     with dispatching(made.address) as proc:
-        _running_on(store, job.id, first.node_id)
-        partial = ResultStore().partial_dir(request.key())
-        deadline = time.monotonic() + 60
-        while not (partial / "state.json").is_file() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert (partial / "state.json").is_file(), "the head never received the job's partial state"
+        _until(lambda: _rendered(request, partial) >= 2)
+        assert _rendered(request, partial) >= 2 and store.get(job.id).status == "running", \
+            "the head never held two rendered batches of the running job"
         made.remove_node(first)                                    # the node dies mid-job
         second = made.add_node(num_cpus=1)
         output, _ = proc.communicate(timeout=400)
@@ -172,9 +177,9 @@ def test_a_node_killed_mid_job_hands_it_to_another_node_which_resumes(doomed, ti
     assert finished.status == "done", (finished.error, output)
     assert nodes_of(store, job.id)[-1] == second.node_id            # retried on the new node
     result = ResultStore().load(finished.result_key)
-    assert result.meta["resumed_at_images"] > 0, output             # from the partial state, not from scratch
+    assert result.meta["resumed_renders"] >= 2, output              # from the head's state, not from scratch
     here = run_analysis(request, store=ResultStore(Path(os.environ["ROBUSTSCOPE_RUNS"]) / "local"))
-    np.testing.assert_allclose(result.arrays["across"], here.arrays["across"], rtol=1e-6)
+    assert np.abs(result.arrays["0/images"].astype(int) - here.arrays["0/images"].astype(int)).max() <= 8
 
 
 def test_a_training_job_whose_node_dies_resumes_from_its_finished_epochs(doomed):
