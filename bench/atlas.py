@@ -13,7 +13,7 @@ default is a ``torchvision:resnet50``'s ``layer4`` (2,048 units; issue 24 asks â
 its whole atlas) â€” ``--atlas`` times the whole atlas analysis once.
 
 Usage: ROBUSTSCOPE_DATA=../shared/data python bench/atlas.py [--checkpoint checkpoints/mnist_standard]
-       [--layer net.block2] [--steps 64] [--render-batch 32] [--single 8] [--n 2000] [--repeats 3]
+       [--layer net.block2] [--steps 64] [--render-batch 64] [--single 8] [--n 2000] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", default="checkpoints/mnist_standard")
     parser.add_argument("--layer", default="net.block2")
     parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--render-batch", type=int, default=32)
+    parser.add_argument("--render-batch", type=int, default=64)
     parser.add_argument("--single", type=int, default=8, help="units rendered one at a time (the baseline)")
     parser.add_argument("--n", type=int, default=2000, help="images of the scan")
     parser.add_argument("--batch-size", type=int, default=128)

@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--directions", type=int, default=8, help="random directions per model, the baseline row")
     p.add_argument("--steps", type=int, default=128, help="optimisation steps of each visualisation")
     p.add_argument("--seed", type=int, default=0, help="seed of the visualisations")
-    p.add_argument("--render-batch", type=int, default=32, help="units optimised together (default 32)")
+    p.add_argument("--render-batch", type=int, default=64, help="units optimised together (default 64)")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass of the scan")
     p.add_argument("--device", default="auto")
     add_branch_option(p)

@@ -9,8 +9,8 @@ import numpy as np
 
 #: most units (channels) an atlas covers per layer (a ResNet-50's layer4 has 2,048)
 MAX_ATLAS_UNITS = 2048
-#: units optimised together in one render batch by default
-RENDER_BATCH = 32
+#: units optimised together in one render batch by default (bench/atlas.py: 8.0× faster per unit than one at a time on this CPU, 4.7× at 32)
+RENDER_BATCH = 64
 #: matches kept per unit (best first)
 MATCHES = 3
 
