@@ -8,6 +8,7 @@ import streamlit as st
 
 from pages import common
 
+common.freeze_imports()
 st.set_page_config(page_title="RobustScope", page_icon="🔬", layout="wide")
 
 HERE = Path(__file__).parent

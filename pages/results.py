@@ -19,7 +19,7 @@ from engine.analysis import ANALYSES, CorruptResult, ResultStore
 from engine.analysis.base import finite
 from engine.errors import RobustScopeError
 from pages.analysis_ui import show_store_notices
-from pages.common import page_title
+from pages.common import jobs_moving, live_panel, page_title
 
 st.title("Results")
 st.caption("Every analysis run here, from the CLI (`python -m engine cka ...`) or as a background job is stored "
@@ -31,23 +31,29 @@ def _when(stamp: float) -> str:
     return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S") if stamp else "?"
 
 
-@st.fragment(run_every=3)
-def jobs_view() -> None:
-    """Queued, running and recent analysis jobs with their progress (refreshed every 3 s)."""
+def analysis_jobs(store) -> list:
+    """The 30 newest analysis jobs (the store's failures raise ``RobustScopeError``); a job whose
+    worker died shows as interrupted, with why, not "running"."""
+    store.recover()
+    return store.list(limit=30, lane="analysis")
+
+
+def jobs_view() -> bool:
+    """Queued, running and recent analysis jobs with their progress; whether any is moving (see
+    ``common.live_panel``: refreshed every 3 s while one is, every 30 s otherwise)."""
     from engine.jobs import JobStore
 
     try:
         store = JobStore()
-        store.recover()   # a job whose worker died shows as interrupted, with why, not "running"
-        jobs = store.list(limit=30, lane="analysis")
+        jobs = analysis_jobs(store)
     except RobustScopeError as exc:
         st.warning(str(exc))
-        return
+        return False
     show_store_notices(store)
     if not jobs:
         st.caption("No analysis jobs yet: choose **Run: in the background** on a page, or "
                    "`python -m engine cka ... --background`.")
-        return
+        return False
     rows = []
     for job in jobs:
         last = store.latest_progress(job.id) if job.status == "running" else None
@@ -64,10 +70,23 @@ def jobs_view() -> None:
             st.progress(min(last.batch / last.batches, 1.0), text=f"job {job.id}: {job.name}")
         if st.button(f"Cancel job {job.id}", key=f"results_cancel_{job.id}"):
             store.cancel(job.id)
+    return jobs_moving(store, jobs)
+
+
+def jobs_moving_now() -> bool:
+    """Whether an analysis job is moving now (False when the job store cannot be read: the panel says why)."""
+    from engine.jobs import JobStore
+
+    try:
+        store = JobStore()
+        return jobs_moving(store, analysis_jobs(store))
+    except RobustScopeError:
+        return False
 
 
 st.subheader("Background analysis jobs")
-jobs_view()
+live_panel(jobs_view, moving=jobs_moving_now())
+
 
 def leaderboard_view() -> None:
     """Our AutoAttack figures of imported RobustBench models beside the leaderboard's (``evaluate

@@ -26,6 +26,7 @@ from engine.jobs.worker import pid_path
 from engine.paths import describe_settings, settings_key
 from engine.models import ARCHITECTURES
 from engine.training import METHODS, TrainConfig, estimate_cost
+from pages.common import jobs_moving, live_panel
 
 #: a worker this page starts exits after this many idle seconds
 WORKER_IDLE_EXIT_S = 1800.0
@@ -163,21 +164,36 @@ def job_reason(job, workers) -> str | None:
     return store.lost_reason(job, workers) or store.waiting_reason(job, workers)
 
 
-@st.fragment(run_every=3)
-def queue_view() -> None:
-    """The queue, refreshed every 3 s; a store that fails meanwhile (full disk, damaged and moved
-    aside) is said in one sentence."""
+def queue_view() -> bool:
+    """The queue (a ``common.live_panel``: refreshed every 3 s while a job moves, else every 30 s);
+    a store that fails meanwhile (full disk, damaged and moved aside) is said in one sentence."""
     try:
-        show_queue()
+        return show_queue()
     except RobustScopeError as exc:
         st.error(str(exc))
+        return False
 
 
-def show_queue() -> None:
-    """The workers, the training jobs and the selected job's progress, curves, buttons and log."""
-    store.recover()  # a job whose worker died shows as interrupted, never as running with a frozen ETA
+def training_jobs() -> list:
+    """The 50 newest training jobs (analysis jobs are on the Results page); a job whose worker died
+    shows as interrupted, never as running with a frozen ETA."""
+    store.recover()
+    return store.list(limit=50, lane="train")
+
+
+def queue_moving() -> bool:
+    """Whether a training job is moving now (False when the store cannot be read: the panel says why)."""
+    try:
+        return jobs_moving(store, training_jobs())
+    except RobustScopeError:
+        return False
+
+
+def show_queue() -> bool:
+    """The workers, the training jobs and the selected job's progress, curves, buttons and log;
+    whether a job is moving."""
+    jobs = training_jobs()
     workers = store.workers()
-    jobs = store.list(limit=50, lane="train")  # analysis jobs are on the Results page
     mine = settings_key(store.settings())
     if autostart() and any(j.status in CLAIMABLE and settings_key(j.settings) == mine for j in jobs) \
             and not worker_alive(store):
@@ -186,7 +202,7 @@ def show_queue() -> None:
     workers_view(store, workers)
     if not jobs:
         st.info("No training jobs yet: fill in the form above and queue one.")
-        return
+        return False
     reasons = {j.id: job_reason(j, workers) for j in jobs}
     st.dataframe(pd.DataFrame([{"id": j.id, "name": j.name, "method": j.config.method, "status": j.status,
                                 "epochs done": len(store.history(j.id)), "epochs": j.config.epochs,
@@ -228,6 +244,7 @@ def show_queue() -> None:
         st.error(f"Job {job.id} {job.status}: {job.error_line.rstrip('.')}. The log below has the details "
                  f"(`python -m engine jobs logs {job.id}`).")
     st.code(store.read_log(job.id, tail_chars=4000) or "(no log yet)")
+    return jobs_moving(store, jobs)
 
 
-queue_view()
+live_panel(queue_view, moving=queue_moving())
