@@ -23,7 +23,8 @@ the dashboard starts its own background worker as it would for a teacher):
    page to the last job finished);
 5. opens and closes ``--sessions`` sessions one after another (a new context each: Models page
    until rendered, then closed) and reads the server's RSS (``VmRSS`` of the streamlit process)
-   before, half-way and after.
+   before, half-way and after;
+6. stops the dashboard and its workers and measures the floor (below) with a new Chromium.
 
 Time to first render, per page opened (``first_render_p50/p95/max_s``: the pages of step 3; a
 page not rendered within ``--timeout`` counts as that many seconds): from the navigation's start (``page.goto`` in a context
@@ -46,6 +47,18 @@ the growth is that bounded cache, not a leak, and "before" is read after the pag
 above ran (the server's imports and caches are warm); the half-way reading shows whether memory still
 climbs in the second half (a per-session leak would). The workers the dashboard starts are
 separate processes (their RSS is printed beside, not counted).
+
+Where the time goes: during step 3 the bench reads the CPU seconds of the server, of the browser
+(Chromium's processes) and of the whole machine, and prints each one's share
+(``server_cpu_share``, ``browser_cpu_share``) and the server's CPU seconds per page opened
+(``server_cpu_per_page_s``): the contexts share the cores with the server, so the browser's own
+work is part of every time above.
+
+The floor, measured in the same run (step 6): a bare Streamlit app (four pages, each only its
+heading, the same ``.streamlit/config.toml``), driven by the same number of contexts opening the
+same four URLs in the same way. No dashboard can render faster under this harness than Streamlit
+itself, so ``floor_first_render_p95_s`` bounds what the target can mean on this machine and
+``p95_over_floor`` is the dashboard's own share of the wait (1.0: nothing beyond Streamlit's).
 
 Targets: p95 time to first render ≤ 15 s on the 2-core machine; 0 pages with an exception or not
 rendered (among every page opened: steps 2-5); every job done (none failed, none lost); RSS growth ≤ 200 MB over the sessions. Prints
@@ -104,7 +117,27 @@ FIGURES: list[tuple[str, str, str, object]] = [
     ("rss_after_mb", "MB", "", None),
     ("rss_growth_mb", "MB", f"≤ {RSS_TARGET_MB:g}", lambda v, a: v <= RSS_TARGET_MB),
     ("workers_rss_mb", "MB", "", None),
+    ("server_cpu_share", "%", "", None),
+    ("browser_cpu_share", "%", "", None),
+    ("server_cpu_per_page_s", "s", "", None),
+    ("floor_first_render_p50_s", "s", "", None),
+    ("floor_first_render_p95_s", "s", "", None),
+    ("p95_over_floor", "×", "", None),
 ]
+#: the floor (see the module's docstring): a bare Streamlit app with the four pages' headings
+FLOOR_APP = """import streamlit as st
+
+
+def page(title, path):
+    def draw():
+        st.title(title)
+    draw.__name__ = path
+    return st.Page(draw, title=title, url_path=path, default=path == "models")
+
+
+st.navigation([page(t, p) for t, p in (("Models", "models"), ("Representations", "representations"),
+                                       ("Attack Lab", "attack_lab"), ("Results", "results"))]).run()
+"""
 FIGURE_NAMES = [name for name, *_ in FIGURES]
 
 RENDERED_JS = """([heading]) => {
@@ -152,15 +185,25 @@ def server_env(runs: Path, data: Path | None) -> dict[str, str]:
     return env
 
 
-def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``streamlit run app.py`` in its own process group: (process, base URL); not yet healthy."""
+def start_server(env: dict[str, str], log: Path, script: str = "app.py", cwd: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """Start ``streamlit run SCRIPT`` in ``cwd`` in its own process group: (process, base URL); not
+    yet healthy."""
     port = local_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
+    cmd = [sys.executable, "-m", "streamlit", "run", script, "--server.headless=true",
            "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}"
+
+
+def floor_folder(tmp: Path) -> Path:
+    """A folder with the floor app and a copy of the dashboard's Streamlit config."""
+    folder = tmp / "floor"
+    (folder / ".streamlit").mkdir(parents=True)
+    (folder / "floor_app.py").write_text(FLOOR_APP)
+    (folder / ".streamlit" / "config.toml").write_text((ROOT / ".streamlit" / "config.toml").read_text())
+    return folder
 
 
 def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
@@ -237,6 +280,62 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` has used so far, its threads included; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (children, their children ...), from ``/proc``."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (``/proc/stat``: all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of the server, of the browser (this process's descendants but the server's
+    group) and of the machine between :meth:`start` and :meth:`stop`."""
+
+    server_pid: int
+    server: float = 0.0
+    browser: float = 0.0
+    machine: float = 0.0
+
+    def _browser_now(self) -> dict[int, float]:
+        server_group = set(descendants(self.server_pid)) | {self.server_pid}
+        return {pid: cpu_s(pid) for pid in descendants(os.getpid()) if pid not in server_group}
+
+    def start(self) -> None:
+        self._server0, self._machine0, self._browser0 = cpu_s(self.server_pid), machine_busy_s(), self._browser_now()
+
+    def stop(self) -> None:
+        now = self._browser_now()  # processes started meanwhile count from zero; ended ones are lost
+        self.browser = sum(max(0.0, used - self._browser0.get(pid, 0.0)) for pid, used in now.items())
+        self.server = cpu_s(self.server_pid) - self._server0
+        self.machine = machine_busy_s() - self._machine0
 
 
 def store_results(env: dict[str, str], data: Path | None) -> dict[str, str]:
@@ -365,9 +464,13 @@ async def drive(args, base: str, keys: dict[str, str], runs: Path, server_pid: i
             print(f"cold {_s(cold.seconds)}; alone: " + ", ".join(f"{v.path.split('?')[0]} {_s(v.seconds)}" for v in alone))
 
             contexts = [await browser.new_context() for _ in range(max(args.contexts, args.jobs))]
-            t0 = time.monotonic()
+            t0, meter = time.monotonic(), CpuMeter(server_pid)
+            meter.start()
             toured = await asyncio.gather(*(tour(c, base, targets, args.timeout) for c in contexts[:args.contexts]))
-            out["load"] = [v for _, visits in toured for v in visits]
+            meter.stop()
+            out["load"], out["cpu"] = [v for _, visits in toured for v in visits], meter
+            print(f"CPU while the contexts toured: server {meter.server:.1f} s, browser {meter.browser:.1f} s, "
+                  f"machine {meter.machine:.1f} s busy")
             print(f"{args.contexts} contexts × {len(targets)} pages in {time.monotonic() - t0:.1f} s; per page "
                   + "; ".join(_page_spread(out["load"], path) for path, _ in targets))
 
@@ -389,6 +492,40 @@ async def drive(args, base: str, keys: dict[str, str], runs: Path, server_pid: i
     return out
 
 
+async def drive_floor(args, base: str) -> list[Visit]:
+    """Step 6: ``--contexts`` fresh contexts of a new Chromium tour the floor app's four pages at once."""
+    from playwright.async_api import async_playwright
+
+    targets = [("/", "Models"), ("/representations?result=floor", "Representations"),
+               ("/attack_lab?result=floor", "Attack Lab"), ("/results?result=floor", "Results")]
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            warm = await browser.new_context()
+            await tour(warm, base, targets[:1], args.timeout)  # the server's first run, as the dashboard's cold one
+            await warm.close()
+            contexts = [await browser.new_context() for _ in range(args.contexts)]
+            toured = await asyncio.gather(*(tour(c, base, targets, args.timeout) for c in contexts))
+        finally:
+            await browser.close()
+    visits = [v for _, visits in toured for v in visits]
+    print(f"floor (bare Streamlit app): {args.contexts} contexts × {len(targets)} pages; per page "
+          + "; ".join(_page_spread(visits, path) for path, _ in targets))
+    return visits
+
+
+def measure_floor(args, tmp: Path) -> list[Visit]:
+    """Serve the floor app (its own server, stopped after) and drive it (:func:`drive_floor`)."""
+    folder = floor_folder(tmp)
+    log = tmp / "floor.log"
+    server, base = start_server(dict(os.environ), log, "floor_app.py", folder)
+    try:
+        wait_healthy(server, base, log, args.timeout)
+        return asyncio.run(drive_floor(args, base))
+    finally:
+        stop_group(server)
+
+
 # --- figures -----------------------------------------------------------------------------------
 
 def pct(values: list[float], q: float) -> float:
@@ -405,7 +542,10 @@ def figures(raw: dict, args, workers_mb: float) -> dict[str, float]:
     slow = [v.seconds / alone[v.path] for v in load if v.seconds is not None and alone.get(v.path)]
     jobs, rss = raw["jobs"], raw["rss"]
     done_s = [v.seconds for v in raw["sessions"] if v.seconds is not None]
-    opened = [raw["cold"]] + raw["alone"] + load + raw["queueing"] + raw["sessions"]
+    opened = [raw["cold"]] + raw["alone"] + load + raw["queueing"] + raw["sessions"] + raw["floor"]
+    cpu = raw["cpu"]
+    floor = [v.seconds if v.seconds is not None else args.timeout for v in raw["floor"]]
+    share = (lambda used: 100 * used / cpu.machine) if cpu.machine > 0 else (lambda used: math.nan)
     return {
         "cold_first_render_s": raw["cold"].seconds if raw["cold"].seconds is not None else math.nan,
         "alone_first_render_median_s": statistics.median([s for s in alone.values() if s is not None] or [math.nan]),
@@ -421,6 +561,10 @@ def figures(raw: dict, args, workers_mb: float) -> dict[str, float]:
         "session_first_render_p50_s": pct(done_s, 50), "session_first_render_p95_s": pct(done_s, 95),
         "rss_before_mb": rss[0], "rss_half_mb": rss[1], "rss_after_mb": rss[2], "rss_growth_mb": rss[2] - rss[0],
         "workers_rss_mb": workers_mb,
+        "server_cpu_share": share(cpu.server), "browser_cpu_share": share(cpu.browser),
+        "server_cpu_per_page_s": cpu.server / len(load) if load else math.nan,
+        "floor_first_render_p50_s": pct(floor, 50), "floor_first_render_p95_s": pct(floor, 95),
+        "p95_over_floor": pct(times, 95) / pct(floor, 95) if floor else math.nan,
     }
 
 
@@ -493,6 +637,9 @@ def main() -> int:
             print(f"server {base} (pid {server.pid}); stored results {keys}")
             raw = asyncio.run(drive(args, base, keys, runs, server.pid))
             workers_mb = sum(rss_mb(pid) for pid in worker_pids(runs))
+            stop_group(server)
+            stop_workers(runs)
+            raw["floor"] = measure_floor(args, Path(tmp))
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

@@ -23,7 +23,8 @@ FIGURES = [
     "pages_opened", "pages_with_exception", "pages_not_rendered", "jobs_queued_from_ui", "jobs_done",
     "jobs_failed", "jobs_lost", "jobs_wall_s", "sessions_rendered", "session_first_render_p50_s",
     "session_first_render_p95_s", "rss_before_mb", "rss_half_mb", "rss_after_mb", "rss_growth_mb",
-    "workers_rss_mb",
+    "workers_rss_mb", "server_cpu_share", "browser_cpu_share", "server_cpu_per_page_s",
+    "floor_first_render_p50_s", "floor_first_render_p95_s", "p95_over_floor",
 ]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -45,7 +46,10 @@ def test_load_bench_runs_tiny_and_reports_every_figure(tmp_path):
     figures = report["figures"]
     assert set(FIGURES) <= set(figures), set(FIGURES) - set(figures)
     assert all(isinstance(figures[name]["value"], (int, float)) for name in FIGURES), figures
-    assert figures["pages_opened"]["value"] == 1 + 4 + 2 * 4 + 1 + 3   # cold, alone, 2 contexts × 4 pages, the job's page, sessions
+    # cold, alone, 2 contexts × 4 pages, the job's page, sessions, then 2 contexts × 4 pages of the floor app
+    assert figures["pages_opened"]["value"] == 1 + 4 + 2 * 4 + 1 + 3 + 2 * 4
+    assert 0 < figures["server_cpu_share"]["value"] < 100 and 0 < figures["browser_cpu_share"]["value"] < 100
+    assert figures["server_cpu_per_page_s"]["value"] > 0 and figures["floor_first_render_p95_s"]["value"] > 0
     for name, value in (("pages_with_exception", 0), ("jobs_queued_from_ui", 1), ("jobs_done", 1),
                         ("jobs_failed", 0), ("jobs_lost", 0)):
         assert figures[name]["value"] == value, (name, proc.stdout[-3000:])
