@@ -9,6 +9,7 @@ a dataset image): it goes to ``engine.attacks.craft_and_compare`` directly."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -300,9 +301,9 @@ def show_result(page, state: dict, stem: str) -> None:
                  column_config={"probability": st.column_config.NumberColumn(format="%.3g")})
     summary = summary_frame(page, state, v)
     dl = st.columns(3)
-    dl[0].download_button("Adversarial image (PNG)", eimages.encode_png(result.adv[0]),
+    dl[0].download_button("Adversarial image (PNG)", partial(eimages.encode_png, result.adv[0]),  # made when clicked
                           file_name=f"adversarial_{stem}.png", mime="image/png", key="atk_dl_png")
-    dl[1].download_button("Tensors (NPZ)", npz_download(state), file_name=f"adversarial_{stem}.npz",
+    dl[1].download_button("Tensors (NPZ)", partial(npz_download, state), file_name=f"adversarial_{stem}.npz",
                           mime="application/octet-stream", key="atk_dl_npz")
     dl[2].download_button("Results (CSV)", summary.to_csv(index=False), file_name=f"attack_{stem}.csv",
                           mime="text/csv", key="atk_dl_csv")

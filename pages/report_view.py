@@ -166,5 +166,5 @@ def show_report(report) -> None:
             dl[i].download_button(f"{name.capitalize()} (CSV)", report.csv(name), f"{stem}_{name}.csv", "text/csv",
                                   key=f"report_dl_{name}")
     if png_export_available() and (report.sweep or report.autoattack):
-        st.download_button("ε-sweep (PNG)", report.figure().to_image(format="png"), f"{stem}_sweep.png",
+        st.download_button("ε-sweep (PNG)", lambda: report.figure().to_image(format="png"), f"{stem}_sweep.png",
                            "image/png", key="report_dl_png")

@@ -9,6 +9,7 @@ are chosen)."""
 from __future__ import annotations
 
 import io
+from functools import partial
 
 import numpy as np
 import streamlit as st
@@ -198,10 +199,10 @@ def show_maps(page, result, image, label: int, as_overlay: bool, alpha: float) -
     scale = max(1, TILE_PX // image.shape[-1])
     rows = show_grid(page, image, cells, request.dataset, as_overlay, alpha, scale)
     cols = st.columns(2)
-    cols[0].download_button("Download grid (PNG)", grid_png(rows, max(1, scale // 2)),
+    cols[0].download_button("Download grid (PNG)", partial(grid_png, rows, max(1, scale // 2)),  # made when clicked
                             file_name=f"saliency_{request.dataset}_{request.index}.png", mime="image/png",
                             key="sal_dl_png")
-    cols[1].download_button("Download maps (NPZ)", maps_npz(image, label, cells),
+    cols[1].download_button("Download maps (NPZ)", partial(maps_npz, image, label, cells),
                             file_name=f"saliency_{request.dataset}_{request.index}.npz", key="sal_dl_npz")
     analysis_ui.show_permalink(result, in_url=page.url_kind in (None, KIND))
 

@@ -140,3 +140,9 @@ def test_a_background_cka_appears_by_itself(server, tmp_path):
         page.screenshot(path=str(tmp_path / "cka_appeared.png"))
         text = page.inner_text("body")
         assert "result=" in page.url and not page_has_exception(text), text[:2000]
+        # the PNG and HTML downloads are made when clicked (not on every render): they still arrive whole
+        for label, start in (("PNG (matplotlib)", b"\x89PNG\r\n\x1a\n"), ("Interactive HTML", b"<!doctype html>")):
+            with page.expect_download(timeout=60_000) as download:
+                page.get_by_role("button", name=label).click()
+            data = Path(download.value.path()).read_bytes()
+            assert data.startswith(start) and len(data) > 1000, (label, data[:100])
