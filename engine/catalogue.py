@@ -11,6 +11,7 @@ Nothing here imports anything but the standard library.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 # ------------------------------------------------------------------------------------- threat models
@@ -91,12 +92,55 @@ CURVE_REPLACEMENTS = ("mean", "blur")
 CURVE_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 #: ``engine.attribution.ALIGNMENT_DATASETS``: datasets with object masks (the alignment score)
 ALIGNMENT_DATASETS = ("shapes", "mnist", "fashion-mnist")
+#: ``engine.attribution.metrics.EVALUATORS``: explanation metric -> its family and the scores it
+#: gives, in the order lists and tables show them
+EXPLANATION_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "randomisation": ("randomisation", ("randomisation_ssim", "randomisation_spearman")),
+    "road": ("faithfulness", ("road_morf", "road_lerf")),
+    "pixel_flipping": ("faithfulness", ("pixel_flipping_auc",)),
+    "pointing_game": ("localisation", ("pointing_game",)),
+    "relevance_mass": ("localisation", ("relevance_mass",)),
+    "max_sensitivity": ("robustness", ("max_sensitivity",)),
+    "avg_sensitivity": ("robustness", ("avg_sensitivity",)),
+}
+#: ``engine.attribution.metrics.LOCALISATION``: the metrics that need the dataset's foreground masks
+LOCALISATION_METRICS = ("pointing_game", "relevance_mass")
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """The explanation metrics' parameters and their defaults (``engine.attribution.metrics``; a
+    ``saliency_metrics`` request's fields default to them): ROAD's ``fractions`` of pixels imputed
+    (Rong et al. 2022 report 10 % ... 90 %) and ``road_noise``, pixel flipping's ``flip_steps`` and
+    ``flip_baseline``, the sensitivity's ``radius`` and ``samples``, the ``seed`` of every random
+    draw (noise, layer re-initialisation), and the forward passes' ``batch_size``."""
+
+    fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    road_noise: float = 0.01
+    flip_steps: int = 50
+    flip_baseline: float = 0.0
+    radius: float = 0.05
+    samples: int = 10
+    seed: int = 0
+    batch_size: int = 64
 
 # -------------------------------------------------------------------------------------- similarity
 #: ``engine.similarity.KERNELS`` / ``POOLINGS`` / ``engine.similarity.structure.REFERENCES``
 CKA_KERNELS = ("linear", "rbf")
 CKA_POOLINGS = ("flatten", "avg")
 CKA_REFERENCES = ("final", "consecutive")
+#: ``engine.similarity.measures.MEASURES``: each similarity measure with the one line ``cka
+#: --measure`` prints, in the order select boxes list them
+SIMILARITY_MEASURES = {
+    "cka": "centred kernel alignment (Kornblith et al. 2019), minibatch and streamed (the default)",
+    "procrustes": "angular Procrustes shape distance θ in [0, π/2] (Williams et al. 2021); 0 = same up to rotation",
+    "cca": "mean canonical correlation of the centred representations",
+    "svcca": "SVCCA (Raghu et al. 2017): keep 99% of each layer's variance by SVD, then mean CCA",
+    "pwcca": "projection-weighted CCA (Morcos et al. 2018); asymmetric: weights from the row layer",
+    "rsa": "Spearman correlation of the correlation-distance RDMs (Kriegeskorte et al. 2008)",
+    "mknn": "mutual k-nearest-neighbour alignment (Huh et al. 2024); see --k",
+    "linreg": "linear-regression R² (asymmetric: the row layer predicts the column layer)",
+}
 
 # ------------------------------------------------------------------------------ feature visualisation
 #: the bounds of ``engine.featvis`` (``MAX_VIS_TARGETS``, ``MAX_VIS_STEPS``, ``MAX_VIS_SIDE``,

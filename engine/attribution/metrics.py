@@ -45,6 +45,7 @@ from engine.attribution.curves import pixel_order, top_mask
 from engine.attribution.inputs import as_images, as_labels, predict
 from engine.attribution.methods import UnsupportedModelError, _seeded, attribute, get_method, resolve_params
 from engine.attribution.render import REDUCTIONS
+from engine.catalogue import EXPLANATION_METRICS, LOCALISATION_METRICS, MetricOptions, require_names
 from engine.errors import InvalidParameterError
 from engine.models.state import model_device
 from engine.runtime import Progress
@@ -52,8 +53,8 @@ from engine.runtime import Progress
 #: ``explain(model, images (N, C, H, W), labels (N,)) -> maps (N, H, W)`` float64 on the CPU
 Explain = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
-#: ROAD's default fractions of pixels replaced (Rong et al. 2022 report 10 % ... 90 %)
-ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: ROAD's default fractions of pixels replaced (``MetricOptions``)
+ROAD_FRACTIONS = MetricOptions.fractions
 #: ROAD's orders: most relevant first, least relevant first
 ROAD_ORDERS = ("morf", "lerf")
 #: the conjugate-gradient solve of the imputation stops at this relative residual
@@ -541,21 +542,6 @@ def avg_sensitivity(model, images, labels, explain: Explain, **options) -> np.nd
 
 
 # ----------------------------------------------------------------------------- many models and methods
-@dataclass(frozen=True)
-class MetricOptions:
-    """The metrics' parameters (see each function): ROAD's ``fractions`` and ``road_noise``, pixel
-    flipping's ``flip_steps`` and ``flip_baseline``, the sensitivity's ``radius`` and ``samples``,
-    the ``seed`` of every random draw (noise, layer re-initialisation), and the forward passes'
-    ``batch_size``."""
-
-    fractions: tuple[float, ...] = ROAD_FRACTIONS
-    road_noise: float = 0.01
-    flip_steps: int = 50
-    flip_baseline: float = 0.0
-    radius: float = 0.05
-    samples: int = 10
-    seed: int = 0
-    batch_size: int = 64
 
 
 @dataclass(frozen=True)
@@ -678,7 +664,8 @@ EVALUATORS: dict[str, Callable[[_Case], list[tuple]]] = {
     "avg_sensitivity": _avg_sensitivity_scores,
 }
 #: the metrics that need foreground masks
-LOCALISATION = ("pointing_game", "relevance_mass")
+LOCALISATION = LOCALISATION_METRICS
+require_names(EVALUATORS, EXPLANATION_METRICS, "engine.attribution.metrics.EVALUATORS vs engine.catalogue.EXPLANATION_METRICS")
 
 
 @dataclass(frozen=True)

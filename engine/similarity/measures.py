@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from engine.catalogue import SIMILARITY_MEASURES, require_names
 from engine.errors import InvalidParameterError
 from engine.similarity.cka import CKAComparison, CKAResult, _prepared, _resolve_layers, compare_models
 from engine.similarity.features import (
@@ -366,7 +367,7 @@ _SCALING = "isotropic scaling"
 _PERMUTATION = "permutations of neurons"
 _TRANSLATION = "translation"
 
-#: name -> :class:`Measure`, in the order select boxes list them (``engine.analysis.kinds.cka.MEASURE_NAMES``)
+#: name -> :class:`Measure`, in the order select boxes list them (``engine.catalogue.SIMILARITY_MEASURES``)
 MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("cka", "CKA", centred_gram, gram_alignment, True, False, (0.0, 1.0), _square_values, _gram_flops,
             (_ORTHOGONAL, _SCALING, _PERMUTATION, _TRANSLATION), "Kornblith et al. 2019", streams=True),
@@ -388,6 +389,7 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             _basis_flops, ("invertible linear transforms of X", _ORTHOGONAL, _SCALING, _TRANSLATION, _PERMUTATION),
             "Kornblith et al. 2019 (R²_LR)", direction="rows predict columns"),
 )}
+require_names(MEASURES, SIMILARITY_MEASURES, "engine.similarity.measures.MEASURES vs engine.catalogue.SIMILARITY_MEASURES")
 
 
 def get_measure(name: str) -> Measure:

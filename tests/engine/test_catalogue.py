@@ -53,6 +53,11 @@ def test_every_registry_names_what_the_catalogue_names():
     assert (MAX_VIS_TARGETS, MAX_VIS_STEPS, MAX_VIS_SIDE, MAX_VIS_PIXELS) == \
         (catalogue.MAX_VIS_TARGETS, catalogue.MAX_VIS_STEPS, catalogue.MAX_VIS_SIDE, catalogue.MAX_VIS_PIXELS)
     assert tuple(FORMATS) == catalogue.IMPORT_FORMATS and tuple(ROBUSTBENCH) == catalogue.ROBUSTBENCH_DATASETS
+    from engine.attribution.metrics import EVALUATORS, LOCALISATION
+    from engine.similarity.measures import MEASURES
+
+    assert tuple(MEASURES) == tuple(catalogue.SIMILARITY_MEASURES)
+    assert tuple(EVALUATORS) == tuple(catalogue.EXPLANATION_METRICS) and LOCALISATION == catalogue.LOCALISATION_METRICS
 
 
 @pytest.mark.parametrize("method", list(catalogue.TRAINING_METHODS))

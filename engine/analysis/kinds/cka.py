@@ -30,20 +30,11 @@ from engine.analysis.fields import (
 )
 from engine.analysis.registry import register
 from engine.analysis.schema import Array, Schema
+from engine.catalogue import SIMILARITY_MEASURES
 from engine.errors import InvalidParameterError
 
-#: the similarity measures (``engine.similarity.measures.MEASURES``, same order), each with the one
-#: line ``--measure`` prints; torch-free so that the CLI and requests need no torch
-MEASURE_NAMES = {
-    "cka": "centred kernel alignment (Kornblith et al. 2019), minibatch and streamed (the default)",
-    "procrustes": "angular Procrustes shape distance θ in [0, π/2] (Williams et al. 2021); 0 = same up to rotation",
-    "cca": "mean canonical correlation of the centred representations",
-    "svcca": "SVCCA (Raghu et al. 2017): keep 99% of each layer's variance by SVD, then mean CCA",
-    "pwcca": "projection-weighted CCA (Morcos et al. 2018); asymmetric: weights from the row layer",
-    "rsa": "Spearman correlation of the correlation-distance RDMs (Kriegeskorte et al. 2008)",
-    "mknn": "mutual k-nearest-neighbour alignment (Huh et al. 2024); see --k",
-    "linreg": "linear-regression R² (asymmetric: the row layer predicts the column layer)",
-}
+#: the similarity measures, each with its one line (torch-free, so the CLI and requests need no torch)
+MEASURE_NAMES = SIMILARITY_MEASURES
 #: the measure a request without one uses (its results keep their keys)
 DEFAULT_MEASURE = "cka"
 #: mutual kNN's default neighbours (``engine.similarity.measures.DEFAULT_K``)

@@ -35,7 +35,7 @@ from engine.analysis.fields import (
 )
 from engine.analysis.registry import register
 from engine.analysis.schema import Array, Schema
-from engine.catalogue import ATTRIBUTION_METHODS, REDUCTIONS
+from engine.catalogue import ATTRIBUTION_METHODS, EXPLANATION_METRICS, LOCALISATION_METRICS, REDUCTIONS, MetricOptions
 from engine.errors import InvalidParameterError
 
 
@@ -47,18 +47,8 @@ class ScoreInfo(NamedTuple):
     explanation: str
 
 
-#: metric name -> its family and the scores it gives (``engine.attribution.metrics.EVALUATORS``)
-METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "randomisation": ("randomisation", ("randomisation_ssim", "randomisation_spearman")),
-    "road": ("faithfulness", ("road_morf", "road_lerf")),
-    "pixel_flipping": ("faithfulness", ("pixel_flipping_auc",)),
-    "pointing_game": ("localisation", ("pointing_game",)),
-    "relevance_mass": ("localisation", ("relevance_mass",)),
-    "max_sensitivity": ("robustness", ("max_sensitivity",)),
-    "avg_sensitivity": ("robustness", ("avg_sensitivity",)),
-}
-#: the metrics that need the dataset's foreground masks
-LOCALISATION = ("pointing_game", "relevance_mass")
+#: metric name -> its family and the scores it gives; the metrics that need foreground masks
+METRICS, LOCALISATION = EXPLANATION_METRICS, LOCALISATION_METRICS
 #: names that stand for several metrics (``--metrics faithfulness``), "all" for every one
 GROUPS: dict[str, tuple[str, ...]] = {
     **{family: tuple(m for m, (f, _) in METRICS.items() if f == family)
@@ -101,8 +91,8 @@ SCORES: dict[str, ScoreInfo] = {
         "Average-sensitivity", "lower",
         "Mean change of the map, relative to its norm, under uniform noise in a small ℓ∞ ball (Yeh et al. 2019)."),
 }
-#: the defaults of the metrics' parameters (``engine.attribution.metrics.MetricOptions``)
-ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: ROAD's default fractions (``MetricOptions``, as every other metric parameter's default)
+ROAD_FRACTIONS = MetricOptions.fractions
 
 
 def expand_metrics(names) -> tuple[str, ...]:
@@ -165,14 +155,14 @@ class SaliencyMetricsRequest(Request):
     reduce: str = "abs_sum"
     n: int = 64
     seed: int | None = None
-    fractions: tuple[float, ...] = ROAD_FRACTIONS
-    road_noise: float = 0.01
-    flip_steps: int = 50
-    flip_baseline: float = 0.0
-    radius: float = 0.05
-    samples: int = 10
-    metric_seed: int = 0
-    batch_size: int = 64
+    fractions: tuple[float, ...] = MetricOptions.fractions
+    road_noise: float = MetricOptions.road_noise
+    flip_steps: int = MetricOptions.flip_steps
+    flip_baseline: float = MetricOptions.flip_baseline
+    radius: float = MetricOptions.radius
+    samples: int = MetricOptions.samples
+    metric_seed: int = MetricOptions.seed
+    batch_size: int = MetricOptions.batch_size
 
     def _check(self) -> None:
         check_model_list(self.models)

@@ -4,6 +4,7 @@ model, a background job, and the ``saliency --metrics`` command (JSON, CSV, tabl
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -33,11 +34,15 @@ def cli_args(paths, *extra) -> list:
 
 # ------------------------------------------------------------------ requests
 def test_metric_names_groups_and_the_engine_agree():
-    from engine.attribution.metrics import EVALUATORS, LOCALISATION, ROAD_FRACTIONS
+    from engine.attribution.metrics import EVALUATORS, LOCALISATION, ROAD_FRACTIONS, MetricOptions
     from engine.analysis.kinds import saliency_metrics as kind
 
     assert list(METRICS) == list(EVALUATORS) and kind.LOCALISATION == LOCALISATION
     assert kind.ROAD_FRACTIONS == ROAD_FRACTIONS
+    # a request's defaults are the engine's (one place: engine.catalogue.MetricOptions)
+    request = {f.name: f.default for f in dataclasses.fields(SaliencyMetricsRequest)}
+    options = {f.name: f.default for f in dataclasses.fields(MetricOptions)}
+    assert {name: request["metric_seed" if name == "seed" else name] for name in options} == options
     assert {s for _, scores in METRICS.values() for s in scores} == set(SCORES)
     assert expand_metrics(["all"]) == tuple(METRICS)
     assert expand_metrics(["robustness", "road", "randomisation", "road"]) == (
