@@ -49,7 +49,7 @@ import math
 import os
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -344,16 +344,23 @@ class JobStore:
         return JobStoreDamaged(notice)
 
     @contextmanager
-    def _repair_lock(self) -> Iterator[None]:
-        """An exclusive ``fcntl`` lock on :data:`REPAIR_LOCK_FILE` (none when it cannot be made:
-        a read-only folder, where nothing can be moved aside anyway)."""
+    def _repair_lock(self, shared: bool = False) -> Iterator[None]:
+        """An ``flock`` on :data:`REPAIR_LOCK_FILE`: exclusive while a damaged database is checked
+        and moved aside, shared while a connection is open (none when the file cannot be made: a
+        read-only folder, where nothing can be moved aside anyway).
+
+        So the database is never renamed under an open connection: one that opened the old file
+        and then found the fresh one's WAL files by name failed ("disk I/O error", "unable to
+        open") or, truncating shared memory another connection had mapped, crashed the process
+        (SIGBUS) — 1 run in 100 with four threads opening a damaged store at once. ``flock`` locks
+        belong to each open file, so threads of one process exclude each other too."""
         try:
             handle = open(self.root / REPAIR_LOCK_FILE, "a+")
         except OSError:
             yield
             return
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
         finally:
             handle.close()  # releases the lock
@@ -465,24 +472,26 @@ class JobStore:
         error), closed before sqlite's errors become a :class:`JobStoreError` (a damaged file is
         moved aside only once no connection of ours holds it)."""
         con, failed = None, None
-        try:
-            con = self._connect()
-            if begin:
-                con.execute("BEGIN IMMEDIATE")
+        # shared: no repair renames the file meanwhile (the repair itself holds the lock exclusively)
+        with nullcontext() if self._repairing else self._repair_lock(shared=True):
             try:
-                yield con
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
-            if begin:
-                con.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            failed = exc
-        finally:
-            if con is not None:
-                con.close()
-        if failed is not None:
+                con = self._connect()
+                if begin:
+                    con.execute("BEGIN IMMEDIATE")
+                try:
+                    yield con
+                except BaseException:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    raise
+                if begin:
+                    con.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                failed = exc
+            finally:
+                if con is not None:
+                    con.close()
+        if failed is not None:  # after the shared lock is released: a repair takes it exclusively
             raise self._failure(failed) from None
 
     @contextmanager
