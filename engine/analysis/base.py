@@ -131,6 +131,12 @@ class Request:
         """A request that exists is valid: the dataclass constructor runs :meth:`validate`."""
         self.validate()
 
+    def cost_class(self) -> str:
+        """The runs whose measured times correct this request's estimate
+        (``engine.analysis.cost.correction``): its kind's, unless the kind runs different code for
+        different requests (e.g. CKA's other similarity measures)."""
+        return self.kind
+
     # -- serialisation
     def to_dict(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}

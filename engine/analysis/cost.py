@@ -97,8 +97,9 @@ def estimate(request, loaded, results: Path | None = None) -> CostEstimate:
     :func:`raw_estimate` × :func:`correction` from the kind's recorded runs (``results``: the
     result store's folder, default ``<runs>/results``)."""
     raw = raw_estimate(request, loaded)
-    factor, runs = correction(request.kind, _device_type(loaded), results)
-    how = raw.how + (f" × {factor:.2g} (the last {runs} {request.kind} run(s) here)" if runs else "")
+    kind = request.cost_class()
+    factor, runs = correction(kind, _device_type(loaded), results)
+    how = raw.how + (f" × {factor:.2g} (the last {runs} {kind} run(s) here)" if runs else "")
     return CostEstimate(raw.seconds * factor, raw.per_image_s, raw.passes, how)
 
 
@@ -118,10 +119,11 @@ def raw_estimate(request, loaded) -> CostEstimate:
 
 
 def record_actual(request, loaded, seconds: float, results: Path) -> None:
-    """Append one computed run (kind, device type, raw estimate, actual seconds) to
-    ``<results>/timings.jsonl``, which :func:`correction` reads."""
+    """Append one computed run (its cost class, ``request.cost_class()``: the kind, or e.g.
+    ``cka:procrustes``; device type, raw estimate, actual seconds) to ``<results>/timings.jsonl``,
+    which :func:`correction` reads."""
     raw = raw_estimate(request, loaded).seconds
-    line = json.dumps({"kind": request.kind, "device": _device_type(loaded), "raw_s": raw, "actual_s": seconds,
+    line = json.dumps({"kind": request.cost_class(), "device": _device_type(loaded), "raw_s": raw, "actual_s": seconds,
                        "at": time.time()})
     results.mkdir(parents=True, exist_ok=True)
     with open(results / TIMINGS_FILE, "a", encoding="utf-8") as handle:
@@ -130,7 +132,7 @@ def record_actual(request, loaded, seconds: float, results: Path) -> None:
 
 def correction(kind: str, device: str, results: Path | None = None) -> tuple[float, int]:
     """``(factor, runs)``: the median actual ÷ raw estimate of the last :data:`HISTORY` recorded
-    runs of ``kind`` on ``device`` (a device type: "cpu", "cuda"), within :data:`CORRECTION_RANGE`;
+    runs of ``kind`` (a request's ``cost_class()``) on ``device`` (a device type: "cpu", "cuda"), within :data:`CORRECTION_RANGE`;
     ``(1.0, 0)`` before any run (an unreadable line is skipped)."""
     if results is None:
         from engine.paths import results_dir

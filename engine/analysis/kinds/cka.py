@@ -92,6 +92,11 @@ class CKARequest(Request):
         return {name: value for name, value in super().to_dict().items()
                 if not (name in _OMITTED_AT_DEFAULT and _OMITTED_AT_DEFAULT[name](self))}
 
+    def cost_class(self) -> str:
+        """``cka`` for CKA (the runs recorded before other measures existed), ``cka:MEASURE`` for
+        another measure: a Procrustes or PWCCA run's time says nothing about CKA's."""
+        return self.kind if self.measure == DEFAULT_MEASURE else f"{self.kind}:{self.measure}"
+
     def _check(self) -> None:
         check_dataset(self.dataset)
         check_choice("split", self.split, SPLITS)

@@ -62,3 +62,28 @@ def test_the_probe_times_a_batch_once_per_model_and_device(tiny_checkpoints, mon
     first = cost.seconds_per_image(model)
     assert cost.seconds_per_image(model) == first and first > 0
     assert calls in ([cost.PROBE_IMAGES], [cost.PROBE_IMAGES, cost.PROBE_BATCH])
+
+
+def test_each_similarity_measure_learns_its_own_correction(tiny_checkpoints, tmp_path):
+    """CKA and, say, Procrustes run different code: one's recorded times never correct the other's
+    estimate (CKA keeps the ``cka`` runs recorded before other measures existed)."""
+    from engine.analysis.kinds.cka import CKARequest
+    from engine.checkpoints import load
+
+    a, b = ModelRef.of(tiny_checkpoints["standard"]), ModelRef.of(tiny_checkpoints["robust"])
+    plain = CKARequest(a=a, b=b, dataset="shapes", n=8)
+    procrustes = CKARequest(a=a, b=b, dataset="shapes", n=8, measure="procrustes")
+    assert (plain.cost_class(), procrustes.cost_class()) == ("cka", "cka:procrustes")
+    assert _request(tiny_checkpoints).cost_class() == "layer_activations"
+    rows = [{"kind": "cka:procrustes", "device": "cpu", "raw_s": 1.0, "actual_s": 30.0}]
+    (tmp_path / cost.TIMINGS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = [load(tiny_checkpoints["standard"]), load(tiny_checkpoints["robust"])]
+    assert "run(s) here" not in cost.estimate(plain, loaded, results=tmp_path).how
+    corrected = cost.estimate(procrustes, loaded, results=tmp_path)
+    assert "× 30 (the last 1 cka:procrustes run(s) here)" in corrected.how
+    assert corrected.seconds == pytest.approx(30 * cost.raw_estimate(procrustes, loaded).seconds)
+
+    store = ResultStore(tmp_path / "results")
+    run_analysis(procrustes, loaded=loaded, store=store)                   # a computed run records its class
+    [row] = [json.loads(line) for line in (store.root / cost.TIMINGS_FILE).read_text().splitlines()]
+    assert row["kind"] == "cka:procrustes"
