@@ -8,10 +8,12 @@ claims jobs as a local worker does and hands each to Ray as a task with the reso
 
 - receives the request (as JSON) and the models' weights and cards through Ray's object store,
   keyed by sha256 (each node keeps them in ``$ROBUSTSCOPE_WEIGHTS_CACHE``, default
-  ``~/.cache/robustscope/weights/<sha256>/``, and checks the sha256), and reads the dataset from the
+  ``~/.cache/robustscope/weights/<sha256>/``, checks the sha256, and drops the least recently used
+  copies beyond ``$ROBUSTSCOPE_WEIGHTS_CACHE_MB``, default 20,000 MB), and reads the dataset from the
   data root its node was started with (``ROBUSTSCOPE_DATA`` in the environment of ``ray start``);
 - reports progress and its partial (resume) state to a :class:`Channel` actor on the head, which
-  the dispatcher copies into the job store's events and the results folder's ``.partial/<key>/``;
+  the dispatcher copies into the job store's events and the results folder's ``.partial/<key>/``
+  (the files changed since the last report, and which files the folder holds now);
 - returns the result (arrays as ``.npz`` bytes, metadata): the dispatcher stores it atomically, as
   a local worker would, and records on the job which node ran it.
 
@@ -46,6 +48,8 @@ from engine.jobs.store import Job, JobStore
 
 RAY_ENV = "ROBUSTSCOPE_RAY_ADDRESS"
 WEIGHTS_CACHE_ENV = "ROBUSTSCOPE_WEIGHTS_CACHE"
+#: megabytes a node's weights cache may hold before its least recently used models are dropped
+WEIGHTS_CACHE_MB_ENV, WEIGHTS_CACHE_MB = "ROBUSTSCOPE_WEIGHTS_CACHE_MB", 20_000
 #: node failures Ray retries a task for (a task that raises is not retried)
 MAX_RETRIES = 3
 #: seconds a cancelled task may take to stop by itself before ``ray.cancel(force=True)``
@@ -77,7 +81,7 @@ class Channel:
     def __init__(self):
         self.events: list[tuple] = []
         self.states: dict[str, dict[str, bytes]] = {}
-        self.changed: set[str] = set()
+        self.changed: dict[str, tuple[dict[str, bytes], list[str]]] = {}
         self.nodes: list[tuple[int, dict]] = []
         self.cancelled: set[int] = set()
         self.outcomes: dict[int, dict] = {}
@@ -97,9 +101,13 @@ class Channel:
     def node(self, job_id: int, where: dict) -> None:
         self.nodes.append((job_id, where))
 
-    def save_state(self, key: str, files: dict) -> None:
-        self.states[key] = files
-        self.changed.add(key)
+    def save_state(self, key: str, files: dict, present: list) -> None:
+        """A task's state folder now: the ``files`` changed since its last report (name -> bytes)
+        and the names of every file it holds (``present``: the others were deleted)."""
+        kept = {name: data for name, data in self.states.get(key, {}).items() if name in present}
+        self.states[key] = {**kept, **files}
+        earlier, _ = self.changed.get(key, ({}, []))
+        self.changed[key] = ({**earlier, **files}, list(present))
 
     def state(self, key: str) -> dict | None:
         return self.states.get(key)
@@ -111,16 +119,15 @@ class Channel:
         return job_id in self.cancelled
 
     def drain(self) -> tuple[list, dict, list]:
-        """(events, {key: files} of partial states changed since the last drain, nodes)."""
+        """(events, {key: (files changed since the last drain, names present now)}, nodes)."""
         events, self.events = self.events, []
         nodes, self.nodes = self.nodes, []
-        states = {key: self.states[key] for key in self.changed if key in self.states}
-        self.changed = set()
+        states, self.changed = self.changed, {}
         return events, states, nodes
 
     def forget(self, key: str, job_id: int) -> None:
         self.states.pop(key, None)
-        self.changed.discard(key)
+        self.changed.pop(key, None)
         self.cancelled.discard(job_id)
 
 
@@ -152,8 +159,35 @@ def materialise(models: dict) -> dict[str, str]:
 
             atomic_write_bytes(folder / f"{spec['name']}.json", spec["card"], what="model card")
             atomic_write_bytes(target, data, what="model weights")
+        os.utime(folder)  # used now: the last to be dropped
         paths[digest] = str(target)
+    prune_weights_cache(keep=set(models))
     return paths
+
+
+def prune_weights_cache(keep: set[str], limit_mb: float | None = None) -> list[str]:
+    """Drop the least recently used models of this node's weights cache (a model's folder is
+    touched each time a task uses it) until it holds at most ``limit_mb`` megabytes (default
+    ``$ROBUSTSCOPE_WEIGHTS_CACHE_MB``, else :data:`WEIGHTS_CACHE_MB`), never one of ``keep`` (the
+    running task's); returns the sha256 of those dropped. A folder another task removes or uses
+    meanwhile is skipped."""
+    limit = float(os.environ.get(WEIGHTS_CACHE_MB_ENV) or WEIGHTS_CACHE_MB) if limit_mb is None else limit_mb
+    try:
+        folders = [f for f in weights_cache().iterdir() if f.is_dir()]
+        sizes = {f: sum(p.stat().st_size for p in f.iterdir() if p.is_file()) for f in folders}
+        used = {f: f.stat().st_mtime for f in folders}
+    except OSError:
+        return []
+    total, dropped = sum(sizes.values()), []
+    for folder in sorted(folders, key=used.get):
+        if total <= limit * 2**20:
+            break
+        if folder.name in keep:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= sizes[folder]
+        dropped.append(folder.name)
+    return dropped
 
 
 def _sha256(path: Path) -> str:
@@ -218,26 +252,38 @@ class _StateSync(threading.Thread):
         super().__init__(daemon=True, name=f"state-sync-{key[:12]}")
         self.folder, self.channel, self.key = folder, channel, key
         self.done = threading.Event()
-        self.seen: tuple = ()
+        self.seen: dict[str, tuple[int, int]] = {}
 
     def run(self) -> None:
         while not self.done.wait(REPORT_EVERY_S):
             self.push()
 
     def push(self, wait: bool = False) -> None:
-        """Send the folder when it changed since the last push (a folder being replaced this
-        instant is sent at the next look); ``wait``: until the head's channel has it (the last
-        push of a task, before it returns)."""
+        """Send the files changed since the last push and the names of all (a training run sends
+        each epoch once, not the whole folder at every epoch); a folder being replaced this instant
+        is sent at the next look. ``wait``: until the head's channel has it (the last push of a
+        task, before it returns)."""
         try:
-            stamp = tuple(sorted((str(p.relative_to(self.folder)), p.stat().st_mtime_ns)
-                                 for p in self.folder.rglob("*") if p.is_file()))
-            if stamp and stamp != self.seen:
-                sent = self.channel.save_state.remote(self.key, folder_files(self.folder))
+            now = folder_stamps(self.folder)
+            changed = [name for name, stamp in now.items() if self.seen.get(name) != stamp]
+            if now and (changed or now.keys() != self.seen.keys()):
+                files = {name: (self.folder / name).read_bytes() for name in changed}
+                sent = self.channel.save_state.remote(self.key, files, sorted(now))
                 if wait:
                     require_ray().get(sent)
-                self.seen = stamp
+                self.seen = now
         except OSError as exc:
             logging.getLogger("engine.jobs").debug("state of %s not sent this time: %s", self.key, exc)
+
+
+def folder_stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` by its relative path (``/``-separated): (mtime in ns, size)."""
+    stamps = {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            info = path.stat()
+            stamps[path.relative_to(folder).as_posix()] = (info.st_mtime_ns, info.st_size)
+    return stamps
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:
@@ -245,18 +291,26 @@ def folder_files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def write_files(folder: Path, files: dict[str, bytes]) -> None:
+def write_files(folder: Path, files: dict[str, bytes], present: list[str] | None = None) -> None:
     """Write :func:`folder_files`' output under ``folder`` (atomically per file); a path that
-    would leave the folder is refused."""
+    would leave the folder is refused. ``present``: the names the folder holds now; any other
+    file under it is deleted (what the task deleted, e.g. a training run's superseded epochs)."""
     from engine.fileio import atomic_write_bytes
 
-    for name, data in files.items():
+    for name in [*files, *(present or [])]:
         parts = Path(name).parts
         if not parts or Path(name).is_absolute() or ".." in parts:
             raise RobustScopeError(f"refusing a state file outside its folder: {name!r}")
-        target = folder.joinpath(*parts)
+    for name, data in files.items():
+        target = folder.joinpath(*Path(name).parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(target, data, what="job state")
+    if present is not None and folder.is_dir():
+        for name in set(folder_stamps(folder)) - set(present) - set(files):
+            (folder / name).unlink(missing_ok=True)
+        for sub in sorted((d for d in folder.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+            if not any(sub.iterdir()):
+                sub.rmdir()  # an epoch folder the task deleted: gone here too, not left empty
 
 
 #: the channel key of a training job's run folder
@@ -501,8 +555,8 @@ class Dispatcher:
             for running in self.running.values():
                 if running.job.id == job_id:
                     running.node = where
-        for key, files in states.items():
-            write_files(self._state_folder(key), files)
+        for key, (files, present) in states.items():
+            write_files(self._state_folder(key), files, present)
 
     def _state_folder(self, key: str) -> Path:
         """Where the head keeps a task's state: a training job's run folder (``run/<id>``), else the
